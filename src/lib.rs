@@ -1,0 +1,1 @@
+//! accessplane: manage SaaS access-control objects as Kubernetes custom resources.
