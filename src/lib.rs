@@ -1,1 +1,3 @@
 //! accessplane: manage SaaS access-control objects as Kubernetes custom resources.
+
+pub mod api;

@@ -1,0 +1,200 @@
+//! Admission behaviour of the generated CRDs, checked locally with kube's CEL evaluator
+//! (the same `x-kubernetes-validations` the apiserver runs).
+
+use kube::core::cel::{Validator, compile_schema};
+use serde_json::{Value, json};
+
+use super::all_crds;
+
+fn schema_of(kind: &str) -> Value {
+    let (_, crd) = all_crds()
+        .into_iter()
+        .find(|(_, c)| c.spec.names.kind == kind)
+        .expect("known kind");
+    let schema = crd.spec.versions[0]
+        .schema
+        .clone()
+        .unwrap()
+        .open_api_v3_schema
+        .unwrap();
+    serde_json::to_value(schema).unwrap()
+}
+
+/// Messages of the CEL rules the object (optionally an update of `old`) violates.
+fn violations(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<String> {
+    match Validator::new().validate(&schema_of(kind), obj, old) {
+        Ok(()) => vec![],
+        Err(errs) => errs.into_vec().into_iter().map(|e| e.message).collect(),
+    }
+}
+
+fn object(spec: Value) -> Value {
+    json!({"apiVersion": "accessplane.io/v1alpha1", "metadata": {"name": "x", "namespace": "ns"}, "spec": spec})
+}
+
+#[test]
+fn every_rule_compiles() {
+    for (file, crd) in all_crds() {
+        let schema = serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap()).unwrap();
+        let compiled = compile_schema(&schema["openAPIV3Schema"]);
+        assert!(
+            !compiled.has_errors(),
+            "{file}: {:?}",
+            compiled.compilation_errors()
+        );
+    }
+}
+
+#[test]
+fn crds_in_repo_are_up_to_date() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for (file, crd) in all_crds() {
+        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        assert_eq!(
+            committed,
+            super::crd_yaml(&crd),
+            "crds/{file} is stale: run `cargo run -- crds --dir crds`"
+        );
+    }
+}
+
+#[test]
+fn spec_has_no_schema_defaults() {
+    for (file, crd) in all_crds() {
+        let text = serde_json::to_string(&crd).unwrap();
+        assert!(
+            !text.contains("\"default\""),
+            "{file} declares a schema default"
+        );
+    }
+}
+
+#[test]
+fn access_profile_rules() {
+    let base = json!({"connectionRef": {"name": "serval"}, "teamId": "t1", "name": "P"});
+    assert!(violations("AccessProfile", &object(base.clone()), None).is_empty());
+
+    let mut moved = base.clone();
+    moved["teamId"] = json!("t2");
+    let errs = violations("AccessProfile", &object(moved), Some(&object(base.clone())));
+    assert!(
+        errs.iter().any(|m| m.contains("spec.teamId is immutable")),
+        "{errs:?}"
+    );
+
+    let nameless = json!({"connectionRef": {"name": "serval"}, "teamId": "t1"});
+    let errs = violations("AccessProfile", &object(nameless), None);
+    assert!(
+        errs.iter().any(|m| m.contains("spec.name is required")),
+        "{errs:?}"
+    );
+
+    let mut adopted = base.clone();
+    adopted["externalId"] = json!("ap-1");
+    let mut retargeted = adopted.clone();
+    retargeted["externalId"] = json!("ap-2");
+    let errs = violations(
+        "AccessProfile",
+        &object(retargeted),
+        Some(&object(adopted.clone())),
+    );
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("spec.externalId is immutable")),
+        "{errs:?}"
+    );
+    // Adding an externalId later is allowed (pinning what the operator created).
+    assert!(violations("AccessProfile", &object(adopted), Some(&object(base))).is_empty());
+}
+
+#[test]
+fn connection_needs_exactly_one_upstream() {
+    let secret = json!({"credentialsSecretRef": {"name": "s"}});
+    let one = json!({"serval": secret});
+    assert!(violations("Connection", &object(one), None).is_empty());
+    for spec in [json!({}), json!({"serval": secret, "instaclustr": secret})] {
+        let errs = violations("Connection", &object(spec), None);
+        assert!(
+            errs.iter()
+                .any(|m| m.contains("exactly one of spec.conductorOne")),
+            "{errs:?}"
+        );
+    }
+}
+
+#[test]
+fn app_entitlement_oneofs() {
+    let base = json!({"connectionRef": {"name": "c1"}, "appId": "a", "displayName": "D"});
+    assert!(violations("AppEntitlement", &object(base.clone()), None).is_empty());
+
+    let mut both = base.clone();
+    both["durationGrant"] = json!("3600s");
+    both["durationUnset"] = json!({});
+    let errs = violations("AppEntitlement", &object(both), None);
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("at most one of spec.durationGrant")),
+        "{errs:?}"
+    );
+
+    let mut two_arms = base.clone();
+    two_arms["provisionerPolicy"] = json!({"manual": {}, "unconfigured": {}});
+    let errs = violations("AppEntitlement", &object(two_arms), None);
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("exactly one of connector, manual")),
+        "{errs:?}"
+    );
+
+    let mut reserved = base;
+    reserved["annotations"] = json!({"c1/internal": "x"});
+    let errs = violations("AppEntitlement", &object(reserved), None);
+    assert!(
+        errs.iter().any(|m| m.contains("must not start with c1/")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn mcp_toolset_connector_choice_and_tool_selectors() {
+    let by_ref = json!({"connectionRef": {"name": "c1"}, "connectorRef": {"name": "gh"}, "displayName": "D",
+                        "tools": [{"toolName": "search_issues"}, {"id": "t1"}]});
+    assert!(violations("McpToolset", &object(by_ref.clone()), None).is_empty());
+
+    let mut both = by_ref.clone();
+    both["appId"] = json!("a");
+    both["connectorId"] = json!("c");
+    let errs = violations("McpToolset", &object(both), None);
+    assert!(
+        errs.iter().any(|m| m.contains("either spec.connectorRef")),
+        "{errs:?}"
+    );
+
+    let mut bad_tool = by_ref;
+    bad_tool["tools"] = json!([{"id": "t1", "toolName": "x"}]);
+    let errs = violations("McpToolset", &object(bad_tool), None);
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("exactly one of id or toolName")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn persona_access_control_immutables() {
+    let base = json!({"connectionRef": {"name": "ic"}, "clusterId": "c", "type": "ALLOWLIST",
+                      "virtualServerId": "b2c3d4e5-f6a7-8901-bcde-f12345678901", "personaRole": "analyst"});
+    assert!(violations("PersonaAccessControl", &object(base.clone()), None).is_empty());
+    let mut renamed = base.clone();
+    renamed["personaRole"] = json!("admin");
+    let errs = violations(
+        "PersonaAccessControl",
+        &object(renamed),
+        Some(&object(base)),
+    );
+    assert!(
+        errs.iter()
+            .any(|m| m.contains("spec.personaRole is immutable")),
+        "{errs:?}"
+    );
+}
