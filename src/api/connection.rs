@@ -105,3 +105,34 @@ pub struct ConnectionStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }
+
+/// The upstreams a Connection can point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamKind {
+    ConductorOne,
+    Serval,
+    Instaclustr,
+}
+
+impl UpstreamKind {
+    /// The spec field naming this upstream.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::ConductorOne => "conductorOne",
+            Self::Serval => "serval",
+            Self::Instaclustr => "instaclustr",
+        }
+    }
+}
+
+impl ConnectionSpec {
+    /// The configured upstream; `None` when the spec sets none or several (refused at admission).
+    pub fn upstream_kind(&self) -> Option<UpstreamKind> {
+        match (&self.conductor_one, &self.serval, &self.instaclustr) {
+            (Some(_), None, None) => Some(UpstreamKind::ConductorOne),
+            (None, Some(_), None) => Some(UpstreamKind::Serval),
+            (None, None, Some(_)) => Some(UpstreamKind::Instaclustr),
+            _ => None,
+        }
+    }
+}

@@ -45,3 +45,5 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
 
 #[cfg(test)]
 mod schema_tests;
+
+crate::managed_object!(AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl);

@@ -1,0 +1,6 @@
+//! Connections: the registry of verified upstream clients and the controller that fills it.
+
+pub mod controller;
+mod registry;
+
+pub use registry::Connections;

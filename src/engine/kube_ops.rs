@@ -1,0 +1,103 @@
+//! The engine's writes to the Kubernetes object: finalizer, bookkeeping annotations,
+//! status (only when it changed) and events. The operator never writes `spec`.
+
+use std::collections::BTreeMap;
+
+use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::{EngineError, FINALIZER};
+
+/// What the helpers below need of a resource.
+pub trait Object: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned {}
+impl<K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned> Object for K {}
+
+pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
+    obj.finalizers().iter().any(|f| f == FINALIZER)
+}
+
+pub async fn add_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<K, EngineError> {
+    // A JSON patch guarded by the resourceVersion: a concurrent edit makes it fail
+    // (and the reconcile retry) instead of clobbering someone else's finalizer list.
+    let mut ops = vec![PatchOperation::Test(TestOperation {
+        path: "/metadata/resourceVersion".try_into().unwrap(),
+        value: json!(obj.resource_version()),
+    })];
+    ops.push(if obj.finalizers().is_empty() {
+        PatchOperation::Add(AddOperation { path: "/metadata/finalizers".try_into().unwrap(), value: json!([FINALIZER]) })
+    } else {
+        PatchOperation::Add(AddOperation { path: "/metadata/finalizers/-".try_into().unwrap(), value: json!(FINALIZER) })
+    });
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(JsonPatch(ops)))
+        .await
+        .map_err(EngineError::kube("adding finalizer"))
+}
+
+pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), EngineError> {
+    let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{index}");
+    let ops = vec![
+        PatchOperation::Test(TestOperation { path: path.as_str().try_into().unwrap(), value: json!(FINALIZER) }),
+        PatchOperation::Remove(RemoveOperation { path: path.as_str().try_into().unwrap() }),
+    ];
+    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(JsonPatch(ops))).await {
+        Ok(_) => Ok(()),
+        // Already gone: the deletion completed.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(EngineError::kube("removing finalizer")(e)),
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) annotations with one merge patch.
+pub async fn set_annotations<K: Object>(
+    api: &Api<K>,
+    obj: &K,
+    changes: BTreeMap<&str, Option<String>>,
+) -> Result<K, EngineError> {
+    let patch = json!({"metadata": {"annotations": changes}});
+    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .map_err(EngineError::kube("writing annotations"))
+}
+
+/// Writes `status` when it differs from the object's current status; returns whether it wrote.
+pub async fn write_status<K: Object>(api: &Api<K>, obj: &K, status: Value) -> Result<bool, EngineError> {
+    let current = serde_json::to_value(obj).map_err(|e| EngineError::Dependency(e.to_string()))?;
+    let current_status = current.get("status").cloned().unwrap_or(Value::Null);
+    if current_status == status {
+        return Ok(false);
+    }
+    let patch = if current_status.is_null() {
+        Patch::Merge(json!({"status": status}))
+    } else {
+        // A JSON patch computed from the difference also removes fields that are gone,
+        // which a merge patch would leave behind.
+        Patch::Json(json_patch::diff(&json!({"status": current_status}), &json!({"status": status})))
+    };
+    api.patch_status(&obj.name_any(), &PatchParams::default(), &patch)
+        .await
+        .map_err(EngineError::kube("writing status"))?;
+    Ok(true)
+}
+
+/// Publishes an event; failures are logged, never fatal.
+pub async fn publish<K: Object>(recorder: &Recorder, obj: &K, warning: bool, reason: &str, note: String) {
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(%error, reason, "could not publish event");
+    }
+}

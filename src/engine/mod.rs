@@ -1,0 +1,184 @@
+//! The generic managed-resource reconciler (design §2). Every kind goes through it; a
+//! kind only supplies a [`Provider`]: how to observe, diff, create, update and delete
+//! its upstream object. Finalizers, policies, adoption, crash-safe create, drift,
+//! asynchronous completion, conditions, events, status and requeue timing live here once.
+
+pub mod clock;
+pub mod conditions;
+pub mod error;
+pub mod kube_ops;
+pub mod metrics;
+pub mod reconciler;
+pub mod requeue;
+
+use std::fmt::Debug;
+use std::future::Future;
+
+use kube::core::NamespaceResourceScope;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::connection::UpstreamKind;
+use crate::api::envelope::{DeletionPolicy, ManagedFields, ManagedStatus};
+use crate::upstream::{UpstreamClient, UpstreamError};
+
+pub use error::EngineError;
+pub use reconciler::{Engine, reconcile};
+
+/// Finalizer on every managed resource (and on Connections still in use).
+pub const FINALIZER: &str = "accessplane.io/finalizer";
+/// Set just before a create is sent; cleared once the id is recorded.
+pub const CREATE_PENDING_ANNOTATION: &str = "accessplane.io/create-pending";
+/// The id of an upstream object the operator created (survives a restore that drops status).
+pub const EXTERNAL_ID_ANNOTATION: &str = "accessplane.io/external-id";
+/// Marks an object whose upstream twin existed before the operator looked for it.
+pub const ADOPTED_ANNOTATION: &str = "accessplane.io/adopted";
+
+/// A custom resource kind the engine can reconcile.
+pub trait ManagedObject:
+    kube::Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    /// The envelope fields of the spec.
+    fn managed(&self) -> &ManagedFields;
+    /// The common status fields, if a status exists.
+    fn managed_status(&self) -> Option<&ManagedStatus>;
+}
+
+/// Implements [`ManagedObject`] for kinds whose spec and status flatten the envelope.
+#[macro_export]
+macro_rules! managed_object {
+    ($($kind:ty),+ $(,)?) => {$(
+        impl $crate::engine::ManagedObject for $kind {
+            fn managed(&self) -> &$crate::api::envelope::ManagedFields {
+                &self.spec.managed
+            }
+            fn managed_status(&self) -> Option<&$crate::api::envelope::ManagedStatus> {
+                self.status.as_ref().map(|s| &s.managed)
+            }
+        }
+    )+};
+}
+
+/// What a provider call sees: the object and the Connection's upstream client.
+pub struct Cx<'a, K> {
+    pub obj: &'a K,
+    pub upstream: &'a UpstreamClient,
+}
+
+/// The managed fields (lowerCamelCase spec names) whose upstream value differs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Diff {
+    pub fields: Vec<&'static str>,
+}
+
+impl Diff {
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// Records `field` when `differs`.
+    pub fn check(&mut self, field: &'static str, differs: bool) {
+        if differs {
+            self.fields.push(field);
+        }
+    }
+}
+
+/// Result of a create.
+pub enum Created<O> {
+    /// The upstream created it and answered with its state.
+    Done(O),
+    /// The upstream accepted the request (HTTP 202); confirmed later by reading back.
+    Accepted { id: String },
+}
+
+/// Result of an update or delete.
+pub enum Written<O> {
+    /// Applied; the new state when the response carried it.
+    Done(Option<O>),
+    /// Accepted (HTTP 202/204 on an asynchronous upstream); confirmed by reading back.
+    Accepted,
+}
+
+/// The upstream-specific part of one kind.
+pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
+    /// The upstream object as read.
+    type Observed: Clone + Debug + Send + Sync;
+
+    /// Which upstream the kind's Connection must point at.
+    const UPSTREAM: UpstreamKind;
+
+    /// The upstream id of an observed object.
+    fn id_of(&self, observed: &Self::Observed) -> String;
+
+    /// For upstreams whose ids follow from the spec (no crash-recovery lookup needed).
+    fn deterministic_id(&self, _obj: &K) -> Option<String> {
+        None
+    }
+
+    /// Reads the object; `None` when it does not exist (or is soft-deleted).
+    fn observe(&self, cx: &Cx<'_, K>, id: &str) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send;
+
+    /// Finds upstream objects matching the resource's natural key (crash recovery, Observe without id).
+    fn find(&self, cx: &Cx<'_, K>) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send;
+
+    /// Compares the managed (non-omitted) spec fields with the upstream object.
+    fn diff(&self, obj: &K, observed: &Self::Observed) -> Diff;
+
+    fn create(&self, cx: &Cx<'_, K>) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
+
+    /// Sends only the fields named in `diff`.
+    fn update(
+        &self,
+        cx: &Cx<'_, K>,
+        observed: &Self::Observed,
+        diff: &Diff,
+    ) -> impl Future<Output = Result<Written<Self::Observed>, UpstreamError>> + Send;
+
+    /// Deletes; a 404 must be reported as `Done`.
+    fn delete(&self, cx: &Cx<'_, K>, id: &str) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
+
+    /// Why this upstream object must never be updated, if so.
+    fn refuse_update(&self, _observed: &Self::Observed) -> Option<String> {
+        None
+    }
+
+    /// Why this upstream object must never be deleted, if so.
+    fn refuse_delete(&self, _observed: &Self::Observed) -> Option<String> {
+        None
+    }
+
+    /// Kind-specific observed facts merged into `status` (camelCase keys).
+    fn facts(&self, _observed: &Self::Observed) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+}
+
+/// The deletion policy in force: explicit, else `Delete` for objects the operator
+/// created and `Orphan` for adopted ones. `Observe` never deletes.
+pub fn effective_deletion_policy<K: ManagedObject>(obj: &K) -> DeletionPolicy {
+    let managed = obj.managed();
+    if managed.management() == crate::api::envelope::ManagementPolicy::Observe {
+        return DeletionPolicy::Orphan;
+    }
+    managed.deletion_policy.unwrap_or_else(|| {
+        if is_adopted(obj) { DeletionPolicy::Orphan } else { DeletionPolicy::Delete }
+    })
+}
+
+/// Whether the upstream object existed before the operator looked for it.
+pub fn is_adopted<K: ManagedObject>(obj: &K) -> bool {
+    obj.managed().external_id.is_some() || annotation(obj, ADOPTED_ANNOTATION) == Some("true")
+}
+
+/// An annotation's value.
+pub fn annotation<'a, K: kube::Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
+}

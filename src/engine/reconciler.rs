@@ -1,0 +1,547 @@
+//! The reconcile flow of design §2, written once for every kind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::ResourceExt;
+use serde_json::{Map, Value};
+use tracing::Instrument;
+
+use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
+use super::kube_ops::{self, has_finalizer};
+use super::requeue::{RESYNC_ANNOTATION, Timing};
+use super::{
+    CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION, EngineError, ManagedObject, Provider, Written,
+    ADOPTED_ANNOTATION, annotation, clock::Clock, clock::elapsed, effective_deletion_policy, metrics::ReconcileMetrics,
+};
+use crate::api::envelope::{DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite};
+use crate::connections::Connections;
+use crate::upstream::UpstreamClient;
+
+/// Everything a kind's controller needs; one per kind.
+pub struct Engine<K, P> {
+    pub kube: kube::Client,
+    pub provider: P,
+    pub connections: Arc<Connections>,
+    pub recorder: Recorder,
+    pub clock: Arc<dyn Clock>,
+    pub timing: Timing,
+    pub metrics: ReconcileMetrics,
+    /// Consecutive retryable failures and terminal holds, by object uid. In memory only:
+    /// after a restart every object is simply tried once more.
+    failures: Mutex<HashMap<String, Failure>>,
+    kind: PhantomData<fn() -> K>,
+}
+
+#[derive(Default)]
+struct Failure {
+    retryable: u32,
+    /// A terminal error at this generation: do not call the upstream again before `until`.
+    terminal: Option<(i64, Timestamp)>,
+}
+
+/// The outcome of one pass, before it is written to status.
+struct Verdict {
+    ready: ConditionValue,
+    requeue: Duration,
+    id: Option<String>,
+    facts: Option<Map<String, Value>>,
+    pending: Option<PendingWrite>,
+    event: Option<(&'static str, String)>,
+    /// The finalizer was removed: the object is gone or going, nothing more to write.
+    released: bool,
+}
+
+impl Verdict {
+    fn new(ready: ConditionValue, requeue: Duration) -> Self {
+        Self { ready, requeue, id: None, facts: None, pending: None, event: None, released: false }
+    }
+
+    fn released(event: Option<(&'static str, String)>) -> Self {
+        let mut v = Self::new(ConditionValue::new(false, reason::DELETING, ""), Duration::ZERO);
+        v.event = event;
+        v.released = true;
+        v
+    }
+}
+
+/// Reconciles one object: the entry point given to the kube-runtime controller.
+pub async fn reconcile<K: ManagedObject, P: Provider<K>>(obj: Arc<K>, engine: Arc<Engine<K, P>>) -> Result<Action, EngineError> {
+    let kind = K::kind(&());
+    let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let started = Instant::now();
+    let result = engine.reconcile_object(&obj).instrument(span).await;
+    let label = match &result {
+        Ok(_) => "ok",
+        Err(e) => e.metric_label(),
+    };
+    engine.metrics.observe(&kind, label, started.elapsed().as_secs_f64());
+    result
+}
+
+impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
+    pub fn new(
+        kube: kube::Client,
+        provider: P,
+        connections: Arc<Connections>,
+        recorder: Recorder,
+        clock: Arc<dyn Clock>,
+        timing: Timing,
+        metrics: ReconcileMetrics,
+    ) -> Self {
+        Self {
+            kube,
+            provider,
+            connections,
+            recorder,
+            clock,
+            timing,
+            metrics,
+            failures: Mutex::default(),
+            kind: PhantomData,
+        }
+    }
+
+    /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
+    pub fn error_policy(&self, obj: &K, error: &EngineError) -> Action {
+        tracing::warn!(%error, name = %obj.name_any(), "reconcile failed");
+        Action::requeue(self.timing.error_backoff(self.bump_failures(obj)))
+    }
+
+    async fn reconcile_object(&self, obj: &K) -> Result<Action, EngineError> {
+        let api: Api<K> = Api::namespaced(self.kube.clone(), &obj.namespace().unwrap_or_default());
+        if obj.meta().deletion_timestamp.is_some() {
+            if !has_finalizer(obj) {
+                return Ok(Action::await_change());
+            }
+            return self.finish(&api, obj, self.finalize(&api, obj).await).await;
+        }
+        let obj = if has_finalizer(obj) { obj.clone() } else { kube_ops::add_finalizer(&api, obj).await? };
+        if let Some(wait) = self.terminal_hold(&obj) {
+            tracing::debug!(?wait, "terminal error at this generation; not calling the upstream yet");
+            return Ok(Action::requeue(wait));
+        }
+        let verdict = self.converge(&api, &obj).await;
+        self.finish(&api, &obj, verdict).await
+    }
+
+    /// Brings the upstream object in line with the spec (or reports how it differs).
+    async fn converge(&self, api: &Api<K>, obj: &K) -> Result<Verdict, EngineError> {
+        let upstream = self.upstream(obj)?;
+        let cx = Cx { obj, upstream: &upstream };
+        let managed = obj.managed();
+        let observe_only = managed.management() == ManagementPolicy::Observe;
+        let now = self.clock.now();
+
+        let known_id = self.known_id(obj);
+        let mut observed = None;
+        if let Some(id) = &known_id {
+            observed = self.provider.observe(&cx, id).await?;
+            if observed.is_none() {
+                if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
+                    let waited = pending_wait(pending, now);
+                    let mut v = Verdict::new(
+                        ConditionValue::new(false, reason::PENDING, "create accepted upstream; waiting for it to become visible"),
+                        self.timing.pending_poll(waited),
+                    );
+                    v.id = Some(id.clone());
+                    v.pending = Some(pending.clone());
+                    return Ok(v);
+                }
+                if managed.external_id.is_some() || observe_only {
+                    return Ok(Verdict::new(
+                        ConditionValue::new(false, reason::NOT_FOUND, format!("upstream object {id} does not exist")),
+                        self.resync(obj),
+                    ));
+                }
+                // The object the operator created is gone (deleted out of band): recreate it.
+                tracing::info!(id, "upstream object is gone; creating it again");
+            }
+        }
+
+        let mut recorded_adoption = false;
+        let observed = match observed {
+            Some(o) => o,
+            None => {
+                let pending_create = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+                let deterministic = self.provider.deterministic_id(obj).is_some();
+                let candidates =
+                    if (pending_create || observe_only) && !deterministic { self.provider.find(&cx).await? } else { vec![] };
+                match candidates.len() {
+                    0 if observe_only => {
+                        return Ok(Verdict::new(
+                            ConditionValue::new(false, reason::NOT_FOUND, "no upstream object matches this resource; set spec.externalId to observe a specific one"),
+                            self.resync(obj),
+                        ));
+                    }
+                    0 => return self.create(api, obj, &cx).await,
+                    1 => {
+                        let found = candidates.into_iter().next().unwrap();
+                        if !observe_only {
+                            // A create whose response was lost: the object is ours, record it.
+                            let id = self.provider.id_of(&found);
+                            tracing::info!(id, "recovered an interrupted create");
+                            self.record_id(api, obj, &id, false).await?;
+                            recorded_adoption = true;
+                        }
+                        found
+                    }
+                    n => {
+                        let ids: Vec<String> = candidates.iter().map(|c| self.provider.id_of(c)).collect();
+                        return Err(EngineError::CreateAmbiguous(format!(
+                            "{n} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
+                            ids.join(", ")
+                        )));
+                    }
+                }
+            }
+        };
+        let id = self.provider.id_of(&observed);
+        if !recorded_adoption && !observe_only && known_id.is_some() && self.provider.deterministic_id(obj).is_some() {
+            self.note_deterministic_owner(api, obj, &id).await?;
+        }
+        self.compare(&cx, obj, observed, observe_only, now).await
+    }
+
+    /// Diff an existing upstream object and update it when it differs.
+    async fn compare(&self, cx: &Cx<'_, K>, obj: &K, observed: P::Observed, observe_only: bool, now: Timestamp) -> Result<Verdict, EngineError> {
+        let id = self.provider.id_of(&observed);
+        if let Some(why) = self.provider.refuse_update(&observed) {
+            return Err(EngineError::Refused(why));
+        }
+        let diff = self.provider.diff(obj, &observed);
+        let generation = obj.meta().generation.unwrap_or_default();
+        let mut verdict = if diff.is_empty() {
+            Verdict::new(ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"), self.resync(obj))
+        } else if observe_only {
+            Verdict::new(
+                ConditionValue::new(false, reason::DRIFTED, format!("upstream differs from the spec in: {}", diff.fields.join(", "))),
+                self.resync(obj),
+            )
+        } else if let Some(pending) = self.pending_within_grace(obj, "Update", now).filter(|p| p.generation == generation) {
+            let mut v = Verdict::new(
+                ConditionValue::new(false, reason::PENDING, "update accepted upstream; waiting for it to become visible"),
+                self.timing.pending_poll(pending_wait(pending, now)),
+            );
+            v.pending = Some(pending.clone());
+            v
+        } else {
+            let spec_changed = obj.managed_status().and_then(|s| s.observed_generation) != Some(generation)
+                || obj.managed_status().and_then(|s| conditions::get(&s.conditions, READY)).is_none_or(|c| c.status != "True");
+            let fields = diff.fields.join(", ");
+            match self.provider.update(cx, &observed, &diff).await? {
+                Written::Done(new_state) => {
+                    let mut v = Verdict::new(ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"), self.resync(obj));
+                    v.facts = Some(self.provider.facts(new_state.as_ref().unwrap_or(&observed)));
+                    v.event = Some(if spec_changed {
+                        ("Updated", format!("updated upstream {id}: {fields}"))
+                    } else {
+                        ("DriftCorrected", format!("corrected drift of upstream {id}: {fields}"))
+                    });
+                    v
+                }
+                Written::Accepted => {
+                    let mut v = Verdict::new(
+                        ConditionValue::new(false, reason::PENDING, format!("update of {fields} accepted upstream; waiting for it to become visible")),
+                        self.timing.pending_poll(Duration::ZERO),
+                    );
+                    v.pending = Some(PendingWrite { operation: "Update".into(), generation, requested_at: now.to_string() });
+                    v.event = Some(("UpdateRequested", format!("requested update of upstream {id}: {fields}")));
+                    v
+                }
+            }
+        };
+        verdict.id = Some(id);
+        if verdict.facts.is_none() {
+            verdict.facts = Some(self.provider.facts(&observed));
+        }
+        Ok(verdict)
+    }
+
+    /// Crash-safe create: mark the attempt, create, record the id.
+    async fn create(&self, api: &Api<K>, obj: &K, cx: &Cx<'_, K>) -> Result<Verdict, EngineError> {
+        let now = self.clock.now();
+        let obj = &kube_ops::set_annotations(api, obj, BTreeMap::from([(CREATE_PENDING_ANNOTATION, Some(now.to_string()))])).await?;
+        let cx = Cx { obj, upstream: cx.upstream };
+        let generation = obj.meta().generation.unwrap_or_default();
+        match self.provider.create(&cx).await? {
+            Created::Done(created) => {
+                let id = self.provider.id_of(&created);
+                self.record_id(api, obj, &id, false).await?;
+                self.publish(obj, false, "Created", format!("created upstream object {id}")).await;
+                // Some fields can only be set by an update after create (e.g. C1 deprovisioner policy).
+                self.compare(&cx, obj, created, false, now).await
+            }
+            Created::Accepted { id } => {
+                self.record_id(api, obj, &id, false).await?;
+                let mut v = Verdict::new(
+                    ConditionValue::new(false, reason::PENDING, "create accepted upstream; waiting for it to become visible"),
+                    self.timing.pending_poll(Duration::ZERO),
+                );
+                v.pending = Some(PendingWrite { operation: "Create".into(), generation, requested_at: now.to_string() });
+                v.id = Some(id.clone());
+                v.event = Some(("CreateRequested", format!("requested creation of upstream object {id}")));
+                Ok(v)
+            }
+        }
+    }
+
+    /// Deletion per policy; the finalizer goes only once the upstream object is gone.
+    async fn finalize(&self, api: &Api<K>, obj: &K) -> Result<Verdict, EngineError> {
+        if effective_deletion_policy(obj) == DeletionPolicy::Orphan {
+            kube_ops::remove_finalizer(api, obj).await?;
+            return Ok(Verdict::released(None));
+        }
+        let upstream = self.upstream(obj).map_err(|e| {
+            EngineError::Dependency(format!(
+                "{e}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
+            ))
+        })?;
+        let cx = Cx { obj, upstream: &upstream };
+        let id = match self.known_id(obj) {
+            Some(id) => Some(id),
+            // Deleted while a create was in flight: find what it may have made.
+            None if annotation(obj, CREATE_PENDING_ANNOTATION).is_some() => {
+                let found = self.provider.find(&cx).await?;
+                match found.len() {
+                    0 => None,
+                    1 => Some(self.provider.id_of(&found[0])),
+                    n => {
+                        return Err(EngineError::CreateAmbiguous(format!(
+                            "{n} upstream objects match this resource; delete them upstream or set spec.deletionPolicy: Orphan"
+                        )));
+                    }
+                }
+            }
+            None => None,
+        };
+        let Some(id) = id else {
+            kube_ops::remove_finalizer(api, obj).await?;
+            return Ok(Verdict::released(None));
+        };
+        let Some(observed) = self.provider.observe(&cx, &id).await? else {
+            kube_ops::remove_finalizer(api, obj).await?;
+            let requested = obj.managed_status().and_then(|s| s.pending.as_ref()).is_some_and(|p| p.operation == "Delete");
+            return Ok(Verdict::released(requested.then(|| ("Deleted", format!("upstream object {id} is gone")))));
+        };
+        if let Some(why) = self.provider.refuse_delete(&observed) {
+            return Err(EngineError::Refused(format!("{why}; set spec.deletionPolicy: Orphan to release the resource")));
+        }
+        let now = self.clock.now();
+        if let Some(pending) = self.pending_within_grace(obj, "Delete", now) {
+            let mut v = Verdict::new(
+                ConditionValue::new(false, reason::DELETING, "delete accepted upstream; waiting for the object to disappear"),
+                self.timing.pending_poll(pending_wait(pending, now)),
+            );
+            v.pending = Some(pending.clone());
+            return Ok(v);
+        }
+        match self.provider.delete(&cx, &id).await? {
+            Written::Done(_) => {
+                kube_ops::remove_finalizer(api, obj).await?;
+                Ok(Verdict::released(Some(("Deleted", format!("deleted upstream object {id}")))))
+            }
+            Written::Accepted => {
+                let mut v = Verdict::new(
+                    ConditionValue::new(false, reason::DELETING, "delete accepted upstream; waiting for the object to disappear"),
+                    self.timing.pending_poll(Duration::ZERO),
+                );
+                v.pending = Some(PendingWrite {
+                    operation: "Delete".into(),
+                    generation: obj.meta().generation.unwrap_or_default(),
+                    requested_at: now.to_string(),
+                });
+                v.event = Some(("DeleteRequested", format!("requested deletion of upstream object {id}")));
+                Ok(v)
+            }
+        }
+    }
+
+    /// Writes the pass's outcome to status (when it changed), publishes events on
+    /// transitions and decides when to look again.
+    async fn finish(&self, api: &Api<K>, obj: &K, outcome: Result<Verdict, EngineError>) -> Result<Action, EngineError> {
+        let now = self.clock.now();
+        let generation = obj.meta().generation;
+        let previous = obj.managed_status().cloned().unwrap_or_default();
+        let mut status = previous.clone();
+        status.observed_generation = generation;
+        let (requeue, facts) = match outcome {
+            Ok(verdict) if verdict.released => {
+                self.clear_failures(obj);
+                if let Some((reason, note)) = verdict.event {
+                    self.publish(obj, false, reason, note).await;
+                }
+                return Ok(Action::await_change());
+            }
+            Ok(verdict) => {
+                self.clear_failures(obj);
+                if let Some(id) = verdict.id {
+                    status.id = Some(id);
+                }
+                status.pending = verdict.pending;
+                conditions::set(&mut status.conditions, READY, &verdict.ready, generation, now);
+                conditions::set(&mut status.conditions, SYNCED, &ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""), generation, now);
+                if let Some((reason, note)) = verdict.event {
+                    self.publish(obj, false, reason, note).await;
+                }
+                (verdict.requeue, verdict.facts)
+            }
+            Err(EngineError::Kube { context, source }) => return Err(EngineError::Kube { context, source }),
+            Err(error) => {
+                let requeue = self.requeue_after_error(obj, &error, now);
+                let message = error.to_string();
+                let synced_reason = error.synced_reason();
+                let ready = match &error {
+                    EngineError::Dependency(_) => Some(ConditionValue::new(false, reason::WAITING_FOR_DEPENDENCY, message.clone())),
+                    // A passing upstream fault says nothing about the object: keep Ready as it was.
+                    _ if !error.is_terminal() && conditions::get(&previous.conditions, READY).is_some() => None,
+                    _ => Some(ConditionValue::new(false, reason::ERROR, message.clone())),
+                };
+                if let Some(ready) = ready {
+                    conditions::set(&mut status.conditions, READY, &ready, generation, now);
+                }
+                let synced = ConditionValue::new(false, synced_reason, message.clone());
+                let was = conditions::get(&previous.conditions, SYNCED).map(|c| (c.status.clone(), c.reason.clone()));
+                conditions::set(&mut status.conditions, SYNCED, &synced, generation, now);
+                if was != Some(("False".into(), synced_reason.into())) {
+                    self.publish(obj, true, synced_reason, message).await;
+                }
+                (requeue, None)
+            }
+        };
+        kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await?;
+        Ok(Action::requeue(requeue))
+    }
+
+    fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
+        let ns = obj.namespace().unwrap_or_default();
+        self.connections
+            .resolve(&ns, &obj.managed().connection_ref.name, P::UPSTREAM)
+            .map_err(EngineError::Dependency)
+    }
+
+    /// The upstream id this resource points at, if known.
+    fn known_id(&self, obj: &K) -> Option<String> {
+        obj.managed()
+            .external_id
+            .clone()
+            .or_else(|| annotation(obj, EXTERNAL_ID_ANNOTATION).map(str::to_string))
+            .or_else(|| obj.managed_status().and_then(|s| s.id.clone()))
+            .or_else(|| self.provider.deterministic_id(obj))
+    }
+
+    /// Records the id of an object the operator created (or, when `adopted`, found).
+    async fn record_id(&self, api: &Api<K>, obj: &K, id: &str, adopted: bool) -> Result<K, EngineError> {
+        let mut changes = BTreeMap::from([(EXTERNAL_ID_ANNOTATION, Some(id.to_string())), (CREATE_PENDING_ANNOTATION, None)]);
+        if adopted {
+            changes.insert(ADOPTED_ANNOTATION, Some("true".into()));
+        }
+        kube_ops::set_annotations(api, obj, changes).await
+    }
+
+    /// Deterministic ids need no recovery lookup, but provenance still matters for the
+    /// deletion default: an object that existed before any create of ours is adopted.
+    async fn note_deterministic_owner(&self, api: &Api<K>, obj: &K, id: &str) -> Result<(), EngineError> {
+        if annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id) {
+            return Ok(());
+        }
+        let ours = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+        self.record_id(api, obj, id, !ours).await?;
+        if !ours {
+            self.publish(obj, false, "Adopted", format!("adopted existing upstream object {id}")).await;
+        }
+        Ok(())
+    }
+
+    fn pending_within_grace<'a>(&self, obj: &'a K, operation: &str, now: Timestamp) -> Option<&'a PendingWrite> {
+        let pending = obj.managed_status()?.pending.as_ref()?;
+        if pending.operation != operation {
+            return None;
+        }
+        let requested: Timestamp = pending.requested_at.parse().ok()?;
+        (elapsed(requested, now) < self.timing.pending_grace).then_some(pending)
+    }
+
+    fn resync(&self, obj: &K) -> Duration {
+        self.timing.resync_for(annotation(obj, RESYNC_ANNOTATION))
+    }
+
+    async fn publish(&self, obj: &K, warning: bool, reason: &str, note: String) {
+        kube_ops::publish(&self.recorder, obj, warning, reason, note).await;
+    }
+
+    fn uid(obj: &K) -> String {
+        obj.meta().uid.clone().unwrap_or_else(|| obj.name_any())
+    }
+
+    fn bump_failures(&self, obj: &K) -> u32 {
+        let mut failures = self.failures.lock().unwrap();
+        let entry = failures.entry(Self::uid(obj)).or_default();
+        entry.retryable += 1;
+        entry.retryable
+    }
+
+    fn clear_failures(&self, obj: &K) {
+        self.failures.lock().unwrap().remove(&Self::uid(obj));
+    }
+
+    fn requeue_after_error(&self, obj: &K, error: &EngineError, now: Timestamp) -> Duration {
+        if error.is_terminal() {
+            let until = now + self.timing.terminal_retry;
+            let generation = obj.meta().generation.unwrap_or_default();
+            self.failures.lock().unwrap().entry(Self::uid(obj)).or_default().terminal = Some((generation, until));
+            return self.timing.terminal_retry;
+        }
+        let backoff = self.timing.error_backoff(self.bump_failures(obj));
+        let asked = match error {
+            EngineError::Upstream(e) => e.retry_after().unwrap_or_default(),
+            _ => Duration::ZERO,
+        };
+        backoff.max(asked)
+    }
+
+    /// How long to keep away from the upstream after a terminal error at this generation.
+    fn terminal_hold(&self, obj: &K) -> Option<Duration> {
+        let generation = obj.meta().generation.unwrap_or_default();
+        let failures = self.failures.lock().unwrap();
+        let (at, until) = failures.get(&Self::uid(obj))?.terminal?;
+        let now = self.clock.now();
+        (at == generation && now < until).then(|| elapsed(now, until))
+    }
+}
+
+fn pending_wait(pending: &PendingWrite, now: Timestamp) -> Duration {
+    pending.requested_at.parse().map(|t| elapsed(t, now)).unwrap_or_default()
+}
+
+/// The full status object: the object's current status with the common fields and the
+/// provider's facts written over it.
+fn status_json<K: ManagedObject>(obj: &K, status: &ManagedStatus, facts: Option<Map<String, Value>>) -> Value {
+    let current = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned());
+    let mut out = match current {
+        Some(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    for key in ["id", "observedGeneration", "conditions", "pending"] {
+        out.remove(key);
+    }
+    if let Value::Object(common) = serde_json::to_value(status).expect("status serializes") {
+        out.extend(common);
+    }
+    if let Some(facts) = facts {
+        for (key, value) in facts {
+            if value.is_null() {
+                out.remove(&key);
+            } else {
+                out.insert(key, value);
+            }
+        }
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,466 @@
+//! The per-Connection HTTP client: auth, rate limit, retries, metrics and tracing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::{Method, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::auth::{Credentials, ExchangeHooks, TokenCache};
+use super::error::{ErrorClass, UpstreamError, parse_error_body, transport_error};
+use super::metrics::UpstreamMetrics;
+use super::ratelimit::{RateLimit, RateLimiter};
+use super::retry::{Decision, RetryPolicy, RetryState, parse_retry_after};
+
+/// Longest time spent establishing a connection, whatever the request timeout.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything needed to build an [`UpstreamClient`] for one Connection.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Provider name used in errors, metrics and logs (`conductorone`, `serval`, ...).
+    pub provider: &'static str,
+    /// API root; call paths are appended to its path.
+    pub base_url: url::Url,
+    /// How requests authenticate.
+    pub credentials: Credentials,
+    /// Token bucket shared by all calls (and token requests) of the Connection.
+    pub rate_limit: RateLimit,
+    /// Retry schedule of each call.
+    pub retry: RetryPolicy,
+    /// Timeout of one HTTP attempt, including reading the body.
+    pub timeout: Duration,
+    /// Shared metric families.
+    pub metrics: Arc<UpstreamMetrics>,
+}
+
+impl UpstreamConfig {
+    /// A config with default rate limit, retry policy, 30 s timeout and private metrics.
+    pub fn new(provider: &'static str, base_url: url::Url, credentials: Credentials) -> Self {
+        Self {
+            provider,
+            base_url,
+            credentials,
+            rate_limit: RateLimit::default(),
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(30),
+            metrics: Arc::new(UpstreamMetrics::default()),
+        }
+    }
+}
+
+/// Whether a call may be repeated after the server might have acted on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryMode {
+    /// Repeating it is harmless (reads, replace-all updates, deletes).
+    Idempotent,
+    /// Repeating it may duplicate its effect (creates): retried only when the
+    /// request provably was not applied (429, connect failures, token errors).
+    NonIdempotent,
+}
+
+/// One logical upstream call (possibly several HTTP attempts).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// Operation name for errors, metrics and logs (`get_access_profile`, ...).
+    pub operation: &'static str,
+    /// HTTP method.
+    pub method: Method,
+    /// Path appended to the base URL's path; percent-encoded by the caller.
+    pub path: String,
+    /// Query parameters (encoded by the client).
+    pub query: Vec<(String, String)>,
+    /// JSON request body.
+    pub body: Option<serde_json::Value>,
+    /// Retry safety.
+    pub retry: RetryMode,
+}
+
+impl Call {
+    /// A call with no query or body; POST defaults to non-idempotent, others to idempotent.
+    pub fn new(method: Method, operation: &'static str, path: impl Into<String>) -> Self {
+        let retry = if method == Method::POST {
+            RetryMode::NonIdempotent
+        } else {
+            RetryMode::Idempotent
+        };
+        Self {
+            operation,
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            retry,
+        }
+    }
+
+    /// A GET call.
+    pub fn get(operation: &'static str, path: impl Into<String>) -> Self {
+        Self::new(Method::GET, operation, path)
+    }
+
+    /// A POST call (non-idempotent unless marked [`Call::idempotent`]).
+    pub fn post(operation: &'static str, path: impl Into<String>) -> Self {
+        Self::new(Method::POST, operation, path)
+    }
+
+    /// A PUT call.
+    pub fn put(operation: &'static str, path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, operation, path)
+    }
+
+    /// A DELETE call.
+    pub fn delete(operation: &'static str, path: impl Into<String>) -> Self {
+        Self::new(Method::DELETE, operation, path)
+    }
+
+    /// Adds a query parameter.
+    pub fn query(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.push((key.into(), value.into()));
+        self
+    }
+
+    /// Sets the JSON body.
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    /// Marks the call as unsafe to repeat after an ambiguous failure.
+    pub fn non_idempotent(mut self) -> Self {
+        self.retry = RetryMode::NonIdempotent;
+        self
+    }
+
+    /// Marks the call as safe to repeat (e.g. a C1 update, which is a POST).
+    pub fn idempotent(mut self) -> Self {
+        self.retry = RetryMode::Idempotent;
+        self
+    }
+}
+
+/// A successful (2xx) response.
+#[derive(Debug, Clone)]
+pub struct UpstreamResponse {
+    /// HTTP status code.
+    pub status: u16,
+    /// Raw body.
+    pub body: Bytes,
+}
+
+/// HTTP client of one Connection; cheap to clone and shared by all controllers.
+#[derive(Clone)]
+pub struct UpstreamClient {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for UpstreamClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamClient")
+            .field("provider", &self.inner.provider)
+            .field("base_url", &self.inner.base_url.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    provider: &'static str,
+    base_url: url::Url,
+    http: reqwest::Client,
+    auth: Auth,
+    limiter: Arc<RateLimiter>,
+    retry: RetryPolicy,
+    metrics: Arc<UpstreamMetrics>,
+}
+
+enum Auth {
+    Tokens(TokenCache),
+    StaticBearer(SecretString),
+    Basic {
+        username: String,
+        api_key: SecretString,
+    },
+}
+
+/// Why one attempt failed, and whether its request could have reached the server.
+struct Failure {
+    error: UpstreamError,
+    /// False when it failed while obtaining a token, before the request was sent.
+    reached_request: bool,
+    /// Generation of the bearer token used, for a targeted refresh on 401.
+    token_generation: Option<u64>,
+}
+
+impl UpstreamClient {
+    /// Builds the client; fails on an unusable base URL or a missing rustls crypto
+    /// provider (install one process-wide first).
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamError> {
+        let base_url = config.base_url;
+        if !matches!(base_url.scheme(), "http" | "https") || base_url.cannot_be_a_base() {
+            return Err(UpstreamError::Config {
+                message: format!("{}: base URL must be http(s)", config.provider),
+            });
+        }
+        // URLs end up in logs; credentials belong in the Secret, not in the URL.
+        if !base_url.username().is_empty() || base_url.password().is_some() {
+            return Err(UpstreamError::Config {
+                message: format!("{}: base URL must not contain credentials", config.provider),
+            });
+        }
+        // reqwest would panic without one; the binary installs it at startup.
+        if rustls::crypto::CryptoProvider::get_default().is_none() {
+            return Err(UpstreamError::Config {
+                message: "no rustls crypto provider installed".to_owned(),
+            });
+        }
+        let mut headers = header::HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            header::HeaderValue::from_static("application/json"),
+        );
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("accessplane/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
+            // APIs do not redirect; following one could carry credentials elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| UpstreamError::Config {
+                message: format!("{}: cannot build HTTP client: {e}", config.provider),
+            })?;
+        let limiter = Arc::new(RateLimiter::new(config.rate_limit));
+        let auth = match config.credentials {
+            Credentials::Exchange(exchange) => {
+                Auth::Tokens(TokenCache::new(exchange).with_hooks(ExchangeHooks {
+                    provider: config.provider,
+                    limiter: limiter.clone(),
+                    metrics: config.metrics.clone(),
+                }))
+            }
+            Credentials::StaticBearer(token) => Auth::StaticBearer(token),
+            Credentials::Basic { username, api_key } => Auth::Basic { username, api_key },
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                provider: config.provider,
+                base_url,
+                http,
+                auth,
+                limiter,
+                retry: config.retry,
+                metrics: config.metrics,
+            }),
+        })
+    }
+
+    /// The provider name given in the config.
+    pub fn provider(&self) -> &'static str {
+        self.inner.provider
+    }
+
+    /// Drops the cached token (e.g. after the credentials Secret changed).
+    pub fn invalidate_token(&self) {
+        if let Auth::Tokens(cache) = &self.inner.auth {
+            cache.invalidate();
+        }
+    }
+
+    /// Performs `call` with auth, rate limiting and retries; non-2xx becomes an error.
+    pub async fn send(&self, call: Call) -> Result<UpstreamResponse, UpstreamError> {
+        let span = tracing::info_span!(
+            "upstream",
+            provider = self.inner.provider,
+            operation = call.operation,
+            method = %call.method,
+        );
+        self.send_with_retries(&call).instrument(span).await
+    }
+
+    /// Like [`UpstreamClient::send`], then decodes the JSON body (empty body = `null`).
+    pub async fn json<T: DeserializeOwned>(&self, call: Call) -> Result<T, UpstreamError> {
+        let operation = call.operation;
+        let response = self.send(call).await?;
+        let body: &[u8] = if response.body.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &response.body
+        };
+        serde_json::from_slice(body).map_err(|e| UpstreamError::Decode {
+            provider: self.inner.provider,
+            operation,
+            message: e.to_string(),
+        })
+    }
+
+    async fn send_with_retries(&self, call: &Call) -> Result<UpstreamResponse, UpstreamError> {
+        let inner = &self.inner;
+        let url = self.url_for(&call.path);
+        let mut retry = RetryState::new(inner.retry);
+        let mut attempts = 0;
+        let mut replayed_unauthorized = false;
+        loop {
+            attempts += 1;
+            let failure = match self.attempt(call, &url).await {
+                Ok(response) => return Ok(response),
+                Err(failure) => failure,
+            };
+            let error = failure.error;
+
+            // An expired or revoked token: refresh and replay exactly once.
+            if let (Some(401), Some(generation), false) = (
+                error.status(),
+                failure.token_generation,
+                replayed_unauthorized,
+            ) {
+                replayed_unauthorized = true;
+                if let Auth::Tokens(cache) = &inner.auth {
+                    cache.reject(generation);
+                }
+                inner
+                    .metrics
+                    .observe_retry(inner.provider, call.operation, "401".into());
+                tracing::debug!("token rejected, refreshing once");
+                continue;
+            }
+            retry.record_attempt();
+
+            if error.class() != ErrorClass::Retryable {
+                return Err(error);
+            }
+            if call.retry == RetryMode::NonIdempotent
+                && failure.reached_request
+                && error.may_have_applied()
+            {
+                tracing::warn!(error = %error, "not retrying a non-idempotent call that may have been applied");
+                return Err(error);
+            }
+            match retry.decide(error.retry_after()) {
+                Decision::GiveUp => {
+                    return Err(UpstreamError::RetriesExhausted {
+                        provider: inner.provider,
+                        operation: call.operation,
+                        attempts,
+                        last: Box::new(error),
+                    });
+                }
+                Decision::RetryAfter(delay) => {
+                    let reason = error.status_label();
+                    inner
+                        .metrics
+                        .observe_retry(inner.provider, call.operation, reason.clone());
+                    tracing::info!(
+                        attempt = attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        %reason,
+                        "retrying upstream call"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// One HTTP attempt: token, rate-limit permit, request, body.
+    async fn attempt(&self, call: &Call, url: &url::Url) -> Result<UpstreamResponse, Failure> {
+        let inner = &self.inner;
+        let mut request = inner.http.request(call.method.clone(), url.clone());
+        if !call.query.is_empty() {
+            request = request.query(&call.query);
+        }
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        let mut token_generation = None;
+        request = match &inner.auth {
+            Auth::Tokens(cache) => {
+                let lease = cache.lease(&inner.http).await.map_err(|error| Failure {
+                    error,
+                    reached_request: false,
+                    token_generation: None,
+                })?;
+                token_generation = Some(lease.generation);
+                request.bearer_auth(lease.token.expose_secret())
+            }
+            Auth::StaticBearer(token) => request.bearer_auth(token.expose_secret()),
+            Auth::Basic { username, api_key } => {
+                request.basic_auth(username, Some(api_key.expose_secret()))
+            }
+        };
+
+        let waited = inner.limiter.acquire().await;
+        inner
+            .metrics
+            .observe_rate_limit_wait(inner.provider, waited);
+        let start = Instant::now();
+        let result = self.execute(request, call.operation).await;
+        let latency = start.elapsed();
+        let status = match &result {
+            Ok(response) => response.status.to_string().into(),
+            Err(error) => error.status_label(),
+        };
+        tracing::debug!(
+            %status,
+            latency_ms = latency.as_millis() as u64,
+            "upstream attempt"
+        );
+        inner
+            .metrics
+            .observe_request(inner.provider, call.operation, status, latency);
+        result.map_err(|error| Failure {
+            error,
+            reached_request: true,
+            token_generation,
+        })
+    }
+
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        operation: &'static str,
+    ) -> Result<UpstreamResponse, UpstreamError> {
+        let provider = self.inner.provider;
+        let response = request
+            .send()
+            .await
+            .map_err(|e| transport_error(provider, operation, &e))?;
+        let status = response.status().as_u16();
+        let retry_after = parse_retry_after(response.headers());
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| transport_error(provider, operation, &e))?;
+        if (200..300).contains(&status) {
+            return Ok(UpstreamResponse { status, body });
+        }
+        let (code, message) = parse_error_body(&body);
+        Err(UpstreamError::Api {
+            provider,
+            operation,
+            status,
+            code,
+            message,
+            retry_after,
+        })
+    }
+
+    fn url_for(&self, path: &str) -> url::Url {
+        let mut url = self.inner.base_url.clone();
+        if !path.is_empty() {
+            let joined = format!(
+                "{}/{}",
+                url.path().trim_end_matches('/'),
+                path.trim_start_matches('/')
+            );
+            // `set_path` keeps existing %-escapes, so callers' encoding survives.
+            url.set_path(&joined);
+        }
+        url
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,551 @@
+//! Self-tests for the in-memory apiserver, driven through real kube APIs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::runtime::wait::{Condition, conditions::is_crd_established};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::support::fake_kube::FakeKube;
+
+fn cm(name: &str, labels: &[(&str, &str)]) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
+        },
+        data: Some([("k".to_string(), "v".to_string())].into()),
+        ..Default::default()
+    }
+}
+
+fn widgets(fake: &FakeKube) -> (Api<DynamicObject>, ApiResource) {
+    let gvk = GroupVersionKind::gvk("accessplane.io", "v1alpha1", "Widget");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    (Api::namespaced_with(fake.client(), "default", &ar), ar)
+}
+
+fn api_code(err: kube::Error) -> u16 {
+    match err {
+        kube::Error::Api(status) => status.code,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn configmap_and_secret_crud() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+
+    let created = cms
+        .create(&PostParams::default(), &cm("a", &[("app", "x")]))
+        .await
+        .unwrap();
+    assert!(created.uid().is_some());
+    assert_eq!(created.namespace().as_deref(), Some("default"));
+    assert!(created.creation_timestamp().is_some());
+    cms.create(&PostParams::default(), &cm("b", &[("app", "y")]))
+        .await
+        .unwrap();
+
+    let got = cms.get("a").await.unwrap();
+    assert_eq!(got.data.as_ref().unwrap()["k"], "v");
+    assert_eq!(
+        api_code(
+            cms.create(&PostParams::default(), &cm("a", &[]))
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    assert!(cms.get_opt("missing").await.unwrap().is_none());
+    assert_eq!(api_code(cms.get("missing").await.unwrap_err()), 404);
+
+    let all = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        all.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    let by_label = cms
+        .list(&ListParams::default().labels("app=y"))
+        .await
+        .unwrap();
+    assert_eq!(by_label.items.len(), 1);
+    assert_eq!(by_label.items[0].name_any(), "b");
+    let by_field = cms
+        .list(&ListParams::default().fields("metadata.name=a"))
+        .await
+        .unwrap();
+    assert_eq!(by_field.items[0].name_any(), "a");
+
+    // Optimistic concurrency on replace.
+    let mut stale = got.clone();
+    stale.metadata.resource_version = Some("1".into());
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v2"}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        api_code(
+            cms.replace("a", &PostParams::default(), &stale)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(fake.client(), "ns1");
+    let secret = Secret {
+        metadata: ObjectMeta {
+            generate_name: Some("tok-".into()),
+            ..Default::default()
+        },
+        string_data: Some([("token".to_string(), "s3cr3t".to_string())].into()),
+        ..Default::default()
+    };
+    let s = secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    assert!(s.name_any().starts_with("tok-") && s.name_any().len() == 9);
+    assert_eq!(
+        secrets
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(s.data.as_ref().unwrap()["token"].0, b"s3cr3t");
+    assert!(s.string_data.is_none());
+    assert!(fake.get("v1", "secrets", "ns1", &s.name_any()).is_some());
+
+    let writes = fake.writes();
+    assert_eq!(writes.last().unwrap().method, "POST");
+    assert_eq!(
+        writes.last().unwrap().path,
+        "/api/v1/namespaces/ns1/secrets"
+    );
+}
+
+#[tokio::test]
+async fn custom_resource_status_and_generation() {
+    let fake = FakeKube::new();
+    let (api, ar) = widgets(&fake);
+    let w =
+        DynamicObject::new("w1", &ar).data(json!({"spec": {"size": 1}, "status": {"ready": true}}));
+
+    let created = api.create(&PostParams::default(), &w).await.unwrap();
+    assert!(
+        created.data.get("status").is_none(),
+        "status is ignored on create"
+    );
+    assert_eq!(created.metadata.generation, Some(1));
+    let rv0 = created.resource_version().unwrap();
+
+    // Status patch touches only status and keeps the generation.
+    let patched = api
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"ready": true}, "spec": {"size": 99}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.data["status"]["ready"], true);
+    assert_eq!(patched.data["spec"]["size"], 1);
+    assert_eq!(patched.metadata.generation, Some(1));
+    assert_ne!(patched.resource_version().unwrap(), rv0);
+
+    // Main-resource patch ignores status, bumps generation on spec change.
+    let patched = api
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}, "status": {"ready": false}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    assert_eq!(patched.data["status"]["ready"], true);
+
+    // No-op writes keep the resourceVersion.
+    let rv = patched.resource_version().unwrap();
+    let again = api
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version().unwrap(), rv);
+    assert_eq!(again.metadata.generation, Some(2));
+
+    // Metadata-only change bumps resourceVersion but not generation.
+    let labelled = api
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"team": "a"}}})),
+        )
+        .await
+        .unwrap();
+    assert_ne!(labelled.resource_version().unwrap(), rv);
+    assert_eq!(labelled.metadata.generation, Some(2));
+
+    // replace_status changes only status.
+    let mut desired = labelled.clone();
+    desired.data["status"] = json!({"ready": false, "observedGeneration": 2});
+    desired.data["spec"] = json!({"size": 7});
+    let replaced = api
+        .replace_status("w1", &PostParams::default(), &desired)
+        .await
+        .unwrap();
+    assert_eq!(replaced.data["status"]["observedGeneration"], 2);
+    assert_eq!(replaced.data["spec"]["size"], 2);
+
+    // Server-side apply creates and then merges.
+    let ssa = PatchParams::apply("accessplane").force();
+    let applied = api
+        .patch(
+            "w2",
+            &ssa,
+            &Patch::Apply(json!({
+                "apiVersion": "accessplane.io/v1alpha1", "kind": "Widget",
+                "metadata": {"name": "w2"}, "spec": {"size": 3}
+            })),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.metadata.generation, Some(1));
+    let stored = fake
+        .get("accessplane.io/v1alpha1", "widgets", "default", "w2")
+        .unwrap();
+    assert_eq!(stored["spec"]["size"], 3);
+    assert_eq!(stored["kind"], "Widget");
+
+    // A failed JSON-patch test op is an API error (422), and nothing changes.
+    let before = fake.resource_version();
+    let failing = json_patch::Patch(vec![json_patch::PatchOperation::Test(
+        json_patch::TestOperation {
+            path: "/spec/size".parse().unwrap(),
+            value: json!(42),
+        },
+    )]);
+    let err = api
+        .patch("w1", &PatchParams::default(), &Patch::Json::<()>(failing))
+        .await
+        .unwrap_err();
+    assert_eq!(api_code(err), 422);
+    assert_eq!(fake.resource_version(), before);
+}
+
+#[tokio::test]
+async fn finalizer_blocks_deletion_until_removed() {
+    let fake = FakeKube::new();
+    let (api, ar) = widgets(&fake);
+    let mut w = DynamicObject::new("w", &ar).data(json!({"spec": {}}));
+    w.metadata.finalizers = Some(vec!["accessplane.io/cleanup".into()]);
+    api.create(&PostParams::default(), &w).await.unwrap();
+
+    let deleted = api.delete("w", &DeleteParams::default()).await.unwrap();
+    let marked = deleted
+        .left()
+        .expect("object returned while finalizers remain");
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    // Deleting again is idempotent; adding finalizers is forbidden now.
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let add =
+        Patch::Merge(json!({"metadata": {"finalizers": ["accessplane.io/cleanup", "other"]}}));
+    assert_eq!(
+        api_code(
+            api.patch("w", &PatchParams::default(), &add)
+                .await
+                .unwrap_err()
+        ),
+        422
+    );
+    assert!(api.get_opt("w").await.unwrap().is_some());
+
+    let remove = Patch::Merge(json!({"metadata": {"finalizers": null}}));
+    api.patch("w", &PatchParams::default(), &remove)
+        .await
+        .unwrap();
+    assert!(api.get_opt("w").await.unwrap().is_none());
+    assert!(
+        fake.get("accessplane.io/v1alpha1", "widgets", "default", "w")
+            .is_none()
+    );
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("reconcile failed")]
+struct ReconcileError;
+
+#[tokio::test]
+async fn kube_runtime_finalizer_end_to_end() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    cms.create(&PostParams::default(), &cm("f", &[]))
+        .await
+        .unwrap();
+    const NAME: &str = "accessplane.io/test";
+
+    async fn run(cms: &Api<ConfigMap>) -> &'static str {
+        let obj = Arc::new(cms.get("f").await.unwrap());
+        let mut seen = "none";
+        finalizer(cms, NAME, obj, |ev| {
+            seen = match ev {
+                FinalizerEvent::Apply(_) => "apply",
+                FinalizerEvent::Cleanup(_) => "cleanup",
+            };
+            async { Ok::<_, ReconcileError>(Action::await_change()) }
+        })
+        .await
+        .unwrap();
+        seen
+    }
+
+    // First pass only adds the finalizer (test-for-null on a missing path must pass).
+    assert_eq!(run(&cms).await, "none");
+    assert_eq!(cms.get("f").await.unwrap().finalizers(), [NAME]);
+    assert_eq!(run(&cms).await, "apply");
+
+    cms.delete("f", &DeleteParams::default()).await.unwrap();
+    assert!(
+        cms.get("f")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(run(&cms).await, "cleanup");
+    assert!(cms.get_opt("f").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn watcher_sees_add_modify_delete() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    cms.create(&PostParams::default(), &cm("pre", &[]))
+        .await
+        .unwrap();
+
+    let mut stream = watcher(cms.clone(), watcher::Config::default()).boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("watcher event in time")
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, watcher::Event::Init));
+    assert!(matches!(next().await, watcher::Event::InitApply(c) if c.name_any() == "pre"));
+    assert!(matches!(next().await, watcher::Event::InitDone));
+
+    cms.create(&PostParams::default(), &cm("w", &[]))
+        .await
+        .unwrap();
+    cms.patch(
+        "w",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "v2"}})),
+    )
+    .await
+    .unwrap();
+    cms.delete("w", &DeleteParams::default()).await.unwrap();
+
+    assert!(
+        matches!(next().await, watcher::Event::Apply(c) if c.data.as_ref().unwrap()["k"] == "v")
+    );
+    assert!(
+        matches!(next().await, watcher::Event::Apply(c) if c.data.as_ref().unwrap()["k"] == "v2")
+    );
+    assert!(matches!(next().await, watcher::Event::Delete(c) if c.name_any() == "w"));
+}
+
+#[tokio::test]
+async fn raw_watch_resumes_filters_and_times_out() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    let first = cms
+        .create(&PostParams::default(), &cm("a", &[("app", "x")]))
+        .await
+        .unwrap();
+    cms.create(&PostParams::default(), &cm("b", &[("app", "y")]))
+        .await
+        .unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+
+    // Resume after the first create, only app=x, and end after 1s.
+    let wp = WatchParams::default()
+        .labels("app=x")
+        .timeout(1)
+        .disable_bookmarks();
+    let events: Vec<_> = cms
+        .watch(&wp, &first.resource_version().unwrap())
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(matches!(&events[0], WatchEvent::Modified(c) if c.name_any() == "a"));
+
+    // Relabelling out of the selector looks like a deletion to the watcher.
+    let mut live = cms.watch(&wp, "0").await.unwrap().boxed();
+    assert!(matches!(
+        live.try_next().await.unwrap(),
+        Some(WatchEvent::Added(_))
+    ));
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "z"}}})),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        live.try_next().await.unwrap(),
+        Some(WatchEvent::Deleted(_))
+    ));
+}
+
+#[tokio::test]
+async fn recorder_publishes_events() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    let obj = cms
+        .create(&PostParams::default(), &cm("evt", &[]))
+        .await
+        .unwrap();
+    let recorder = Recorder::new(
+        fake.client(),
+        Reporter {
+            controller: "accessplane".into(),
+            instance: None,
+        },
+    );
+    let ev = RecorderEvent {
+        type_: EventType::Normal,
+        reason: "Synced".into(),
+        note: Some("all good".into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    let reference = obj.object_ref(&());
+    recorder.publish(&ev, &reference).await.unwrap();
+    recorder.publish(&ev, &reference).await.unwrap(); // second publish patches the series
+
+    let events = fake.events("default");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["reason"], "Synced");
+    assert_eq!(events[0]["regarding"]["name"], "evt");
+    assert_eq!(events[0]["series"]["count"], 2);
+}
+
+#[tokio::test]
+async fn fail_next_injects_errors() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    cms.create(&PostParams::default(), &cm("x", &[]))
+        .await
+        .unwrap();
+    fake.clear_requests();
+
+    fake.fail_next("PATCH", "/configmaps/x", 409, 1);
+    let patch = Patch::Merge(json!({"data": {"k": "new"}}));
+    assert_eq!(
+        api_code(
+            cms.patch("x", &PatchParams::default(), &patch)
+                .await
+                .unwrap_err()
+        ),
+        409
+    );
+    assert_eq!(cms.get("x").await.unwrap().data.unwrap()["k"], "v");
+    cms.patch("x", &PatchParams::default(), &patch)
+        .await
+        .unwrap();
+    assert_eq!(cms.get("x").await.unwrap().data.unwrap()["k"], "new");
+
+    let writes = fake.writes();
+    assert_eq!(writes.len(), 2);
+    assert_eq!(
+        writes[0].content_type.as_deref(),
+        Some("application/merge-patch+json")
+    );
+    assert_eq!(writes[0].body.as_ref().unwrap()["data"]["k"], "new");
+    assert_eq!(fake.requests().len(), 4);
+}
+
+#[tokio::test]
+async fn seeding_and_cluster_scoped_resources() {
+    let fake = FakeKube::new();
+    let seeded = fake.put_object(json!({
+        "apiVersion": "accessplane.io/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "seed", "namespace": "default"},
+        "spec": {"size": 5}, "status": {"phase": "Ready"}
+    }));
+    assert!(seeded["metadata"]["resourceVersion"].is_string());
+    let (api, _) = widgets(&fake);
+    let w = api.get("seed").await.unwrap();
+    assert_eq!(w.data["status"]["phase"], "Ready");
+    let all: Api<DynamicObject> = Api::all_with(fake.client(), &widgets(&fake).1);
+    assert_eq!(
+        all.list(&ListParams::default()).await.unwrap().items.len(),
+        1
+    );
+
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(fake.client());
+    let crd = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.accessplane.io"},
+        "spec": {"group": "accessplane.io", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1alpha1", "served": true, "storage": true}]}
+    }))
+    .unwrap();
+    let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+    assert!(is_crd_established().matches_object(Some(&created)));
+    assert!(
+        fake.get(
+            "apiextensions.k8s.io/v1",
+            "customresourcedefinitions",
+            "",
+            "widgets.accessplane.io"
+        )
+        .is_some()
+    );
+}

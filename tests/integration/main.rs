@@ -1,0 +1,6 @@
+//! Single integration-test binary (one binary keeps link times and CI fast).
+#[path = "../support/mod.rs"]
+mod support;
+
+mod fake_kube_tests;
+mod fake_serval_tests;

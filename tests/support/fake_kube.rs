@@ -1,0 +1,1265 @@
+//! A stateful, in-memory fake of the Kubernetes API server.
+//!
+//! `FakeKube` implements `tower::Service<http::Request<kube::client::Body>>`, so a real
+//! `kube::Client` (and everything built on it: typed `Api<K>`, `kube::runtime::watcher`,
+//! `finalizer`, `Recorder`) can run against it unchanged. Objects are stored as JSON,
+//! keyed by (apiVersion, plural, namespace, name); routing is generic, so any resource
+//! type works without registration.
+//!
+//! Modelled apiserver behaviour: uid/resourceVersion/creationTimestamp/generation
+//! bookkeeping, optimistic concurrency (409), status subresources, merge/JSON/apply patches
+//! (a failed JSON-patch `test` is a 422), no-op writes that neither bump the
+//! resourceVersion nor emit watch events, finalizers and graceful deletion, list with label
+//! and field selectors, and watches resumable from any resourceVersion.
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// Response body type of the fake service.
+pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// One request as received by the fake (recorded before fault injection applies).
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    pub method: String,
+    /// URL path without the query string.
+    pub path: String,
+    /// Raw (still percent-encoded) query string, empty if none.
+    pub query: String,
+    pub content_type: Option<String>,
+    /// Request body parsed as JSON (or YAML for apply patches); `None` if empty.
+    pub body: Option<Value>,
+}
+
+impl RecordedRequest {
+    /// Decoded value of a query parameter.
+    pub fn query_param(&self, key: &str) -> Option<String> {
+        url::form_urlencoded::parse(self.query.as_bytes())
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// Handle to the fake apiserver; cheap to clone, all clones share state.
+#[derive(Clone)]
+pub struct FakeKube {
+    state: Arc<Mutex<State>>,
+}
+
+impl Default for FakeKube {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeKube {
+    pub fn new() -> Self {
+        let state = State {
+            objects: BTreeMap::new(),
+            rv: 0,
+            uids: 0,
+            kinds: HashMap::new(),
+            history: Vec::new(),
+            watchers: Vec::new(),
+            requests: Vec::new(),
+            faults: Vec::new(),
+            // CRDs themselves have a status subresource in the real apiserver too.
+            status_groups: ["accessplane.io", "apiextensions.k8s.io"]
+                .map(String::from)
+                .into(),
+        };
+        Self {
+            state: Arc::new(Mutex::new(state)),
+        }
+    }
+
+    /// A real `kube::Client` talking to this fake, default namespace "default".
+    pub fn client(&self) -> kube::Client {
+        kube::Client::new(self.clone(), "default")
+    }
+
+    /// Current stored object; `namespace` is "" for cluster-scoped objects.
+    pub fn get(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        self.lock()
+            .objects
+            .get(&Key::new(api_version, plural, namespace, name))
+            .cloned()
+    }
+
+    /// All stored objects of a resource, sorted by (namespace, name); `None` = all namespaces.
+    pub fn list(&self, api_version: &str, plural: &str, namespace: Option<&str>) -> Vec<Value> {
+        let st = self.lock();
+        st.select(api_version, plural, namespace)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// Seed or overwrite an object directly, bypassing validation (status is kept as given).
+    /// The plural is guessed from `kind` (see [`guess_plural`]); use [`FakeKube::upsert`]
+    /// for irregular plurals. Emits a watch event like a normal write and returns the stored
+    /// object.
+    pub fn put_object(&self, value: Value) -> Value {
+        let kind = value["kind"].as_str().expect("put_object needs a kind");
+        let plural = guess_plural(kind);
+        self.upsert(&plural, value)
+    }
+
+    /// Like [`FakeKube::put_object`] with an explicit plural.
+    pub fn upsert(&self, plural: &str, mut value: Value) -> Value {
+        let mut st = self.lock();
+        let api_version = value["apiVersion"]
+            .as_str()
+            .expect("upsert needs an apiVersion")
+            .to_string();
+        strip_nulls(&mut value);
+        let key = Key::new(
+            &api_version,
+            plural,
+            meta_str(&value, "namespace").unwrap_or(""),
+            meta_str(&value, "name").expect("upsert needs metadata.name"),
+        );
+        if let Some(kind) = value["kind"].as_str() {
+            st.kinds
+                .insert((api_version, plural.to_string()), kind.to_string());
+        }
+        let prev = st.objects.get(&key).cloned();
+        let meta = metadata_mut(&mut value);
+        if !meta.contains_key("uid") {
+            let uid = prev
+                .as_ref()
+                .and_then(|p| meta_str(p, "uid").map(String::from))
+                .unwrap_or_else(|| st.next_uid());
+            meta.insert("uid".into(), uid.into());
+        }
+        meta.entry("creationTimestamp")
+            .or_insert_with(|| now().into());
+        let rv = st.bump_rv();
+        set_meta(&mut value, "resourceVersion", rv.to_string().into());
+        normalize_meta(&mut value);
+        let kind = if prev.is_some() { "MODIFIED" } else { "ADDED" };
+        st.objects.insert(key.clone(), value.clone());
+        st.emit(kind, &key, &value, prev.as_ref());
+        value
+    }
+
+    /// Remove an object immediately (ignoring finalizers), emitting a DELETED event.
+    pub fn remove(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Value> {
+        let mut st = self.lock();
+        let key = Key::new(api_version, plural, namespace, name);
+        let mut obj = st.objects.remove(&key)?;
+        let rv = st.bump_rv();
+        set_meta(&mut obj, "resourceVersion", rv.to_string().into());
+        st.emit("DELETED", &key, &obj, None);
+        Some(obj)
+    }
+
+    /// Every request received so far, in order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    /// Recorded requests other than GET (i.e. writes).
+    pub fn writes(&self) -> Vec<RecordedRequest> {
+        let st = self.lock();
+        st.requests
+            .iter()
+            .filter(|r| r.method != "GET")
+            .cloned()
+            .collect()
+    }
+
+    pub fn clear_requests(&self) {
+        self.lock().requests.clear();
+    }
+
+    /// `events.k8s.io/v1` Events in a namespace (what `Recorder::publish` writes).
+    pub fn events(&self, namespace: &str) -> Vec<Value> {
+        self.list("events.k8s.io/v1", "events", Some(namespace))
+    }
+
+    /// Make the next `times` requests whose method equals `method` ("*" = any) and whose
+    /// path contains `path_contains` fail with `status` and a matching `Status` body.
+    pub fn fail_next(&self, method: &str, path_contains: &str, status: u16, times: usize) {
+        self.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path_contains: path_contains.to_string(),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Enable/disable status-subresource semantics for an API group
+    /// (on by default for "accessplane.io" and "apiextensions.k8s.io").
+    pub fn set_status_subresource(&self, group: &str, enabled: bool) {
+        let mut st = self.lock();
+        if enabled {
+            st.status_groups.insert(group.to_string());
+        } else {
+            st.status_groups.remove(group);
+        }
+    }
+
+    /// Close all open watch streams, as if the apiserver dropped the connections.
+    pub fn disconnect_watches(&self) {
+        self.lock().watchers.clear();
+    }
+
+    /// Current global resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.lock().rv
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test must not poison the fake for other assertions.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn handle(&self, parts: http::request::Parts, body: Bytes) -> Response<FakeBody> {
+        let path = parts.uri.path().to_string();
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = parse_body(&body);
+        let mut st = self.lock();
+        st.requests.push(RecordedRequest {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            query: query.clone(),
+            content_type: content_type.clone(),
+            body: body.clone(),
+        });
+        if let Some(code) = st.take_fault(parts.method.as_str(), &path) {
+            return error_response(ApiError::from_code(code, "injected failure"));
+        }
+        let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let result = match Route::parse(&path) {
+            Some(route) => st.dispatch(&parts.method, &route, &q, content_type.as_deref(), body),
+            None => Err(ApiError::new(
+                404,
+                "NotFound",
+                format!("the server could not find the requested resource ({path})"),
+            )),
+        };
+        match result {
+            Ok(Reply::Json(code, v)) => json_response(code, &v),
+            Ok(Reply::Watch(rx, timeout)) => watch_response(rx, timeout),
+            Err(e) => error_response(e),
+        }
+    }
+}
+
+impl tower::Service<Request<kube::client::Body>> for FakeKube {
+    type Response = Response<FakeBody>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<kube::client::Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let bytes = body
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
+            Ok(this.handle(parts, bytes))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// State and request handling
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct Key {
+    api_version: String,
+    plural: String,
+    namespace: String,
+    name: String,
+}
+
+impl Key {
+    fn new(api_version: &str, plural: &str, namespace: &str, name: &str) -> Self {
+        Self {
+            api_version: api_version.into(),
+            plural: plural.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+}
+
+struct Fault {
+    method: String,
+    path_contains: String,
+    status: u16,
+    remaining: usize,
+}
+
+/// One committed change; the full history lets watches resume from any resourceVersion.
+struct Change {
+    rv: u64,
+    key: Key,
+    kind: &'static str,
+    obj: Value,
+    prev: Option<Value>,
+}
+
+struct Watcher {
+    filter: Filter,
+    tx: mpsc::UnboundedSender<Bytes>,
+}
+
+struct State {
+    objects: BTreeMap<Key, Value>,
+    rv: u64,
+    uids: u64,
+    /// Kind per (apiVersion, plural), learned from writes; used for list kinds.
+    kinds: HashMap<(String, String), String>,
+    history: Vec<Change>,
+    watchers: Vec<Watcher>,
+    requests: Vec<RecordedRequest>,
+    faults: Vec<Fault>,
+    status_groups: BTreeSet<String>,
+}
+
+enum Reply {
+    Json(u16, Value),
+    Watch(mpsc::UnboundedReceiver<Bytes>, Option<Duration>),
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+impl State {
+    fn dispatch(
+        &mut self,
+        method: &Method,
+        r: &Route,
+        q: &HashMap<String, String>,
+        content_type: Option<&str>,
+        body: Option<Value>,
+    ) -> ApiResult<Reply> {
+        let status_only = match r.sub.as_deref() {
+            None => false,
+            Some("status") => true,
+            Some(other) => {
+                return Err(ApiError::new(
+                    404,
+                    "NotFound",
+                    format!("subresource {other} not supported"),
+                ));
+            }
+        };
+        let is_watch = matches!(q.get("watch").map(String::as_str), Some("true" | "1"));
+        let body = || {
+            body.clone()
+                .ok_or_else(|| ApiError::bad_request("request body required"))
+        };
+        let json = |code, v| Ok(Reply::Json(code, v));
+        match (method.as_str(), &r.name) {
+            ("GET", None) if is_watch => self.watch(r, q),
+            ("GET", None) => json(200, self.list_response(r, q)?),
+            ("GET", Some(name)) => json(200, self.get_existing(&r.key(name))?),
+            ("POST", None) => json(201, self.create(r, body()?)?),
+            ("PUT", Some(name)) => {
+                let key = r.key(name);
+                let old = self.get_existing(&key)?;
+                json(200, self.commit_update(&key, &old, body()?, status_only)?)
+            }
+            ("PATCH", Some(name)) => json(
+                200,
+                self.patch(r, name, content_type, body()?, status_only)?,
+            ),
+            ("DELETE", Some(name)) => json(
+                200,
+                self.delete(&r.key(name), q.get("dryRun").is_some(), body().ok())?,
+            ),
+            ("DELETE", None) => {
+                let filter = Filter::from_query(r, q)?;
+                let keys: Vec<Key> = self
+                    .select(&r.api_version, &r.plural, r.namespace.as_deref())
+                    .filter(|(_, v)| filter.matches(v))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                let items = keys
+                    .iter()
+                    .map(|k| self.delete(k, false, None))
+                    .collect::<ApiResult<Vec<_>>>()?;
+                json(200, self.list_value(r, items))
+            }
+            _ => Err(ApiError::new(
+                405,
+                "MethodNotAllowed",
+                format!("{method} not allowed on {}", r.plural),
+            )),
+        }
+    }
+
+    fn select<'a>(
+        &'a self,
+        api_version: &'a str,
+        plural: &'a str,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> + 'a {
+        self.objects.iter().filter(move |(k, _)| {
+            k.api_version == api_version
+                && k.plural == plural
+                && namespace.is_none_or(|ns| k.namespace == ns)
+        })
+    }
+
+    fn get_existing(&self, key: &Key) -> ApiResult<Value> {
+        self.objects
+            .get(key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(key))
+    }
+
+    fn list_value(&self, r: &Route, items: Vec<Value>) -> Value {
+        json!({
+            "kind": format!("{}List", self.kind_of(&r.api_version, &r.plural)),
+            "apiVersion": r.api_version,
+            "metadata": {"resourceVersion": self.rv.to_string()},
+            "items": items,
+        })
+    }
+
+    fn list_response(&self, r: &Route, q: &HashMap<String, String>) -> ApiResult<Value> {
+        let filter = Filter::from_query(r, q)?;
+        let items = self
+            .select(&r.api_version, &r.plural, r.namespace.as_deref())
+            .filter(|(_, v)| filter.matches(v))
+            .map(|(_, v)| v.clone())
+            .collect();
+        Ok(self.list_value(r, items))
+    }
+
+    fn watch(&mut self, r: &Route, q: &HashMap<String, String>) -> ApiResult<Reply> {
+        let filter = Filter::from_query(r, q)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let since = q.get("resourceVersion").map(String::as_str).unwrap_or("");
+        let initial = q.get("sendInitialEvents").is_some_and(|v| v == "true");
+        if since.is_empty() || since == "0" || initial {
+            // "Any" / streaming-list semantics: synthesize ADDED for the current state.
+            for (_, obj) in self.select(&r.api_version, &r.plural, r.namespace.as_deref()) {
+                if filter.matches(obj) {
+                    let _ = tx.send(event_line("ADDED", obj));
+                }
+            }
+            if initial {
+                let bookmark = json!({
+                    "kind": self.kind_of(&r.api_version, &r.plural),
+                    "apiVersion": r.api_version,
+                    "metadata": {
+                        "resourceVersion": self.rv.to_string(),
+                        "annotations": {"k8s.io/initial-events-end": "true"},
+                    },
+                });
+                let _ = tx.send(event_line("BOOKMARK", &bookmark));
+            }
+        } else {
+            let since: u64 = since
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {since:?}")))?;
+            for c in self.history.iter().filter(|c| c.rv > since) {
+                if let Some((kind, obj)) = filter.translate(c) {
+                    let _ = tx.send(event_line(kind, obj));
+                }
+            }
+        }
+        self.watchers.push(Watcher { filter, tx });
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs);
+        Ok(Reply::Watch(rx, timeout))
+    }
+
+    fn create(&mut self, r: &Route, mut obj: Value) -> ApiResult<Value> {
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("body must be a JSON object"));
+        }
+        strip_nulls(&mut obj);
+        let ns = r.namespace.clone().unwrap_or_default();
+        if let Some(body_ns) = meta_str(&obj, "namespace")
+            && !body_ns.is_empty()
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let name = match (meta_str(&obj, "name"), meta_str(&obj, "generateName")) {
+            (Some(n), _) if !n.is_empty() => n.to_string(),
+            (_, Some(prefix)) => format!("{prefix}{}", self.random_suffix()),
+            _ => {
+                return Err(ApiError::invalid(
+                    "metadata.name: Required value: name or generateName is required",
+                ));
+            }
+        };
+        let key = r.key(&name);
+        if self.objects.contains_key(&key) {
+            return Err(ApiError::new(
+                409,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", r.plural),
+            ));
+        }
+        let kind = match obj["kind"].as_str() {
+            Some(k) => k.to_string(),
+            None => self.kind_of(&r.api_version, &r.plural),
+        };
+        self.kinds
+            .insert((r.api_version.clone(), r.plural.clone()), kind.clone());
+        obj["apiVersion"] = r.api_version.clone().into();
+        obj["kind"] = kind.into();
+        let uid = self.next_uid();
+        let meta = metadata_mut(&mut obj);
+        meta.insert("name".into(), name.into());
+        if !ns.is_empty() {
+            meta.insert("namespace".into(), ns.into());
+        }
+        meta.insert("uid".into(), uid.into());
+        meta.insert("creationTimestamp".into(), now().into());
+        for server_owned in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            meta.remove(server_owned);
+        }
+        if self.has_status_subresource(&r.api_version) {
+            // The apiserver ignores status on create when /status is a subresource.
+            obj.as_object_mut().unwrap().remove("status");
+            set_meta(&mut obj, "generation", 1.into());
+        }
+        crd_hook(&key, &mut obj);
+        secret_hook(&key, &mut obj);
+        normalize_meta(&mut obj);
+        let rv = self.bump_rv();
+        set_meta(&mut obj, "resourceVersion", rv.to_string().into());
+        self.objects.insert(key.clone(), obj.clone());
+        self.emit("ADDED", &key, &obj, None);
+        Ok(obj)
+    }
+
+    fn patch(
+        &mut self,
+        r: &Route,
+        name: &str,
+        content_type: Option<&str>,
+        body: Value,
+        status_only: bool,
+    ) -> ApiResult<Value> {
+        let key = r.key(name);
+        let ct = content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim();
+        let Some(old) = self.objects.get(&key).cloned() else {
+            // Server-side apply creates missing objects.
+            if ct == "application/apply-patch+yaml" && !status_only {
+                let mut obj = body;
+                set_meta(&mut obj, "name", name.into());
+                return self.create(r, obj);
+            }
+            return Err(ApiError::not_found(&key));
+        };
+        let mut doc = old.clone();
+        match ct {
+            "application/json-patch+json" => apply_json_patch(&mut doc, body)?,
+            // Strategic merge and server-side apply are approximated by an RFC 7386 merge.
+            "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/apply-patch+yaml" => json_patch::merge(&mut doc, &body),
+            other => {
+                return Err(ApiError::new(
+                    415,
+                    "UnsupportedMediaType",
+                    format!("the body of the request was in an unknown format ({other})"),
+                ));
+            }
+        }
+        self.commit_update(&key, &old, doc, status_only)
+    }
+
+    /// Shared tail of PUT and PATCH: apply apiserver invariants, then store the result
+    /// (or return the old object untouched if nothing changed).
+    fn commit_update(
+        &mut self,
+        key: &Key,
+        old: &Value,
+        mut new: Value,
+        status_only: bool,
+    ) -> ApiResult<Value> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request("body must be a JSON object"));
+        }
+        strip_nulls(&mut new);
+        let old_rv = meta_str(old, "resourceVersion").unwrap_or("");
+        if let Some(rv) = meta_str(&new, "resourceVersion")
+            && !rv.is_empty()
+            && rv != old_rv
+        {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                    key.plural, key.name
+                ),
+            ));
+        }
+        let status_sub = self.has_status_subresource(&key.api_version);
+        if status_only {
+            // /status writes change nothing but status.
+            let status = new.get("status").cloned();
+            new = old.clone();
+            set_or_remove(&mut new, "status", status);
+        } else if status_sub {
+            set_or_remove(&mut new, "status", old.get("status").cloned());
+        }
+        // Identity and server-managed fields cannot be changed by clients.
+        new["apiVersion"] = old["apiVersion"].clone();
+        new["kind"] = old["kind"].clone();
+        for field in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old["metadata"].get(field) {
+                Some(v) => set_meta(&mut new, field, v.clone()),
+                None => _ = metadata_mut(&mut new).remove(field),
+            }
+        }
+        normalize_meta(&mut new);
+        if old["metadata"].get("deletionTimestamp").is_some() {
+            let before = finalizers(old);
+            if finalizers(&new).iter().any(|f| !before.contains(f)) {
+                return Err(ApiError::invalid(
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted",
+                ));
+            }
+        }
+        if status_sub && new.get("spec") != old.get("spec") {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0);
+            set_meta(&mut new, "generation", (generation + 1).into());
+        }
+        crd_hook(key, &mut new);
+        secret_hook(key, &mut new);
+        set_meta(&mut new, "resourceVersion", old_rv.into());
+        if new == *old {
+            return Ok(new); // no-op: no new resourceVersion, no watch event
+        }
+        let rv = self.bump_rv();
+        set_meta(&mut new, "resourceVersion", rv.to_string().into());
+        if old["metadata"].get("deletionTimestamp").is_some() && finalizers(&new).is_empty() {
+            self.objects.remove(key);
+            self.emit("DELETED", key, &new, Some(old));
+        } else {
+            self.objects.insert(key.clone(), new.clone());
+            self.emit("MODIFIED", key, &new, Some(old));
+        }
+        Ok(new)
+    }
+
+    fn delete(&mut self, key: &Key, dry_run: bool, opts: Option<Value>) -> ApiResult<Value> {
+        let old = self.get_existing(key)?;
+        if let Some(pre) = opts.as_ref().and_then(|o| o.get("preconditions")) {
+            for (field, actual) in [
+                ("resourceVersion", meta_str(&old, "resourceVersion")),
+                ("uid", meta_str(&old, "uid")),
+            ] {
+                if let Some(want) = pre.get(field).and_then(Value::as_str)
+                    && Some(want) != actual
+                {
+                    return Err(ApiError::new(
+                        409,
+                        "Conflict",
+                        format!(
+                            "Precondition failed: {field} in precondition: {want}, {field} in object meta: {}",
+                            actual.unwrap_or("")
+                        ),
+                    ));
+                }
+            }
+        }
+        if dry_run {
+            return Ok(old);
+        }
+        if !finalizers(&old).is_empty() {
+            // Graceful deletion: mark once, keep the object until finalizers are gone.
+            if old["metadata"].get("deletionTimestamp").is_some() {
+                return Ok(old);
+            }
+            let mut new = old.clone();
+            set_meta(&mut new, "deletionTimestamp", now().into());
+            set_meta(&mut new, "deletionGracePeriodSeconds", 0.into());
+            let rv = self.bump_rv();
+            set_meta(&mut new, "resourceVersion", rv.to_string().into());
+            self.objects.insert(key.clone(), new.clone());
+            self.emit("MODIFIED", key, &new, Some(&old));
+            return Ok(new);
+        }
+        let mut gone = self.objects.remove(key).unwrap_or(old);
+        let rv = self.bump_rv();
+        set_meta(&mut gone, "resourceVersion", rv.to_string().into());
+        self.emit("DELETED", key, &gone, None);
+        Ok(gone)
+    }
+
+    fn emit(&mut self, kind: &'static str, key: &Key, obj: &Value, prev: Option<&Value>) {
+        let change = Change {
+            rv: self.rv,
+            key: key.clone(),
+            kind,
+            obj: obj.clone(),
+            prev: prev.cloned(),
+        };
+        // Deliver to live watchers, dropping those whose stream has gone away.
+        self.watchers.retain(|w| match w.filter.translate(&change) {
+            Some((kind, obj)) => w.tx.send(event_line(kind, obj)).is_ok(),
+            None => !w.tx.is_closed(),
+        });
+        self.history.push(change);
+    }
+
+    fn take_fault(&mut self, method: &str, path: &str) -> Option<u16> {
+        let fault = self.faults.iter_mut().find(|f| {
+            f.remaining > 0
+                && (f.method == "*" || f.method == method)
+                && path.contains(&f.path_contains)
+        })?;
+        fault.remaining -= 1;
+        let status = fault.status;
+        self.faults.retain(|f| f.remaining > 0);
+        Some(status)
+    }
+
+    fn bump_rv(&mut self) -> u64 {
+        self.rv += 1;
+        self.rv
+    }
+
+    fn next_uid(&mut self) -> String {
+        self.uids += 1;
+        format!("fa4e0000-0000-4000-8000-{:012x}", self.uids)
+    }
+
+    fn random_suffix(&mut self) -> String {
+        // Deterministic stand-in for the apiserver's random 5-char suffix.
+        const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+        self.uids += 1;
+        let mut n = self.uids as usize;
+        (0..5)
+            .map(|_| {
+                let c = ALPHABET[n % ALPHABET.len()] as char;
+                n /= ALPHABET.len();
+                c
+            })
+            .collect()
+    }
+
+    fn has_status_subresource(&self, api_version: &str) -> bool {
+        self.status_groups.contains(group_of(api_version))
+    }
+
+    fn kind_of(&self, api_version: &str, plural: &str) -> String {
+        self.kinds
+            .get(&(api_version.to_string(), plural.to_string()))
+            .cloned()
+            .unwrap_or_else(|| guess_kind(plural))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Routing
+
+/// A parsed resource URL.
+#[derive(Debug)]
+struct Route {
+    api_version: String,
+    plural: String,
+    /// `None` for cluster-scoped resources and all-namespace lists/watches.
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+impl Route {
+    fn parse(path: &str) -> Option<Self> {
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (api_version, rest) = match segs.as_slice() {
+            ["api", version, rest @ ..] => (version.to_string(), rest),
+            ["apis", group, version, rest @ ..] => (format!("{group}/{version}"), rest),
+            _ => return None,
+        };
+        let (namespace, rest) = match rest {
+            // `/namespaces/{ns}` alone is the Namespace object itself.
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+            _ => (None, rest),
+        };
+        let (plural, name, sub) = match rest {
+            [plural] => (plural, None, None),
+            [plural, name] => (plural, Some(name), None),
+            [plural, name, sub] => (plural, Some(name), Some(sub)),
+            _ => return None,
+        };
+        Some(Self {
+            api_version,
+            plural: plural.to_string(),
+            namespace,
+            name: name.map(|s| s.to_string()),
+            sub: sub.map(|s| s.to_string()),
+        })
+    }
+
+    fn key(&self, name: &str) -> Key {
+        Key::new(
+            &self.api_version,
+            &self.plural,
+            self.namespace.as_deref().unwrap_or(""),
+            name,
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Selectors and watch filtering
+
+#[derive(Debug)]
+enum Requirement {
+    Eq(String, String),
+    NotEq(String, String),
+    Exists(String),
+    NotExists(String),
+}
+
+impl Requirement {
+    /// Parses the equality-based selector syntax (`a=b,c!=d,e,!f`).
+    fn parse_all(selector: &str) -> ApiResult<Vec<Self>> {
+        selector
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                if let Some((k, v)) = s.split_once("!=") {
+                    Ok(Self::NotEq(k.trim().into(), v.trim().into()))
+                } else if let Some((k, v)) = s.split_once("==").or_else(|| s.split_once('=')) {
+                    Ok(Self::Eq(k.trim().into(), v.trim().into()))
+                } else if s.contains(' ') || s.contains('(') {
+                    Err(ApiError::bad_request(format!(
+                        "unsupported selector {s:?} (set-based selectors are not implemented)"
+                    )))
+                } else if let Some(k) = s.strip_prefix('!') {
+                    Ok(Self::NotExists(k.into()))
+                } else {
+                    Ok(Self::Exists(s.into()))
+                }
+            })
+            .collect()
+    }
+
+    fn matches(&self, lookup: impl Fn(&str) -> Option<String>) -> bool {
+        match self {
+            Self::Eq(k, v) => lookup(k).as_deref() == Some(v),
+            Self::NotEq(k, v) => lookup(k).as_deref() != Some(v),
+            Self::Exists(k) => lookup(k).is_some(),
+            Self::NotExists(k) => lookup(k).is_none(),
+        }
+    }
+}
+
+struct Filter {
+    api_version: String,
+    plural: String,
+    namespace: Option<String>,
+    labels: Vec<Requirement>,
+    fields: Vec<Requirement>,
+}
+
+impl Filter {
+    fn from_query(r: &Route, q: &HashMap<String, String>) -> ApiResult<Self> {
+        let sel = |k: &str| Requirement::parse_all(q.get(k).map(String::as_str).unwrap_or(""));
+        Ok(Self {
+            api_version: r.api_version.clone(),
+            plural: r.plural.clone(),
+            namespace: r.namespace.clone(),
+            labels: sel("labelSelector")?,
+            fields: sel("fieldSelector")?,
+        })
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        let label = |k: &str| obj["metadata"]["labels"][k].as_str().map(String::from);
+        // Field selectors are dotted paths into the object (`metadata.name`, `spec.x`).
+        let field = |path: &str| {
+            let v = path.split('.').fold(obj, |v, seg| &v[seg]);
+            match v {
+                Value::Null => None,
+                Value::String(s) => Some(s.clone()),
+                other => Some(other.to_string()),
+            }
+        };
+        self.labels.iter().all(|r| r.matches(label)) && self.fields.iter().all(|r| r.matches(field))
+    }
+
+    /// How a change looks to this watcher: objects moving in or out of the selector
+    /// appear as ADDED/DELETED, like the apiserver's watch cache.
+    fn translate<'c>(&self, c: &'c Change) -> Option<(&'static str, &'c Value)> {
+        let k = &c.key;
+        if k.api_version != self.api_version
+            || k.plural != self.plural
+            || self.namespace.as_ref().is_some_and(|ns| *ns != k.namespace)
+        {
+            return None;
+        }
+        let now = self.matches(&c.obj);
+        let before = c.prev.as_ref().is_some_and(|p| self.matches(p));
+        match (c.kind, before, now) {
+            ("MODIFIED", true, false) => Some(("DELETED", &c.obj)),
+            ("MODIFIED", false, true) => Some(("ADDED", &c.obj)),
+            ("MODIFIED", false, false) => None,
+            ("DELETED", _, _) => (now || before).then_some(("DELETED", &c.obj)),
+            (kind, _, now) => now.then_some((kind, &c.obj)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Errors and responses
+
+#[derive(Debug)]
+struct ApiError {
+    code: u16,
+    reason: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason,
+            message: message.into(),
+        }
+    }
+
+    fn from_code(code: u16, message: &str) -> Self {
+        let reason = match code {
+            400 => "BadRequest",
+            401 => "Unauthorized",
+            403 => "Forbidden",
+            404 => "NotFound",
+            409 => "Conflict",
+            410 => "Expired",
+            422 => "Invalid",
+            429 => "TooManyRequests",
+            500 => "InternalError",
+            503 => "ServiceUnavailable",
+            504 => "Timeout",
+            _ => "Unknown",
+        };
+        Self::new(code, reason, message)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, "BadRequest", message)
+    }
+
+    fn invalid(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
+
+    fn not_found(key: &Key) -> Self {
+        Self::new(
+            404,
+            "NotFound",
+            format!("{} \"{}\" not found", key.plural, key.name),
+        )
+    }
+}
+
+fn json_response(code: u16, v: &Value) -> Response<FakeBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
+        .expect("valid response")
+}
+
+fn error_response(e: ApiError) -> Response<FakeBody> {
+    let status = json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": e.message,
+        "reason": e.reason,
+        "code": e.code,
+    });
+    json_response(e.code, &status)
+}
+
+fn watch_response(
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    timeout: Option<Duration>,
+) -> Response<FakeBody> {
+    // The stream ends at `timeoutSeconds`, like the apiserver closing the watch.
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    let stream = futures::stream::unfold(rx, move |mut rx| async move {
+        let next = match deadline {
+            Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten(),
+            None => rx.recv().await,
+        };
+        next.map(|line| (Ok::<_, Infallible>(Frame::data(line)), rx))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(StreamBody::new(stream).boxed_unsync())
+        .expect("valid response")
+}
+
+fn event_line(kind: &str, obj: &Value) -> Bytes {
+    let mut line = json!({"type": kind, "object": obj}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON helpers
+
+fn parse_body(body: &[u8]) -> Option<Value> {
+    if body.is_empty() {
+        return None;
+    }
+    serde_json::from_slice(body)
+        .ok()
+        .or_else(|| serde_yaml::from_slice(body).ok())
+}
+
+/// RFC 6902 with the apiserver's (evanphx/json-patch) leniency: `test` for `null` passes
+/// on a missing path, which kube_runtime's finalizer helper relies on.
+fn apply_json_patch(doc: &mut Value, body: Value) -> ApiResult<()> {
+    let patch: json_patch::Patch = serde_json::from_value(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON patch: {e}")))?;
+    for op in &patch.0 {
+        if let json_patch::PatchOperation::Test(t) = op
+            && t.value.is_null()
+            && doc.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(doc, std::slice::from_ref(op)).map_err(|e| {
+            ApiError::invalid(format!(
+                "the server rejected our request due to an error in our request: {e}"
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn metadata_mut(obj: &mut Value) -> &mut serde_json::Map<String, Value> {
+    let map = obj.as_object_mut().expect("object");
+    let meta = map.entry("metadata").or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    meta.as_object_mut().unwrap()
+}
+
+fn set_meta(obj: &mut Value, field: &str, v: Value) {
+    metadata_mut(obj).insert(field.into(), v);
+}
+
+fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
+    obj["metadata"][field].as_str()
+}
+
+fn set_or_remove(obj: &mut Value, field: &str, v: Option<Value>) {
+    let map = obj.as_object_mut().expect("object");
+    match v {
+        Some(v) => map.insert(field.into(), v),
+        None => map.remove(field),
+    };
+}
+
+fn finalizers(obj: &Value) -> Vec<String> {
+    obj["metadata"]["finalizers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The apiserver never stores nulls for optional fields (Go `omitempty` / CRD pruning).
+fn strip_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Empty metadata collections are omitted on the wire, so compare/store them that way.
+fn normalize_meta(obj: &mut Value) {
+    let meta = metadata_mut(obj);
+    for field in [
+        "labels",
+        "annotations",
+        "finalizers",
+        "ownerReferences",
+        "managedFields",
+    ] {
+        let empty = match meta.get(field) {
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Object(o)) => o.is_empty(),
+            _ => false,
+        };
+        if empty {
+            meta.remove(field);
+        }
+    }
+}
+
+/// CRDs become Established immediately, so code waiting on `is_crd_established` proceeds.
+fn crd_hook(key: &Key, obj: &mut Value) {
+    if key.plural == "customresourcedefinitions"
+        && group_of(&key.api_version) == "apiextensions.k8s.io"
+    {
+        obj["status"] = json!({
+            "conditions": [
+                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found"},
+                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"},
+            ],
+            "acceptedNames": obj["spec"]["names"].clone(),
+            "storedVersions": obj["spec"]["versions"].as_array().map(|vs| {
+                vs.iter().filter(|v| v["storage"] == true).map(|v| v["name"].clone()).collect::<Vec<_>>()
+            }).unwrap_or_default(),
+        });
+    }
+}
+
+/// Secrets' write-only `stringData` is folded into base64 `data`, as the apiserver does.
+fn secret_hook(key: &Key, obj: &mut Value) {
+    use base64::Engine as _;
+    if key.api_version != "v1" || key.plural != "secrets" {
+        return;
+    }
+    let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    let data = obj
+        .as_object_mut()
+        .unwrap()
+        .entry("data")
+        .or_insert_with(|| json!({}));
+    for (k, v) in string_data {
+        let plain = v.as_str().unwrap_or_default();
+        data[k] = base64::engine::general_purpose::STANDARD
+            .encode(plain)
+            .into();
+    }
+}
+
+fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(g, _)| g)
+}
+
+fn now() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Kind for a plural when no object of that resource has been written yet.
+fn guess_kind(plural: &str) -> String {
+    let known = [
+        ("configmaps", "ConfigMap"),
+        ("secrets", "Secret"),
+        ("events", "Event"),
+        ("namespaces", "Namespace"),
+        ("serviceaccounts", "ServiceAccount"),
+        ("customresourcedefinitions", "CustomResourceDefinition"),
+        ("leases", "Lease"),
+        ("pods", "Pod"),
+        ("services", "Service"),
+        ("deployments", "Deployment"),
+    ];
+    if let Some((_, k)) = known.iter().find(|(p, _)| *p == plural) {
+        return k.to_string();
+    }
+    let singular = plural
+        .strip_suffix("ies")
+        .map(|s| format!("{s}y"))
+        .or_else(|| plural.strip_suffix("ses").map(|s| format!("{s}s")))
+        .or_else(|| plural.strip_suffix('s').map(String::from))
+        .unwrap_or_else(|| plural.to_string());
+    let mut chars = singular.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// Conventional plural for a kind (`Widget` → `widgets`, `Policy` → `policies`).
+pub fn guess_plural(kind: &str) -> String {
+    let lower = kind.to_lowercase();
+    if let Some(stem) = lower.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'o', 'u'])
+    {
+        format!("{stem}ies")
+    } else if lower.ends_with('s') || lower.ends_with('x') || lower.ends_with("ch") {
+        format!("{lower}es")
+    } else {
+        format!("{lower}s")
+    }
+}

@@ -1,0 +1,4 @@
+//! Test support: fake Kubernetes API and fake upstream servers.
+
+pub mod fake_kube;
+pub mod fake_serval;
