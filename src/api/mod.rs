@@ -46,4 +46,10 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
 #[cfg(test)]
 mod schema_tests;
 
-crate::managed_object!(AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl);
+crate::managed_object!(
+    AccessProfile,
+    AppEntitlement,
+    Connector,
+    McpToolset,
+    PersonaAccessControl
+);

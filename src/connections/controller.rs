@@ -78,12 +78,23 @@ impl ConnectionContext {
         clock: Arc<dyn Clock>,
         timing: Timing,
     ) -> Self {
-        Self { kube, connections, metrics, recorder, clock, timing, verified: Mutex::default() }
+        Self {
+            kube,
+            connections,
+            metrics,
+            recorder,
+            clock,
+            timing,
+            verified: Mutex::default(),
+        }
     }
 }
 
 /// Reconciles one Connection.
-pub async fn reconcile(conn: Arc<Connection>, cx: Arc<ConnectionContext>) -> Result<Action, ConnectionError> {
+pub async fn reconcile(
+    conn: Arc<Connection>,
+    cx: Arc<ConnectionContext>,
+) -> Result<Action, ConnectionError> {
     let ns = conn.namespace().unwrap_or_default();
     let name = conn.name_any();
     let api: Api<Connection> = Api::namespaced(cx.kube.clone(), &ns);
@@ -101,16 +112,30 @@ pub async fn reconcile(conn: Arc<Connection>, cx: Arc<ConnectionContext>) -> Res
             "still used by {}; delete those resources (or point them at another Connection) first",
             users.join(", ")
         );
-        write_ready(&api, &conn, &cx, ConditionValue::new(false, reason::IN_USE, message)).await?;
+        write_ready(
+            &api,
+            &conn,
+            &cx,
+            ConditionValue::new(false, reason::IN_USE, message),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(30)));
     }
-    let conn = if kube_ops::has_finalizer(&*conn) { (*conn).clone() } else { kube_ops::add_finalizer(&api, &*conn).await? };
+    let conn = if kube_ops::has_finalizer(&*conn) {
+        (*conn).clone()
+    } else {
+        kube_ops::add_finalizer(&api, &*conn).await?
+    };
 
     let outcome = connect(&conn, &cx).await;
     let (ready, requeue) = match outcome {
-        Ok(()) => (ConditionValue::new(true, reason::VERIFIED, "credentials verified"), cx.timing.resync_for(None)),
+        Ok(()) => (
+            ConditionValue::new(true, reason::VERIFIED, "credentials verified"),
+            cx.timing.resync_for(None),
+        ),
         Err((reason, message, requeue)) => {
-            cx.connections.set_not_ready(&ns, &name, format!("{reason}: {message}"));
+            cx.connections
+                .set_not_ready(&ns, &name, format!("{reason}: {message}"));
             cx.verified.lock().unwrap().remove(&key);
             (ConditionValue::new(false, reason, message), requeue)
         }
@@ -120,7 +145,11 @@ pub async fn reconcile(conn: Arc<Connection>, cx: Arc<ConnectionContext>) -> Res
 }
 
 /// Requeue delay after a Kubernetes API error.
-pub fn error_policy(_conn: Arc<Connection>, error: &ConnectionError, _cx: Arc<ConnectionContext>) -> Action {
+pub fn error_policy(
+    _conn: Arc<Connection>,
+    error: &ConnectionError,
+    _cx: Arc<ConnectionContext>,
+) -> Action {
     tracing::warn!(%error, "connection reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
@@ -132,7 +161,8 @@ async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failur
     let ns = conn.namespace().unwrap_or_default();
     let name = conn.name_any();
     let Some(kind) = conn.spec.upstream_kind() else {
-        let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set".to_string();
+        let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set"
+            .to_string();
         return Err((reason::INVALID_SPEC, message, cx.timing.terminal_retry));
     };
     let secret_name = secret_ref(conn, kind);
@@ -143,23 +173,43 @@ async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failur
             let message = format!("Secret {ns}/{secret_name} does not exist");
             return Err((reason::SECRET_NOT_FOUND, message, Duration::from_secs(60)));
         }
-        Err(e) => return Err((reason::SECRET_NOT_FOUND, format!("cannot read Secret {ns}/{secret_name}: {e}"), Duration::from_secs(30))),
+        Err(e) => {
+            return Err((
+                reason::SECRET_NOT_FOUND,
+                format!("cannot read Secret {ns}/{secret_name}: {e}"),
+                Duration::from_secs(30),
+            ));
+        }
     };
-    let fingerprint = Fingerprint { generation: conn.meta().generation, secret_version: secret.resource_version() };
+    let fingerprint = Fingerprint {
+        generation: conn.meta().generation,
+        secret_version: secret.resource_version(),
+    };
     let key = (ns.clone(), name.clone());
-    if cx.verified.lock().unwrap().get(&key) == Some(&fingerprint) && cx.connections.client(&ns, &name).is_some() {
+    if cx.verified.lock().unwrap().get(&key) == Some(&fingerprint)
+        && cx.connections.client(&ns, &name).is_some()
+    {
         return Ok(());
     }
 
     let data = SecretData::new(secret.data.clone().unwrap_or_default());
-    let (kind, client) = providers::connect(&conn.spec, &data, cx.metrics.clone()).map_err(|e| {
-        let reason = match e {
-            ConnectError::SecretKeyMissing { .. } | ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_MISSING,
-            _ => reason::INVALID_SPEC,
-        };
-        (reason, format!("Secret {ns}/{secret_name}: {e}"), Duration::from_secs(300))
-    })?;
-    providers::verify(kind, &client).await.map_err(|e| classify(&e))?;
+    let (kind, client) =
+        providers::connect(&conn.spec, &data, cx.metrics.clone()).map_err(|e| {
+            let reason = match e {
+                ConnectError::SecretKeyMissing { .. } | ConnectError::SecretKeyInvalid { .. } => {
+                    reason::SECRET_KEY_MISSING
+                }
+                _ => reason::INVALID_SPEC,
+            };
+            (
+                reason,
+                format!("Secret {ns}/{secret_name}: {e}"),
+                Duration::from_secs(300),
+            )
+        })?;
+    providers::verify(kind, &client)
+        .await
+        .map_err(|e| classify(&e))?;
     tracing::info!(namespace = %ns, name = %name, provider = kind.field(), "connection verified");
     // A new client also means fresh tokens: a rotated secret takes effect at once.
     cx.connections.set_ready(&ns, &name, kind, client);
@@ -168,20 +218,38 @@ async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failur
 }
 
 fn classify(error: &UpstreamError) -> Failure {
-    let auth = error.class() == ErrorClass::Authentication || matches!(error.status(), Some(401 | 403));
+    let auth =
+        error.class() == ErrorClass::Authentication || matches!(error.status(), Some(401 | 403));
     if auth {
-        (reason::AUTHENTICATION_FAILED, error.to_string(), Duration::from_secs(300))
+        (
+            reason::AUTHENTICATION_FAILED,
+            error.to_string(),
+            Duration::from_secs(300),
+        )
     } else {
-        (reason::UNREACHABLE, error.to_string(), Duration::from_secs(30))
+        (
+            reason::UNREACHABLE,
+            error.to_string(),
+            Duration::from_secs(30),
+        )
     }
 }
 
 fn secret_ref(conn: &Connection, kind: UpstreamKind) -> String {
     let spec = &conn.spec;
     match kind {
-        UpstreamKind::ConductorOne => spec.conductor_one.as_ref().map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Serval => spec.serval.as_ref().map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Instaclustr => spec.instaclustr.as_ref().map(|c| c.credentials_secret_ref.name.clone()),
+        UpstreamKind::ConductorOne => spec
+            .conductor_one
+            .as_ref()
+            .map(|c| c.credentials_secret_ref.name.clone()),
+        UpstreamKind::Serval => spec
+            .serval
+            .as_ref()
+            .map(|c| c.credentials_secret_ref.name.clone()),
+        UpstreamKind::Instaclustr => spec
+            .instaclustr
+            .as_ref()
+            .map(|c| c.credentials_secret_ref.name.clone()),
     }
     .unwrap_or_default()
 }
@@ -191,22 +259,49 @@ pub fn credentials_secret(conn: &Connection) -> Option<String> {
     conn.spec.upstream_kind().map(|kind| secret_ref(conn, kind))
 }
 
-async fn write_ready(api: &Api<Connection>, conn: &Connection, cx: &ConnectionContext, ready: ConditionValue) -> Result<(), ConnectionError> {
+async fn write_ready(
+    api: &Api<Connection>,
+    conn: &Connection,
+    cx: &ConnectionContext,
+    ready: ConditionValue,
+) -> Result<(), ConnectionError> {
     let mut status: ConnectionStatus = conn.status.clone().unwrap_or_default();
-    let previous = conditions::get(&status.conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
+    let previous =
+        conditions::get(&status.conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
     status.observed_generation = conn.meta().generation;
     status.provider = conn.spec.upstream_kind().map(|k| k.field().to_string());
-    conditions::set(&mut status.conditions, READY, &ready, conn.meta().generation, cx.clock.now());
-    let flipped = previous != Some(((if ready.status { "True" } else { "False" }).to_string(), ready.reason.to_string()));
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        &ready,
+        conn.meta().generation,
+        cx.clock.now(),
+    );
+    let flipped = previous
+        != Some((
+            (if ready.status { "True" } else { "False" }).to_string(),
+            ready.reason.to_string(),
+        ));
     if flipped {
-        kube_ops::publish(&cx.recorder, conn, !ready.status, ready.reason, ready.message.clone()).await;
+        kube_ops::publish(
+            &cx.recorder,
+            conn,
+            !ready.status,
+            ready.reason,
+            ready.message.clone(),
+        )
+        .await;
     }
     kube_ops::write_status(api, conn, json!(status)).await?;
     Ok(())
 }
 
 /// Managed resources in `ns` whose `connectionRef` names this Connection.
-async fn users_of(kube: &kube::Client, ns: &str, name: &str) -> Result<Vec<String>, ConnectionError> {
+async fn users_of(
+    kube: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<String>, ConnectionError> {
     let mut users = vec![];
     users.extend(users_of_kind::<AccessProfile>(kube, ns, name).await?);
     users.extend(users_of_kind::<AppEntitlement>(kube, ns, name).await?);
@@ -216,12 +311,19 @@ async fn users_of(kube: &kube::Client, ns: &str, name: &str) -> Result<Vec<Strin
     Ok(users)
 }
 
-async fn users_of_kind<K>(kube: &kube::Client, ns: &str, name: &str) -> Result<Vec<String>, ConnectionError>
+async fn users_of_kind<K>(
+    kube: &kube::Client,
+    ns: &str,
+    name: &str,
+) -> Result<Vec<String>, ConnectionError>
 where
     K: crate::engine::ManagedObject,
 {
     let api: Api<K> = Api::namespaced(kube.clone(), ns);
-    let list = api.list(&ListParams::default()).await.map_err(kube_err("listing users of a Connection"))?;
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(kube_err("listing users of a Connection"))?;
     Ok(list
         .items
         .iter()

@@ -9,8 +9,13 @@ use crate::upstream::UpstreamClient;
 /// The state of one Connection as the managed-resource controllers see it.
 #[derive(Clone)]
 enum Entry {
-    Ready { kind: UpstreamKind, client: UpstreamClient },
-    NotReady { message: String },
+    Ready {
+        kind: UpstreamKind,
+        client: UpstreamClient,
+    },
+    NotReady {
+        message: String,
+    },
 }
 
 /// Connections by (namespace, name).
@@ -21,11 +26,20 @@ pub struct Connections {
 
 impl Connections {
     /// The client of a ready Connection of the wanted upstream, or why there is none.
-    pub fn resolve(&self, namespace: &str, name: &str, want: UpstreamKind) -> Result<UpstreamClient, String> {
+    pub fn resolve(
+        &self,
+        namespace: &str,
+        name: &str,
+        want: UpstreamKind,
+    ) -> Result<UpstreamClient, String> {
         let entries = self.entries.read().unwrap();
         match entries.get(&(namespace.to_string(), name.to_string())) {
-            None => Err(format!("Connection {namespace}/{name} is not ready (not found or not yet verified)")),
-            Some(Entry::NotReady { message }) => Err(format!("Connection {namespace}/{name} is not ready: {message}")),
+            None => Err(format!(
+                "Connection {namespace}/{name} is not ready (not found or not yet verified)"
+            )),
+            Some(Entry::NotReady { message }) => Err(format!(
+                "Connection {namespace}/{name} is not ready: {message}"
+            )),
             Some(Entry::Ready { kind, .. }) if *kind != want => Err(format!(
                 "Connection {namespace}/{name} points at {}, but this kind needs spec.{}",
                 kind.field(),
@@ -36,7 +50,13 @@ impl Connections {
     }
 
     /// Records a verified Connection.
-    pub fn set_ready(&self, namespace: &str, name: &str, kind: UpstreamKind, client: UpstreamClient) {
+    pub fn set_ready(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: UpstreamKind,
+        client: UpstreamClient,
+    ) {
         self.insert(namespace, name, Entry::Ready { kind, client });
     }
 
@@ -47,18 +67,29 @@ impl Connections {
 
     /// Forgets a deleted Connection.
     pub fn remove(&self, namespace: &str, name: &str) {
-        self.entries.write().unwrap().remove(&(namespace.to_string(), name.to_string()));
+        self.entries
+            .write()
+            .unwrap()
+            .remove(&(namespace.to_string(), name.to_string()));
     }
 
     /// The client currently registered for a Connection, ready or not.
     pub fn client(&self, namespace: &str, name: &str) -> Option<UpstreamClient> {
-        match self.entries.read().unwrap().get(&(namespace.to_string(), name.to_string())) {
+        match self
+            .entries
+            .read()
+            .unwrap()
+            .get(&(namespace.to_string(), name.to_string()))
+        {
             Some(Entry::Ready { client, .. }) => Some(client.clone()),
             _ => None,
         }
     }
 
     fn insert(&self, namespace: &str, name: &str, entry: Entry) {
-        self.entries.write().unwrap().insert((namespace.to_string(), name.to_string()), entry);
+        self.entries
+            .write()
+            .unwrap()
+            .insert((namespace.to_string(), name.to_string()), entry);
     }
 }

@@ -29,7 +29,7 @@ impl ManualClock {
 
     pub fn advance(&self, by: Duration) {
         let mut now = self.0.lock().unwrap();
-        *now = *now + SignedDuration::try_from(by).expect("duration in range");
+        *now += SignedDuration::try_from(by).expect("duration in range");
     }
 }
 

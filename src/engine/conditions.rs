@@ -34,12 +34,22 @@ pub struct ConditionValue {
 
 impl ConditionValue {
     pub fn new(status: bool, reason: &'static str, message: impl Into<String>) -> Self {
-        Self { status, reason, message: message.into() }
+        Self {
+            status,
+            reason,
+            message: message.into(),
+        }
     }
 }
 
 /// Sets `type_` in `conditions`. The transition time is kept unless the status flips.
-pub fn set(conditions: &mut Vec<Condition>, type_: &str, value: &ConditionValue, generation: Option<i64>, now: Timestamp) {
+pub fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    value: &ConditionValue,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
     let status = if value.status { "True" } else { "False" }.to_string();
     let existing = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match existing.map(|i| &conditions[i]) {
@@ -75,11 +85,29 @@ mod tests {
         let t1 = Timestamp::from_second(2_000).unwrap();
         let t2 = Timestamp::from_second(3_000).unwrap();
         let mut conds = vec![];
-        set(&mut conds, READY, &ConditionValue::new(false, reason::CREATING, "a"), Some(1), t0);
-        set(&mut conds, READY, &ConditionValue::new(false, reason::PENDING, "b"), Some(1), t1);
+        set(
+            &mut conds,
+            READY,
+            &ConditionValue::new(false, reason::CREATING, "a"),
+            Some(1),
+            t0,
+        );
+        set(
+            &mut conds,
+            READY,
+            &ConditionValue::new(false, reason::PENDING, "b"),
+            Some(1),
+            t1,
+        );
         assert_eq!(conds[0].last_transition_time.0, t0);
         assert_eq!(conds[0].reason, reason::PENDING);
-        set(&mut conds, READY, &ConditionValue::new(true, reason::AVAILABLE, ""), Some(2), t2);
+        set(
+            &mut conds,
+            READY,
+            &ConditionValue::new(true, reason::AVAILABLE, ""),
+            Some(2),
+            t2,
+        );
         assert_eq!(conds[0].last_transition_time.0, t2);
         assert_eq!(conds[0].observed_generation, Some(2));
         assert_eq!(conds.len(), 1);

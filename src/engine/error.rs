@@ -45,7 +45,10 @@ impl EngineError {
 
     /// Whether retrying without a spec change is pointless (retried only slowly).
     pub fn is_terminal(&self) -> bool {
-        matches!(self.synced_reason(), reason::TERMINAL_ERROR | reason::CREATE_AMBIGUOUS)
+        matches!(
+            self.synced_reason(),
+            reason::TERMINAL_ERROR | reason::CREATE_AMBIGUOUS
+        )
     }
 
     /// A short label for metrics.

@@ -3,7 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation};
+use json_patch::{
+    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation,
+};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
@@ -15,8 +17,14 @@ use serde::de::DeserializeOwned;
 use super::{EngineError, FINALIZER};
 
 /// What the helpers below need of a resource.
-pub trait Object: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned {}
-impl<K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned> Object for K {}
+pub trait Object:
+    Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned
+{
+}
+impl<K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + Serialize + DeserializeOwned> Object
+    for K
+{
+}
 
 pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
@@ -30,13 +38,23 @@ pub async fn add_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<K, Engine
         value: json!(obj.resource_version()),
     })];
     ops.push(if obj.finalizers().is_empty() {
-        PatchOperation::Add(AddOperation { path: "/metadata/finalizers".try_into().unwrap(), value: json!([FINALIZER]) })
+        PatchOperation::Add(AddOperation {
+            path: "/metadata/finalizers".try_into().unwrap(),
+            value: json!([FINALIZER]),
+        })
     } else {
-        PatchOperation::Add(AddOperation { path: "/metadata/finalizers/-".try_into().unwrap(), value: json!(FINALIZER) })
+        PatchOperation::Add(AddOperation {
+            path: "/metadata/finalizers/-".try_into().unwrap(),
+            value: json!(FINALIZER),
+        })
     });
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(JsonPatch(ops)))
-        .await
-        .map_err(EngineError::kube("adding finalizer"))
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Json::<()>(JsonPatch(ops)),
+    )
+    .await
+    .map_err(EngineError::kube("adding finalizer"))
 }
 
 pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), EngineError> {
@@ -45,10 +63,22 @@ pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), En
     };
     let path = format!("/metadata/finalizers/{index}");
     let ops = vec![
-        PatchOperation::Test(TestOperation { path: path.as_str().try_into().unwrap(), value: json!(FINALIZER) }),
-        PatchOperation::Remove(RemoveOperation { path: path.as_str().try_into().unwrap() }),
+        PatchOperation::Test(TestOperation {
+            path: path.as_str().try_into().unwrap(),
+            value: json!(FINALIZER),
+        }),
+        PatchOperation::Remove(RemoveOperation {
+            path: path.as_str().try_into().unwrap(),
+        }),
     ];
-    match api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Json::<()>(JsonPatch(ops))).await {
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(JsonPatch(ops)),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         // Already gone: the deletion completed.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -63,13 +93,21 @@ pub async fn set_annotations<K: Object>(
     changes: BTreeMap<&str, Option<String>>,
 ) -> Result<K, EngineError> {
     let patch = json!({"metadata": {"annotations": changes}});
-    api.patch(&obj.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await
-        .map_err(EngineError::kube("writing annotations"))
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map_err(EngineError::kube("writing annotations"))
 }
 
 /// Writes `status` when it differs from the object's current status; returns whether it wrote.
-pub async fn write_status<K: Object>(api: &Api<K>, obj: &K, status: Value) -> Result<bool, EngineError> {
+pub async fn write_status<K: Object>(
+    api: &Api<K>,
+    obj: &K,
+    status: Value,
+) -> Result<bool, EngineError> {
     let current = serde_json::to_value(obj).map_err(|e| EngineError::Dependency(e.to_string()))?;
     let current_status = current.get("status").cloned().unwrap_or(Value::Null);
     if current_status == status {
@@ -80,7 +118,10 @@ pub async fn write_status<K: Object>(api: &Api<K>, obj: &K, status: Value) -> Re
     } else {
         // A JSON patch computed from the difference also removes fields that are gone,
         // which a merge patch would leave behind.
-        Patch::Json(json_patch::diff(&json!({"status": current_status}), &json!({"status": status})))
+        Patch::Json(json_patch::diff(
+            &json!({"status": current_status}),
+            &json!({"status": status}),
+        ))
     };
     api.patch_status(&obj.name_any(), &PatchParams::default(), &patch)
         .await
@@ -89,9 +130,19 @@ pub async fn write_status<K: Object>(api: &Api<K>, obj: &K, status: Value) -> Re
 }
 
 /// Publishes an event; failures are logged, never fatal.
-pub async fn publish<K: Object>(recorder: &Recorder, obj: &K, warning: bool, reason: &str, note: String) {
+pub async fn publish<K: Object>(
+    recorder: &Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
     let event = Event {
-        type_: if warning { EventType::Warning } else { EventType::Normal },
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
         reason: reason.into(),
         note: Some(note),
         action: reason.into(),

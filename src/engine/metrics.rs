@@ -28,7 +28,9 @@ impl Default for ReconcileMetrics {
     fn default() -> Self {
         Self {
             reconciles: Family::default(),
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.005, 2.0, 14))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 14))
+            }),
         }
     }
 }
@@ -49,8 +51,13 @@ impl ReconcileMetrics {
 
     pub fn observe(&self, kind: &str, result: &str, seconds: f64) {
         self.reconciles
-            .get_or_create(&ResultLabels { kind: kind.into(), result: result.into() })
+            .get_or_create(&ResultLabels {
+                kind: kind.into(),
+                result: result.into(),
+            })
             .inc();
-        self.duration.get_or_create(&KindLabels { kind: kind.into() }).observe(seconds);
+        self.duration
+            .get_or_create(&KindLabels { kind: kind.into() })
+            .observe(seconds);
     }
 }

@@ -124,15 +124,25 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     }
 
     /// Reads the object; `None` when it does not exist (or is soft-deleted).
-    fn observe(&self, cx: &Cx<'_, K>, id: &str) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send;
+    fn observe(
+        &self,
+        cx: &Cx<'_, K>,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send;
 
     /// Finds upstream objects matching the resource's natural key (crash recovery, Observe without id).
-    fn find(&self, cx: &Cx<'_, K>) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send;
+    fn find(
+        &self,
+        cx: &Cx<'_, K>,
+    ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send;
 
     /// Compares the managed (non-omitted) spec fields with the upstream object.
     fn diff(&self, obj: &K, observed: &Self::Observed) -> Diff;
 
-    fn create(&self, cx: &Cx<'_, K>) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
+    fn create(
+        &self,
+        cx: &Cx<'_, K>,
+    ) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
 
     /// Sends only the fields named in `diff`.
     fn update(
@@ -143,7 +153,11 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Written<Self::Observed>, UpstreamError>> + Send;
 
     /// Deletes; a 404 must be reported as `Done`.
-    fn delete(&self, cx: &Cx<'_, K>, id: &str) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
+    fn delete(
+        &self,
+        cx: &Cx<'_, K>,
+        id: &str,
+    ) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
 
     /// Why this upstream object must never be updated, if so.
     fn refuse_update(&self, _observed: &Self::Observed) -> Option<String> {
@@ -169,7 +183,11 @@ pub fn effective_deletion_policy<K: ManagedObject>(obj: &K) -> DeletionPolicy {
         return DeletionPolicy::Orphan;
     }
     managed.deletion_policy.unwrap_or_else(|| {
-        if is_adopted(obj) { DeletionPolicy::Orphan } else { DeletionPolicy::Delete }
+        if is_adopted(obj) {
+            DeletionPolicy::Orphan
+        } else {
+            DeletionPolicy::Delete
+        }
     })
 }
 
@@ -180,5 +198,9 @@ pub fn is_adopted<K: ManagedObject>(obj: &K) -> bool {
 
 /// An annotation's value.
 pub fn annotation<'a, K: kube::Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
-    obj.meta().annotations.as_ref()?.get(key).map(String::as_str)
+    obj.meta()
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }

@@ -6,10 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
-use kube::ResourceExt;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
@@ -17,8 +17,9 @@ use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
 use super::kube_ops::{self, has_finalizer};
 use super::requeue::{RESYNC_ANNOTATION, Timing};
 use super::{
-    CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION, EngineError, ManagedObject, Provider, Written,
-    ADOPTED_ANNOTATION, annotation, clock::Clock, clock::elapsed, effective_deletion_policy, metrics::ReconcileMetrics,
+    ADOPTED_ANNOTATION, CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION,
+    EngineError, ManagedObject, Provider, Written, annotation, clock::Clock, clock::elapsed,
+    effective_deletion_policy, metrics::ReconcileMetrics,
 };
 use crate::api::envelope::{DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite};
 use crate::connections::Connections;
@@ -60,11 +61,22 @@ struct Verdict {
 
 impl Verdict {
     fn new(ready: ConditionValue, requeue: Duration) -> Self {
-        Self { ready, requeue, id: None, facts: None, pending: None, event: None, released: false }
+        Self {
+            ready,
+            requeue,
+            id: None,
+            facts: None,
+            pending: None,
+            event: None,
+            released: false,
+        }
     }
 
     fn released(event: Option<(&'static str, String)>) -> Self {
-        let mut v = Self::new(ConditionValue::new(false, reason::DELETING, ""), Duration::ZERO);
+        let mut v = Self::new(
+            ConditionValue::new(false, reason::DELETING, ""),
+            Duration::ZERO,
+        );
         v.event = event;
         v.released = true;
         v
@@ -72,7 +84,10 @@ impl Verdict {
 }
 
 /// Reconciles one object: the entry point given to the kube-runtime controller.
-pub async fn reconcile<K: ManagedObject, P: Provider<K>>(obj: Arc<K>, engine: Arc<Engine<K, P>>) -> Result<Action, EngineError> {
+pub async fn reconcile<K: ManagedObject, P: Provider<K>>(
+    obj: Arc<K>,
+    engine: Arc<Engine<K, P>>,
+) -> Result<Action, EngineError> {
     let kind = K::kind(&());
     let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
     let started = Instant::now();
@@ -81,7 +96,9 @@ pub async fn reconcile<K: ManagedObject, P: Provider<K>>(obj: Arc<K>, engine: Ar
         Ok(_) => "ok",
         Err(e) => e.metric_label(),
     };
-    engine.metrics.observe(&kind, label, started.elapsed().as_secs_f64());
+    engine
+        .metrics
+        .observe(&kind, label, started.elapsed().as_secs_f64());
     result
 }
 
@@ -122,9 +139,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
             return self.finish(&api, obj, self.finalize(&api, obj).await).await;
         }
-        let obj = if has_finalizer(obj) { obj.clone() } else { kube_ops::add_finalizer(&api, obj).await? };
+        let obj = if has_finalizer(obj) {
+            obj.clone()
+        } else {
+            kube_ops::add_finalizer(&api, obj).await?
+        };
         if let Some(wait) = self.terminal_hold(&obj) {
-            tracing::debug!(?wait, "terminal error at this generation; not calling the upstream yet");
+            tracing::debug!(
+                ?wait,
+                "terminal error at this generation; not calling the upstream yet"
+            );
             return Ok(Action::requeue(wait));
         }
         let verdict = self.converge(&api, &obj).await;
@@ -134,7 +158,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Brings the upstream object in line with the spec (or reports how it differs).
     async fn converge(&self, api: &Api<K>, obj: &K) -> Result<Verdict, EngineError> {
         let upstream = self.upstream(obj)?;
-        let cx = Cx { obj, upstream: &upstream };
+        let cx = Cx {
+            obj,
+            upstream: &upstream,
+        };
         let managed = obj.managed();
         let observe_only = managed.management() == ManagementPolicy::Observe;
         let now = self.clock.now();
@@ -147,7 +174,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
                     let waited = pending_wait(pending, now);
                     let mut v = Verdict::new(
-                        ConditionValue::new(false, reason::PENDING, "create accepted upstream; waiting for it to become visible"),
+                        ConditionValue::new(
+                            false,
+                            reason::PENDING,
+                            "create accepted upstream; waiting for it to become visible",
+                        ),
                         self.timing.pending_poll(waited),
                     );
                     v.id = Some(id.clone());
@@ -156,7 +187,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 }
                 if managed.external_id.is_some() || observe_only {
                     return Ok(Verdict::new(
-                        ConditionValue::new(false, reason::NOT_FOUND, format!("upstream object {id} does not exist")),
+                        ConditionValue::new(
+                            false,
+                            reason::NOT_FOUND,
+                            format!("upstream object {id} does not exist"),
+                        ),
                         self.resync(obj),
                     ));
                 }
@@ -171,12 +206,19 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             None => {
                 let pending_create = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
                 let deterministic = self.provider.deterministic_id(obj).is_some();
-                let candidates =
-                    if (pending_create || observe_only) && !deterministic { self.provider.find(&cx).await? } else { vec![] };
+                let candidates = if (pending_create || observe_only) && !deterministic {
+                    self.provider.find(&cx).await?
+                } else {
+                    vec![]
+                };
                 match candidates.len() {
                     0 if observe_only => {
                         return Ok(Verdict::new(
-                            ConditionValue::new(false, reason::NOT_FOUND, "no upstream object matches this resource; set spec.externalId to observe a specific one"),
+                            ConditionValue::new(
+                                false,
+                                reason::NOT_FOUND,
+                                "no upstream object matches this resource; set spec.externalId to observe a specific one",
+                            ),
                             self.resync(obj),
                         ));
                     }
@@ -193,7 +235,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         found
                     }
                     n => {
-                        let ids: Vec<String> = candidates.iter().map(|c| self.provider.id_of(c)).collect();
+                        let ids: Vec<String> =
+                            candidates.iter().map(|c| self.provider.id_of(c)).collect();
                         return Err(EngineError::CreateAmbiguous(format!(
                             "{n} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
                             ids.join(", ")
@@ -203,14 +246,25 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
         };
         let id = self.provider.id_of(&observed);
-        if !recorded_adoption && !observe_only && known_id.is_some() && self.provider.deterministic_id(obj).is_some() {
+        if !recorded_adoption
+            && !observe_only
+            && known_id.is_some()
+            && self.provider.deterministic_id(obj).is_some()
+        {
             self.note_deterministic_owner(api, obj, &id).await?;
         }
         self.compare(&cx, obj, observed, observe_only, now).await
     }
 
     /// Diff an existing upstream object and update it when it differs.
-    async fn compare(&self, cx: &Cx<'_, K>, obj: &K, observed: P::Observed, observe_only: bool, now: Timestamp) -> Result<Verdict, EngineError> {
+    async fn compare(
+        &self,
+        cx: &Cx<'_, K>,
+        obj: &K,
+        observed: P::Observed,
+        observe_only: bool,
+        now: Timestamp,
+    ) -> Result<Verdict, EngineError> {
         let id = self.provider.id_of(&observed);
         if let Some(why) = self.provider.refuse_update(&observed) {
             return Err(EngineError::Refused(why));
@@ -218,41 +272,85 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let diff = self.provider.diff(obj, &observed);
         let generation = obj.meta().generation.unwrap_or_default();
         let mut verdict = if diff.is_empty() {
-            Verdict::new(ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"), self.resync(obj))
-        } else if observe_only {
             Verdict::new(
-                ConditionValue::new(false, reason::DRIFTED, format!("upstream differs from the spec in: {}", diff.fields.join(", "))),
+                ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"),
                 self.resync(obj),
             )
-        } else if let Some(pending) = self.pending_within_grace(obj, "Update", now).filter(|p| p.generation == generation) {
+        } else if observe_only {
+            Verdict::new(
+                ConditionValue::new(
+                    false,
+                    reason::DRIFTED,
+                    format!(
+                        "upstream differs from the spec in: {}",
+                        diff.fields.join(", ")
+                    ),
+                ),
+                self.resync(obj),
+            )
+        } else if let Some(pending) = self
+            .pending_within_grace(obj, "Update", now)
+            .filter(|p| p.generation == generation)
+        {
             let mut v = Verdict::new(
-                ConditionValue::new(false, reason::PENDING, "update accepted upstream; waiting for it to become visible"),
+                ConditionValue::new(
+                    false,
+                    reason::PENDING,
+                    "update accepted upstream; waiting for it to become visible",
+                ),
                 self.timing.pending_poll(pending_wait(pending, now)),
             );
             v.pending = Some(pending.clone());
             v
         } else {
-            let spec_changed = obj.managed_status().and_then(|s| s.observed_generation) != Some(generation)
-                || obj.managed_status().and_then(|s| conditions::get(&s.conditions, READY)).is_none_or(|c| c.status != "True");
+            let spec_changed = obj.managed_status().and_then(|s| s.observed_generation)
+                != Some(generation)
+                || obj
+                    .managed_status()
+                    .and_then(|s| conditions::get(&s.conditions, READY))
+                    .is_none_or(|c| c.status != "True");
             let fields = diff.fields.join(", ");
             match self.provider.update(cx, &observed, &diff).await? {
                 Written::Done(new_state) => {
-                    let mut v = Verdict::new(ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"), self.resync(obj));
+                    let mut v = Verdict::new(
+                        ConditionValue::new(
+                            true,
+                            reason::AVAILABLE,
+                            "upstream object matches the spec",
+                        ),
+                        self.resync(obj),
+                    );
                     v.facts = Some(self.provider.facts(new_state.as_ref().unwrap_or(&observed)));
                     v.event = Some(if spec_changed {
                         ("Updated", format!("updated upstream {id}: {fields}"))
                     } else {
-                        ("DriftCorrected", format!("corrected drift of upstream {id}: {fields}"))
+                        (
+                            "DriftCorrected",
+                            format!("corrected drift of upstream {id}: {fields}"),
+                        )
                     });
                     v
                 }
                 Written::Accepted => {
                     let mut v = Verdict::new(
-                        ConditionValue::new(false, reason::PENDING, format!("update of {fields} accepted upstream; waiting for it to become visible")),
+                        ConditionValue::new(
+                            false,
+                            reason::PENDING,
+                            format!(
+                                "update of {fields} accepted upstream; waiting for it to become visible"
+                            ),
+                        ),
                         self.timing.pending_poll(Duration::ZERO),
                     );
-                    v.pending = Some(PendingWrite { operation: "Update".into(), generation, requested_at: now.to_string() });
-                    v.event = Some(("UpdateRequested", format!("requested update of upstream {id}: {fields}")));
+                    v.pending = Some(PendingWrite {
+                        operation: "Update".into(),
+                        generation,
+                        requested_at: now.to_string(),
+                    });
+                    v.event = Some((
+                        "UpdateRequested",
+                        format!("requested update of upstream {id}: {fields}"),
+                    ));
                     v
                 }
             }
@@ -267,26 +365,51 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Crash-safe create: mark the attempt, create, record the id.
     async fn create(&self, api: &Api<K>, obj: &K, cx: &Cx<'_, K>) -> Result<Verdict, EngineError> {
         let now = self.clock.now();
-        let obj = &kube_ops::set_annotations(api, obj, BTreeMap::from([(CREATE_PENDING_ANNOTATION, Some(now.to_string()))])).await?;
-        let cx = Cx { obj, upstream: cx.upstream };
+        let obj = &kube_ops::set_annotations(
+            api,
+            obj,
+            BTreeMap::from([(CREATE_PENDING_ANNOTATION, Some(now.to_string()))]),
+        )
+        .await?;
+        let cx = Cx {
+            obj,
+            upstream: cx.upstream,
+        };
         let generation = obj.meta().generation.unwrap_or_default();
         match self.provider.create(&cx).await? {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
                 self.record_id(api, obj, &id, false).await?;
-                self.publish(obj, false, "Created", format!("created upstream object {id}")).await;
+                self.publish(
+                    obj,
+                    false,
+                    "Created",
+                    format!("created upstream object {id}"),
+                )
+                .await;
                 // Some fields can only be set by an update after create (e.g. C1 deprovisioner policy).
                 self.compare(&cx, obj, created, false, now).await
             }
             Created::Accepted { id } => {
                 self.record_id(api, obj, &id, false).await?;
                 let mut v = Verdict::new(
-                    ConditionValue::new(false, reason::PENDING, "create accepted upstream; waiting for it to become visible"),
+                    ConditionValue::new(
+                        false,
+                        reason::PENDING,
+                        "create accepted upstream; waiting for it to become visible",
+                    ),
                     self.timing.pending_poll(Duration::ZERO),
                 );
-                v.pending = Some(PendingWrite { operation: "Create".into(), generation, requested_at: now.to_string() });
+                v.pending = Some(PendingWrite {
+                    operation: "Create".into(),
+                    generation,
+                    requested_at: now.to_string(),
+                });
                 v.id = Some(id.clone());
-                v.event = Some(("CreateRequested", format!("requested creation of upstream object {id}")));
+                v.event = Some((
+                    "CreateRequested",
+                    format!("requested creation of upstream object {id}"),
+                ));
                 Ok(v)
             }
         }
@@ -303,7 +426,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 "{e}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
             ))
         })?;
-        let cx = Cx { obj, upstream: &upstream };
+        let cx = Cx {
+            obj,
+            upstream: &upstream,
+        };
         let id = match self.known_id(obj) {
             Some(id) => Some(id),
             // Deleted while a create was in flight: find what it may have made.
@@ -327,16 +453,27 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         let Some(observed) = self.provider.observe(&cx, &id).await? else {
             kube_ops::remove_finalizer(api, obj).await?;
-            let requested = obj.managed_status().and_then(|s| s.pending.as_ref()).is_some_and(|p| p.operation == "Delete");
-            return Ok(Verdict::released(requested.then(|| ("Deleted", format!("upstream object {id} is gone")))));
+            let requested = obj
+                .managed_status()
+                .and_then(|s| s.pending.as_ref())
+                .is_some_and(|p| p.operation == "Delete");
+            return Ok(Verdict::released(
+                requested.then(|| ("Deleted", format!("upstream object {id} is gone"))),
+            ));
         };
         if let Some(why) = self.provider.refuse_delete(&observed) {
-            return Err(EngineError::Refused(format!("{why}; set spec.deletionPolicy: Orphan to release the resource")));
+            return Err(EngineError::Refused(format!(
+                "{why}; set spec.deletionPolicy: Orphan to release the resource"
+            )));
         }
         let now = self.clock.now();
         if let Some(pending) = self.pending_within_grace(obj, "Delete", now) {
             let mut v = Verdict::new(
-                ConditionValue::new(false, reason::DELETING, "delete accepted upstream; waiting for the object to disappear"),
+                ConditionValue::new(
+                    false,
+                    reason::DELETING,
+                    "delete accepted upstream; waiting for the object to disappear",
+                ),
                 self.timing.pending_poll(pending_wait(pending, now)),
             );
             v.pending = Some(pending.clone());
@@ -345,11 +482,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         match self.provider.delete(&cx, &id).await? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
-                Ok(Verdict::released(Some(("Deleted", format!("deleted upstream object {id}")))))
+                Ok(Verdict::released(Some((
+                    "Deleted",
+                    format!("deleted upstream object {id}"),
+                ))))
             }
             Written::Accepted => {
                 let mut v = Verdict::new(
-                    ConditionValue::new(false, reason::DELETING, "delete accepted upstream; waiting for the object to disappear"),
+                    ConditionValue::new(
+                        false,
+                        reason::DELETING,
+                        "delete accepted upstream; waiting for the object to disappear",
+                    ),
                     self.timing.pending_poll(Duration::ZERO),
                 );
                 v.pending = Some(PendingWrite {
@@ -357,7 +501,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     generation: obj.meta().generation.unwrap_or_default(),
                     requested_at: now.to_string(),
                 });
-                v.event = Some(("DeleteRequested", format!("requested deletion of upstream object {id}")));
+                v.event = Some((
+                    "DeleteRequested",
+                    format!("requested deletion of upstream object {id}"),
+                ));
                 Ok(v)
             }
         }
@@ -365,7 +512,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// Writes the pass's outcome to status (when it changed), publishes events on
     /// transitions and decides when to look again.
-    async fn finish(&self, api: &Api<K>, obj: &K, outcome: Result<Verdict, EngineError>) -> Result<Action, EngineError> {
+    async fn finish(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        outcome: Result<Verdict, EngineError>,
+    ) -> Result<Action, EngineError> {
         let now = self.clock.now();
         let generation = obj.meta().generation;
         let previous = obj.managed_status().cloned().unwrap_or_default();
@@ -385,29 +537,52 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     status.id = Some(id);
                 }
                 status.pending = verdict.pending;
-                conditions::set(&mut status.conditions, READY, &verdict.ready, generation, now);
-                conditions::set(&mut status.conditions, SYNCED, &ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""), generation, now);
+                conditions::set(
+                    &mut status.conditions,
+                    READY,
+                    &verdict.ready,
+                    generation,
+                    now,
+                );
+                conditions::set(
+                    &mut status.conditions,
+                    SYNCED,
+                    &ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""),
+                    generation,
+                    now,
+                );
                 if let Some((reason, note)) = verdict.event {
                     self.publish(obj, false, reason, note).await;
                 }
                 (verdict.requeue, verdict.facts)
             }
-            Err(EngineError::Kube { context, source }) => return Err(EngineError::Kube { context, source }),
+            Err(EngineError::Kube { context, source }) => {
+                return Err(EngineError::Kube { context, source });
+            }
             Err(error) => {
                 let requeue = self.requeue_after_error(obj, &error, now);
                 let message = error.to_string();
                 let synced_reason = error.synced_reason();
                 let ready = match &error {
-                    EngineError::Dependency(_) => Some(ConditionValue::new(false, reason::WAITING_FOR_DEPENDENCY, message.clone())),
+                    EngineError::Dependency(_) => Some(ConditionValue::new(
+                        false,
+                        reason::WAITING_FOR_DEPENDENCY,
+                        message.clone(),
+                    )),
                     // A passing upstream fault says nothing about the object: keep Ready as it was.
-                    _ if !error.is_terminal() && conditions::get(&previous.conditions, READY).is_some() => None,
+                    _ if !error.is_terminal()
+                        && conditions::get(&previous.conditions, READY).is_some() =>
+                    {
+                        None
+                    }
                     _ => Some(ConditionValue::new(false, reason::ERROR, message.clone())),
                 };
                 if let Some(ready) = ready {
                     conditions::set(&mut status.conditions, READY, &ready, generation, now);
                 }
                 let synced = ConditionValue::new(false, synced_reason, message.clone());
-                let was = conditions::get(&previous.conditions, SYNCED).map(|c| (c.status.clone(), c.reason.clone()));
+                let was = conditions::get(&previous.conditions, SYNCED)
+                    .map(|c| (c.status.clone(), c.reason.clone()));
                 conditions::set(&mut status.conditions, SYNCED, &synced, generation, now);
                 if was != Some(("False".into(), synced_reason.into())) {
                     self.publish(obj, true, synced_reason, message).await;
@@ -437,8 +612,17 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     /// Records the id of an object the operator created (or, when `adopted`, found).
-    async fn record_id(&self, api: &Api<K>, obj: &K, id: &str, adopted: bool) -> Result<K, EngineError> {
-        let mut changes = BTreeMap::from([(EXTERNAL_ID_ANNOTATION, Some(id.to_string())), (CREATE_PENDING_ANNOTATION, None)]);
+    async fn record_id(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        id: &str,
+        adopted: bool,
+    ) -> Result<K, EngineError> {
+        let mut changes = BTreeMap::from([
+            (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
+            (CREATE_PENDING_ANNOTATION, None),
+        ]);
         if adopted {
             changes.insert(ADOPTED_ANNOTATION, Some("true".into()));
         }
@@ -447,19 +631,35 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// Deterministic ids need no recovery lookup, but provenance still matters for the
     /// deletion default: an object that existed before any create of ours is adopted.
-    async fn note_deterministic_owner(&self, api: &Api<K>, obj: &K, id: &str) -> Result<(), EngineError> {
+    async fn note_deterministic_owner(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        id: &str,
+    ) -> Result<(), EngineError> {
         if annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id) {
             return Ok(());
         }
         let ours = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
         self.record_id(api, obj, id, !ours).await?;
         if !ours {
-            self.publish(obj, false, "Adopted", format!("adopted existing upstream object {id}")).await;
+            self.publish(
+                obj,
+                false,
+                "Adopted",
+                format!("adopted existing upstream object {id}"),
+            )
+            .await;
         }
         Ok(())
     }
 
-    fn pending_within_grace<'a>(&self, obj: &'a K, operation: &str, now: Timestamp) -> Option<&'a PendingWrite> {
+    fn pending_within_grace<'a>(
+        &self,
+        obj: &'a K,
+        operation: &str,
+        now: Timestamp,
+    ) -> Option<&'a PendingWrite> {
         let pending = obj.managed_status()?.pending.as_ref()?;
         if pending.operation != operation {
             return None;
@@ -495,7 +695,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if error.is_terminal() {
             let until = now + self.timing.terminal_retry;
             let generation = obj.meta().generation.unwrap_or_default();
-            self.failures.lock().unwrap().entry(Self::uid(obj)).or_default().terminal = Some((generation, until));
+            self.failures
+                .lock()
+                .unwrap()
+                .entry(Self::uid(obj))
+                .or_default()
+                .terminal = Some((generation, until));
             return self.timing.terminal_retry;
         }
         let backoff = self.timing.error_backoff(self.bump_failures(obj));
@@ -517,13 +722,23 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 }
 
 fn pending_wait(pending: &PendingWrite, now: Timestamp) -> Duration {
-    pending.requested_at.parse().map(|t| elapsed(t, now)).unwrap_or_default()
+    pending
+        .requested_at
+        .parse()
+        .map(|t| elapsed(t, now))
+        .unwrap_or_default()
 }
 
 /// The full status object: the object's current status with the common fields and the
 /// provider's facts written over it.
-fn status_json<K: ManagedObject>(obj: &K, status: &ManagedStatus, facts: Option<Map<String, Value>>) -> Value {
-    let current = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned());
+fn status_json<K: ManagedObject>(
+    obj: &K,
+    status: &ManagedStatus,
+    facts: Option<Map<String, Value>>,
+) -> Value {
+    let current = serde_json::to_value(obj)
+        .ok()
+        .and_then(|v| v.get("status").cloned());
     let mut out = match current {
         Some(Value::Object(map)) => map,
         _ => Map::new(),

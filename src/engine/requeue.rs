@@ -51,7 +51,9 @@ impl Timing {
 
     /// Delay after the n-th consecutive retryable failure (n ≥ 1), with ±20 % jitter.
     pub fn error_backoff(&self, failures: u32) -> Duration {
-        let exp = self.error_backoff_base.saturating_mul(1 << failures.saturating_sub(1).min(16));
+        let exp = self
+            .error_backoff_base
+            .saturating_mul(1 << failures.saturating_sub(1).min(16));
         jitter(exp.min(self.error_backoff_max), 0.2)
     }
 
@@ -81,9 +83,15 @@ mod tests {
     fn resync_uses_annotation_and_jitters() {
         let t = Timing::default();
         let d = t.resync_for(Some("2m"));
-        assert!(d >= Duration::from_secs(108) && d <= Duration::from_secs(132), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(108) && d <= Duration::from_secs(132),
+            "{d:?}"
+        );
         let d = t.resync_for(Some("garbage"));
-        assert!(d >= Duration::from_secs(540) && d <= Duration::from_secs(660), "{d:?}");
+        assert!(
+            d >= Duration::from_secs(540) && d <= Duration::from_secs(660),
+            "{d:?}"
+        );
         // Below 10 s would hammer the upstream: ignored.
         assert!(t.resync_for(Some("1s")) >= Duration::from_secs(540));
     }
@@ -100,7 +108,13 @@ mod tests {
     fn pending_poll_grows_with_wait() {
         let t = Timing::default();
         assert_eq!(t.pending_poll(Duration::ZERO), Duration::from_secs(2));
-        assert_eq!(t.pending_poll(Duration::from_secs(20)), Duration::from_secs(10));
-        assert_eq!(t.pending_poll(Duration::from_secs(3600)), Duration::from_secs(60));
+        assert_eq!(
+            t.pending_poll(Duration::from_secs(20)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            t.pending_poll(Duration::from_secs(3600)),
+            Duration::from_secs(60)
+        );
     }
 }

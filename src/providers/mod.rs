@@ -17,11 +17,17 @@ use crate::upstream::{RateLimit, UpstreamClient, UpstreamConfig, UpstreamError, 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("Secret key {key} is missing (expected: {expected})")]
-    SecretKeyMissing { key: &'static str, expected: &'static str },
+    SecretKeyMissing {
+        key: &'static str,
+        expected: &'static str,
+    },
     #[error("Secret key {key} is not valid: {problem}")]
     SecretKeyInvalid { key: &'static str, problem: String },
     #[error("{field}: {problem}")]
-    InvalidSpec { field: &'static str, problem: String },
+    InvalidSpec {
+        field: &'static str,
+        problem: String,
+    },
     #[error("{0} connections are not supported yet")]
     Unsupported(&'static str),
     #[error(transparent)]
@@ -38,9 +44,14 @@ impl SecretData {
     }
 
     fn text(&self, key: &'static str) -> Result<Option<String>, ConnectError> {
-        let Some(bytes) = self.0.get(key) else { return Ok(None) };
-        let text = String::from_utf8(bytes.0.clone())
-            .map_err(|_| ConnectError::SecretKeyInvalid { key, problem: "not UTF-8".into() })?;
+        let Some(bytes) = self.0.get(key) else {
+            return Ok(None);
+        };
+        let text =
+            String::from_utf8(bytes.0.clone()).map_err(|_| ConnectError::SecretKeyInvalid {
+                key,
+                problem: "not UTF-8".into(),
+            })?;
         let trimmed = text.trim();
         Ok((!trimmed.is_empty()).then(|| trimmed.to_string()))
     }
@@ -51,24 +62,41 @@ impl SecretData {
     }
 
     /// A secret value that must be present.
-    pub fn required(&self, key: &'static str, expected: &'static str) -> Result<SecretString, ConnectError> {
-        self.optional(key)?.ok_or(ConnectError::SecretKeyMissing { key, expected })
+    pub fn required(
+        &self,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<SecretString, ConnectError> {
+        self.optional(key)?
+            .ok_or(ConnectError::SecretKeyMissing { key, expected })
     }
 
     /// A non-secret identifier (client id, user name) that must be present.
-    pub fn required_plain(&self, key: &'static str, expected: &'static str) -> Result<String, ConnectError> {
-        self.text(key)?.ok_or(ConnectError::SecretKeyMissing { key, expected })
+    pub fn required_plain(
+        &self,
+        key: &'static str,
+        expected: &'static str,
+    ) -> Result<String, ConnectError> {
+        self.text(key)?
+            .ok_or(ConnectError::SecretKeyMissing { key, expected })
     }
 }
 
 /// Builds the upstream client of a Connection.
-pub fn connect(spec: &ConnectionSpec, secret: &SecretData, metrics: Arc<UpstreamMetrics>) -> Result<(UpstreamKind, UpstreamClient), ConnectError> {
+pub fn connect(
+    spec: &ConnectionSpec,
+    secret: &SecretData,
+    metrics: Arc<UpstreamMetrics>,
+) -> Result<(UpstreamKind, UpstreamClient), ConnectError> {
     let kind = spec.upstream_kind().ok_or(ConnectError::InvalidSpec {
         field: "spec",
         problem: "exactly one of conductorOne, serval, instaclustr must be set".into(),
     })?;
     let (provider, (base_url, credentials)) = match kind {
-        UpstreamKind::Serval => (serval::PROVIDER, serval::credentials(spec.serval.as_ref().unwrap(), secret)?),
+        UpstreamKind::Serval => (
+            serval::PROVIDER,
+            serval::credentials(spec.serval.as_ref().unwrap(), secret)?,
+        ),
         UpstreamKind::ConductorOne => return Err(ConnectError::Unsupported("conductorOne")),
         UpstreamKind::Instaclustr => return Err(ConnectError::Unsupported("instaclustr")),
     };
@@ -89,15 +117,25 @@ pub async fn verify(kind: UpstreamKind, client: &UpstreamClient) -> Result<(), U
 }
 
 fn rate_limit(rps: u32, burst: Option<u32>) -> Result<RateLimit, ConnectError> {
-    let invalid = |problem: &str| ConnectError::InvalidSpec { field: "spec.rateLimit", problem: problem.into() };
-    let rps = std::num::NonZeroU32::new(rps).ok_or_else(|| invalid("requestsPerSecond must be at least 1"))?;
+    let invalid = |problem: &str| ConnectError::InvalidSpec {
+        field: "spec.rateLimit",
+        problem: problem.into(),
+    };
+    let rps = std::num::NonZeroU32::new(rps)
+        .ok_or_else(|| invalid("requestsPerSecond must be at least 1"))?;
     let burst = std::num::NonZeroU32::new(burst.unwrap_or(rps.get().saturating_mul(2)))
         .ok_or_else(|| invalid("burst must be at least 1"))?;
-    Ok(RateLimit { requests_per_second: rps, burst })
+    Ok(RateLimit {
+        requests_per_second: rps,
+        burst,
+    })
 }
 
 fn parse_base_url(text: &str, field: &'static str) -> Result<url::Url, ConnectError> {
-    let mut url = url::Url::parse(text).map_err(|e| ConnectError::InvalidSpec { field, problem: e.to_string() })?;
+    let mut url = url::Url::parse(text).map_err(|e| ConnectError::InvalidSpec {
+        field,
+        problem: e.to_string(),
+    })?;
     if !url.path().ends_with('/') {
         // Paths are joined below the base, which needs a trailing slash.
         url.set_path(&format!("{}/", url.path()));
@@ -106,10 +144,34 @@ fn parse_base_url(text: &str, field: &'static str) -> Result<url::Url, ConnectEr
 }
 
 fn join(base: &url::Url, path: &str) -> Result<url::Url, ConnectError> {
-    base.join(path).map_err(|e| ConnectError::InvalidSpec { field: "baseUrl", problem: e.to_string() })
+    base.join(path).map_err(|e| ConnectError::InvalidSpec {
+        field: "baseUrl",
+        problem: e.to_string(),
+    })
 }
+
+/// Everything but RFC 3986 unreserved characters is escaped in a path segment.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Percent-encodes one path segment (ids may contain characters such as `/` or spaces).
 pub fn segment(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
+    percent_encoding::utf8_percent_encode(id, PATH_SEGMENT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::segment;
+
+    #[test]
+    fn path_segments_keep_unreserved_characters() {
+        assert_eq!(segment("ap-1_x.y~z"), "ap-1_x.y~z");
+        assert_eq!(
+            segment("b2c3_data analyst/ops"),
+            "b2c3_data%20analyst%2Fops"
+        );
+    }
 }

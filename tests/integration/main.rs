@@ -4,3 +4,5 @@ mod support;
 
 mod fake_kube_tests;
 mod fake_serval_tests;
+mod harness;
+mod serval_access_profile;

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::api::access_profile::{AccessProfile, AccessProfileSpec, GroupCriteria, MatchingCriteria};
+use crate::api::access_profile::{
+    AccessProfile, AccessProfileSpec, GroupCriteria, MatchingCriteria,
+};
 use crate::api::connection::UpstreamKind;
 use crate::engine::{Created, Cx, Diff, Provider, Written};
 use crate::providers::segment;
@@ -14,7 +16,6 @@ use crate::upstream::{Call, UpstreamError};
 const MATCH_TYPE_UNSPECIFIED: &str = "ACCESS_PROFILE_GROUP_MATCH_TYPE_UNSPECIFIED";
 /// The largest page the list endpoint serves: fewest calls for crash-recovery lookups.
 const PAGE_SIZE: &str = "1000";
-
 
 /// An access profile as Serval returns it. Missing fields read as empty.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -78,7 +79,10 @@ struct Page {
 
 impl ServalProfile {
     fn groups(&self) -> ObservedGroups {
-        self.matching_criteria.as_ref().and_then(|c| c.groups.clone()).unwrap_or_default()
+        self.matching_criteria
+            .as_ref()
+            .and_then(|c| c.groups.clone())
+            .unwrap_or_default()
     }
 
     fn grants(&self) -> ObservedGrants {
@@ -112,7 +116,11 @@ fn grants_body(spec: &AccessProfileSpec, observed: &ServalProfile) -> Value {
     let grants = spec.grants.clone().unwrap_or_default();
     let roles: Vec<&String> = match &grants.app_resource_roles {
         Some(r) => r.iter().map(|r| &r.app_resource_role_id).collect(),
-        None => seen.app_resource_roles.iter().map(|r| &r.app_resource_role_id).collect(),
+        None => seen
+            .app_resource_roles
+            .iter()
+            .map(|r| &r.app_resource_role_id)
+            .collect(),
     };
     let workflows: Vec<&String> = match &grants.workflows {
         Some(w) => w.iter().map(|w| &w.workflow_id).collect(),
@@ -126,23 +134,48 @@ fn grants_body(spec: &AccessProfileSpec, observed: &ServalProfile) -> Value {
 
 fn groups_differ(spec: &GroupCriteria, seen: &ObservedGroups) -> bool {
     let match_type_differs = spec.match_type.as_deref().is_some_and(|m| {
-        m != seen.match_type.as_deref().filter(|s| !s.is_empty()).unwrap_or(MATCH_TYPE_UNSPECIFIED)
+        m != seen
+            .match_type
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(MATCH_TYPE_UNSPECIFIED)
     });
-    let included = spec.included_group_ids.as_ref().is_some_and(|ids| set(ids) != set(&seen.included_group_ids));
-    let excluded = spec.excluded_group_ids.as_ref().is_some_and(|ids| set(ids) != set(&seen.excluded_group_ids));
+    let included = spec
+        .included_group_ids
+        .as_ref()
+        .is_some_and(|ids| set(ids) != set(&seen.included_group_ids));
+    let excluded = spec
+        .excluded_group_ids
+        .as_ref()
+        .is_some_and(|ids| set(ids) != set(&seen.excluded_group_ids));
     match_type_differs || included || excluded
 }
 
 fn grants_differ(spec: &AccessProfileSpec, observed: &ServalProfile) -> bool {
-    let Some(grants) = &spec.grants else { return false };
+    let Some(grants) = &spec.grants else {
+        return false;
+    };
     let seen = observed.grants();
     let roles = grants.app_resource_roles.as_ref().is_some_and(|roles| {
-        roles.iter().map(|r| r.app_resource_role_id.as_str()).collect::<BTreeSet<_>>()
-            != seen.app_resource_roles.iter().map(|r| r.app_resource_role_id.as_str()).collect()
+        roles
+            .iter()
+            .map(|r| r.app_resource_role_id.as_str())
+            .collect::<BTreeSet<_>>()
+            != seen
+                .app_resource_roles
+                .iter()
+                .map(|r| r.app_resource_role_id.as_str())
+                .collect()
     });
     let workflows = grants.workflows.as_ref().is_some_and(|wfs| {
-        wfs.iter().map(|w| w.workflow_id.as_str()).collect::<BTreeSet<_>>()
-            != seen.workflows.iter().map(|w| w.workflow_id.as_str()).collect()
+        wfs.iter()
+            .map(|w| w.workflow_id.as_str())
+            .collect::<BTreeSet<_>>()
+            != seen
+                .workflows
+                .iter()
+                .map(|w| w.workflow_id.as_str())
+                .collect()
     });
     roles || workflows
 }
@@ -159,8 +192,16 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         observed.id.clone()
     }
 
-    async fn observe(&self, cx: &Cx<'_, AccessProfile>, id: &str) -> Result<Option<ServalProfile>, UpstreamError> {
-        match cx.upstream.json::<One>(Call::get("get_access_profile", profile_path(id))).await {
+    async fn observe(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+        id: &str,
+    ) -> Result<Option<ServalProfile>, UpstreamError> {
+        match cx
+            .upstream
+            .json::<One>(Call::get("get_access_profile", profile_path(id)))
+            .await
+        {
             Ok(one) => Ok(Some(one.data)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -170,7 +211,9 @@ impl Provider<AccessProfile> for AccessProfileProvider {
     /// Natural key: same team, same name.
     async fn find(&self, cx: &Cx<'_, AccessProfile>) -> Result<Vec<ServalProfile>, UpstreamError> {
         let spec = &cx.obj.spec;
-        let Some(name) = &spec.name else { return Ok(vec![]) };
+        let Some(name) = &spec.name else {
+            return Ok(vec![]);
+        };
         let mut found = vec![];
         let mut token = String::new();
         loop {
@@ -192,20 +235,31 @@ impl Provider<AccessProfile> for AccessProfileProvider {
     fn diff(&self, obj: &AccessProfile, observed: &ServalProfile) -> Diff {
         let spec = &obj.spec;
         let mut diff = Diff::default();
-        diff.check("name", spec.name.as_ref().is_some_and(|n| *n != observed.name));
+        diff.check(
+            "name",
+            spec.name.as_ref().is_some_and(|n| *n != observed.name),
+        );
         diff.check(
             "description",
-            spec.description.as_ref().is_some_and(|d| d != observed.description.as_deref().unwrap_or_default()),
+            spec.description
+                .as_ref()
+                .is_some_and(|d| d != observed.description.as_deref().unwrap_or_default()),
         );
         diff.check(
             "matchingCriteria",
-            spec.matching_criteria.as_ref().and_then(|c| c.groups.as_ref()).is_some_and(|g| groups_differ(g, &observed.groups())),
+            spec.matching_criteria
+                .as_ref()
+                .and_then(|c| c.groups.as_ref())
+                .is_some_and(|g| groups_differ(g, &observed.groups())),
         );
         diff.check("grants", grants_differ(spec, observed));
         diff
     }
 
-    async fn create(&self, cx: &Cx<'_, AccessProfile>) -> Result<Created<ServalProfile>, UpstreamError> {
+    async fn create(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+    ) -> Result<Created<ServalProfile>, UpstreamError> {
         let spec = &cx.obj.spec;
         let none = ServalProfile::default();
         let mut body = Map::new();
@@ -220,29 +274,49 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         if spec.grants.is_some() {
             body.insert("grants".into(), grants_body(spec, &none));
         }
-        let call = Call::post("create_access_profile", "v2/access-profiles").json(Value::Object(body)).non_idempotent();
+        let call = Call::post("create_access_profile", "v2/access-profiles")
+            .json(Value::Object(body))
+            .non_idempotent();
         Ok(Created::Done(cx.upstream.json::<One>(call).await?.data))
     }
 
-    async fn update(&self, cx: &Cx<'_, AccessProfile>, observed: &ServalProfile, diff: &Diff) -> Result<Written<ServalProfile>, UpstreamError> {
+    async fn update(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+        observed: &ServalProfile,
+        diff: &Diff,
+    ) -> Result<Written<ServalProfile>, UpstreamError> {
         let spec = &cx.obj.spec;
         let mut body = Map::new();
         for field in &diff.fields {
             let value = match *field {
                 "name" => json!(spec.name),
                 "description" => json!(spec.description),
-                "matchingCriteria" => criteria_body(spec.matching_criteria.as_ref().expect("diffed"), observed),
+                "matchingCriteria" => {
+                    criteria_body(spec.matching_criteria.as_ref().expect("diffed"), observed)
+                }
                 "grants" => grants_body(spec, observed),
                 _ => continue,
             };
             body.insert((*field).into(), value);
         }
-        let call = Call::put("update_access_profile", profile_path(&observed.id)).json(Value::Object(body));
-        Ok(Written::Done(Some(cx.upstream.json::<One>(call).await?.data)))
+        let call = Call::put("update_access_profile", profile_path(&observed.id))
+            .json(Value::Object(body));
+        Ok(Written::Done(Some(
+            cx.upstream.json::<One>(call).await?.data,
+        )))
     }
 
-    async fn delete(&self, cx: &Cx<'_, AccessProfile>, id: &str) -> Result<Written<()>, UpstreamError> {
-        match cx.upstream.send(Call::delete("delete_access_profile", profile_path(id))).await {
+    async fn delete(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+        id: &str,
+    ) -> Result<Written<()>, UpstreamError> {
+        match cx
+            .upstream
+            .send(Call::delete("delete_access_profile", profile_path(id)))
+            .await
+        {
             Ok(_) => Ok(Written::Done(None)),
             Err(e) if e.is_not_found() => Ok(Written::Done(None)),
             Err(e) => Err(e),
@@ -250,9 +324,12 @@ impl Provider<AccessProfile> for AccessProfileProvider {
     }
 
     fn refuse_delete(&self, observed: &ServalProfile) -> Option<String> {
-        observed
-            .is_team_default
-            .then(|| format!("access profile {} is its team's default profile and is never deleted", observed.id))
+        observed.is_team_default.then(|| {
+            format!(
+                "access profile {} is its team's default profile and is never deleted",
+                observed.id
+            )
+        })
     }
 
     fn facts(&self, observed: &ServalProfile) -> Map<String, Value> {
@@ -269,7 +346,9 @@ mod tests {
     fn spec() -> AccessProfileSpec {
         AccessProfileSpec {
             managed: ManagedFields {
-                connection_ref: LocalRef { name: "serval".into() },
+                connection_ref: LocalRef {
+                    name: "serval".into(),
+                },
                 management_policy: None,
                 deletion_policy: None,
                 external_id: None,
@@ -292,7 +371,9 @@ mod tests {
     }
 
     fn diff(spec: AccessProfileSpec) -> Vec<&'static str> {
-        AccessProfileProvider.diff(&AccessProfile::new("p", spec), &observed()).fields
+        AccessProfileProvider
+            .diff(&AccessProfile::new("p", spec), &observed())
+            .fields
     }
 
     #[test]
@@ -304,10 +385,20 @@ mod tests {
     fn id_lists_compare_as_sets() {
         let mut s = spec();
         s.matching_criteria = Some(MatchingCriteria {
-            groups: Some(GroupCriteria { match_type: None, included_group_ids: Some(vec!["g1".into(), "g2".into()]), excluded_group_ids: None }),
+            groups: Some(GroupCriteria {
+                match_type: None,
+                included_group_ids: Some(vec!["g1".into(), "g2".into()]),
+                excluded_group_ids: None,
+            }),
         });
         assert!(diff(s.clone()).is_empty());
-        s.matching_criteria.as_mut().unwrap().groups.as_mut().unwrap().included_group_ids = Some(vec!["g1".into()]);
+        s.matching_criteria
+            .as_mut()
+            .unwrap()
+            .groups
+            .as_mut()
+            .unwrap()
+            .included_group_ids = Some(vec!["g1".into()]);
         assert_eq!(diff(s), vec!["matchingCriteria"]);
     }
 
@@ -321,12 +412,25 @@ mod tests {
     #[test]
     fn replace_all_bodies_keep_unmanaged_sub_lists() {
         let mut s = spec();
-        s.grants = Some(Grants { app_resource_roles: None, workflows: Some(vec![WorkflowGrant { workflow_id: "w2".into() }]) });
+        s.grants = Some(Grants {
+            app_resource_roles: None,
+            workflows: Some(vec![WorkflowGrant {
+                workflow_id: "w2".into(),
+            }]),
+        });
         assert_eq!(diff(s.clone()), vec!["grants"]);
         let body = grants_body(&s, &observed());
-        assert_eq!(body, json!({"appResourceRoles": [{"appResourceRoleId": "r1"}], "workflows": [{"workflowId": "w2"}]}));
+        assert_eq!(
+            body,
+            json!({"appResourceRoles": [{"appResourceRoleId": "r1"}], "workflows": [{"workflowId": "w2"}]})
+        );
 
-        s.grants = Some(Grants { app_resource_roles: Some(vec![AppResourceRoleGrant { app_resource_role_id: "r1".into() }]), workflows: None });
+        s.grants = Some(Grants {
+            app_resource_roles: Some(vec![AppResourceRoleGrant {
+                app_resource_role_id: "r1".into(),
+            }]),
+            workflows: None,
+        });
         assert!(diff(s).is_empty());
     }
 }

@@ -1,0 +1,272 @@
+//! Drives the real Connection controller and the real engine against the fake
+//! Kubernetes API and the fake Serval server, one reconcile pass at a time.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use accessplane::api::{AccessProfile, Connection};
+use accessplane::connections::Connections;
+use accessplane::connections::controller::{self, ConnectionContext};
+use accessplane::engine::clock::ManualClock;
+use accessplane::engine::metrics::ReconcileMetrics;
+use accessplane::engine::requeue::Timing;
+use accessplane::engine::{Engine, reconcile};
+use accessplane::providers::serval::AccessProfileProvider;
+use accessplane::upstream::UpstreamMetrics;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Recorder, Reporter};
+use serde_json::{Value, json};
+
+use crate::support::fake_kube::FakeKube;
+use crate::support::fake_serval::FakeServal;
+
+pub const NS: &str = "platform-access";
+pub const CLIENT_ID: &str = "operator-client";
+pub const CLIENT_SECRET: &str = "SENTINEL-client-secret-3f9a";
+pub const TEAM: &str = "team-payments";
+
+pub struct Harness {
+    pub kube: FakeKube,
+    pub serval: FakeServal,
+    pub clock: Arc<ManualClock>,
+    pub engine: Arc<Engine<AccessProfile, AccessProfileProvider>>,
+    pub conn_cx: Arc<ConnectionContext>,
+}
+
+impl Harness {
+    /// Fakes started, the credentials Secret and a `serval` Connection applied and verified.
+    pub async fn new() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let serval = FakeServal::start().await;
+        serval.add_client(CLIENT_ID, CLIENT_SECRET);
+        let kube = FakeKube::new();
+        let client = kube.client();
+        let clock = Arc::new(ManualClock::new(
+            Timestamp::from_second(1_800_000_000).unwrap(),
+        ));
+        let connections = Arc::new(Connections::default());
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "accessplane".into(),
+                instance: None,
+            },
+        );
+        let metrics = Arc::new(UpstreamMetrics::default());
+        let timing = Timing::default();
+        let engine = Arc::new(Engine::new(
+            client.clone(),
+            AccessProfileProvider,
+            connections.clone(),
+            recorder.clone(),
+            clock.clone(),
+            timing.clone(),
+            ReconcileMetrics::default(),
+        ));
+        let conn_cx = Arc::new(ConnectionContext::new(
+            client,
+            connections.clone(),
+            metrics,
+            recorder,
+            clock.clone(),
+            timing,
+        ));
+        let h = Self {
+            kube,
+            serval,
+            clock,
+            engine,
+            conn_cx,
+        };
+        h.put_secret(
+            "serval-credentials",
+            json!({"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET}),
+        )
+        .await;
+        h.apply_connection("serval", json!({"serval": {"baseUrl": h.serval.base_url(), "credentialsSecretRef": {"name": "serval-credentials"}},
+                                             "rateLimit": {"requestsPerSecond": 50, "burst": 50}}))
+            .await;
+        h.reconcile_connection("serval").await;
+        assert_eq!(
+            h.connection_ready("serval"),
+            ("True".into(), "Verified".into())
+        );
+        h
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.kube.client()
+    }
+
+    pub async fn put_secret(&self, name: &str, string_data: Value) {
+        let api: Api<Secret> = Api::namespaced(self.client(), NS);
+        let secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "stringData": string_data})).unwrap();
+        let _ = api.delete(name, &DeleteParams::default()).await;
+        api.create(&PostParams::default(), &secret).await.unwrap();
+    }
+
+    pub async fn apply_connection(&self, name: &str, spec: Value) {
+        let api: Api<Connection> = Api::namespaced(self.client(), NS);
+        let obj: Connection = serde_json::from_value(
+            json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connection",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        )
+        .unwrap();
+        api.create(&PostParams::default(), &obj).await.unwrap();
+    }
+
+    pub async fn reconcile_connection(&self, name: &str) -> Action {
+        let api: Api<Connection> = Api::namespaced(self.client(), NS);
+        let obj = api.get(name).await.unwrap();
+        controller::reconcile(Arc::new(obj), self.conn_cx.clone())
+            .await
+            .unwrap()
+    }
+
+    pub fn connection_ready(&self, name: &str) -> (String, String) {
+        let obj = self
+            .kube
+            .get("accessplane.io/v1alpha1", "connections", NS, name)
+            .unwrap();
+        let ready = condition(&obj, "Ready").expect("Ready condition");
+        (
+            ready["status"].as_str().unwrap().into(),
+            ready["reason"].as_str().unwrap().into(),
+        )
+    }
+
+    /// Creates an AccessProfile with the given spec (`connectionRef` and `teamId` defaulted).
+    pub async fn apply_profile(&self, name: &str, mut spec: Value) {
+        spec.as_object_mut()
+            .unwrap()
+            .entry("connectionRef")
+            .or_insert(json!({"name": "serval"}));
+        spec.as_object_mut()
+            .unwrap()
+            .entry("teamId")
+            .or_insert(json!(TEAM));
+        let obj: AccessProfile = serde_json::from_value(
+            json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": NS}, "spec": spec}),
+        )
+        .unwrap();
+        self.profiles()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+
+    /// Merges `patch` into the AccessProfile's spec (a user edit).
+    pub async fn edit_profile_spec(&self, name: &str, patch: Value) {
+        self.profiles()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": patch})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub fn profiles(&self) -> Api<AccessProfile> {
+        Api::namespaced(self.client(), NS)
+    }
+
+    /// One reconcile pass of the current object; `None` once the object is gone.
+    pub async fn reconcile(&self, name: &str) -> Option<Action> {
+        let obj = self.profiles().get_opt(name).await.unwrap()?;
+        Some(
+            reconcile(Arc::new(obj), self.engine.clone())
+                .await
+                .expect("reconcile"),
+        )
+    }
+
+    /// Reconciles until the object stops changing (at most `n` passes).
+    pub async fn settle(&self, name: &str, n: usize) {
+        for _ in 0..n {
+            let before = self.kube.resource_version();
+            if self.reconcile(name).await.is_none() || self.kube.resource_version() == before {
+                return;
+            }
+        }
+    }
+
+    pub async fn delete_profile(&self, name: &str) {
+        self.profiles()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    pub fn object(&self, name: &str) -> Option<Value> {
+        self.kube
+            .get("accessplane.io/v1alpha1", "accessprofiles", NS, name)
+    }
+
+    /// (status, reason, message) of a condition of the AccessProfile.
+    pub fn cond(&self, name: &str, type_: &str) -> (String, String, String) {
+        let obj = self.object(name).expect("object exists");
+        let c = condition(&obj, type_).unwrap_or_else(|| panic!("no {type_} condition in {obj}"));
+        (
+            c["status"].as_str().unwrap().into(),
+            c["reason"].as_str().unwrap().into(),
+            c["message"].as_str().unwrap_or_default().into(),
+        )
+    }
+
+    pub fn status_id(&self, name: &str) -> Option<String> {
+        self.object(name)?["status"]["id"]
+            .as_str()
+            .map(String::from)
+    }
+
+    pub fn event_reasons(&self) -> Vec<String> {
+        self.kube
+            .events(NS)
+            .iter()
+            .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+}
+
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
+    obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+/// A tracing subscriber writing into a buffer, to check what the operator logs.
+#[derive(Clone, Default)]
+pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);
+
+impl CapturedLogs {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
+    type Writer = CapturedLogs;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
