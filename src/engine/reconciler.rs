@@ -195,8 +195,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         self.resync(obj),
                     ));
                 }
-                // The object the operator created is gone (deleted out of band): recreate it.
-                tracing::info!(id, "upstream object is gone; creating it again");
+                if annotation(obj, EXTERNAL_ID_ANNOTATION).is_some() {
+                    // The object the operator created is gone (deleted out of band): recreate it.
+                    tracing::info!(id, "upstream object is gone; creating it again");
+                }
             }
         }
 

@@ -270,3 +270,24 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLogs {
         self.clone()
     }
 }
+
+/// The requeue delay of an Action (kube-runtime exposes it only through Debug).
+pub fn requeue_of(action: &kube::runtime::controller::Action) -> Option<Duration> {
+    let text = format!("{action:?}");
+    let secs = text.split("requeue_after: Some(").nth(1)?;
+    let num: String = secs
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let unit: String = secs[num.len()..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    let value: f64 = num.parse().ok()?;
+    Some(match unit.as_str() {
+        "ms" => Duration::from_secs_f64(value / 1000.0),
+        "µs" | "us" => Duration::from_secs_f64(value / 1e6),
+        "ns" => Duration::from_secs_f64(value / 1e9),
+        _ => Duration::from_secs_f64(value),
+    })
+}

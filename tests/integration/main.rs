@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod engine_async;
 mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;

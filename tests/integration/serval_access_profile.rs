@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM};
+use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM, requeue_of};
 use crate::support::fake_serval::{Fault, FaultMatch, PROFILES_PATH};
 
 fn spec() -> serde_json::Value {
@@ -583,24 +583,4 @@ async fn connection_is_kept_while_in_use() {
             )
             .is_none()
     );
-}
-
-fn requeue_of(action: &kube::runtime::controller::Action) -> Option<Duration> {
-    let text = format!("{action:?}");
-    let secs = text.split("requeue_after: Some(").nth(1)?;
-    let num: String = secs
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || *c == '.')
-        .collect();
-    let unit: String = secs[num.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
-    let value: f64 = num.parse().ok()?;
-    Some(match unit.as_str() {
-        "ms" => Duration::from_secs_f64(value / 1000.0),
-        "µs" | "us" => Duration::from_secs_f64(value / 1e6),
-        "ns" => Duration::from_secs_f64(value / 1e9),
-        _ => Duration::from_secs_f64(value),
-    })
 }
