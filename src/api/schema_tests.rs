@@ -198,3 +198,42 @@ fn persona_access_control_immutables() {
         "{errs:?}"
     );
 }
+
+/// Every accessplane document under `examples/`: parses into its type and passes the CEL rules.
+#[test]
+fn examples_are_valid() {
+    use serde::Deserialize;
+    let mut checked = 0;
+    let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in serde_yaml::Deserializer::from_str(&text) {
+                let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                if value["apiVersion"] != "accessplane.io/v1alpha1" {
+                    continue;
+                }
+                let kind = value["kind"].as_str().unwrap();
+                let typed = match kind {
+                    "Connection" => serde_json::from_value::<super::Connection>(value.clone()).map(|_| ()),
+                    "AccessProfile" => serde_json::from_value::<super::AccessProfile>(value.clone()).map(|_| ()),
+                    "AppEntitlement" => serde_json::from_value::<super::AppEntitlement>(value.clone()).map(|_| ()),
+                    "Connector" => serde_json::from_value::<super::Connector>(value.clone()).map(|_| ()),
+                    "McpToolset" => serde_json::from_value::<super::McpToolset>(value.clone()).map(|_| ()),
+                    "PersonaAccessControl" => serde_json::from_value::<super::PersonaAccessControl>(value.clone()).map(|_| ()),
+                    other => panic!("{}: unknown kind {other}", path.display()),
+                };
+                typed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let errs = violations(kind, &value, None);
+                assert!(errs.is_empty(), "{}: {errs:?}", path.display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 4, "examples found: {checked}");
+}
