@@ -214,18 +214,32 @@ fn examples_are_valid() {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             for doc in serde_yaml::Deserializer::from_str(&text) {
-                let value = Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                let value =
+                    Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 if value["apiVersion"] != "accessplane.io/v1alpha1" {
                     continue;
                 }
                 let kind = value["kind"].as_str().unwrap();
                 let typed = match kind {
-                    "Connection" => serde_json::from_value::<super::Connection>(value.clone()).map(|_| ()),
-                    "AccessProfile" => serde_json::from_value::<super::AccessProfile>(value.clone()).map(|_| ()),
-                    "AppEntitlement" => serde_json::from_value::<super::AppEntitlement>(value.clone()).map(|_| ()),
-                    "Connector" => serde_json::from_value::<super::Connector>(value.clone()).map(|_| ()),
-                    "McpToolset" => serde_json::from_value::<super::McpToolset>(value.clone()).map(|_| ()),
-                    "PersonaAccessControl" => serde_json::from_value::<super::PersonaAccessControl>(value.clone()).map(|_| ()),
+                    "Connection" => {
+                        serde_json::from_value::<super::Connection>(value.clone()).map(|_| ())
+                    }
+                    "AccessProfile" => {
+                        serde_json::from_value::<super::AccessProfile>(value.clone()).map(|_| ())
+                    }
+                    "AppEntitlement" => {
+                        serde_json::from_value::<super::AppEntitlement>(value.clone()).map(|_| ())
+                    }
+                    "Connector" => {
+                        serde_json::from_value::<super::Connector>(value.clone()).map(|_| ())
+                    }
+                    "McpToolset" => {
+                        serde_json::from_value::<super::McpToolset>(value.clone()).map(|_| ())
+                    }
+                    "PersonaAccessControl" => {
+                        serde_json::from_value::<super::PersonaAccessControl>(value.clone())
+                            .map(|_| ())
+                    }
                     other => panic!("{}: unknown kind {other}", path.display()),
                 };
                 typed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));

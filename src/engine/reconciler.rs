@@ -565,20 +565,25 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 let requeue = self.requeue_after_error(obj, &error, now);
                 let message = error.to_string();
                 let synced_reason = error.synced_reason();
-                let ready = match &error {
-                    EngineError::Dependency(_) => Some(ConditionValue::new(
-                        false,
-                        reason::WAITING_FOR_DEPENDENCY,
-                        message.clone(),
-                    )),
-                    // A passing upstream fault says nothing about the object: keep Ready as it was.
-                    _ if !error.is_terminal()
-                        && conditions::get(&previous.conditions, READY).is_some() =>
-                    {
-                        None
-                    }
-                    _ => Some(ConditionValue::new(false, reason::ERROR, message.clone())),
-                };
+                let ready =
+                    match &error {
+                        EngineError::Dependency(_) => Some(ConditionValue::new(
+                            false,
+                            reason::WAITING_FOR_DEPENDENCY,
+                            message.clone(),
+                        )),
+                        // A passing upstream fault says nothing about the object: keep Ready as it was.
+                        _ if !error.is_terminal()
+                            && conditions::get(&previous.conditions, READY).is_some() =>
+                        {
+                            None
+                        }
+                        // Not created yet and retrying: say so rather than "Error".
+                        _ if !error.is_terminal() && status.id.is_none() => Some(
+                            ConditionValue::new(false, reason::CREATING, message.clone()),
+                        ),
+                        _ => Some(ConditionValue::new(false, reason::ERROR, message.clone())),
+                    };
                 if let Some(ready) = ready {
                     conditions::set(&mut status.conditions, READY, &ready, generation, now);
                 }

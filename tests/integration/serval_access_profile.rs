@@ -322,6 +322,7 @@ async fn lost_create_response_leaves_exactly_one_object() {
         "the create looked failed"
     );
     assert_eq!(h.serval.profiles().len(), 1, "but the server applied it");
+    assert_eq!(h.cond("oncall", "Ready").1, "Creating");
     let pending =
         &h.object("oncall").unwrap()["metadata"]["annotations"]["accessplane.io/create-pending"];
     assert!(pending.is_string(), "attempt recorded before the create");
