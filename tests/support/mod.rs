@@ -1,4 +1,6 @@
 //! Test support: fake Kubernetes API and fake upstream servers.
 
+pub mod fake_c1;
+pub mod fake_http;
 pub mod fake_kube;
 pub mod fake_serval;
