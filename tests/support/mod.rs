@@ -1,4 +1,5 @@
 //! Test support: fake Kubernetes API and fake upstream servers.
 
+pub mod fake_instaclustr;
 pub mod fake_kube;
 pub mod fake_serval;
