@@ -4,6 +4,7 @@ mod support;
 
 mod engine_async;
 mod fake_c1_tests;
+mod fake_instaclustr_tests;
 mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;

@@ -2,5 +2,6 @@
 
 pub mod fake_c1;
 pub mod fake_http;
+pub mod fake_instaclustr;
 pub mod fake_kube;
 pub mod fake_serval;
