@@ -52,6 +52,20 @@ pub struct ConductorOneConnection {
     pub server_url: Option<String>,
     /// Secret (same namespace) with `clientId` + `clientSecret`, or `accessToken`.
     pub credentials_secret_ref: LocalRef,
+    /// How the client secret obtains tokens. Unset: `PrivateKeyJWT` (a signed client
+    /// assertion, what ConductorOne's SDKs use; the secret never leaves the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<ConductorOneAuthMethod>,
+}
+
+/// Token grant used with a ConductorOne client secret.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ConductorOneAuthMethod {
+    /// Sign an EdDSA client assertion with the secret's private key.
+    #[serde(rename = "PrivateKeyJWT")]
+    PrivateKeyJwt,
+    /// Send the whole client secret in the token request body.
+    ClientSecretPost,
 }
 
 /// A Serval tenant.

@@ -28,6 +28,7 @@ pub mod reason {
     pub const VERIFIED: &str = "Verified";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
+    pub const SECRET_KEY_INVALID: &str = "SecretKeyInvalid";
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
     pub const UNREACHABLE: &str = "Unreachable";
@@ -196,9 +197,8 @@ async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failur
     let (kind, client) =
         providers::connect(&conn.spec, &data, cx.metrics.clone()).map_err(|e| {
             let reason = match e {
-                ConnectError::SecretKeyMissing { .. } | ConnectError::SecretKeyInvalid { .. } => {
-                    reason::SECRET_KEY_MISSING
-                }
+                ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
+                ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
                 _ => reason::INVALID_SPEC,
             };
             (

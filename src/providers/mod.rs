@@ -1,6 +1,8 @@
 //! One module per SaaS upstream: how a Connection's Secret becomes an upstream client,
 //! and each kind's [`crate::engine::Provider`].
 
+pub mod conductorone;
+pub mod instaclustr;
 pub mod serval;
 
 use std::collections::BTreeMap;
@@ -28,8 +30,6 @@ pub enum ConnectError {
         field: &'static str,
         problem: String,
     },
-    #[error("{0} connections are not supported yet")]
-    Unsupported(&'static str),
     #[error(transparent)]
     Client(#[from] UpstreamError),
 }
@@ -97,8 +97,14 @@ pub fn connect(
             serval::PROVIDER,
             serval::credentials(spec.serval.as_ref().unwrap(), secret)?,
         ),
-        UpstreamKind::ConductorOne => return Err(ConnectError::Unsupported("conductorOne")),
-        UpstreamKind::Instaclustr => return Err(ConnectError::Unsupported("instaclustr")),
+        UpstreamKind::ConductorOne => (
+            conductorone::PROVIDER,
+            conductorone::credentials(spec.conductor_one.as_ref().unwrap(), secret)?,
+        ),
+        UpstreamKind::Instaclustr => (
+            instaclustr::PROVIDER,
+            instaclustr::credentials(spec.instaclustr.as_ref().unwrap(), secret)?,
+        ),
     };
     let mut config = UpstreamConfig::new(provider, base_url, credentials);
     config.metrics = metrics;
@@ -112,7 +118,19 @@ pub fn connect(
 pub async fn verify(kind: UpstreamKind, client: &UpstreamClient) -> Result<(), UpstreamError> {
     match kind {
         UpstreamKind::Serval => serval::verify(client).await,
-        UpstreamKind::ConductorOne | UpstreamKind::Instaclustr => Ok(()),
+        UpstreamKind::ConductorOne => conductorone::verify(client).await,
+        UpstreamKind::Instaclustr => instaclustr::verify(client).await,
+    }
+}
+
+/// A verification read of an id that cannot exist: 404 proves authentication worked.
+fn expect_not_found(
+    result: Result<crate::upstream::UpstreamResponse, UpstreamError>,
+) -> Result<(), UpstreamError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

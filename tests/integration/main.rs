@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod connections;
 mod engine_async;
 mod fake_c1_tests;
 mod fake_instaclustr_tests;
