@@ -4,4 +4,5 @@ pub mod api;
 pub mod connections;
 pub mod engine;
 pub mod providers;
+pub mod runtime;
 pub mod upstream;

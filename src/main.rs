@@ -1,5 +1,250 @@
-fn main() {
-    for (file, crd) in accessplane::api::all_crds() {
-        std::fs::write(format!("crds/{file}"), accessplane::api::crd_yaml(&crd)).unwrap();
+//! The `accessplane` command: run the operator, print the CRDs, print the version.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use accessplane::engine::requeue::parse_interval;
+use accessplane::runtime::telemetry::{self, LogFormat};
+use accessplane::runtime::{self, RunConfig, crds};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "accessplane",
+    version,
+    about = "Manage SaaS access-control objects as Kubernetes custom resources"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the operator (in-cluster, or with the current kubeconfig).
+    Run(RunArgs),
+    /// Print all CRDs as one YAML stream, or write one file per CRD.
+    Crds {
+        /// Write `<kind>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ACCESSPLANE_NAMESPACE")]
+    namespace: Option<String>,
+    /// Maximum concurrent reconciles per controller.
+    #[arg(long, env = "ACCESSPLANE_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrency: u16,
+    /// Resync interval of converged resources (Go duration, e.g. `10m`, `1h30m`; at least 10s).
+    #[arg(long, env = "ACCESSPLANE_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_resync)]
+    resync_interval: Duration,
+    /// Log format.
+    #[arg(long, env = "ACCESSPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log filter (`EnvFilter` directive, e.g. `info,accessplane=debug`); `RUST_LOG` overrides it.
+    #[arg(long, env = "ACCESSPLANE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Address of the /metrics, /healthz and /readyz server.
+    #[arg(long, env = "ACCESSPLANE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    metrics_addr: SocketAddr,
+    /// Apply the bundled CRDs at start-up (server-side apply) and wait until they are Established.
+    #[arg(long, env = "ACCESSPLANE_INSTALL_CRDS")]
+    install_crds: bool,
+}
+
+/// Shorter resyncs would mostly spend the upstreams' rate limits.
+const MIN_RESYNC: Duration = Duration::from_secs(10);
+
+fn parse_resync(text: &str) -> Result<Duration, String> {
+    let interval = parse_interval(text)
+        .ok_or_else(|| format!("{text:?} is not a duration such as 10m or 1h30m"))?;
+    if interval < MIN_RESYNC {
+        return Err(format!("must be at least {}s", MIN_RESYNC.as_secs()));
+    }
+    Ok(interval)
+}
+
+impl RunArgs {
+    fn config(&self) -> RunConfig {
+        RunConfig {
+            namespace: self.namespace.clone(),
+            concurrency: self.concurrency,
+            resync: self.resync_interval,
+            metrics_addr: self.metrics_addr,
+            install_crds: self.install_crds,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // reqwest and kube are built without a default TLS crypto provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match Cli::parse().command {
+        Command::Run(args) => run(args),
+        Command::Crds { dir: None } => {
+            print!("{}", crds::yaml_stream());
+            ExitCode::SUCCESS
+        }
+        Command::Crds { dir: Some(dir) } => match crds::write_dir(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(format!("writing {}: {error}", dir.display())),
+        },
+        Command::Version => {
+            println!("{}", version());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    if let Err(error) = telemetry::init(args.log_format, &args.log_level) {
+        return fail(error);
+    }
+    let result = tokio::runtime::Runtime::new()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(runtime::run(args.config()))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // Through the logger, so JSON log pipelines see why the operator stopped.
+            tracing::error!(%error, "accessplane stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fail(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("accessplane: {error}");
+    ExitCode::FAILURE
+}
+
+/// The crate version, plus the commit when the build set `ACCESSPLANE_GIT_SHA`.
+fn version() -> String {
+    let version = env!("CARGO_PKG_VERSION");
+    match option_env!("ACCESSPLANE_GIT_SHA") {
+        Some(sha) if !sha.is_empty() => format!("accessplane {version} ({sha})"),
+        _ => format!("accessplane {version}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Parsing reads `ACCESSPLANE_*`; tests that set or depend on them run one at a time.
+    static ENV: Mutex<()> = Mutex::new(());
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["accessplane", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run(args) => Ok(args),
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn run_defaults() {
+        let _env = ENV.lock().unwrap();
+        let config = run_args(&[]).unwrap().config();
+        assert_eq!(config.namespace, None);
+        assert_eq!(config.concurrency, 4);
+        assert_eq!(config.resync, Duration::from_secs(600));
+        assert_eq!(config.metrics_addr, "0.0.0.0:8080".parse().unwrap());
+        assert!(!config.install_crds);
+        let args = run_args(&[]).unwrap();
+        assert_eq!(
+            (args.log_format, args.log_level.as_str()),
+            (LogFormat::Text, "info")
+        );
+    }
+
+    #[test]
+    fn run_flags() {
+        let _env = ENV.lock().unwrap();
+        let args = run_args(&[
+            "--namespace=team-a",
+            "--concurrency=8",
+            "--resync-interval=1h30m",
+            "--log-format=json",
+            "--log-level=debug",
+            "--metrics-addr=127.0.0.1:9090",
+            "--install-crds",
+        ])
+        .unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.log_level, "debug");
+        let config = args.config();
+        assert_eq!(config.namespace.as_deref(), Some("team-a"));
+        assert_eq!(config.concurrency, 8);
+        assert_eq!(config.resync, Duration::from_secs(5400));
+        assert_eq!(config.metrics_addr, "127.0.0.1:9090".parse().unwrap());
+        assert!(config.install_crds);
+    }
+
+    #[test]
+    fn run_env() {
+        let _env = ENV.lock().unwrap();
+        let vars = [
+            ("ACCESSPLANE_NAMESPACE", "team-b"),
+            ("ACCESSPLANE_CONCURRENCY", "2"),
+            ("ACCESSPLANE_RESYNC_INTERVAL", "30m"),
+            ("ACCESSPLANE_LOG_FORMAT", "json"),
+            ("ACCESSPLANE_METRICS_ADDR", "127.0.0.1:9000"),
+            ("ACCESSPLANE_INSTALL_CRDS", "true"),
+        ];
+        // SAFETY: every test that reads these variables holds `ENV`, and nothing else in
+        // this test binary reads the environment concurrently.
+        unsafe { vars.iter().for_each(|(k, v)| std::env::set_var(k, v)) };
+        let parsed = run_args(&[]);
+        let flag_wins = run_args(&["--concurrency=6"]);
+        unsafe { vars.iter().for_each(|(k, _)| std::env::remove_var(k)) };
+
+        let args = parsed.unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        let config = args.config();
+        assert_eq!(config.namespace.as_deref(), Some("team-b"));
+        assert_eq!(config.concurrency, 2);
+        assert_eq!(config.resync, Duration::from_secs(1800));
+        assert_eq!(config.metrics_addr, "127.0.0.1:9000".parse().unwrap());
+        assert!(config.install_crds);
+        assert_eq!(flag_wins.unwrap().concurrency, 6);
+    }
+
+    #[test]
+    fn run_rejects_bad_values() {
+        let _env = ENV.lock().unwrap();
+        assert!(run_args(&["--resync-interval=soon"]).is_err());
+        assert!(run_args(&["--resync-interval=5s"]).is_err());
+        assert!(run_args(&["--concurrency=0"]).is_err());
+        assert!(run_args(&["--log-format=xml"]).is_err());
+        assert!(run_args(&["--metrics-addr=nowhere"]).is_err());
+    }
+
+    #[test]
+    fn crds_and_version_parse() {
+        let cli = Cli::try_parse_from(["accessplane", "crds", "--dir", "out"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Crds { dir: Some(d) } if d == std::path::Path::new("out"))
+        );
+        assert!(matches!(
+            Cli::try_parse_from(["accessplane", "version"])
+                .unwrap()
+                .command,
+            Command::Version
+        ));
+        assert!(version().starts_with(concat!("accessplane ", env!("CARGO_PKG_VERSION"))));
     }
 }

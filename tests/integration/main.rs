@@ -9,4 +9,5 @@ mod fake_instaclustr_tests;
 mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;
+mod runtime_tests;
 mod serval_access_profile;

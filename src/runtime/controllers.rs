@@ -1,0 +1,190 @@
+//! kube-runtime Controllers: the Connection controller and one generic controller per
+//! managed kind. Adding a kind is one `managed_controller::<Kind, _>(…)` call in `run`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PartialObjectMeta};
+use kube::core::NamespaceResourceScope;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
+use kube::{Resource, ResourceExt};
+
+use crate::api::Connection;
+use crate::connections::controller::{self as connection, ConnectionContext, credentials_secret};
+use crate::engine::conditions::{self, READY, reason};
+use crate::engine::{self, Engine, ManagedObject, Provider};
+
+/// Resolves once, when the process is asked to stop; every controller and the server share it.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// Where controllers watch: one namespace, or all of them.
+#[derive(Clone)]
+pub struct Scope {
+    pub client: kube::Client,
+    pub namespace: Option<String>,
+}
+
+impl Scope {
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
+    }
+}
+
+/// A controller ready to run.
+pub struct Wired {
+    /// Drives the controller until shutdown.
+    pub run: BoxFuture<'static, ()>,
+    /// Resolves to `true` once the controller's cache holds the initial list.
+    pub synced: BoxFuture<'static, bool>,
+}
+
+fn synced<K: Resource + Clone + Send + Sync + 'static>(store: Store<K>) -> BoxFuture<'static, bool>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    async move { store.wait_until_ready().await.is_ok() }.boxed()
+}
+
+/// The Connection controller, also triggered when a Connection's credentials Secret changes.
+pub fn connection_controller(
+    scope: &Scope,
+    cx: Arc<ConnectionContext>,
+    config: controller::Config,
+    shutdown: Shutdown,
+) -> Wired {
+    let controller = Controller::new(scope.api::<Connection>(), watcher::Config::default())
+        .with_config(config)
+        .graceful_shutdown_on(shutdown);
+    let store = controller.store();
+    // Metadata only: Secret values never flow through this watch or its cache.
+    let secrets = watcher(
+        scope.api::<PartialObjectMeta<Secret>>(),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects();
+    let mapper_store = store.clone();
+    let run = controller
+        .watches_stream(secrets, move |secret| {
+            connections_using(&mapper_store, &secret)
+        })
+        .run(connection::reconcile, connection::error_policy, cx)
+        .for_each(log_result)
+        .boxed();
+    Wired {
+        run,
+        synced: synced(store),
+    }
+}
+
+fn connections_using(
+    store: &Store<Connection>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<Connection>> {
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|conn| {
+            conn.namespace() == secret.namespace()
+                && credentials_secret(conn).as_deref() == Some(name.as_str())
+        })
+        .map(|conn| ObjectRef::from_obj(&**conn))
+        .collect()
+}
+
+/// The controller of one managed kind `K`, reconciled by the engine with provider `P`.
+pub fn managed_controller<K, P>(
+    scope: &Scope,
+    engine: Arc<Engine<K, P>>,
+    config: controller::Config,
+    shutdown: Shutdown,
+) -> Wired
+where
+    K: ManagedObject,
+    P: Provider<K>,
+{
+    let (store, writer) = reflector::store();
+    // The engine's own status writes change neither generation, finalizers nor
+    // annotations, so they do not trigger another reconcile; resyncs come from requeues.
+    let changes = predicates::generation
+        .combine(predicates::finalizers)
+        .combine(predicates::annotations);
+    let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(changes, PredicateConfig::default());
+    let mapper_store = store.clone();
+    let run = Controller::for_stream(objects, store.clone())
+        .with_config(config)
+        .graceful_shutdown_on(shutdown)
+        .watches(
+            scope.api::<Connection>(),
+            watcher::Config::default(),
+            move |conn| waiting_on(&mapper_store, &conn),
+        )
+        .run(
+            engine::reconcile,
+            |obj, error, engine| engine.error_policy(&obj, error),
+            engine,
+        )
+        .for_each(log_result)
+        .boxed();
+    Wired {
+        run,
+        synced: synced(store),
+    }
+}
+
+/// Objects of `K` that wait for this Connection. Only those: a Connection's status
+/// changes must not re-observe every object that uses it.
+fn waiting_on<K: ManagedObject>(store: &Store<K>, conn: &Connection) -> Vec<ObjectRef<K>> {
+    let name = conn.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|obj| {
+            obj.namespace() == conn.namespace() && obj.managed().connection_ref.name == name
+        })
+        .filter(|obj| is_waiting_for_dependency(&***obj))
+        .map(|obj| ObjectRef::from_obj(&**obj))
+        .collect()
+}
+
+fn is_waiting_for_dependency<K: ManagedObject>(obj: &K) -> bool {
+    obj.managed_status()
+        .and_then(|status| conditions::get(&status.conditions, READY))
+        .is_some_and(|ready| ready.reason == reason::WAITING_FOR_DEPENDENCY)
+}
+
+async fn log_result<K, E>(
+    result: Result<(ObjectRef<K>, Action), controller::Error<E, watcher::Error>>,
+) where
+    K: Resource,
+    K::DynamicType: Debug,
+    E: std::error::Error,
+{
+    match result {
+        Ok((obj, action)) => tracing::debug!(object = %obj, ?action, "reconciled"),
+        // Reconcile failures were already logged (at warn) by the error policy.
+        Err(
+            error @ (controller::Error::ReconcilerFailed(..)
+            | controller::Error::ObjectNotFound(..)),
+        ) => {
+            tracing::debug!(%error, "reconcile failed")
+        }
+        Err(error) => tracing::warn!(%error, "controller"),
+    }
+}

@@ -1,0 +1,234 @@
+//! `accessplane run`: controller wiring, CRD install, metrics/health server, telemetry.
+
+pub mod controllers;
+pub mod crds;
+pub mod server;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::join_all;
+use kube::runtime::controller;
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::api::AccessProfile;
+use crate::connections::Connections;
+use crate::connections::controller::ConnectionContext;
+use crate::engine::clock::{Clock, SystemClock};
+use crate::engine::metrics::ReconcileMetrics;
+use crate::engine::requeue::Timing;
+use crate::engine::{Engine, ManagedObject, Provider};
+use crate::providers::serval::AccessProfileProvider;
+use crate::upstream::UpstreamMetrics;
+pub use controllers::Shutdown;
+use controllers::{Scope, Wired, connection_controller, managed_controller};
+use server::Readiness;
+
+/// Settings of `accessplane run`.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// Watch only this namespace; all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// Maximum concurrent reconciles per controller.
+    pub concurrency: u16,
+    /// Resync interval of converged objects.
+    pub resync: Duration,
+    /// Address of the metrics and health server.
+    pub metrics_addr: SocketAddr,
+    /// Apply the bundled CRDs at start-up and wait until they are Established.
+    pub install_crds: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("no Kubernetes configuration (in-cluster or kubeconfig): {0}")]
+    Client(#[source] kube::Error),
+    #[error("applying CRD {name}: {source}")]
+    CrdInstall {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("waiting for CRDs to be established: {0}")]
+    CrdWait(#[source] kube::runtime::wait::Error),
+    #[error("CRDs were not established within {0:?}")]
+    CrdNotEstablished(Duration),
+    #[error("installing signal handlers: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("binding the metrics server to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Everything the controllers share.
+struct Shared {
+    scope: Scope,
+    connections: Arc<Connections>,
+    recorder: Recorder,
+    clock: Arc<dyn Clock>,
+    timing: Timing,
+    metrics: ReconcileMetrics,
+    controller: controller::Config,
+    shutdown: Shutdown,
+}
+
+impl Shared {
+    /// The controller of one managed kind.
+    fn managed<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Wired {
+        let engine = Engine::new(
+            self.scope.client.clone(),
+            provider,
+            self.connections.clone(),
+            self.recorder.clone(),
+            self.clock.clone(),
+            self.timing.clone(),
+            self.metrics.clone(),
+        );
+        managed_controller(
+            &self.scope,
+            Arc::new(engine),
+            self.controller.clone(),
+            self.shutdown.clone(),
+        )
+    }
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C, then lets running reconciles finish.
+pub async fn run(config: RunConfig) -> Result<(), RuntimeError> {
+    let shutdown = shutdown_signal()?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(RuntimeError::Client)?;
+    run_with(client, config, shutdown).await
+}
+
+/// Runs the operator against `client` until `shutdown` resolves (tests pass a fake API server).
+pub async fn run_with(
+    client: kube::Client,
+    config: RunConfig,
+    shutdown: Shutdown,
+) -> Result<(), RuntimeError> {
+    let mut registry = Registry::default();
+    let upstream_metrics = Arc::new(UpstreamMetrics::default());
+    upstream_metrics.register(&mut registry);
+    let reconcile_metrics = ReconcileMetrics::default();
+    reconcile_metrics.register(&mut registry);
+
+    // Bind first: a taken port fails start-up instead of surfacing later.
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| RuntimeError::Bind {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let readiness = Readiness::default();
+    let router = server::router(Arc::new(registry), readiness.clone());
+    let server = tokio::spawn(server::serve(listener, router, shutdown.clone()));
+    tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz, /readyz");
+
+    if config.install_crds {
+        crds::install(client.clone()).await?;
+    }
+
+    let reporter = Reporter {
+        controller: "accessplane".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let shared = Shared {
+        scope: Scope {
+            client: client.clone(),
+            namespace: config.namespace.clone(),
+        },
+        connections: Arc::new(Connections::default()),
+        recorder: Recorder::new(client.clone(), reporter),
+        clock: Arc::new(SystemClock),
+        timing: Timing {
+            resync: config.resync,
+            ..Timing::default()
+        },
+        metrics: reconcile_metrics,
+        controller: controller::Config::default().concurrency(config.concurrency),
+        shutdown: shutdown.clone(),
+    };
+    let connection_cx = ConnectionContext::new(
+        client,
+        shared.connections.clone(),
+        upstream_metrics,
+        shared.recorder.clone(),
+        shared.clock.clone(),
+        shared.timing.clone(),
+    );
+    let wired = vec![
+        connection_controller(
+            &shared.scope,
+            Arc::new(connection_cx),
+            shared.controller.clone(),
+            shutdown.clone(),
+        ),
+        shared.managed::<AccessProfile, _>(AccessProfileProvider),
+    ];
+    let (runs, synced): (Vec<_>, Vec<_>) = wired.into_iter().map(|w| (w.run, w.synced)).unzip();
+    tracing::info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        controllers = runs.len(),
+        "controllers started"
+    );
+
+    // Ready once every controller's cache holds its initial list.
+    let ready = async move {
+        if join_all(synced).await.into_iter().all(|ok| ok) {
+            readiness.set_ready();
+            tracing::info!("ready");
+        }
+    };
+    // Waiting for readiness must not outlive shutdown (caches may never sync).
+    let ready_or_shutdown = futures::future::select(ready.boxed(), shutdown.clone());
+    let stopped = async {
+        tokio::join!(join_all(runs), ready_or_shutdown);
+        tracing::info!("controllers stopped");
+        server
+            .await
+            .map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?
+            .map_err(RuntimeError::Serve)
+    };
+    tokio::select! {
+        result = stopped => result,
+        () = grace_expired(shutdown) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// How long running reconciles may take to finish after SIGTERM: below Kubernetes'
+/// default 30 s termination grace period. A controller whose cache never synced (API
+/// server unreachable) never stops on its own.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+
+async fn grace_expired(shutdown: Shutdown) {
+    shutdown.await;
+    tokio::time::sleep(SHUTDOWN_GRACE).await;
+}
+
+/// Resolves on SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+fn shutdown_signal() -> Result<Shutdown, RuntimeError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(RuntimeError::Signal)?;
+    let signal = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("shutdown requested; finishing running reconciles");
+    };
+    Ok(signal.boxed().shared())
+}

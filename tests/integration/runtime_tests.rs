@@ -1,0 +1,127 @@
+//! The whole `accessplane run` wiring against the fake API server and fake Serval:
+//! a Connection becomes Ready from its Secret, and an AccessProfile that uses it is created upstream.
+
+use std::time::Duration;
+
+use accessplane::runtime::{RunConfig, run_with};
+use futures::FutureExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::support::fake_kube::FakeKube;
+use crate::support::fake_serval::FakeServal;
+
+const API: &str = "accessplane.io/v1alpha1";
+
+fn ready_reason(obj: Option<Value>) -> Option<String> {
+    let conditions = obj?["status"]["conditions"].as_array()?.clone();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    Some(format!(
+        "{}/{}",
+        ready["status"].as_str()?,
+        ready["reason"].as_str()?
+    ))
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+struct Running {
+    serval: FakeServal,
+    kube: FakeKube,
+    stop: oneshot::Sender<()>,
+    operator: tokio::task::JoinHandle<Result<(), accessplane::runtime::RuntimeError>>,
+}
+
+/// A Secret, a Connection and an AccessProfile in `team-a`, and the operator running.
+async fn start() -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let serval = FakeServal::start().await;
+    serval.add_client("operator", "s3cret");
+    let kube = FakeKube::new();
+    kube.put_object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "serval-creds", "namespace": "team-a"},
+        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
+    }));
+    kube.put_object(json!({
+        "apiVersion": API, "kind": "Connection",
+        "metadata": {"name": "serval", "namespace": "team-a"},
+        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
+    }));
+    kube.put_object(json!({
+        "apiVersion": API, "kind": "AccessProfile",
+        "metadata": {"name": "oncall", "namespace": "team-a", "generation": 1},
+        "spec": {"connectionRef": {"name": "serval"}, "teamId": "team-1", "name": "On-call"},
+    }));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = RunConfig {
+        namespace: Some("team-a".into()),
+        concurrency: 2,
+        resync: Duration::from_secs(600),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        install_crds: false,
+    };
+    let shutdown = stopped.map(|_| ()).boxed().shared();
+    let operator = tokio::spawn(run_with(kube.client(), config, shutdown));
+    Running {
+        serval,
+        kube,
+        stop,
+        operator,
+    }
+}
+
+#[tokio::test]
+async fn run_reconciles_connections_and_access_profiles() {
+    let Running {
+        serval,
+        kube,
+        stop,
+        operator,
+    } = start().await;
+    eventually("the Connection to be verified", || {
+        ready_reason(kube.get(API, "connections", "team-a", "serval")).as_deref()
+            == Some("True/Verified")
+    })
+    .await;
+    eventually("the AccessProfile to be created upstream and Ready", || {
+        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
+            == Some("True/Available")
+    })
+    .await;
+    assert!(!serval.profiles().is_empty());
+
+    stop.send(()).unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), operator).await;
+    result.expect("graceful shutdown").unwrap().unwrap();
+}
+
+/// Under the live controller each create's own annotation/status writes trigger the next
+/// reconcile, and the engine creates again (ap-1, ap-2, …): see the runtime report.
+#[tokio::test]
+#[ignore = "engine creates duplicate upstream objects under the live controller"]
+async fn run_creates_exactly_one_upstream_object() {
+    let Running {
+        serval,
+        kube,
+        stop,
+        operator,
+    } = start().await;
+    eventually("the AccessProfile to be Ready", || {
+        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
+            == Some("True/Available")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(serval.profiles().len(), 1);
+    stop.send(()).unwrap();
+    operator.await.unwrap().unwrap();
+}
