@@ -89,7 +89,7 @@ pub async fn reconcile<K: ManagedObject, P: Provider<K>>(
     engine: Arc<Engine<K, P>>,
 ) -> Result<Action, EngineError> {
     let kind = K::kind(&());
-    let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), name = %obj.name_any());
+    let span = tracing::info_span!("reconcile", kind = %kind, namespace = %obj.namespace().unwrap_or_default(), object = %obj.name_any());
     let started = Instant::now();
     let result = engine.reconcile_object(&obj).instrument(span).await;
     let label = match &result {

@@ -107,7 +107,6 @@ async fn run_reconciles_connections_and_access_profiles() {
 /// Under the live controller each create's own annotation/status writes trigger the next
 /// reconcile, and the engine creates again (ap-1, ap-2, …): see the runtime report.
 #[tokio::test]
-#[ignore = "engine creates duplicate upstream objects under the live controller"]
 async fn run_creates_exactly_one_upstream_object() {
     let Running {
         serval,
