@@ -116,11 +116,14 @@ where
     P: Provider<K>,
 {
     let (store, writer) = reflector::store();
-    // The engine's own status writes change neither generation, finalizers nor
-    // annotations, so they do not trigger another reconcile; resyncs come from requeues.
+    // The engine's own status writes change neither generation, finalizers, annotations
+    // nor the deletion mark, so they do not trigger another reconcile; resyncs come from
+    // requeues. (Whether setting deletionTimestamp bumps the generation is up to the
+    // apiserver, so deletion is watched explicitly.)
     let changes = predicates::generation
         .combine(predicates::finalizers)
-        .combine(predicates::annotations);
+        .combine(predicates::annotations)
+        .combine(being_deleted::<K>);
     let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
         .default_backoff()
         .reflect(writer)
@@ -187,4 +190,9 @@ async fn log_result<K, E>(
         }
         Err(error) => tracing::warn!(%error, "controller"),
     }
+}
+
+/// Predicate value that changes when an object is marked for deletion.
+fn being_deleted<K: Resource>(obj: &K) -> Option<u64> {
+    Some(u64::from(obj.meta().deletion_timestamp.is_some()))
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod connections;
+mod e2e;
 mod engine_async;
 mod fake_c1_tests;
 mod fake_instaclustr_tests;

@@ -104,8 +104,8 @@ async fn run_reconciles_connections_and_access_profiles() {
     result.expect("graceful shutdown").unwrap().unwrap();
 }
 
-/// Under the live controller each create's own annotation/status writes trigger the next
-/// reconcile, and the engine creates again (ap-1, ap-2, …): see the runtime report.
+/// The create's own annotation and status writes trigger further reconciles under the
+/// live controller; none of them may create again.
 #[tokio::test]
 async fn run_creates_exactly_one_upstream_object() {
     let Running {
