@@ -66,19 +66,26 @@ macro_rules! managed_object {
     )+};
 }
 
-/// What a provider call sees: the object and the Connection's upstream client.
-pub struct Cx<'a, K> {
+/// What a provider call sees: the object, the Connection's upstream client and the
+/// inputs the provider resolved from Kubernetes (references, Secrets).
+pub struct Cx<'a, K, I = ()> {
     pub obj: &'a K,
     pub upstream: &'a UpstreamClient,
+    pub inputs: &'a I,
 }
 
-/// The managed fields (lowerCamelCase spec names) whose upstream value differs.
+/// How the upstream object differs from the spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diff {
+    /// Managed fields (lowerCamelCase spec names) whose upstream value differs.
     pub fields: Vec<&'static str>,
+    /// Parts of the spec no update can achieve (e.g. a tool that is not approved); each
+    /// entry names what and why. Reported as `Synced=False/TerminalError`, not retried hot.
+    pub unresolved: Vec<String>,
 }
 
 impl Diff {
+    /// Nothing to send.
     pub fn is_empty(&self) -> bool {
         self.fields.is_empty()
     }
@@ -112,11 +119,24 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// The upstream object as read.
     type Observed: Clone + Debug + Send + Sync;
 
+    /// What the provider needs from Kubernetes besides the object itself (a referenced
+    /// resource's id, a Secret's content), resolved before any upstream call.
+    type Inputs: Default + Send + Sync;
+
     /// Which upstream the kind's Connection must point at.
     const UPSTREAM: UpstreamKind;
 
     /// The upstream id of an observed object.
     fn id_of(&self, observed: &Self::Observed) -> String;
+
+    /// Resolves [`Self::Inputs`]; `EngineError::Dependency` when something is not ready yet.
+    fn resolve(
+        &self,
+        _kube: &kube::Client,
+        _obj: &K,
+    ) -> impl Future<Output = Result<Self::Inputs, EngineError>> + Send {
+        async { Ok(Self::Inputs::default()) }
+    }
 
     /// For upstreams whose ids follow from the spec (no crash-recovery lookup needed).
     fn deterministic_id(&self, _obj: &K) -> Option<String> {
@@ -126,28 +146,28 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// Reads the object; `None` when it does not exist (or is soft-deleted).
     fn observe(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, Self::Inputs>,
         id: &str,
     ) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send;
 
     /// Finds upstream objects matching the resource's natural key (crash recovery, Observe without id).
     fn find(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, Self::Inputs>,
     ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send;
 
     /// Compares the managed (non-omitted) spec fields with the upstream object.
-    fn diff(&self, obj: &K, observed: &Self::Observed) -> Diff;
+    fn diff(&self, cx: &Cx<'_, K, Self::Inputs>, observed: &Self::Observed) -> Diff;
 
     fn create(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, Self::Inputs>,
     ) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
 
     /// Sends only the fields named in `diff`.
     fn update(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, Self::Inputs>,
         observed: &Self::Observed,
         diff: &Diff,
     ) -> impl Future<Output = Result<Written<Self::Observed>, UpstreamError>> + Send;
@@ -155,7 +175,7 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// Deletes; a 404 must be reported as `Done`.
     fn delete(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, Self::Inputs>,
         id: &str,
     ) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
 
@@ -170,7 +190,11 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     }
 
     /// Kind-specific observed facts merged into `status` (camelCase keys).
-    fn facts(&self, _observed: &Self::Observed) -> serde_json::Map<String, serde_json::Value> {
+    fn facts(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+        _observed: &Self::Observed,
+    ) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
 }

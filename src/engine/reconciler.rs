@@ -57,6 +57,8 @@ struct Verdict {
     event: Option<(&'static str, String)>,
     /// The finalizer was removed: the object is gone or going, nothing more to write.
     released: bool,
+    /// Parts of the spec that cannot be achieved (see [`super::Diff::unresolved`]).
+    unresolved: Option<String>,
 }
 
 impl Verdict {
@@ -69,6 +71,7 @@ impl Verdict {
             pending: None,
             event: None,
             released: false,
+            unresolved: None,
         }
     }
 
@@ -158,9 +161,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Brings the upstream object in line with the spec (or reports how it differs).
     async fn converge(&self, api: &Api<K>, obj: &K) -> Result<Verdict, EngineError> {
         let upstream = self.upstream(obj)?;
+        let inputs = self.provider.resolve(&self.kube, obj).await?;
         let cx = Cx {
             obj,
             upstream: &upstream,
+            inputs: &inputs,
         };
         let managed = obj.managed();
         let observe_only = managed.management() == ManagementPolicy::Observe;
@@ -261,7 +266,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Diff an existing upstream object and update it when it differs.
     async fn compare(
         &self,
-        cx: &Cx<'_, K>,
+        cx: &Cx<'_, K, P::Inputs>,
         obj: &K,
         observed: P::Observed,
         observe_only: bool,
@@ -271,7 +276,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if let Some(why) = self.provider.refuse_update(&observed) {
             return Err(EngineError::Refused(why));
         }
-        let diff = self.provider.diff(obj, &observed);
+        let diff = self.provider.diff(cx, &observed);
         let generation = obj.meta().generation.unwrap_or_default();
         let mut verdict = if diff.is_empty() {
             Verdict::new(
@@ -322,7 +327,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         ),
                         self.resync(obj),
                     );
-                    v.facts = Some(self.provider.facts(new_state.as_ref().unwrap_or(&observed)));
+                    v.facts = Some(
+                        self.provider
+                            .facts(cx, new_state.as_ref().unwrap_or(&observed)),
+                    );
                     v.event = Some(if spec_changed {
                         ("Updated", format!("updated upstream {id}: {fields}"))
                     } else {
@@ -359,13 +367,23 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         verdict.id = Some(id);
         if verdict.facts.is_none() {
-            verdict.facts = Some(self.provider.facts(&observed));
+            verdict.facts = Some(self.provider.facts(cx, &observed));
+        }
+        if !diff.unresolved.is_empty() {
+            let message = diff.unresolved.join("; ");
+            verdict.ready = ConditionValue::new(false, reason::ERROR, message.clone());
+            verdict.unresolved = Some(message);
         }
         Ok(verdict)
     }
 
     /// Crash-safe create: mark the attempt, create, record the id.
-    async fn create(&self, api: &Api<K>, obj: &K, cx: &Cx<'_, K>) -> Result<Verdict, EngineError> {
+    async fn create(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        cx: &Cx<'_, K, P::Inputs>,
+    ) -> Result<Verdict, EngineError> {
         let now = self.clock.now();
         let obj = &kube_ops::set_annotations(
             api,
@@ -376,6 +394,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let cx = Cx {
             obj,
             upstream: cx.upstream,
+            inputs: cx.inputs,
         };
         let generation = obj.meta().generation.unwrap_or_default();
         match self.provider.create(&cx).await? {
@@ -428,9 +447,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 "{e}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
             ))
         })?;
+        let inputs = self.provider.resolve(&self.kube, obj).await.map_err(|e| match e {
+            EngineError::Dependency(message) => EngineError::Dependency(format!(
+                "{message}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
+            )),
+            other => other,
+        })?;
         let cx = Cx {
             obj,
             upstream: &upstream,
+            inputs: &inputs,
         };
         let id = match self.known_id(obj) {
             Some(id) => Some(id),
@@ -546,17 +572,22 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     generation,
                     now,
                 );
-                conditions::set(
-                    &mut status.conditions,
-                    SYNCED,
-                    &ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""),
-                    generation,
-                    now,
-                );
+                let mut requeue = verdict.requeue;
+                let synced = match verdict.unresolved {
+                    // Everything possible was done; the rest needs the user (or an upstream
+                    // change), so it is reported like a terminal error and not retried hot.
+                    Some(message) => {
+                        requeue = self.hold_terminal(obj, now);
+                        ConditionValue::new(false, reason::TERMINAL_ERROR, message)
+                    }
+                    None => ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""),
+                };
+                self.set_synced(obj, &previous, &mut status, synced, now)
+                    .await;
                 if let Some((reason, note)) = verdict.event {
                     self.publish(obj, false, reason, note).await;
                 }
-                (verdict.requeue, verdict.facts)
+                (requeue, verdict.facts)
             }
             Err(EngineError::Kube { context, source }) => {
                 return Err(EngineError::Kube { context, source });
@@ -587,18 +618,37 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 if let Some(ready) = ready {
                     conditions::set(&mut status.conditions, READY, &ready, generation, now);
                 }
-                let synced = ConditionValue::new(false, synced_reason, message.clone());
-                let was = conditions::get(&previous.conditions, SYNCED)
-                    .map(|c| (c.status.clone(), c.reason.clone()));
-                conditions::set(&mut status.conditions, SYNCED, &synced, generation, now);
-                if was != Some(("False".into(), synced_reason.into())) {
-                    self.publish(obj, true, synced_reason, message).await;
-                }
+                let synced = ConditionValue::new(false, synced_reason, message);
+                self.set_synced(obj, &previous, &mut status, synced, now)
+                    .await;
                 (requeue, None)
             }
         };
         kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await?;
         Ok(Action::requeue(requeue))
+    }
+
+    /// Sets `Synced`, with a warning event when it turns False or its reason changes.
+    async fn set_synced(
+        &self,
+        obj: &K,
+        previous: &ManagedStatus,
+        status: &mut ManagedStatus,
+        synced: ConditionValue,
+        now: Timestamp,
+    ) {
+        let was = conditions::get(&previous.conditions, SYNCED)
+            .map(|c| (c.status.clone(), c.reason.clone()));
+        conditions::set(
+            &mut status.conditions,
+            SYNCED,
+            &synced,
+            obj.meta().generation,
+            now,
+        );
+        if !synced.status && was != Some(("False".into(), synced.reason.into())) {
+            self.publish(obj, true, synced.reason, synced.message).await;
+        }
     }
 
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
@@ -700,15 +750,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     fn requeue_after_error(&self, obj: &K, error: &EngineError, now: Timestamp) -> Duration {
         if error.is_terminal() {
-            let until = now + self.timing.terminal_retry;
-            let generation = obj.meta().generation.unwrap_or_default();
-            self.failures
-                .lock()
-                .unwrap()
-                .entry(Self::uid(obj))
-                .or_default()
-                .terminal = Some((generation, until));
-            return self.timing.terminal_retry;
+            return self.hold_terminal(obj, now);
         }
         let backoff = self.timing.error_backoff(self.bump_failures(obj));
         let asked = match error {
@@ -716,6 +758,19 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             _ => Duration::ZERO,
         };
         backoff.max(asked)
+    }
+
+    /// Keeps away from the upstream for this generation until `terminal_retry` has passed.
+    fn hold_terminal(&self, obj: &K, now: Timestamp) -> Duration {
+        let until = now + self.timing.terminal_retry;
+        let generation = obj.meta().generation.unwrap_or_default();
+        self.failures
+            .lock()
+            .unwrap()
+            .entry(Self::uid(obj))
+            .or_default()
+            .terminal = Some((generation, until));
+        self.timing.terminal_retry
     }
 
     /// How long to keep away from the upstream after a terminal error at this generation.

@@ -180,6 +180,18 @@ pub fn segment(id: &str) -> String {
     percent_encoding::utf8_percent_encode(id, PATH_SEGMENT).to_string()
 }
 
+/// An upstream client for unit tests of pure provider logic (diffs, bodies); any call fails.
+#[cfg(test)]
+pub(crate) fn offline_client() -> UpstreamClient {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = UpstreamConfig::new(
+        "test",
+        url::Url::parse("http://127.0.0.1:9/").unwrap(),
+        crate::upstream::Credentials::StaticBearer("unused".into()),
+    );
+    UpstreamClient::new(config).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::segment;

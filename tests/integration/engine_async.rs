@@ -42,6 +42,7 @@ impl SlowGateway {
 
 impl Provider<PersonaAccessControl> for SlowGateway {
     type Observed = (String, String);
+    type Inputs = ();
     const UPSTREAM: UpstreamKind = UpstreamKind::Serval;
 
     fn id_of(&self, observed: &(String, String)) -> String {
@@ -88,7 +89,8 @@ impl Provider<PersonaAccessControl> for SlowGateway {
         Ok(vec![])
     }
 
-    fn diff(&self, obj: &PersonaAccessControl, observed: &(String, String)) -> Diff {
+    fn diff(&self, cx: &Cx<'_, PersonaAccessControl>, observed: &(String, String)) -> Diff {
+        let obj = cx.obj;
         let mut diff = Diff::default();
         diff.check(
             "type",

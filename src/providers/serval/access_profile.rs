@@ -186,6 +186,7 @@ fn profile_path(id: &str) -> String {
 
 impl Provider<AccessProfile> for AccessProfileProvider {
     type Observed = ServalProfile;
+    type Inputs = ();
     const UPSTREAM: UpstreamKind = UpstreamKind::Serval;
 
     fn id_of(&self, observed: &ServalProfile) -> String {
@@ -232,8 +233,8 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         }
     }
 
-    fn diff(&self, obj: &AccessProfile, observed: &ServalProfile) -> Diff {
-        let spec = &obj.spec;
+    fn diff(&self, cx: &Cx<'_, AccessProfile>, observed: &ServalProfile) -> Diff {
+        let spec = &cx.obj.spec;
         let mut diff = Diff::default();
         diff.check(
             "name",
@@ -332,7 +333,7 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         })
     }
 
-    fn facts(&self, observed: &ServalProfile) -> Map<String, Value> {
+    fn facts(&self, _cx: &Cx<'_, AccessProfile>, observed: &ServalProfile) -> Map<String, Value> {
         Map::from_iter([("isTeamDefault".to_string(), json!(observed.is_team_default))])
     }
 }
@@ -372,7 +373,14 @@ mod tests {
 
     fn diff(spec: AccessProfileSpec) -> Vec<&'static str> {
         AccessProfileProvider
-            .diff(&AccessProfile::new("p", spec), &observed())
+            .diff(
+                &Cx {
+                    obj: &AccessProfile::new("p", spec),
+                    upstream: &crate::providers::offline_client(),
+                    inputs: &(),
+                },
+                &observed(),
+            )
             .fields
     }
 
