@@ -10,7 +10,7 @@ use accessplane::connections::controller::{self, ConnectionContext};
 use accessplane::engine::clock::ManualClock;
 use accessplane::engine::metrics::ReconcileMetrics;
 use accessplane::engine::requeue::Timing;
-use accessplane::engine::{Engine, reconcile};
+use accessplane::engine::{Engine, ManagedObject, Provider, reconcile};
 use accessplane::providers::serval::AccessProfileProvider;
 use accessplane::upstream::UpstreamMetrics;
 use k8s_openapi::api::core::v1::Secret;
@@ -230,6 +230,84 @@ impl Harness {
             .iter()
             .map(|e| e["reason"].as_str().unwrap_or_default().to_string())
             .collect()
+    }
+
+    /// An engine for another kind, sharing this harness's Connections, clock and fakes.
+    pub fn engine<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Arc<Engine<K, P>> {
+        let recorder = Recorder::new(
+            self.client(),
+            Reporter {
+                controller: "accessplane".into(),
+                instance: None,
+            },
+        );
+        Arc::new(Engine::new(
+            self.client(),
+            provider,
+            self.engine.connections.clone(),
+            recorder,
+            self.clock.clone(),
+            Timing::default(),
+            ReconcileMetrics::default(),
+        ))
+    }
+
+    /// Creates any object of the group from JSON (namespace defaulted).
+    pub async fn create<K: ManagedObject>(&self, mut value: Value) {
+        value["metadata"]["namespace"] = json!(NS);
+        let obj: K = serde_json::from_value(value).unwrap();
+        Api::<K>::namespaced(self.client(), NS)
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+
+    /// One reconcile pass of an object of any kind; `None` once it is gone.
+    pub async fn pass<K: ManagedObject, P: Provider<K>>(
+        &self,
+        engine: &Arc<Engine<K, P>>,
+        name: &str,
+    ) -> Option<Action> {
+        let obj = Api::<K>::namespaced(self.client(), NS)
+            .get_opt(name)
+            .await
+            .unwrap()?;
+        Some(
+            reconcile(Arc::new(obj), engine.clone())
+                .await
+                .expect("reconcile"),
+        )
+    }
+
+    /// Reconciles until the object stops changing (at most `n` passes).
+    pub async fn settle_kind<K: ManagedObject, P: Provider<K>>(
+        &self,
+        engine: &Arc<Engine<K, P>>,
+        name: &str,
+        n: usize,
+    ) {
+        for _ in 0..n {
+            let before = self.kube.resource_version();
+            if self.pass(engine, name).await.is_none() || self.kube.resource_version() == before {
+                return;
+            }
+        }
+    }
+
+    /// The stored object of any kind of the group, by plural.
+    pub fn get(&self, plural: &str, name: &str) -> Option<Value> {
+        self.kube.get("accessplane.io/v1alpha1", plural, NS, name)
+    }
+
+    /// (status, reason, message) of a condition of any object of the group.
+    pub fn condition_of(&self, plural: &str, name: &str, type_: &str) -> (String, String, String) {
+        let obj = self.get(plural, name).expect("object exists");
+        let c = condition(&obj, type_).unwrap_or_else(|| panic!("no {type_} condition in {obj}"));
+        (
+            c["status"].as_str().unwrap().into(),
+            c["reason"].as_str().unwrap().into(),
+            c["message"].as_str().unwrap_or_default().into(),
+        )
     }
 
     pub fn advance(&self, by: Duration) {

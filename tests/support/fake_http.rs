@@ -128,6 +128,7 @@ impl Req {
 /// The upstream-specific half of a fake.
 pub trait Backend: Send + 'static {
     /// Form-encoded token endpoint: its secret fields are redacted from the log.
+    /// `""` if the upstream has none (every body is then logged as JSON or text).
     const TOKEN_PATH: &'static str;
 
     /// Serves a request that no `Fault::Status`/`DropConnection` intercepted.
@@ -320,7 +321,7 @@ fn recorded_body(req: &Req, token_path: &str) -> Option<Value> {
     if req.body.is_empty() {
         return None;
     }
-    if req.path == token_path {
+    if !token_path.is_empty() && req.path == token_path {
         let fields = url::form_urlencoded::parse(&req.body).map(|(k, v)| {
             let v = match &*k {
                 "client_secret" | "client_assertion" => "<redacted>".into(),

@@ -21,32 +21,19 @@
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
-    io,
-    net::SocketAddr,
-    pin::Pin,
-    sync::{
-        Arc, Mutex, MutexGuard, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
-    task::{Context, Poll},
+    sync::MutexGuard,
     time::{Duration, Instant},
 };
 
 use axum::{
-    Router,
-    body::Bytes,
-    extract::{ConnectInfo, Request, State, connect_info::Connected},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    serve::{IncomingStream, Listener},
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Map, Value, json};
-use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
-    net::{TcpListener, TcpStream},
-    task::JoinHandle,
-};
+
+use super::fake_http::{Backend, FakeServer, Req, auth_param, reply};
+pub use super::fake_http::{Fault, FaultMatch, Recorded};
 
 /// Create (POST) and, with `/{id}`, get/update/delete.
 pub const CONTROLS_PATH: &str =
@@ -75,77 +62,14 @@ pub fn control_path(id: &str) -> String {
     format!("{CONTROLS_PATH}/{id}")
 }
 
-/// One request as the server saw it. `status` is 0 when the connection was dropped
-/// without a response. The log is in completion order; `at` is the arrival time.
-#[derive(Debug, Clone)]
-pub struct Recorded {
-    pub method: String,
-    /// Raw (still percent-encoded) path.
-    pub path: String,
-    pub query: Option<String>,
-    pub body: Option<Value>,
-    pub at: Instant,
-    pub status: u16,
+/// `Fault::legacy(code, message)`: a `Fault::Status` with the legacy
+/// `{"error": message}` body (bring this trait into scope to use it).
+pub trait LegacyFault {
+    fn legacy(code: u16, message: &str) -> Self;
 }
 
-/// Which requests a fault applies to; `None` matches anything.
-#[derive(Debug, Clone, Default)]
-pub struct FaultMatch {
-    pub method: Option<String>,
-    pub path_prefix: Option<String>,
-}
-
-impl FaultMatch {
-    pub fn new(method: &str, path_prefix: &str) -> Self {
-        Self {
-            method: Some(method.into()),
-            path_prefix: Some(path_prefix.into()),
-        }
-    }
-
-    fn matches(&self, method: &str, path: &str) -> bool {
-        self.method
-            .as_deref()
-            .is_none_or(|m| m.eq_ignore_ascii_case(method))
-            && self
-                .path_prefix
-                .as_deref()
-                .is_none_or(|p| path.starts_with(p))
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Fault {
-    /// Answer with this status instead of serving (nothing is applied). `body: None`
-    /// gives the Instaclustr error shape that fits the status.
-    Status {
-        code: u16,
-        retry_after: Option<String>,
-        /// Not an Instaclustr header; kept so the `Fault` shape matches other fakes.
-        retry_after_ms: Option<u64>,
-        body: Option<Value>,
-    },
-    /// Delay, then serve normally.
-    Latency(Duration),
-    /// Apply the operation, then close the connection without a response.
-    ApplyThenDropConnection,
-    /// Close the connection without applying anything.
-    DropConnection,
-}
-
-impl Fault {
-    /// `Fault::Status` with a default body and no Retry-After header.
-    pub fn status(code: u16) -> Self {
-        Fault::Status {
-            code,
-            retry_after: None,
-            retry_after_ms: None,
-            body: None,
-        }
-    }
-
-    /// `Fault::Status` with the legacy `{"error": message}` body.
-    pub fn legacy(code: u16, message: &str) -> Self {
+impl LegacyFault for Fault {
+    fn legacy(code: u16, message: &str) -> Self {
         Fault::Status {
             code,
             retry_after: None,
@@ -157,47 +81,27 @@ impl Fault {
 
 /// Handle to a running fake; the server task is aborted on drop.
 pub struct FakeInstaclustr {
-    inner: Arc<Mutex<Inner>>,
-    addr: SocketAddr,
-    server: JoinHandle<()>,
-}
-
-impl Drop for FakeInstaclustr {
-    fn drop(&mut self) {
-        self.server.abort();
-    }
+    http: FakeServer<Inner>,
 }
 
 impl FakeInstaclustr {
     /// Binds 127.0.0.1:0 and serves on the current tokio runtime.
     pub async fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let inner = Arc::new(Mutex::new(Inner::default()));
-        let app = Router::new().fallback(handle).with_state(inner.clone());
-        let make = app.into_make_service_with_connect_info::<KillSwitch>();
-        let server = tokio::spawn(async move {
-            axum::serve(KillableListener(listener), make)
-                .await
-                .expect("fake instaclustr server");
-        });
         Self {
-            inner,
-            addr,
-            server,
+            http: FakeServer::start(Inner::default()).await,
         }
     }
 
     /// Locks the state after applying every pending change that is due.
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut s = self.http.state();
         s.settle();
         s
     }
 
     /// e.g. `http://127.0.0.1:41234` (no trailing slash).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        self.http.base_url()
     }
 
     /// Adds a read-write API key to the account `username` (created if new).
@@ -252,7 +156,7 @@ impl FakeInstaclustr {
 
     /// The most requests (all accounts, any outcome) that arrived within any `window`.
     pub fn max_requests_in_window(&self, window: Duration) -> usize {
-        let mut at: Vec<Instant> = self.lock().requests.iter().map(|r| r.at).collect();
+        let mut at: Vec<Instant> = self.requests().iter().map(|r| r.at).collect();
         at.sort();
         let mut start = 0;
         let mut best = 0;
@@ -319,18 +223,13 @@ impl FakeInstaclustr {
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
-        self.lock().requests.clone()
+        self.http.requests()
     }
 
     /// Recorded requests with this method (case-insensitive) whose raw path starts
     /// with `path_prefix`, whatever their outcome.
     pub fn count(&self, method: &str, path_prefix: &str) -> usize {
-        let m = FaultMatch::new(method, path_prefix);
-        let s = self.lock();
-        s.requests
-            .iter()
-            .filter(|r| m.matches(&r.method, &r.path))
-            .count()
+        self.http.count(method, path_prefix)
     }
 
     /// Recorded POST/PUT/DELETE requests to persona access controls, whatever their
@@ -345,8 +244,7 @@ impl FakeInstaclustr {
     /// Recorded list requests for this cluster, whatever their outcome.
     pub fn list_calls(&self, cluster_id: &str) -> usize {
         let path = list_path(cluster_id);
-        let s = self.lock();
-        s.requests
+        self.requests()
             .iter()
             .filter(|r| r.method == "GET" && r.path == path)
             .count()
@@ -358,105 +256,31 @@ impl FakeInstaclustr {
     }
 
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        self.http.clear_requests();
     }
 
     /// Queues a fault; each request consumes the first queued fault it matches.
     pub fn push_fault(&self, matcher: FaultMatch, fault: Fault) {
-        self.lock().faults.push_back((matcher, fault));
+        self.http.push_fault(matcher, fault);
     }
 
     /// The next `times` matching requests get `code` with a default error body.
     pub fn fail_next(&self, method: &str, path_prefix: &str, code: u16, times: usize) {
-        for _ in 0..times {
-            self.push_fault(FaultMatch::new(method, path_prefix), Fault::status(code));
-        }
+        self.http.fail_next(method, path_prefix, code, times);
     }
 
     pub fn clear_faults(&self) {
-        self.lock().faults.clear();
+        self.http.clear_faults();
     }
 
     /// Extra delay before every request (on top of any `Fault::Latency`).
     pub fn set_latency(&self, latency: Duration) {
-        self.lock().latency = latency;
+        self.http.set_latency(latency);
     }
 }
 
 // ---------------------------------------------------------------------------------
-// Connection killing: hyper always writes *some* response, so to make the client see a
-// transport failure we fail the socket's writes, which makes hyper drop the connection
-// before a single response byte goes out.
-
-#[derive(Clone, Default)]
-struct KillSwitch(Arc<AtomicBool>);
-
-struct KillableListener(TcpListener);
-
-struct KillableIo {
-    io: TcpStream,
-    kill: KillSwitch,
-}
-
-impl Listener for KillableListener {
-    type Io = KillableIo;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (KillableIo, SocketAddr) {
-        loop {
-            if let Ok((io, addr)) = self.0.accept().await {
-                let kill = KillSwitch::default();
-                return (KillableIo { io, kill }, addr);
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.0.local_addr()
-    }
-}
-
-impl Connected<IncomingStream<'_, KillableListener>> for KillSwitch {
-    fn connect_info(stream: IncomingStream<'_, KillableListener>) -> Self {
-        stream.io().kill.clone()
-    }
-}
-
-impl AsyncRead for KillableIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for KillableIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.kill.0.load(Ordering::SeqCst) {
-            return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
-        }
-        Pin::new(&mut this.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-// ---------------------------------------------------------------------------------
-// Request handling. Everything goes through one fallback handler so that every request
-// (including unknown routes) is logged and subject to faults.
+// Request handling (logging and faults are done by `fake_http`).
 
 const BODY_FIELDS: &[&str] = &["virtualServerId", "type", "personaRole", "tools"];
 
@@ -499,94 +323,20 @@ struct Inner {
     rate_limit: Option<(usize, Duration)>,
     /// username -> arrival times of admitted requests within the window
     admitted: HashMap<String, VecDeque<Instant>>,
-    requests: Vec<Recorded>,
-    faults: VecDeque<(FaultMatch, Fault)>,
-    latency: Duration,
 }
 
-struct Req {
-    method: String,
-    path: String,
-    query: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
-}
+impl Backend for Inner {
+    /// No form-encoded token endpoint: every body is logged as JSON (or lossy text).
+    const TOKEN_PATH: &'static str = "";
 
-async fn handle(State(inner): State<Arc<Mutex<Inner>>>, req: Request) -> Response {
-    let at = Instant::now();
-    let kill = req.extensions().get::<ConnectInfo<KillSwitch>>().cloned();
-    let (parts, body) = req.into_parts();
-    let req = Req {
-        method: parts.method.to_string(),
-        path: parts.uri.path().to_string(),
-        query: parts.uri.query().map(str::to_string),
-        headers: parts.headers,
-        body: axum::body::to_bytes(body, 1 << 20)
-            .await
-            .unwrap_or_default(),
-    };
-    let lock = || inner.lock().unwrap_or_else(PoisonError::into_inner);
-
-    let (mut delay, fault) = {
-        let mut s = lock();
-        let i = s
-            .faults
-            .iter()
-            .position(|(m, _)| m.matches(&req.method, &req.path));
-        (
-            s.latency,
-            i.and_then(|i| s.faults.remove(i)).map(|(_, f)| f),
-        )
-    };
-    if let Some(Fault::Latency(d)) = &fault {
-        delay += *d;
+    fn serve(&mut self, req: &Req) -> Response {
+        self.settle();
+        Inner::serve(self, req)
     }
-    tokio::time::sleep(delay).await;
 
-    let mut s = lock();
-    s.settle();
-    let response = match fault {
-        Some(Fault::Status {
-            code,
-            retry_after,
-            retry_after_ms,
-            body,
-        }) => {
-            let mut r = match body {
-                Some(body) => reply(code, body),
-                None => default_error(code, "injected fault").into_response(),
-            };
-            let headers = r.headers_mut();
-            for (name, value) in [
-                ("retry-after", retry_after),
-                ("retry-after-ms", retry_after_ms.map(|ms| ms.to_string())),
-            ] {
-                if let Some(v) = value {
-                    headers.insert(name, HeaderValue::from_str(&v).expect("header value"));
-                }
-            }
-            Some(r)
-        }
-        Some(Fault::DropConnection) => None,
-        Some(Fault::ApplyThenDropConnection) => {
-            s.serve(&req);
-            None
-        }
-        Some(Fault::Latency(_)) | None => Some(s.serve(&req)),
-    };
-    s.requests.push(Recorded {
-        status: response.as_ref().map_or(0, |r| r.status().as_u16()),
-        body: recorded_body(&req),
-        method: req.method,
-        path: req.path,
-        query: req.query,
-        at,
-    });
-    response.unwrap_or_else(|| {
-        let ConnectInfo(kill) = kill.expect("served via KillableListener");
-        kill.0.store(true, Ordering::SeqCst);
-        StatusCode::INTERNAL_SERVER_ERROR.into_response() // never reaches the client
-    })
+    fn fault_body(status: u16) -> Value {
+        default_error(status, "injected fault").body
+    }
 }
 
 impl Inner {
@@ -887,13 +637,6 @@ fn is_uuid(s: &str) -> bool {
 // ---------------------------------------------------------------------------------
 // Small helpers.
 
-/// The credentials of an `Authorization: <scheme> <param>` header (scheme case-insensitive).
-fn auth_param<'a>(headers: &'a HeaderMap, scheme: &str) -> Option<&'a str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (s, param) = value.split_once(' ')?;
-    s.eq_ignore_ascii_case(scheme).then(|| param.trim())
-}
-
 fn is_json(headers: &HeaderMap) -> bool {
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -905,16 +648,6 @@ fn is_json(headers: &HeaderMap) -> bool {
             .trim()
             .eq_ignore_ascii_case("application/json")
     })
-}
-
-fn reply(status: u16, body: Value) -> Response {
-    let status = StatusCode::from_u16(status).expect("valid status code");
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
 }
 
 /// The 401/403/404/409/429/5xx shape.
@@ -957,15 +690,4 @@ fn default_error(status: u16, message: &str) -> ApiError {
         _ => "InternalServerError",
     };
     named(status, name, message)
-}
-
-/// Never logs credentials: only the JSON (or lossy text) body is kept.
-fn recorded_body(req: &Req) -> Option<Value> {
-    if req.body.is_empty() {
-        return None;
-    }
-    Some(
-        serde_json::from_slice(&req.body)
-            .unwrap_or_else(|_| String::from_utf8_lossy(&req.body).into_owned().into()),
-    )
 }

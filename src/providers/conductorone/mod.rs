@@ -1,7 +1,11 @@
 //! ConductorOne: service-principal auth and (in later modules) entitlements, connectors
 //! and MCP toolsets.
 
+pub mod api;
+mod app_entitlement;
 pub mod auth;
+
+pub use app_entitlement::AppEntitlementProvider;
 
 use std::sync::Arc;
 

@@ -1,0 +1,389 @@
+//! `AppEntitlement` ↔ ConductorOne `/api/v1/apps/{app_id}/entitlements`.
+//!
+//! The spec's field names are the entity's JSON names, so the spec is compared with the
+//! entity field by field as JSON: every field the spec sets is managed, everything else
+//! is left alone. Objects the operator creates carry the annotations `managed_by` and
+//! `iac_resource_address`, which make crash-recovery lookups exact.
+
+use kube::ResourceExt;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::api::{self, is_deleted};
+use crate::api::AppEntitlement;
+use crate::api::connection::UpstreamKind;
+use crate::engine::{Created, Cx, Diff, Provider, Written};
+use crate::providers::segment;
+use crate::upstream::{Call, UpstreamError};
+
+/// Annotation marking entitlements the operator created.
+pub const MANAGED_BY: &str = "managed_by";
+/// Annotation holding `<namespace>/<name>` of the resource that created the entitlement.
+pub const IAC_RESOURCE_ADDRESS: &str = "iac_resource_address";
+const MANAGED_BY_VALUE: &str = "accessplane";
+
+/// Spec fields that are not entity fields, or that can only be set at create.
+const NOT_UPDATABLE: &[&str] = &[
+    "connectionRef",
+    "managementPolicy",
+    "deletionPolicy",
+    "externalId",
+    "appId",
+    "appResourceTypeId",
+    "appResourceId",
+];
+/// Entity fields the create request does not take: set by an update right after create.
+const NOT_ON_CREATE: &[&str] = &[
+    "deprovisionerPolicy",
+    "requestSchemaId",
+    "isManuallyManaged",
+];
+/// Id lists compared as sets.
+const SET_FIELDS: &[&str] = &["complianceFrameworkValueIds"];
+
+/// An entitlement as ConductorOne returns it (protobuf JSON: every field present).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entitlement(pub Map<String, Value>);
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct View {
+    app_entitlement: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct One {
+    app_entitlement_view: View,
+}
+
+impl Entitlement {
+    fn field(&self, name: &str) -> &Value {
+        self.0.get(name).unwrap_or(&Value::Null)
+    }
+
+    fn id(&self) -> String {
+        self.field("id").as_str().unwrap_or_default().to_string()
+    }
+
+    fn deleted(&self) -> bool {
+        is_deleted(&self.field("deletedAt").as_str().map(String::from))
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.field("annotations").get(key).and_then(Value::as_str)
+    }
+}
+
+/// The `AppEntitlement` provider.
+pub struct AppEntitlementProvider;
+
+fn collection(app_id: &str) -> String {
+    format!("api/v1/apps/{}/entitlements", segment(app_id))
+}
+
+fn item(app_id: &str, id: &str) -> String {
+    format!("{}/{}", collection(app_id), segment(id))
+}
+
+fn address(obj: &AppEntitlement) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
+}
+
+/// The spec's entity fields as JSON (camelCase, omitted fields absent).
+fn desired(obj: &AppEntitlement, created_by_us: bool) -> Map<String, Value> {
+    let Value::Object(mut spec) = serde_json::to_value(&obj.spec).expect("spec serializes") else {
+        unreachable!("a spec is an object")
+    };
+    spec.retain(|k, _| !NOT_UPDATABLE.contains(&k.as_str()));
+    if created_by_us {
+        let annotations = spec.entry("annotations").or_insert_with(|| json!({}));
+        annotations[MANAGED_BY] = json!(MANAGED_BY_VALUE);
+        annotations[IAC_RESOURCE_ADDRESS] = json!(address(obj));
+    }
+    spec
+}
+
+/// Whether a desired value matches the upstream one. Unset upstream values equal their
+/// zero value; nested objects (oneof arms) compare the fields the spec sets.
+fn matches(field: &str, want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::String(w), Value::Null) => w.is_empty(),
+        (Value::Bool(w), Value::Null) => !w,
+        (Value::Array(w), Value::Null) => w.is_empty(),
+        (Value::String(w), Value::String(h)) if field == "durationGrant" => {
+            seconds(w) == seconds(h)
+        }
+        (Value::Array(w), Value::Array(h)) if SET_FIELDS.contains(&field) => {
+            let mut w: Vec<String> = w.iter().map(Value::to_string).collect();
+            let mut h: Vec<String> = h.iter().map(Value::to_string).collect();
+            w.sort();
+            h.sort();
+            w == h
+        }
+        (Value::Object(w), Value::Object(h)) if field == "annotations" => w == h,
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| matches(k, v, h.get(k).unwrap_or(&Value::Null))),
+        (Value::Object(w), Value::Null) => w.is_empty() && field != "durationUnset",
+        (w, h) => w == h,
+    }
+}
+
+fn seconds(duration: &str) -> Option<f64> {
+    duration.strip_suffix('s')?.parse().ok()
+}
+
+/// The entity body for a create request: `provisionerPolicy` is `provisionPolicy` there.
+fn create_body(obj: &AppEntitlement) -> Value {
+    let mut body = desired(obj, true);
+    body.retain(|k, _| !NOT_ON_CREATE.contains(&k.as_str()));
+    if let Some(policy) = body.remove("provisionerPolicy") {
+        body.insert("provisionPolicy".into(), policy);
+    }
+    Value::Object(body)
+}
+
+impl Provider<AppEntitlement> for AppEntitlementProvider {
+    type Observed = Entitlement;
+    type Inputs = ();
+    const UPSTREAM: UpstreamKind = UpstreamKind::ConductorOne;
+
+    fn id_of(&self, observed: &Entitlement) -> String {
+        observed.id()
+    }
+
+    async fn observe(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+        id: &str,
+    ) -> Result<Option<Entitlement>, UpstreamError> {
+        let call = Call::get("get_app_entitlement", item(&cx.obj.spec.app_id, id));
+        let found: Option<One> = api::get_optional(cx.upstream, call).await?;
+        Ok(found
+            .map(|one| Entitlement(one.app_entitlement_view.app_entitlement))
+            .filter(|e| !e.deleted()))
+    }
+
+    /// Natural key: same app and display name; among those, the one this resource's
+    /// annotations point at, and never one another resource created.
+    async fn find(&self, cx: &Cx<'_, AppEntitlement>) -> Result<Vec<Entitlement>, UpstreamError> {
+        let spec = &cx.obj.spec;
+        let Some(display_name) = &spec.display_name else {
+            return Ok(vec![]);
+        };
+        let body = Map::from_iter([
+            ("appIds".to_string(), json!([spec.app_id])),
+            ("displayName".to_string(), json!(display_name)),
+        ]);
+        let views: Vec<View> = api::search_all(
+            cx.upstream,
+            "search_app_entitlements",
+            "api/v1/search/entitlements",
+            body,
+        )
+        .await?;
+        let found: Vec<Entitlement> = views
+            .into_iter()
+            .map(|v| Entitlement(v.app_entitlement))
+            .filter(|e| !e.deleted())
+            .collect();
+        let me = address(cx.obj);
+        let ours: Vec<Entitlement> = found
+            .iter()
+            .filter(|e| {
+                e.annotation(MANAGED_BY) == Some(MANAGED_BY_VALUE)
+                    && e.annotation(IAC_RESOURCE_ADDRESS) == Some(&me)
+            })
+            .cloned()
+            .collect();
+        if !ours.is_empty() {
+            return Ok(ours);
+        }
+        Ok(found
+            .into_iter()
+            .filter(|e| e.annotation(IAC_RESOURCE_ADDRESS).is_none())
+            .collect())
+    }
+
+    fn diff(&self, cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Diff {
+        let created_by_us = observed.annotation(MANAGED_BY) == Some(MANAGED_BY_VALUE);
+        let mut diff = Diff::default();
+        for (field, want) in desired(cx.obj, created_by_us) {
+            // The field names are the spec's own, which are static strings of the API types.
+            let name = FIELDS
+                .iter()
+                .find(|f| **f == field)
+                .copied()
+                .unwrap_or("unknown");
+            diff.check(name, !matches(&field, &want, observed.field(&field)));
+        }
+        diff
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+    ) -> Result<Created<Entitlement>, UpstreamError> {
+        let call = Call::post("create_app_entitlement", collection(&cx.obj.spec.app_id))
+            .json(create_body(cx.obj));
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Created::Done(Entitlement(
+            one.app_entitlement_view.app_entitlement,
+        )))
+    }
+
+    async fn update(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+        observed: &Entitlement,
+        diff: &Diff,
+    ) -> Result<Written<Entitlement>, UpstreamError> {
+        let created_by_us = observed.annotation(MANAGED_BY) == Some(MANAGED_BY_VALUE);
+        let desired = desired(cx.obj, created_by_us);
+        let mut entity = Map::from_iter([
+            ("id".to_string(), json!(observed.id())),
+            ("appId".to_string(), json!(cx.obj.spec.app_id)),
+        ]);
+        for field in &diff.fields {
+            entity.insert(
+                (*field).into(),
+                desired.get(*field).cloned().unwrap_or(Value::Null),
+            );
+        }
+        let mut body = json!({"entitlement": entity, "updateMask": api::update_mask(&diff.fields)});
+        if let Some(flag) = desired
+            .get("overrideAccessRequestsDefaults")
+            .filter(|_| diff.fields.contains(&"overrideAccessRequestsDefaults"))
+        {
+            body["overrideAccessRequestsDefaults"] = flag.clone();
+        }
+        // An update with a mask is a full overwrite of those fields: repeating it is safe.
+        let call = Call::post(
+            "update_app_entitlement",
+            item(&cx.obj.spec.app_id, &observed.id()),
+        )
+        .json(body)
+        .idempotent();
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Written::Done(Some(Entitlement(
+            one.app_entitlement_view.app_entitlement,
+        ))))
+    }
+
+    async fn delete(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+        id: &str,
+    ) -> Result<Written<()>, UpstreamError> {
+        api::delete(
+            cx.upstream,
+            "delete_app_entitlement",
+            item(&cx.obj.spec.app_id, id),
+        )
+        .await?;
+        Ok(Written::Done(None))
+    }
+
+    fn refuse_update(&self, observed: &Entitlement) -> Option<String> {
+        (observed.field("systemBuiltin") == &Value::Bool(true)).then(|| {
+            format!(
+                "app entitlement {} is built into ConductorOne and cannot be managed",
+                observed.id()
+            )
+        })
+    }
+
+    fn refuse_delete(&self, observed: &Entitlement) -> Option<String> {
+        self.refuse_update(observed)
+    }
+
+    fn facts(&self, _cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Map<String, Value> {
+        let grant_count = match observed.field("grantCount") {
+            Value::String(s) => s.parse::<i64>().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        };
+        Map::from_iter([("grantCount".to_string(), json!(grant_count))])
+    }
+}
+
+/// Every entity field the spec can manage (static names for update masks).
+const FIELDS: &[&str] = &[
+    "displayName",
+    "description",
+    "alias",
+    "slug",
+    "purpose",
+    "grantPolicyId",
+    "revokePolicyId",
+    "certifyPolicyId",
+    "emergencyGrantEnabled",
+    "emergencyGrantPolicyId",
+    "riskLevelValueId",
+    "complianceFrameworkValueIds",
+    "durationGrant",
+    "durationUnset",
+    "provisionerPolicy",
+    "deprovisionerPolicy",
+    "requestSchemaId",
+    "matchBatonId",
+    "overrideAccessRequestsDefaults",
+    "isManuallyManaged",
+    "annotations",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn every_spec_field_is_a_known_entity_field() {
+        let spec = crate::api::AppEntitlement::crd().spec.versions[0]
+            .schema
+            .clone()
+            .unwrap()
+            .open_api_v3_schema
+            .unwrap();
+        let props = spec.properties.unwrap()["spec"].properties.clone().unwrap();
+        for name in props.keys() {
+            assert!(
+                FIELDS.contains(&name.as_str()) || NOT_UPDATABLE.contains(&name.as_str()),
+                "{name} has no mask name"
+            );
+        }
+    }
+
+    #[test]
+    fn comparison_treats_unset_as_zero_and_sets_as_sets() {
+        assert!(matches("description", &json!(""), &Value::Null));
+        assert!(matches(
+            "emergencyGrantEnabled",
+            &json!(false),
+            &Value::Null
+        ));
+        assert!(matches(
+            "durationGrant",
+            &json!("3600s"),
+            &json!("3600.000s")
+        ));
+        assert!(!matches("durationUnset", &json!({}), &Value::Null));
+        assert!(matches(
+            "complianceFrameworkValueIds",
+            &json!(["b", "a"]),
+            &json!(["a", "b"])
+        ));
+        let policy = json!({"manual": {"instructions": "x"}});
+        assert!(matches(
+            "provisionerPolicy",
+            &policy,
+            &json!({"manual": {"instructions": "x", "userIds": []}, "connector": null})
+        ));
+        assert!(!matches(
+            "provisionerPolicy",
+            &policy,
+            &json!({"connector": {"defaultBehavior": {"connectorId": "c"}}, "manual": null})
+        ));
+    }
+}

@@ -1,0 +1,349 @@
+//! AppEntitlement end to end: real engine + real ConductorOne client against the fake C1.
+
+use std::sync::Arc;
+
+use accessplane::api::AppEntitlement;
+use accessplane::engine::Engine;
+use accessplane::providers::conductorone::AppEntitlementProvider;
+use serde_json::{Value, json};
+
+use crate::harness::{Harness, NS};
+use crate::support::fake_c1::{FakeC1, Fault, FaultMatch, test_credentials};
+
+pub struct C1Env {
+    pub h: Harness,
+    pub c1: FakeC1,
+    pub app: String,
+}
+
+impl C1Env {
+    /// A verified `c1` Connection to a fresh fake tenant with one app.
+    pub async fn new() -> Self {
+        let h = Harness::new().await;
+        let c1 = FakeC1::start().await;
+        let (client_id, secret, public) = test_credentials(&c1.host());
+        c1.add_client(&client_id, public, &secret);
+        h.put_secret(
+            "c1-credentials",
+            json!({"clientId": client_id, "clientSecret": secret}),
+        )
+        .await;
+        h.apply_connection("c1", json!({"conductorOne": {"serverUrl": c1.base_url(), "credentialsSecretRef": {"name": "c1-credentials"}}}))
+            .await;
+        h.reconcile_connection("c1").await;
+        assert_eq!(h.connection_ready("c1"), ("True".into(), "Verified".into()));
+        let app = c1.seed_app();
+        Self { h, c1, app }
+    }
+}
+
+struct Env {
+    e: C1Env,
+    engine: Arc<Engine<AppEntitlement, AppEntitlementProvider>>,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let e = C1Env::new().await;
+        let engine = e.h.engine(AppEntitlementProvider);
+        Self { e, engine }
+    }
+
+    async fn apply(&self, name: &str, mut spec: Value) {
+        spec["connectionRef"] = json!({"name": "c1"});
+        spec["appId"] = json!(self.e.app);
+        self.e.h.create::<AppEntitlement>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AppEntitlement", "metadata": {"name": name}, "spec": spec})).await;
+    }
+
+    async fn edit(&self, name: &str, patch: Value) {
+        let api: kube::Api<AppEntitlement> = kube::Api::namespaced(self.e.h.client(), NS);
+        api.patch(
+            name,
+            &Default::default(),
+            &kube::api::Patch::Merge(json!({"spec": patch})),
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn settle(&self, name: &str) {
+        self.e.h.settle_kind(&self.engine, name, 5).await;
+    }
+
+    fn ready(&self, name: &str) -> (String, String, String) {
+        self.e.h.condition_of("appentitlements", name, "Ready")
+    }
+
+    fn id(&self, name: &str) -> String {
+        self.e.h.get("appentitlements", name).unwrap()["status"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn upstream(&self, name: &str) -> Value {
+        self.e.c1.entitlement(&self.e.app, &self.id(name)).unwrap()
+    }
+
+    /// The bodies of the entitlement updates received, in order.
+    fn updates(&self) -> Vec<Value> {
+        self.e
+            .c1
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.contains("/entitlements/"))
+            .filter_map(|r| r.body)
+            .collect()
+    }
+}
+
+fn spec() -> Value {
+    json!({
+        "displayName": "Production DB read",
+        "alias": "prod-db-read",
+        "description": "Read-only access to the production database",
+        "durationGrant": "28800s",
+        "provisionerPolicy": {"manual": {"instructions": "Add the user to db-readers"}},
+        "deprovisionerPolicy": {"manual": {"instructions": "Remove the user from db-readers"}},
+    })
+}
+
+#[tokio::test]
+async fn create_marks_the_entitlement_and_applies_the_deprovisioner_by_update() {
+    let env = Env::new().await;
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+
+    assert_eq!(
+        env.ready("prod-db-read").0,
+        "True",
+        "{:?}",
+        env.ready("prod-db-read")
+    );
+    let create = env
+        .e
+        .c1
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/entitlements"))
+        .unwrap();
+    let body = create.body.unwrap();
+    assert!(
+        body.get("provisionPolicy").is_some() && body.get("provisionerPolicy").is_none(),
+        "{body}"
+    );
+    assert!(
+        body.get("deprovisionerPolicy").is_none(),
+        "not accepted on create"
+    );
+    assert_eq!(body["annotations"]["managed_by"], "accessplane");
+    assert_eq!(
+        body["annotations"]["iac_resource_address"],
+        format!("{NS}/prod-db-read")
+    );
+    assert_eq!(env.e.c1.update_masks(), vec!["deprovisionerPolicy"]);
+
+    let upstream = env.upstream("prod-db-read");
+    assert_eq!(
+        upstream["deprovisionerPolicy"]["manual"]["instructions"],
+        "Remove the user from db-readers"
+    );
+    assert_eq!(
+        env.e.h.get("appentitlements", "prod-db-read").unwrap()["status"]["grantCount"],
+        0
+    );
+
+    // Converged: a resync only reads.
+    env.e.c1.clear_requests();
+    env.e.h.pass(&env.engine, "prod-db-read").await;
+    assert_eq!(env.e.c1.writes(), 0);
+}
+
+#[tokio::test]
+async fn drift_is_corrected_with_a_mask_of_only_the_drifted_fields() {
+    let env = Env::new().await;
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+    let id = env.id("prod-db-read");
+    env.e.c1.edit_entitlement(&env.e.app, &id, |e| {
+        e["description"] = json!("edited in the UI");
+        e["alias"] = json!("renamed");
+        e["slug"] = json!("unmanaged-field-edit");
+    });
+    let masks_before = env.e.c1.update_masks().len();
+    env.settle("prod-db-read").await;
+
+    let masks = env.e.c1.update_masks()[masks_before..].to_vec();
+    assert_eq!(masks.len(), 1, "one update: {masks:?}");
+    let mut paths: Vec<&str> = masks[0].split(',').collect();
+    paths.sort();
+    assert_eq!(paths, vec!["alias", "description"]);
+    let upstream = env.upstream("prod-db-read");
+    assert_eq!(
+        upstream["description"],
+        "Read-only access to the production database"
+    );
+    assert_eq!(
+        upstream["slug"], "unmanaged-field-edit",
+        "unmanaged fields are left alone"
+    );
+}
+
+#[tokio::test]
+async fn oneof_switch_sends_only_the_new_arm() {
+    let env = Env::new().await;
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+    env.edit("prod-db-read", json!({"durationGrant": null, "durationUnset": {}, "provisionerPolicy": {"manual": null, "webhook": {"webhookId": "wh-1"}}})).await;
+    let before = env.updates().len();
+    env.settle("prod-db-read").await;
+
+    let updates = env.updates()[before..].to_vec();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    let update = &updates[0];
+    assert_eq!(update["updateMask"], "durationUnset,provisionerPolicy");
+    assert!(update["entitlement"].get("durationGrant").is_none());
+    assert_eq!(
+        update["entitlement"]["provisionerPolicy"],
+        json!({"webhook": {"webhookId": "wh-1"}})
+    );
+    let upstream = env.upstream("prod-db-read");
+    assert_eq!(
+        upstream["provisionerPolicy"]["webhook"]["webhookId"],
+        "wh-1"
+    );
+    assert_eq!(env.ready("prod-db-read").0, "True");
+}
+
+#[tokio::test]
+async fn adopts_connector_synced_entitlement_and_orphans_it() {
+    let env = Env::new().await;
+    let id = env.e.c1.seed_entitlement(
+        &env.e.app,
+        json!({"displayName": "GitHub admin", "riskLevelValueId": "low"}),
+    );
+    env.apply(
+        "github-admin",
+        json!({"externalId": id, "riskLevelValueId": "high", "emergencyGrantEnabled": false}),
+    )
+    .await;
+    env.settle("github-admin").await;
+    assert_eq!(env.ready("github-admin").0, "True");
+    assert_eq!(
+        env.e.c1.update_masks(),
+        vec!["riskLevelValueId"],
+        "false equals unset"
+    );
+    assert_eq!(
+        env.e
+            .c1
+            .count("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+        1,
+        "one update, no create"
+    );
+
+    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
+    api.delete("github-admin", &Default::default())
+        .await
+        .unwrap();
+    env.settle("github-admin").await;
+    assert!(env.e.h.get("appentitlements", "github-admin").is_none());
+    assert!(
+        env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_null(),
+        "orphaned"
+    );
+}
+
+#[tokio::test]
+async fn observe_reports_drift_without_writes() {
+    let env = Env::new().await;
+    let id = env.e.c1.seed_entitlement(
+        &env.e.app,
+        json!({"displayName": "Watched", "description": "actual"}),
+    );
+    env.apply(
+        "watched",
+        json!({"externalId": id, "managementPolicy": "Observe", "description": "desired"}),
+    )
+    .await;
+    env.settle("watched").await;
+    let (status, reason, message) = env.ready("watched");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Drifted"));
+    assert!(message.contains("description"));
+    assert_eq!(env.e.c1.writes(), 0);
+}
+
+#[tokio::test]
+async fn lost_create_is_recovered_through_the_annotations() {
+    let env = Env::new().await;
+    // Another resource's entitlement with the same display name must not be taken.
+    env.e.c1.seed_entitlement(
+        &env.e.app,
+        json!({"displayName": "Production DB read", "annotations": {"managed_by": "accessplane", "iac_resource_address": "other/thing"}}),
+    );
+    env.e.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+        Fault::ApplyThenDropConnection,
+    );
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+
+    let live: Vec<Value> = env
+        .e
+        .c1
+        .entitlements(&env.e.app)
+        .into_iter()
+        .filter(|e| e["deletedAt"].is_null())
+        .collect();
+    assert_eq!(live.len(), 2, "exactly one created: {live:?}");
+    assert_eq!(
+        env.upstream("prod-db-read")["annotations"]["iac_resource_address"],
+        format!("{NS}/prod-db-read")
+    );
+    assert_eq!(env.ready("prod-db-read").0, "True");
+}
+
+#[tokio::test]
+async fn expired_token_is_refreshed_once() {
+    let env = Env::new().await;
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+    let exchanges = env.e.c1.token_exchanges();
+    env.e.c1.expire_tokens();
+    env.e.c1.clear_requests();
+    env.e.h.pass(&env.engine, "prod-db-read").await;
+    assert_eq!(env.e.c1.token_exchanges(), exchanges + 1);
+    let gets: Vec<u16> = env
+        .e
+        .c1
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| r.status)
+        .collect();
+    assert_eq!(gets, vec![401, 200], "one refresh, one retry");
+    assert_eq!(env.ready("prod-db-read").0, "True");
+}
+
+#[tokio::test]
+async fn delete_soft_deletes_and_soft_deleted_counts_as_gone() {
+    let env = Env::new().await;
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+    let id = env.id("prod-db-read");
+    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
+    api.delete("prod-db-read", &Default::default())
+        .await
+        .unwrap();
+    env.settle("prod-db-read").await;
+    assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
+    assert!(
+        env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_string(),
+        "deleted upstream"
+    );
+
+    // An adopted id that was soft-deleted is NotFound, never resurrected.
+    env.apply("ghost", json!({"externalId": id})).await;
+    env.settle("ghost").await;
+    assert_eq!(env.ready("ghost").1, "NotFound");
+}
