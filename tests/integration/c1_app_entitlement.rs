@@ -7,35 +7,8 @@ use accessplane::engine::Engine;
 use accessplane::providers::conductorone::AppEntitlementProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, NS};
-use crate::support::fake_c1::{FakeC1, Fault, FaultMatch, test_credentials};
-
-pub struct C1Env {
-    pub h: Harness,
-    pub c1: FakeC1,
-    pub app: String,
-}
-
-impl C1Env {
-    /// A verified `c1` Connection to a fresh fake tenant with one app.
-    pub async fn new() -> Self {
-        let h = Harness::new().await;
-        let c1 = FakeC1::start().await;
-        let (client_id, secret, public) = test_credentials(&c1.host());
-        c1.add_client(&client_id, public, &secret);
-        h.put_secret(
-            "c1-credentials",
-            json!({"clientId": client_id, "clientSecret": secret}),
-        )
-        .await;
-        h.apply_connection("c1", json!({"conductorOne": {"serverUrl": c1.base_url(), "credentialsSecretRef": {"name": "c1-credentials"}}}))
-            .await;
-        h.reconcile_connection("c1").await;
-        assert_eq!(h.connection_ready("c1"), ("True".into(), "Verified".into()));
-        let app = c1.seed_app();
-        Self { h, c1, app }
-    }
-}
+use crate::harness::{C1Env, NS};
+use crate::support::fake_c1::{Fault, FaultMatch};
 
 struct Env {
     e: C1Env,

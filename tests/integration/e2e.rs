@@ -1,40 +1,178 @@
 //! End to end against a real cluster: `ACCESSPLANE_E2E=1` and a kubeconfig (current
-//! context). Installs the CRDs, runs the operator in-process (so it can reach the fake
-//! Serval server on 127.0.0.1), applies the example, waits for Ready, deletes, and checks
-//! the upstream. Skipped (passes trivially, with a note) when no cluster is configured.
+//! context). Each script installs the CRDs, runs the operator in-process (so it can reach
+//! the fake upstream on 127.0.0.1) in a fresh namespace, applies an example, waits for
+//! Ready, deletes, and checks the upstream. Without a cluster the cluster tests are
+//! skipped (they pass with a note); every script also runs against the in-memory
+//! apiserver, so the scripts themselves are known to work.
 
 use std::time::Duration;
 
 use accessplane::api::{AccessProfile, Connection};
-use accessplane::runtime::{RunConfig, run_with};
+use accessplane::engine::ManagedObject;
+use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
+use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
-fn enabled() -> bool {
-    std::env::var("ACCESSPLANE_E2E").as_deref() == Ok("1")
+/// The cluster of an enabled e2e run, or `None` (skip) without `ACCESSPLANE_E2E=1`.
+pub async fn cluster() -> Option<kube::Client> {
+    if std::env::var("ACCESSPLANE_E2E").as_deref() != Ok("1") {
+        eprintln!("skipped: set ACCESSPLANE_E2E=1 with a kubeconfig to run the end-to-end tests");
+        return None;
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Some(
+        kube::Client::try_default()
+            .await
+            .expect("ACCESSPLANE_E2E=1 needs a reachable cluster"),
+    )
 }
 
-/// The example manifest, moved into `namespace` and pointed at `connection`.
-fn example_profile(namespace: &str) -> AccessProfile {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/serval/accessprofile.yaml"
-    );
-    let mut value: Value = serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    value["metadata"]["namespace"] = json!(namespace);
-    serde_json::from_value(value).unwrap()
+/// The in-memory apiserver, for checking the scripts themselves.
+pub fn fake_cluster() -> kube::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    FakeKube::new().client()
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = std::time::Instant::now();
-    eprintln!("waiting for {what}");
+/// The operator running in its own fresh namespace.
+pub struct Operator {
+    pub client: kube::Client,
+    pub ns: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: JoinHandle<Result<(), RuntimeError>>,
+}
+
+impl Operator {
+    pub async fn start(client: kube::Client) -> Self {
+        let ns = format!("accessplane-e2e-{}", rand::random::<u32>());
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: Some(ns.clone()),
+            concurrency: 2,
+            resync: Duration::from_secs(60),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            install_crds: true,
+        };
+        let handle = tokio::spawn(run_with(
+            client.clone(),
+            config,
+            stopped.map(|_| ()).boxed().shared(),
+        ));
+        let operator = Self {
+            client,
+            ns,
+            stop,
+            handle,
+        };
+        // The operator installs the CRDs; wait until the API serves them.
+        let connections = operator.api::<Connection>();
+        wait_for("the CRDs", async || {
+            connections.list(&Default::default()).await.is_ok()
+        })
+        .await;
+        operator
+    }
+
+    pub fn api<K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>>(
+        &self,
+    ) -> Api<K> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// Creates an object (Secret, Connection or any kind of the group) in the namespace.
+    pub async fn apply<K>(&self, mut value: Value)
+    where
+        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        value["metadata"]["namespace"] = json!(self.ns);
+        let obj: K = serde_json::from_value(value).unwrap();
+        self.api::<K>()
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap();
+    }
+
+    /// A Secret and a Connection named `name` with the given upstream spec.
+    pub async fn connect(&self, name: &str, secret: Value, upstream: Value) {
+        self.apply::<Secret>(json!({"metadata": {"name": name}, "stringData": secret}))
+            .await;
+        let mut spec = upstream;
+        let field = spec.as_object().unwrap().keys().next().unwrap().clone();
+        spec[&field]["credentialsSecretRef"] = json!({"name": name});
+        self.apply::<Connection>(json!({"metadata": {"name": name}, "spec": spec}))
+            .await;
+    }
+
+    pub async fn wait_ready<K: ManagedObject>(&self, name: &str) {
+        let api = self.api::<K>();
+        wait_for(
+            &format!("{} {name} to be Ready", K::kind(&())),
+            async || {
+                let obj = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
+                obj["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            },
+        )
+        .await;
+    }
+
+    pub async fn delete_and_wait<K: ManagedObject>(&self, name: &str) {
+        let api = self.api::<K>();
+        api.delete(name, &DeleteParams::default()).await.unwrap();
+        wait_for(&format!("{} {name} to be gone", K::kind(&())), async || {
+            api.get_opt(name).await.unwrap().is_none()
+        })
+        .await;
+    }
+
+    /// Deletes the Connection (its finalizer waits for users), stops, removes the namespace.
+    pub async fn finish(self, connection: &str) {
+        let connections = self.api::<Connection>();
+        connections
+            .delete(connection, &DeleteParams::default())
+            .await
+            .unwrap();
+        wait_for("the Connection to be gone", async || {
+            connections.get_opt(connection).await.unwrap().is_none()
+        })
+        .await;
+        self.stop.send(()).unwrap();
+        self.handle.await.unwrap().unwrap();
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        namespaces
+            .delete(&self.ns, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+}
+
+/// An example manifest from `examples/` as JSON.
+pub fn example(path: &str) -> Value {
+    let text =
+        std::fs::read_to_string(format!("{}/examples/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
     for _ in 0..120 {
         if check().await {
-            eprintln!("{what}: after {:?}", started.elapsed());
             return;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -43,119 +181,37 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 }
 
 #[tokio::test]
-async fn e2e_serval_access_profile_lifecycle() {
-    if !enabled() {
-        eprintln!("skipped: set ACCESSPLANE_E2E=1 with a kubeconfig to run the end-to-end test");
-        return;
+async fn e2e_serval_access_profile() {
+    if let Some(client) = cluster().await {
+        serval_access_profile(client).await;
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = kube::Client::try_default()
-        .await
-        .expect("ACCESSPLANE_E2E=1 needs a reachable cluster");
-    lifecycle(client).await;
 }
 
-/// The same script against the in-memory apiserver, so the e2e test itself is known to
-/// work before anyone points it at a cluster.
 #[tokio::test]
-async fn e2e_script_runs_against_the_fake_apiserver() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    lifecycle(crate::support::fake_kube::FakeKube::new().client()).await;
+async fn e2e_script_serval_access_profile() {
+    serval_access_profile(fake_cluster()).await;
 }
 
-async fn lifecycle(client: kube::Client) {
+async fn serval_access_profile(client: kube::Client) {
     let serval = FakeServal::start().await;
     serval.add_client("e2e-operator", "e2e-secret");
-    let ns = format!("accessplane-e2e-{}", rand::random::<u32>());
-
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = RunConfig {
-        namespace: Some(ns.clone()),
-        concurrency: 2,
-        resync: Duration::from_secs(60),
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        install_crds: true,
-    };
-    let operator = tokio::spawn(run_with(
-        client.clone(),
-        config,
-        stopped.map(|_| ()).boxed().shared(),
-    ));
-
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let secret = serde_json::from_value(json!({"metadata": {"name": "serval-credentials"},
-        "stringData": {"clientId": "e2e-operator", "clientSecret": "e2e-secret"}}))
-    .unwrap();
-    let connections: Api<Connection> = Api::namespaced(client.clone(), &ns);
-    let profiles: Api<AccessProfile> = Api::namespaced(client.clone(), &ns);
-    // The operator installs the CRDs; wait until the API serves them.
-    wait_for("the CRDs", async || {
-        connections.list(&Default::default()).await.is_ok()
-    })
+    let op = Operator::start(client).await;
+    op.connect(
+        "serval-prod",
+        json!({"clientId": "e2e-operator", "clientSecret": "e2e-secret"}),
+        json!({"serval": {"baseUrl": serval.base_url()}}),
+    )
     .await;
-    secrets
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let connection = serde_json::from_value(json!({"metadata": {"name": "serval-prod"},
-        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-credentials"}}}}))
-    .unwrap();
-    connections
-        .create(&PostParams::default(), &connection)
-        .await
-        .unwrap();
-    profiles
-        .create(&PostParams::default(), &example_profile(&ns))
-        .await
-        .unwrap();
-
-    wait_for("the AccessProfile to be Ready", async || {
-        let obj = profiles.get("payments-oncall").await.unwrap();
-        let ready = obj.status.as_ref().and_then(|s| {
-            s.managed
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "Ready")
-                .cloned()
-        });
-        ready.is_some_and(|c| c.status == "True")
-    })
-    .await;
+    op.apply::<AccessProfile>(example("serval/accessprofile.yaml"))
+        .await;
+    op.wait_ready::<AccessProfile>("payments-oncall").await;
     assert_eq!(serval.profiles().len(), 1);
     assert_eq!(serval.profiles()[0]["name"], "Payments on-call");
 
-    profiles
-        .delete("payments-oncall", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the AccessProfile to be gone", async || {
-        profiles.get_opt("payments-oncall").await.unwrap().is_none()
-    })
-    .await;
+    op.delete_and_wait::<AccessProfile>("payments-oncall").await;
     assert!(
         serval.profiles().is_empty(),
         "deleted upstream (the operator created it)"
     );
-
-    connections
-        .delete("serval-prod", &DeleteParams::default())
-        .await
-        .unwrap();
-    wait_for("the Connection to be gone", async || {
-        connections.get_opt("serval-prod").await.unwrap().is_none()
-    })
-    .await;
-    stop.send(()).unwrap();
-    operator.await.unwrap().unwrap();
-    namespaces
-        .delete(&ns, &DeleteParams::default())
-        .await
-        .unwrap();
+    op.finish("serval-prod").await;
 }

@@ -20,6 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
+use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
@@ -368,4 +369,32 @@ pub fn requeue_of(action: &kube::runtime::controller::Action) -> Option<Duration
         "ns" => Duration::from_secs_f64(value / 1e9),
         _ => Duration::from_secs_f64(value),
     })
+}
+
+/// A harness plus a verified `c1` Connection to a fresh fake ConductorOne tenant with one app.
+pub struct C1Env {
+    pub h: Harness,
+    pub c1: FakeC1,
+    pub app: String,
+}
+
+impl C1Env {
+    /// A verified `c1` Connection to a fresh fake tenant with one app.
+    pub async fn new() -> Self {
+        let h = Harness::new().await;
+        let c1 = FakeC1::start().await;
+        let (client_id, secret, public) = test_credentials(&c1.host());
+        c1.add_client(&client_id, public, &secret);
+        h.put_secret(
+            "c1-credentials",
+            json!({"clientId": client_id, "clientSecret": secret}),
+        )
+        .await;
+        h.apply_connection("c1", json!({"conductorOne": {"serverUrl": c1.base_url(), "credentialsSecretRef": {"name": "c1-credentials"}}}))
+            .await;
+        h.reconcile_connection("c1").await;
+        assert_eq!(h.connection_ready("c1"), ("True".into(), "Verified".into()));
+        let app = c1.seed_app();
+        Self { h, c1, app }
+    }
 }
