@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use accessplane::api::{AccessProfile, Connection};
+use accessplane::api::{AccessProfile, AppEntitlement, Connection};
 use accessplane::engine::ManagedObject;
 use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
@@ -214,4 +215,48 @@ async fn serval_access_profile(client: kube::Client) {
         "deleted upstream (the operator created it)"
     );
     op.finish("serval-prod").await;
+}
+
+#[tokio::test]
+async fn e2e_c1_app_entitlement() {
+    if let Some(client) = cluster().await {
+        c1_app_entitlement(client).await;
+    }
+}
+
+#[tokio::test]
+async fn e2e_script_c1_app_entitlement() {
+    c1_app_entitlement(fake_cluster()).await;
+}
+
+async fn c1_app_entitlement(client: kube::Client) {
+    let c1 = FakeC1::start().await;
+    let (client_id, secret, public) = test_credentials(&c1.host());
+    c1.add_client(&client_id, public, &secret);
+    let app = c1.seed_app();
+    let op = Operator::start(client).await;
+    op.connect(
+        "c1-prod",
+        json!({"clientId": client_id, "clientSecret": secret}),
+        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
+    )
+    .await;
+    let mut entitlement = example("conductorone/appentitlement.yaml");
+    entitlement["spec"]["appId"] = json!(app);
+    entitlement["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("grantPolicyId");
+    op.apply::<AppEntitlement>(entitlement).await;
+    op.wait_ready::<AppEntitlement>("prod-db-read").await;
+    let created = c1.entitlements(&app);
+    assert_eq!(created.len(), 1);
+    assert_eq!(created[0]["displayName"], "Production DB read");
+
+    op.delete_and_wait::<AppEntitlement>("prod-db-read").await;
+    assert!(
+        c1.entitlements(&app)[0]["deletedAt"].is_string(),
+        "deleted upstream (the operator created it)"
+    );
+    op.finish("c1-prod").await;
 }
