@@ -20,6 +20,10 @@ pub enum EngineError {
     /// Something this resource needs is not ready yet (Connection, referenced resource).
     #[error("{0}")]
     Dependency(String),
+    /// Something this resource needs has failed (e.g. its gateway cluster's last
+    /// operation failed); retried with backoff, reported as an error meanwhile.
+    #[error("{0}")]
+    DependencyFailed(String),
     /// A create may have happened but the object cannot be identified.
     #[error("{0}")]
     CreateAmbiguous(String),
@@ -61,7 +65,7 @@ impl EngineError {
                 ErrorClass::NotFound => "upstream_not_found",
                 ErrorClass::Authentication => "upstream_auth",
             },
-            Self::Dependency(_) => "dependency",
+            Self::Dependency(_) | Self::DependencyFailed(_) => "dependency",
             Self::CreateAmbiguous(_) => "create_ambiguous",
             Self::Refused(_) => "refused",
         }

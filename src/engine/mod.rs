@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod error;
 pub mod kube_ops;
 pub mod metrics;
+pub mod observation;
 pub mod reconciler;
 pub mod requeue;
 
@@ -187,6 +188,30 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// Why this upstream object must never be deleted, if so.
     fn refuse_delete(&self, _observed: &Self::Observed) -> Option<String> {
         None
+    }
+
+    /// For upstreams that list a whole scope in one call: this object's scope (e.g. its
+    /// gateway cluster). Observes of one scope are then answered from one shared List.
+    fn list_scope(&self, _cx: &Cx<'_, K, Self::Inputs>) -> Option<String> {
+        None
+    }
+
+    /// Every object of `scope` (called only when [`Self::list_scope`] names one).
+    fn list(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+        _scope: &str,
+    ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send {
+        async { Ok(vec![]) }
+    }
+
+    /// Checked before every write: `Err(EngineError::Dependency)` while the upstream
+    /// cannot take writes (e.g. its cluster is busy), so nothing is sent.
+    fn write_gate(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+    ) -> impl Future<Output = Result<(), EngineError>> + Send {
+        async { Ok(()) }
     }
 
     /// Kind-specific observed facts merged into `status` (camelCase keys).

@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
 use super::kube_ops::{self, has_finalizer};
+use super::observation::Observations;
 use super::requeue::{RESYNC_ANNOTATION, Timing};
 use super::{
     ADOPTED_ANNOTATION, CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION,
@@ -26,7 +27,7 @@ use crate::connections::Connections;
 use crate::upstream::UpstreamClient;
 
 /// Everything a kind's controller needs; one per kind.
-pub struct Engine<K, P> {
+pub struct Engine<K: ManagedObject, P: Provider<K>> {
     pub kube: kube::Client,
     pub provider: P,
     pub connections: Arc<Connections>,
@@ -37,6 +38,7 @@ pub struct Engine<K, P> {
     /// Consecutive retryable failures and terminal holds, by object uid. In memory only:
     /// after a restart every object is simply tried once more.
     failures: Mutex<HashMap<String, Failure>>,
+    observations: Observations<P::Observed>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -115,6 +117,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         timing: Timing,
         metrics: ReconcileMetrics,
     ) -> Self {
+        let list_window = timing.list_window;
         Self {
             kube,
             provider,
@@ -124,6 +127,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             timing,
             metrics,
             failures: Mutex::default(),
+            observations: Observations::new(list_window),
             kind: PhantomData,
         }
     }
@@ -174,7 +178,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let known_id = self.known_id(obj);
         let mut observed = None;
         if let Some(id) = &known_id {
-            observed = self.provider.observe(&cx, id).await?;
+            observed = self.observe(&cx, id).await?;
             if observed.is_none() {
                 if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
                     let waited = pending_wait(pending, now);
@@ -317,7 +321,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     .and_then(|s| conditions::get(&s.conditions, READY))
                     .is_none_or(|c| c.status != "True");
             let fields = diff.fields.join(", ");
-            match self.provider.update(cx, &observed, &diff).await? {
+            self.provider.write_gate(cx).await?;
+            let written = self.provider.update(cx, &observed, &diff).await;
+            self.wrote(cx);
+            match written? {
                 Written::Done(new_state) => {
                     let mut v = Verdict::new(
                         ConditionValue::new(
@@ -397,7 +404,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             inputs: cx.inputs,
         };
         let generation = obj.meta().generation.unwrap_or_default();
-        match self.provider.create(&cx).await? {
+        self.provider.write_gate(&cx).await?;
+        let created = self.provider.create(&cx).await;
+        self.wrote(&cx);
+        match created? {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
                 self.record_id(api, obj, &id, false).await?;
@@ -479,7 +489,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         };
-        let Some(observed) = self.provider.observe(&cx, &id).await? else {
+        let Some(observed) = self.observe(&cx, &id).await? else {
             kube_ops::remove_finalizer(api, obj).await?;
             let requested = obj
                 .managed_status()
@@ -507,7 +517,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             v.pending = Some(pending.clone());
             return Ok(v);
         }
-        match self.provider.delete(&cx, &id).await? {
+        self.provider.write_gate(&cx).await?;
+        let deleted = self.provider.delete(&cx, &id).await;
+        self.wrote(&cx);
+        match deleted? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
                 Ok(Verdict::released(Some((
@@ -603,6 +616,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                             reason::WAITING_FOR_DEPENDENCY,
                             message.clone(),
                         )),
+                        EngineError::DependencyFailed(_) => {
+                            Some(ConditionValue::new(false, reason::ERROR, message.clone()))
+                        }
                         // A passing upstream fault says nothing about the object: keep Ready as it was.
                         _ if !error.is_terminal()
                             && conditions::get(&previous.conditions, READY).is_some() =>
@@ -649,6 +665,43 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if !synced.status && was != Some(("False".into(), synced.reason.into())) {
             self.publish(obj, true, synced.reason, synced.message).await;
         }
+    }
+
+    /// Reads one object, through the scope's shared List when the provider has one.
+    async fn observe(
+        &self,
+        cx: &Cx<'_, K, P::Inputs>,
+        id: &str,
+    ) -> Result<Option<P::Observed>, EngineError> {
+        let Some(key) = self.scope_key(cx) else {
+            return Ok(self.provider.observe(cx, id).await?);
+        };
+        let scope = self.provider.list_scope(cx).unwrap_or_default();
+        let list = || async {
+            let items = self.provider.list(cx, &scope).await?;
+            Ok(items
+                .into_iter()
+                .map(|o| (self.provider.id_of(&o), o))
+                .collect())
+        };
+        Ok(self.observations.get(&key, id, list).await?)
+    }
+
+    /// A write (even a failed one) makes the scope's snapshot stale.
+    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>) {
+        if let Some(key) = self.scope_key(cx) {
+            self.observations.invalidate(&key);
+        }
+    }
+
+    /// Snapshots are per Connection and scope.
+    fn scope_key(&self, cx: &Cx<'_, K, P::Inputs>) -> Option<String> {
+        let scope = self.provider.list_scope(cx)?;
+        let ns = cx.obj.namespace().unwrap_or_default();
+        Some(format!(
+            "{ns}/{}/{scope}",
+            cx.obj.managed().connection_ref.name
+        ))
     }
 
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {

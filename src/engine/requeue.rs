@@ -23,6 +23,8 @@ pub struct Timing {
     pub pending_poll_max: Duration,
     /// How long an accepted write may stay invisible before it is sent again.
     pub pending_grace: Duration,
+    /// How long one List of a scope answers the observes of that scope.
+    pub list_window: Duration,
 }
 
 impl Default for Timing {
@@ -34,6 +36,7 @@ impl Default for Timing {
             terminal_retry: Duration::from_secs(900),
             pending_poll_max: Duration::from_secs(60),
             pending_grace: Duration::from_secs(600),
+            list_window: Duration::from_secs(2),
         }
     }
 }

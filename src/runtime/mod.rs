@@ -16,7 +16,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::{AccessProfile, AppEntitlement};
+use crate::api::{AccessProfile, AppEntitlement, PersonaAccessControl};
 use crate::connections::Connections;
 use crate::connections::controller::ConnectionContext;
 use crate::engine::clock::{Clock, SystemClock};
@@ -24,6 +24,7 @@ use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
 use crate::providers::conductorone::AppEntitlementProvider;
+use crate::providers::instaclustr::PersonaAccessControlProvider;
 use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
@@ -178,6 +179,7 @@ pub async fn run_with(
         ),
         shared.managed::<AccessProfile, _>(AccessProfileProvider),
         shared.managed::<AppEntitlement, _>(AppEntitlementProvider),
+        shared.managed::<PersonaAccessControl, _>(PersonaAccessControlProvider::default()),
     ];
     let (runs, synced): (Vec<_>, Vec<_>) = wired.into_iter().map(|w| (w.run, w.synced)).unzip();
     tracing::info!(

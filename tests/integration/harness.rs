@@ -57,7 +57,11 @@ impl Harness {
             },
         );
         let metrics = Arc::new(UpstreamMetrics::default());
-        let timing = Timing::default();
+        // Tests poll faster than the operator does: shorter shared-List window.
+        let timing = Timing {
+            list_window: Duration::from_millis(400),
+            ..Timing::default()
+        };
         let engine = Arc::new(Engine::new(
             client.clone(),
             AccessProfileProvider,
@@ -248,7 +252,7 @@ impl Harness {
             self.engine.connections.clone(),
             recorder,
             self.clock.clone(),
-            Timing::default(),
+            self.engine.timing.clone(),
             ReconcileMetrics::default(),
         ))
     }

@@ -11,5 +11,6 @@ mod fake_instaclustr_tests;
 mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;
+mod instaclustr_persona;
 mod runtime_tests;
 mod serval_access_profile;

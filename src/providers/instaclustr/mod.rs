@@ -1,4 +1,8 @@
-//! Instaclustr API v2: Basic auth and (in later modules) MCP Gateway persona access controls.
+//! Instaclustr API v2: Basic auth and MCP Gateway persona access controls.
+
+mod persona_access_control;
+
+pub use persona_access_control::PersonaAccessControlProvider;
 
 use super::{ConnectError, SecretData};
 use crate::api::connection::InstaclustrConnection;

@@ -1,0 +1,339 @@
+//! `PersonaAccessControl` ↔ Instaclustr MCP Gateway persona access controls.
+//!
+//! Writes answer 202/204 and complete later: create/update/delete report `Accepted` and
+//! the engine confirms them by reading back. Ids are deterministic
+//! (`<virtualServerId>_<personaRole>`), so no crash-recovery lookup is needed. All
+//! controls of one gateway cluster come from one List call, which the engine shares
+//! between the objects it is observing at the same time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use crate::api::PersonaAccessControl;
+use crate::api::connection::UpstreamKind;
+use crate::api::persona_access_control::AccessControlType;
+use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
+use crate::providers::segment;
+use crate::upstream::{Call, UpstreamError};
+
+const CONTROLS: &str =
+    "cluster-management/v2/resources/applications/mcp-gateway/persona-access-controls/v1";
+const RUNNING: &str = "RUNNING";
+const NO_OPERATION: &str = "NO_OPERATION";
+const OPERATION_FAILED: &str = "OPERATION_FAILED";
+/// A gateway cluster's state is re-read at most this often, however many controls wait on it.
+const CLUSTER_STATE_TTL: Duration = Duration::from_secs(2);
+
+/// A persona access control as the gateway shows it.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Control {
+    pub id: String,
+    pub cluster_id: Option<String>,
+    pub virtual_server_id: String,
+    pub persona_role: String,
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub tools: Option<Vec<String>>,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterState {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    current_cluster_operation_status: String,
+}
+
+/// The `PersonaAccessControl` provider.
+#[derive(Default)]
+pub struct PersonaAccessControlProvider {
+    clusters: Mutex<HashMap<String, (Instant, ClusterState)>>,
+}
+
+fn type_name(t: AccessControlType) -> &'static str {
+    match t {
+        AccessControlType::Allowlist => "ALLOWLIST",
+        AccessControlType::Denylist => "DENYLIST",
+    }
+}
+
+fn control_path(id: &str) -> String {
+    format!("{CONTROLS}/{}", segment(id))
+}
+
+/// The full desired body; unmanaged `tools` keep their observed value (PUT replaces).
+fn body(obj: &PersonaAccessControl, observed: Option<&Control>) -> Value {
+    let spec = &obj.spec;
+    let tools = spec
+        .tools
+        .clone()
+        .or_else(|| observed.and_then(|o| o.tools.clone()))
+        .unwrap_or_default();
+    json!({
+        "virtualServerId": spec.virtual_server_id,
+        "personaRole": spec.persona_role,
+        "type": type_name(spec.type_),
+        "tools": tools,
+    })
+}
+
+impl PersonaAccessControlProvider {
+    async fn cluster_state(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+    ) -> Result<ClusterState, UpstreamError> {
+        let cluster = &cx.obj.spec.cluster_id;
+        if let Some((at, state)) = self.clusters.lock().unwrap().get(cluster) {
+            if at.elapsed() < CLUSTER_STATE_TTL {
+                return Ok(state.clone());
+            }
+        }
+        let path = format!(
+            "cluster-management/v2/resources/applications/mcp-gateway/clusters/v1/{}",
+            segment(cluster)
+        );
+        let state: ClusterState = cx
+            .upstream
+            .json(Call::get("get_gateway_cluster", path))
+            .await?;
+        self.clusters
+            .lock()
+            .unwrap()
+            .insert(cluster.clone(), (Instant::now(), state.clone()));
+        Ok(state)
+    }
+}
+
+impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
+    type Observed = Control;
+    type Inputs = ();
+    const UPSTREAM: UpstreamKind = UpstreamKind::Instaclustr;
+
+    fn id_of(&self, observed: &Control) -> String {
+        observed.id.clone()
+    }
+
+    fn deterministic_id(&self, obj: &PersonaAccessControl) -> Option<String> {
+        Some(format!(
+            "{}_{}",
+            obj.spec.virtual_server_id, obj.spec.persona_role
+        ))
+    }
+
+    async fn observe(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+        id: &str,
+    ) -> Result<Option<Control>, UpstreamError> {
+        match cx
+            .upstream
+            .json(Call::get("get_persona_access_control", control_path(id)))
+            .await
+        {
+            Ok(control) => Ok(Some(control)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn find(
+        &self,
+        _cx: &Cx<'_, PersonaAccessControl>,
+    ) -> Result<Vec<Control>, UpstreamError> {
+        Ok(vec![])
+    }
+
+    fn list_scope(&self, cx: &Cx<'_, PersonaAccessControl>) -> Option<String> {
+        Some(cx.obj.spec.cluster_id.clone())
+    }
+
+    async fn list(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+        scope: &str,
+    ) -> Result<Vec<Control>, UpstreamError> {
+        let path = format!(
+            "cluster-management/v2/data-sources/mcp_gateway_cluster/{}/persona-access-controls/v1",
+            segment(scope)
+        );
+        cx.upstream
+            .json(Call::get("list_persona_access_controls", path))
+            .await
+    }
+
+    fn diff(&self, cx: &Cx<'_, PersonaAccessControl>, observed: &Control) -> Diff {
+        let spec = &cx.obj.spec;
+        let mut diff = Diff::default();
+        diff.check("type", observed.type_ != type_name(spec.type_));
+        diff.check(
+            "tools",
+            spec.tools.as_ref().is_some_and(|want| {
+                let have = observed.tools.clone().unwrap_or_default();
+                want.iter()
+                    .map(|t| t.to_ascii_lowercase())
+                    .collect::<BTreeSet<_>>()
+                    != have.iter().map(|t| t.to_ascii_lowercase()).collect()
+            }),
+        );
+        diff
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+    ) -> Result<Created<Control>, UpstreamError> {
+        let id = self.deterministic_id(cx.obj).expect("deterministic");
+        let call = Call::post("create_persona_access_control", CONTROLS).json(body(cx.obj, None));
+        match cx.upstream.send(call).await {
+            Ok(response) => {
+                // Prefer the id the gateway reports, when the 202 body carries one.
+                let reported = serde_json::from_slice::<Control>(&response.body)
+                    .ok()
+                    .map(|c| c.id)
+                    .filter(|i| !i.is_empty());
+                Ok(Created::Accepted {
+                    id: reported.unwrap_or(id),
+                })
+            }
+            // Already there: an earlier create of ours was accepted; read-back confirms it.
+            Err(e) if e.status() == Some(409) => Ok(Created::Accepted { id }),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+        observed: &Control,
+        _diff: &Diff,
+    ) -> Result<Written<Control>, UpstreamError> {
+        let call = Call::put("update_persona_access_control", control_path(&observed.id))
+            .json(body(cx.obj, Some(observed)));
+        cx.upstream.send(call).await?;
+        Ok(Written::Accepted)
+    }
+
+    async fn delete(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+        id: &str,
+    ) -> Result<Written<()>, UpstreamError> {
+        match cx
+            .upstream
+            .send(Call::delete(
+                "delete_persona_access_control",
+                control_path(id),
+            ))
+            .await
+        {
+            Ok(_) => Ok(Written::Accepted),
+            Err(e) if e.is_not_found() => Ok(Written::Done(None)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// No writes while the gateway cluster is busy or not running.
+    async fn write_gate(&self, cx: &Cx<'_, PersonaAccessControl>) -> Result<(), EngineError> {
+        let state = self.cluster_state(cx).await?;
+        let cluster = &cx.obj.spec.cluster_id;
+        if state.current_cluster_operation_status == OPERATION_FAILED {
+            return Err(EngineError::DependencyFailed(format!(
+                "MCP Gateway cluster {cluster}: its last operation failed (status {}); writes wait until it is RUNNING with NO_OPERATION",
+                state.status
+            )));
+        }
+        if state.status != RUNNING || state.current_cluster_operation_status != NO_OPERATION {
+            // Re-read soon: the state is what we wait for.
+            self.clusters.lock().unwrap().remove(cluster);
+            return Err(EngineError::Dependency(format!(
+                "MCP Gateway cluster {cluster} is {} with {}; writes wait until it is RUNNING with NO_OPERATION",
+                state.status, state.current_cluster_operation_status
+            )));
+        }
+        Ok(())
+    }
+
+    fn facts(&self, cx: &Cx<'_, PersonaAccessControl>, observed: &Control) -> Map<String, Value> {
+        let cluster = observed
+            .cluster_id
+            .clone()
+            .unwrap_or_else(|| cx.obj.spec.cluster_id.clone());
+        Map::from_iter([("clusterId".to_string(), json!(cluster))])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::envelope::{LocalRef, ManagedFields};
+    use crate::api::persona_access_control::PersonaAccessControlSpec;
+
+    fn obj(tools: Option<Vec<&str>>) -> PersonaAccessControl {
+        PersonaAccessControl::new(
+            "p",
+            PersonaAccessControlSpec {
+                managed: ManagedFields {
+                    connection_ref: LocalRef { name: "ic".into() },
+                    management_policy: None,
+                    deletion_policy: None,
+                    external_id: None,
+                },
+                cluster_id: "c".into(),
+                virtual_server_id: "b2c3d4e5-f6a7-8901-bcde-f12345678901".into(),
+                persona_role: "data analyst".into(),
+                type_: AccessControlType::Allowlist,
+                tools: tools.map(|t| t.into_iter().map(String::from).collect()),
+            },
+        )
+    }
+
+    fn diff(obj: &PersonaAccessControl, observed: &Control) -> Vec<&'static str> {
+        let upstream = crate::providers::offline_client();
+        PersonaAccessControlProvider::default()
+            .diff(
+                &Cx {
+                    obj,
+                    upstream: &upstream,
+                    inputs: &(),
+                },
+                observed,
+            )
+            .fields
+    }
+
+    #[test]
+    fn tools_compare_as_sets_and_omitted_tools_are_unmanaged() {
+        let observed = Control {
+            type_: "ALLOWLIST".into(),
+            tools: Some(vec!["B".into(), "a".into()]),
+            ..Default::default()
+        };
+        assert!(diff(&obj(Some(vec!["a", "b"])), &observed).is_empty());
+        assert!(diff(&obj(None), &observed).is_empty());
+        assert_eq!(diff(&obj(Some(vec![])), &observed), vec!["tools"]);
+        // PUT replaces: unmanaged tools are re-sent as observed.
+        assert_eq!(
+            body(&obj(None), Some(&observed))["tools"],
+            json!(["B", "a"])
+        );
+    }
+
+    #[test]
+    fn id_is_the_documented_composite() {
+        let p = PersonaAccessControlProvider::default();
+        assert_eq!(
+            p.deterministic_id(&obj(None)).unwrap(),
+            "b2c3d4e5-f6a7-8901-bcde-f12345678901_data analyst"
+        );
+        assert_eq!(
+            control_path("b2c3_data analyst/x"),
+            format!("{CONTROLS}/b2c3_data%20analyst%2Fx")
+        );
+    }
+}

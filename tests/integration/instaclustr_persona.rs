@@ -1,0 +1,326 @@
+//! PersonaAccessControl end to end: the engine's asynchronous path with the real
+//! Instaclustr client against the fake gateway (writes visible only after a delay).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessplane::api::PersonaAccessControl;
+use accessplane::engine::Engine;
+use accessplane::providers::instaclustr::PersonaAccessControlProvider;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::harness::{Harness, NS};
+use crate::support::fake_instaclustr::{FakeInstaclustr, NO_OPERATION, RUNNING, list_path};
+
+const CLUSTER: &str = "gw-1";
+const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+const TOOL_A: &str = "7a1f0000-0000-4000-8000-000000000001";
+const TOOL_B: &str = "7a200000-0000-4000-8000-000000000002";
+const DELAY: Duration = Duration::from_millis(300);
+
+struct Env {
+    h: Harness,
+    ic: FakeInstaclustr,
+    engine: Arc<Engine<PersonaAccessControl, PersonaAccessControlProvider>>,
+}
+
+impl Env {
+    async fn new(rate: Option<(u32, u32)>) -> Self {
+        let h = Harness::new().await;
+        let ic = FakeInstaclustr::start().await;
+        ic.add_account("ops", "key");
+        ic.add_virtual_server(CLUSTER, VS);
+        ic.set_visibility_delay(DELAY);
+        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
+            .await;
+        let mut spec = json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}});
+        if let Some((rps, burst)) = rate {
+            spec["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});
+        }
+        h.apply_connection("ic", spec).await;
+        h.reconcile_connection("ic").await;
+        assert_eq!(h.connection_ready("ic"), ("True".into(), "Verified".into()));
+        let engine = h.engine(PersonaAccessControlProvider::default());
+        Self { h, ic, engine }
+    }
+
+    async fn apply(&self, name: &str, role: &str, extra: Value) {
+        let mut spec = json!({"connectionRef": {"name": "ic"}, "clusterId": CLUSTER, "virtualServerId": VS, "personaRole": role, "type": "ALLOWLIST"});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        self.h.create::<PersonaAccessControl>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "PersonaAccessControl", "metadata": {"name": name}, "spec": spec})).await;
+    }
+
+    fn api(&self) -> Api<PersonaAccessControl> {
+        Api::namespaced(self.h.client(), NS)
+    }
+
+    async fn pass(&self, name: &str) {
+        self.h.pass(&self.engine, name).await;
+    }
+
+    fn ready(&self, name: &str) -> (String, String) {
+        let (s, r, _) = self.h.condition_of("personaaccesscontrols", name, "Ready");
+        (s, r)
+    }
+
+    /// Reconciles `name` every `step` until Ready=True (at most `n` passes).
+    async fn until_ready(&self, name: &str, n: usize) -> usize {
+        for i in 0..n {
+            self.pass(name).await;
+            if self.ready(name).0 == "True" {
+                return i + 1;
+            }
+            tokio::time::sleep(Duration::from_millis(450)).await;
+        }
+        panic!("{name} not Ready: {:?}", self.ready(name));
+    }
+}
+
+fn id(role: &str) -> String {
+    format!("{VS}_{role}")
+}
+
+#[tokio::test]
+async fn create_is_pending_until_visible_then_ready() {
+    let env = Env::new(None).await;
+    env.apply("analysts", "analyst", json!({"tools": [TOOL_A]}))
+        .await;
+    env.pass("analysts").await;
+    assert_eq!(env.ready("analysts"), ("False".into(), "Pending".into()));
+    env.pass("analysts").await;
+    assert_eq!(
+        env.ready("analysts"),
+        ("False".into(), "Pending".into()),
+        "not Ready before the gateway shows it"
+    );
+    assert_eq!(
+        env.ic.count("POST", "/cluster-management"),
+        1,
+        "accepted once, never re-sent while pending"
+    );
+
+    tokio::time::sleep(Duration::from_millis(450)).await; // visible, and past the shared List window
+    env.pass("analysts").await;
+    assert_eq!(env.ready("analysts"), ("True".into(), "Available".into()));
+    let obj = env.h.get("personaaccesscontrols", "analysts").unwrap();
+    assert_eq!(obj["status"]["id"], id("analyst"));
+    assert_eq!(obj["status"]["clusterId"], CLUSTER);
+    assert!(obj["status"].get("pending").is_none());
+    assert_eq!(
+        env.ic.get_calls(),
+        0,
+        "confirmed from the cluster list, not per-object GETs"
+    );
+}
+
+#[tokio::test]
+async fn update_is_pending_then_ready_and_delete_waits_for_404() {
+    let env = Env::new(None).await;
+    env.apply("analysts", "analyst", json!({"tools": [TOOL_A]}))
+        .await;
+    env.until_ready("analysts", 20).await;
+
+    env.api()
+        .patch(
+            "analysts",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"type": "DENYLIST", "tools": [TOOL_A, TOOL_B]}})),
+        )
+        .await
+        .unwrap();
+    env.pass("analysts").await;
+    assert_eq!(env.ready("analysts"), ("False".into(), "Pending".into()));
+    env.until_ready("analysts", 20).await;
+    assert_eq!(env.ic.count("PUT", "/cluster-management"), 1);
+    let control = env.ic.control(&id("analyst")).unwrap();
+    assert_eq!(control["type"], "DENYLIST");
+
+    env.api()
+        .delete("analysts", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.pass("analysts").await;
+    assert!(
+        env.api().get_opt("analysts").await.unwrap().is_some(),
+        "finalizer kept while the gateway still shows it"
+    );
+    for _ in 0..20 {
+        if env.api().get_opt("analysts").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        env.pass("analysts").await;
+    }
+    assert!(env.api().get_opt("analysts").await.unwrap().is_none());
+    assert!(env.ic.control(&id("analyst")).is_none());
+    assert_eq!(env.ic.count("DELETE", "/cluster-management"), 1);
+}
+
+#[tokio::test]
+async fn adopts_existing_control_and_corrects_drift() {
+    let env = Env::new(None).await;
+    env.ic.seed_control(
+        json!({"virtualServerId": VS, "personaRole": "auditor", "type": "DENYLIST", "tools": []}),
+    );
+    env.apply(
+        "auditors",
+        "auditor",
+        json!({"type": "DENYLIST", "tools": []}),
+    )
+    .await;
+    env.until_ready("auditors", 5).await;
+    assert_eq!(
+        env.ic.count("POST", "/cluster-management"),
+        0,
+        "adopted, not created"
+    );
+    let obj = env.h.get("personaaccesscontrols", "auditors").unwrap();
+    assert_eq!(
+        obj["metadata"]["annotations"]["accessplane.io/adopted"],
+        "true"
+    );
+
+    env.ic
+        .edit_control(&id("auditor"), |c| c["tools"] = json!([TOOL_B]));
+    tokio::time::sleep(Duration::from_millis(450)).await; // past the shared List window
+    env.pass("auditors").await;
+    assert_eq!(
+        env.ic.count("PUT", "/cluster-management"),
+        1,
+        "drift corrected"
+    );
+    env.until_ready("auditors", 20).await;
+    assert_eq!(env.ic.control(&id("auditor")).unwrap()["tools"], json!([]));
+
+    // Adopted: deleting the resource leaves the control.
+    env.api()
+        .delete("auditors", &DeleteParams::default())
+        .await
+        .unwrap();
+    env.pass("auditors").await;
+    assert!(env.api().get_opt("auditors").await.unwrap().is_none());
+    assert!(env.ic.control(&id("auditor")).is_some());
+}
+
+#[tokio::test]
+async fn observe_reports_drift_without_writes() {
+    let env = Env::new(None).await;
+    env.ic.seed_control(json!({"virtualServerId": VS, "personaRole": "viewer", "type": "ALLOWLIST", "tools": [TOOL_A]}));
+    env.apply(
+        "viewers",
+        "viewer",
+        json!({"managementPolicy": "Observe", "tools": [TOOL_B]}),
+    )
+    .await;
+    env.pass("viewers").await;
+    assert_eq!(env.ready("viewers"), ("False".into(), "Drifted".into()));
+    assert_eq!(env.ic.writes(), 0);
+}
+
+#[tokio::test]
+async fn busy_cluster_gets_no_writes_until_it_runs() {
+    let env = Env::new(None).await;
+    env.ic
+        .set_cluster_state(CLUSTER, RUNNING, "OPERATION_IN_PROGRESS");
+    env.apply("analysts", "analyst", json!({})).await;
+    env.pass("analysts").await;
+    env.pass("analysts").await;
+    let (status, reason, message) =
+        env.h
+            .condition_of("personaaccesscontrols", "analysts", "Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "WaitingForDependency")
+    );
+    assert!(message.contains("OPERATION_IN_PROGRESS"), "{message}");
+    assert_eq!(env.ic.writes(), 0);
+    assert_eq!(env.ic.writes_while_not_running(), 0);
+
+    env.ic.set_cluster_state(CLUSTER, RUNNING, NO_OPERATION);
+    env.until_ready("analysts", 20).await;
+    assert_eq!(env.ic.writes_while_not_running(), 0);
+
+    env.ic
+        .set_cluster_state(CLUSTER, RUNNING, "OPERATION_FAILED");
+    env.api()
+        .patch(
+            "analysts",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"type": "DENYLIST"}})),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await; // past the cluster-state cache
+    env.pass("analysts").await;
+    let (_, reason, message) = env
+        .h
+        .condition_of("personaaccesscontrols", "analysts", "Ready");
+    assert_eq!(reason, "Error");
+    assert!(message.contains("last operation failed"), "{message}");
+}
+
+#[tokio::test]
+async fn fifty_pending_controls_are_confirmed_from_one_list_per_round() {
+    let env = Env::new(Some((100, 100))).await;
+    for i in 0..50 {
+        env.apply(&format!("role-{i}"), &format!("role-{i}"), json!({}))
+            .await;
+    }
+    // Round 0: every create is accepted.
+    for i in 0..50 {
+        env.pass(&format!("role-{i}")).await;
+    }
+    assert_eq!(env.ic.count("POST", "/cluster-management"), 50);
+    tokio::time::sleep(DELAY).await;
+    env.ic.clear_requests();
+
+    // One poll round: all 50 confirmed concurrently.
+    let passes = (0..50).map(|i| {
+        let engine = env.engine.clone();
+        let api = env.api();
+        async move {
+            let obj = api.get(&format!("role-{i}")).await.unwrap();
+            accessplane::engine::reconcile(Arc::new(obj), engine)
+                .await
+                .unwrap();
+        }
+    });
+    futures::future::join_all(passes).await;
+    for i in 0..50 {
+        assert_eq!(env.ready(&format!("role-{i}")).0, "True", "role-{i}");
+    }
+    assert!(
+        env.ic.list_calls(CLUSTER) <= 2,
+        "{} list calls",
+        env.ic.list_calls(CLUSTER)
+    );
+    assert_eq!(env.ic.get_calls(), 0, "no per-object GETs");
+    assert_eq!(
+        env.ic.count("GET", &list_path(CLUSTER)),
+        env.ic.list_calls(CLUSTER)
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_storm_converges_within_the_configured_rate() {
+    // The account allows 8 requests per second; the Connection is configured for 5/s.
+    let env = Env::new(Some((5, 1))).await;
+    env.ic.set_rate_limit(8, Duration::from_secs(1));
+    env.ic.fail_next("POST", "/cluster-management", 429, 3);
+    for i in 0..4 {
+        env.apply(&format!("storm-{i}"), &format!("storm-{i}"), json!({}))
+            .await;
+    }
+    for i in 0..4 {
+        env.until_ready(&format!("storm-{i}"), 40).await;
+    }
+    assert!(
+        env.ic.max_requests_in_window(Duration::from_secs(1)) <= 6,
+        "{}",
+        env.ic.max_requests_in_window(Duration::from_secs(1))
+    );
+    assert_eq!(env.ic.controls(CLUSTER).len(), 4);
+}
