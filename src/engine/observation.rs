@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use crate::upstream::UpstreamError;
 
+/// One scope's latest List, shared by the observes that wait for it.
+type Slot<O> = Arc<tokio::sync::Mutex<Option<Snapshot<O>>>>;
+
 struct Snapshot<O> {
     taken: Instant,
     items: HashMap<String, O>,
@@ -18,7 +21,7 @@ struct Snapshot<O> {
 
 /// Snapshots by scope key; one per engine (so per kind).
 pub struct Observations<O> {
-    scopes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Snapshot<O>>>>>>,
+    scopes: Mutex<HashMap<String, Slot<O>>>,
     window: Duration,
 }
 
@@ -31,7 +34,7 @@ impl<O: Clone> Observations<O> {
         }
     }
 
-    fn slot(&self, scope: &str) -> Arc<tokio::sync::Mutex<Option<Snapshot<O>>>> {
+    fn slot(&self, scope: &str) -> Slot<O> {
         self.scopes
             .lock()
             .unwrap()
@@ -69,14 +72,18 @@ impl<O: Clone> Observations<O> {
 
     /// Forgets the snapshot of `scope` after a write into it.
     pub fn invalidate(&self, scope: &str) {
-        if let Some(slot) = self.scopes.lock().unwrap().get(scope) {
-            if let Ok(mut snapshot) = slot.try_lock() {
+        let mut scopes = self.scopes.lock().unwrap();
+        let listing = scopes.get(scope).is_some_and(|slot| match slot.try_lock() {
+            Ok(mut snapshot) => {
                 *snapshot = None;
-                return;
+                false
             }
+            Err(_) => true,
+        });
+        if listing {
+            // A List is running right now; its result predates the write, so drop the slot.
+            scopes.remove(scope);
         }
-        // A List is running right now; its result predates the write, so drop the slot.
-        self.scopes.lock().unwrap().remove(scope);
     }
 }
 

@@ -89,10 +89,10 @@ impl PersonaAccessControlProvider {
         cx: &Cx<'_, PersonaAccessControl>,
     ) -> Result<ClusterState, UpstreamError> {
         let cluster = &cx.obj.spec.cluster_id;
-        if let Some((at, state)) = self.clusters.lock().unwrap().get(cluster) {
-            if at.elapsed() < CLUSTER_STATE_TTL {
-                return Ok(state.clone());
-            }
+        if let Some((at, state)) = self.clusters.lock().unwrap().get(cluster)
+            && at.elapsed() < CLUSTER_STATE_TTL
+        {
+            return Ok(state.clone());
         }
         let path = format!(
             "cluster-management/v2/resources/applications/mcp-gateway/clusters/v1/{}",
