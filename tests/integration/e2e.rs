@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use accessplane::api::{AccessProfile, AppEntitlement, Connection};
+use accessplane::api::{AccessProfile, AppEntitlement, Connection, PersonaAccessControl};
 use accessplane::engine::ManagedObject;
 use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::support::fake_c1::{FakeC1, test_credentials};
+use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
@@ -259,4 +260,45 @@ async fn c1_app_entitlement(client: kube::Client) {
         "deleted upstream (the operator created it)"
     );
     op.finish("c1-prod").await;
+}
+
+#[tokio::test]
+async fn e2e_instaclustr_persona_access_control() {
+    if let Some(client) = cluster().await {
+        instaclustr_persona_access_control(client).await;
+    }
+}
+
+#[tokio::test]
+async fn e2e_script_instaclustr_persona_access_control() {
+    instaclustr_persona_access_control(fake_cluster()).await;
+}
+
+async fn instaclustr_persona_access_control(client: kube::Client) {
+    let ic = FakeInstaclustr::start().await;
+    ic.add_account("e2e", "e2e-key");
+    ic.add_virtual_server("gw-e2e", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
+    ic.set_visibility_delay(Duration::from_millis(500));
+    let op = Operator::start(client).await;
+    op.connect(
+        "instaclustr-prod",
+        json!({"username": "e2e", "apiKey": "e2e-key"}),
+        json!({"instaclustr": {"baseUrl": ic.base_url()}}),
+    )
+    .await;
+    let mut control = example("instaclustr/personaaccesscontrol.yaml");
+    control["spec"]["clusterId"] = json!("gw-e2e");
+    op.apply::<PersonaAccessControl>(control).await;
+    op.wait_ready::<PersonaAccessControl>("analysts-allowlist")
+        .await;
+    let id = "b2c3d4e5-f6a7-8901-bcde-f12345678901_analyst";
+    assert_eq!(ic.control(id).unwrap()["type"], "ALLOWLIST");
+
+    op.delete_and_wait::<PersonaAccessControl>("analysts-allowlist")
+        .await;
+    assert!(
+        ic.control(id).is_none(),
+        "deleted on the gateway before the finalizer went"
+    );
+    op.finish("instaclustr-prod").await;
 }
