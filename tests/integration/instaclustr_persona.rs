@@ -324,3 +324,25 @@ async fn rate_limited_storm_converges_within_the_configured_rate() {
     );
     assert_eq!(env.ic.controls(CLUSTER).len(), 4);
 }
+
+#[tokio::test]
+async fn persona_roles_needing_escapes_work_end_to_end() {
+    let env = Env::new(None).await;
+    env.apply("ops", "data analyst/ops é", json!({"tools": [TOOL_A]}))
+        .await;
+    env.until_ready("ops", 20).await;
+    assert!(env.ic.control(&id("data analyst/ops é")).is_some());
+    env.api()
+        .delete("ops", &DeleteParams::default())
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        env.pass("ops").await;
+        if env.api().get_opt("ops").await.unwrap().is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(450)).await;
+    }
+    assert!(env.api().get_opt("ops").await.unwrap().is_none());
+    assert!(env.ic.control(&id("data analyst/ops é")).is_none());
+}
