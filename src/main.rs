@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use accessplane::engine::requeue::parse_interval;
 use accessplane::runtime::telemetry::{self, LogFormat};
-use accessplane::runtime::{self, RunConfig, crds};
+use accessplane::runtime::{self, LeaderElection, RunConfig, crds};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -58,6 +58,19 @@ struct RunArgs {
     /// Apply the bundled CRDs at start-up (server-side apply) and wait until they are Established.
     #[arg(long, env = "ACCESSPLANE_INSTALL_CRDS")]
     install_crds: bool,
+    /// Reconcile only while holding a coordination.k8s.io Lease (for more than one replica).
+    #[arg(long, env = "ACCESSPLANE_LEADER_ELECTION")]
+    leader_election: bool,
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE).
+    #[arg(long, env = "ACCESSPLANE_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "ACCESSPLANE_LEADER_ELECTION_LEASE",
+        default_value = "accessplane-leader"
+    )]
+    leader_election_lease: String,
 }
 
 /// Shorter resyncs would mostly spend the upstreams' rate limits.
@@ -73,14 +86,32 @@ fn parse_resync(text: &str) -> Result<Duration, String> {
 }
 
 impl RunArgs {
-    fn config(&self) -> RunConfig {
-        RunConfig {
+    fn config(&self) -> Result<RunConfig, String> {
+        let leader_election = if self.leader_election {
+            let namespace = self
+                .leader_election_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .ok_or("--leader-election needs --leader-election-namespace (or POD_NAMESPACE)")?;
+            // Unique per process, so a restarted pod never mistakes an old lease for its own.
+            let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "accessplane".into());
+            let identity = format!("{pod}-{:08x}", rand::random::<u32>());
+            Some(LeaderElection {
+                namespace,
+                lease_name: self.leader_election_lease.clone(),
+                identity,
+            })
+        } else {
+            None
+        };
+        Ok(RunConfig {
             namespace: self.namespace.clone(),
             concurrency: self.concurrency,
             resync: self.resync_interval,
             metrics_addr: self.metrics_addr,
             install_crds: self.install_crds,
-        }
+            leader_election,
+        })
     }
 }
 
@@ -108,12 +139,13 @@ fn run(args: RunArgs) -> ExitCode {
     if let Err(error) = telemetry::init(args.log_format, &args.log_level) {
         return fail(error);
     }
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => return fail(error),
+    };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())
-        .and_then(|rt| {
-            rt.block_on(runtime::run(args.config()))
-                .map_err(|e| e.to_string())
-        });
+        .and_then(|rt| rt.block_on(runtime::run(config)).map_err(|e| e.to_string()));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -158,7 +190,7 @@ mod tests {
     #[test]
     fn run_defaults() {
         let _env = ENV.lock().unwrap();
-        let config = run_args(&[]).unwrap().config();
+        let config = run_args(&[]).unwrap().config().unwrap();
         assert_eq!(config.namespace, None);
         assert_eq!(config.concurrency, 4);
         assert_eq!(config.resync, Duration::from_secs(600));
@@ -186,7 +218,7 @@ mod tests {
         .unwrap();
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.log_level, "debug");
-        let config = args.config();
+        let config = args.config().unwrap();
         assert_eq!(config.namespace.as_deref(), Some("team-a"));
         assert_eq!(config.concurrency, 8);
         assert_eq!(config.resync, Duration::from_secs(5400));
@@ -214,7 +246,7 @@ mod tests {
 
         let args = parsed.unwrap();
         assert_eq!(args.log_format, LogFormat::Json);
-        let config = args.config();
+        let config = args.config().unwrap();
         assert_eq!(config.namespace.as_deref(), Some("team-b"));
         assert_eq!(config.concurrency, 2);
         assert_eq!(config.resync, Duration::from_secs(1800));

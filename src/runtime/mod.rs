@@ -2,6 +2,7 @@
 
 pub mod controllers;
 pub mod crds;
+pub mod leader;
 pub mod server;
 pub mod telemetry;
 
@@ -15,6 +16,7 @@ use kube::runtime::controller;
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 use crate::api::{AccessProfile, AppEntitlement, PersonaAccessControl};
 use crate::connections::Connections;
@@ -29,6 +31,7 @@ use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
 use controllers::{Scope, Wired, connection_controller, managed_controller};
+use leader::{LeaderElector, LeaseTiming};
 use server::Readiness;
 
 /// Settings of `accessplane run`.
@@ -44,6 +47,16 @@ pub struct RunConfig {
     pub metrics_addr: SocketAddr,
     /// Apply the bundled CRDs at start-up and wait until they are Established.
     pub install_crds: bool,
+    /// Reconcile only while holding this Lease (several replicas: one leader).
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Where the leader-election Lease lives and who this replica is.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub lease_name: String,
+    pub identity: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +83,8 @@ pub enum RuntimeError {
     },
     #[error("metrics server: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("lost the leader-election lease; exiting so that only the new leader writes")]
+    LeadershipLost,
 }
 
 /// Everything the controllers share.
@@ -142,6 +157,31 @@ pub async fn run_with(
         crds::install(client.clone()).await?;
     }
 
+    // A standby replica is ready (it serves health and metrics) but starts no controller
+    // until it holds the lease.
+    let mut leadership = None;
+    if let Some(election) = &config.leader_election {
+        let (leading, mut is_leader) = watch::channel(false);
+        let elector = LeaderElector::new(
+            client.clone(),
+            &election.namespace,
+            &election.lease_name,
+            &election.identity,
+            LeaseTiming::default(),
+        );
+        let elector = tokio::spawn(elector.run(leading, shutdown.clone()));
+        readiness.set_ready();
+        tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for leadership");
+        tokio::select! {
+            _ = is_leader.wait_for(|leader| *leader).map(|r| r.is_ok()) => {}
+            () = shutdown.clone() => {
+                let _ = elector.await;
+                return server.await.map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?.map_err(RuntimeError::Serve);
+            }
+        }
+        leadership = Some((is_leader, elector));
+    }
+
     let reporter = Reporter {
         controller: "accessplane".into(),
         instance: std::env::var("POD_NAME").ok(),
@@ -205,13 +245,32 @@ pub async fn run_with(
             .map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?
             .map_err(RuntimeError::Serve)
     };
-    tokio::select! {
+    let (lost, elector) = match leadership {
+        Some((mut is_leader, elector)) => {
+            let lost = async move {
+                let _ = is_leader
+                    .wait_for(|leader| !*leader)
+                    .map(|r| r.is_ok())
+                    .await;
+            };
+            (lost.boxed(), Some(elector))
+        }
+        None => (futures::future::pending().boxed(), None),
+    };
+    let result = tokio::select! {
         result = stopped => result,
         () = grace_expired(shutdown) => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
             Ok(())
         }
+        // Dropping the controllers cancels every reconcile at its next await: no more writes.
+        () = lost => Err(RuntimeError::LeadershipLost),
+    };
+    if let Some(elector) = elector {
+        // The elector releases the lease on shutdown so a standby takes over at once.
+        let _ = elector.await;
     }
+    result
 }
 
 /// How long running reconciles may take to finish after SIGTERM: below Kubernetes'

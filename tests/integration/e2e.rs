@@ -65,6 +65,7 @@ impl Operator {
             resync: Duration::from_secs(60),
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: true,
+            leader_election: None,
         };
         let handle = tokio::spawn(run_with(
             client.clone(),

@@ -68,6 +68,7 @@ async fn start() -> Running {
         resync: Duration::from_secs(600),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         install_crds: false,
+        leader_election: None,
     };
     let shutdown = stopped.map(|_| ()).boxed().shared();
     let operator = tokio::spawn(run_with(kube.client(), config, shutdown));
