@@ -127,6 +127,11 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// Which upstream the kind's Connection must point at.
     const UPSTREAM: UpstreamKind;
 
+    /// For kinds whose objects read Secrets (in [`Self::resolve`]): the names of the
+    /// Secrets an object reads, in its namespace. `Some` makes the kind's controller watch
+    /// Secrets (metadata only) and reconcile the objects naming a Secret that changed.
+    const SECRET_REFS: Option<fn(&K) -> Vec<String>> = None;
+
     /// The upstream id of an observed object.
     fn id_of(&self, observed: &Self::Observed) -> String;
 

@@ -67,16 +67,9 @@ pub fn connection_controller(
         .with_config(config)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
-    // Metadata only: Secret values never flow through this watch or its cache.
-    let secrets = watcher(
-        scope.api::<PartialObjectMeta<Secret>>(),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects();
     let mapper_store = store.clone();
     let run = controller
-        .watches_stream(secrets, move |secret| {
+        .watches_stream(secret_changes(scope), move |secret| {
             connections_using(&mapper_store, &secret)
         })
         .run(connection::reconcile, connection::error_policy, cx)
@@ -86,6 +79,20 @@ pub fn connection_controller(
         run,
         synced: synced(store),
     }
+}
+
+/// Secrets that were created, changed or deleted. Metadata only: Secret values never flow
+/// through this watch.
+fn secret_changes(
+    scope: &Scope,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
+{
+    watcher(
+        scope.api::<PartialObjectMeta<Secret>>(),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .touched_objects()
 }
 
 fn connections_using(
@@ -130,14 +137,21 @@ where
         .applied_objects()
         .predicate_filter(changes, PredicateConfig::default());
     let mapper_store = store.clone();
-    let run = Controller::for_stream(objects, store.clone())
+    let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .watches(
             scope.api::<Connection>(),
             watcher::Config::default(),
             move |conn| waiting_on(&mapper_store, &conn),
-        )
+        );
+    if let Some(secret_refs) = P::SECRET_REFS {
+        let mapper_store = store.clone();
+        controller = controller.watches_stream(secret_changes(scope), move |secret| {
+            reading(&mapper_store, secret_refs, &secret)
+        });
+    }
+    let run = controller
         .run(
             engine::reconcile,
             |obj, error, engine| engine.error_policy(&obj, error),
@@ -149,6 +163,21 @@ where
         run,
         synced: synced(store),
     }
+}
+
+/// Objects of `K` that read this Secret.
+fn reading<K: ManagedObject>(
+    store: &Store<K>,
+    secret_refs: fn(&K) -> Vec<String>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<K>> {
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|obj| obj.namespace() == secret.namespace() && secret_refs(obj).contains(&name))
+        .map(|obj| ObjectRef::from_obj(&**obj))
+        .collect()
 }
 
 /// Objects of `K` that wait for this Connection. Only those: a Connection's status

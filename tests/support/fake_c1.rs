@@ -225,6 +225,13 @@ impl FakeC1 {
         all.cloned().collect()
     }
 
+    /// Mutates a stored connector in place (drift made in the C1 UI). Panics if absent.
+    pub fn edit_connector(&self, id: &str, f: impl FnOnce(&mut Value)) {
+        let mut s = self.lock();
+        let i = find(&s.connectors, id).unwrap_or_else(|| panic!("no connector {id}"));
+        f(&mut s.connectors[i]);
+    }
+
     /// The last `config` written to the connector (write-only through the API).
     pub fn connector_config(&self, id: &str) -> Option<Value> {
         self.lock().configs.get(id).cloned()

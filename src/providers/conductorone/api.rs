@@ -84,6 +84,24 @@ pub fn update_mask(fields: &[&str]) -> String {
     fields.join(",")
 }
 
+/// A masked update: `POST {"<entity_key>": entity, "updateMask": <fields>}`. It overwrites
+/// exactly the masked fields, so repeating it is safe.
+pub fn masked_update(
+    operation: &'static str,
+    path: String,
+    entity_key: &str,
+    entity: Map<String, Value>,
+    fields: &[&str],
+) -> Call {
+    let body = Map::from_iter([
+        (entity_key.to_string(), Value::Object(entity)),
+        ("updateMask".to_string(), Value::from(update_mask(fields))),
+    ]);
+    Call::post(operation, path)
+        .json(Value::Object(body))
+        .idempotent()
+}
+
 /// `GET` that reads 404 as absent.
 pub async fn get_optional<T: DeserializeOwned>(
     client: &UpstreamClient,

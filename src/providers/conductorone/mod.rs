@@ -1,11 +1,13 @@
-//! ConductorOne: service-principal auth and (in later modules) entitlements, connectors
-//! and MCP toolsets.
+//! ConductorOne: service-principal auth, app entitlements, connectors and (in a later
+//! module) MCP toolsets.
 
 pub mod api;
 mod app_entitlement;
 pub mod auth;
+mod connector;
 
 pub use app_entitlement::AppEntitlementProvider;
+pub use connector::ConnectorProvider;
 
 use std::sync::Arc;
 

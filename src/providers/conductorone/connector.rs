@@ -1,0 +1,405 @@
+//! `Connector` ↔ ConductorOne `/api/v1/apps/{app_id}/connectors`.
+//!
+//! Managed fields are the ones the spec sets among `displayName`, `description`,
+//! `userIds`, `profileAllowList`, `profileIgnoreList` (lists compared as sets) and
+//! `config`. The config comes from a Secret and is write-only upstream, so it cannot be
+//! compared: the SHA-256 of the Secret's content is kept in `status.configHash` and the
+//! config is re-sent (mask `config`) only when that hash changes. It is not part of the
+//! create request: the engine's diff right after create sends it.
+//!
+//! Connectors carry no annotations, so crash recovery matches by display name (and
+//! catalog id when set): if other connectors of the app share the display name, an
+//! interrupted create stops as `CreateAmbiguous` instead of guessing.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::api::{self, is_deleted};
+use crate::api::Connector;
+use crate::api::connection::UpstreamKind;
+use crate::api::envelope::ManagementPolicy;
+use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
+use crate::providers::segment;
+use crate::upstream::{Call, UpstreamError};
+
+/// The update-mask name of the configuration.
+const CONFIG: &str = "config";
+/// Spec fields the create request takes (the rest is set by the update after create).
+const CREATE_FIELDS: &[&str] = &["catalogId", "displayName", "description", "userIds"];
+/// The protobuf `Any` type of a configuration given as key/value pairs.
+const ENV_CONFIG_TYPE: &str = "type.googleapis.com/c1.api.app.v1.EnvConfig";
+
+/// A connector `C` as ConductorOne returns it (protobuf JSON: `null` means unset).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamConnector {
+    #[serde(default)]
+    id: String,
+    catalog_id: Option<String>,
+    display_name: Option<String>,
+    description: Option<String>,
+    user_ids: Option<Vec<String>>,
+    profile_allow_list: Option<Vec<String>>,
+    profile_ignore_list: Option<Vec<String>>,
+    status: Option<SyncState>,
+    deleted_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SyncState {
+    status: Option<String>,
+    last_error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct View {
+    connector: UpstreamConnector,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct One {
+    connector_view: View,
+}
+
+/// The configuration from `spec.configSecretRef`. Values are held as secrets and only
+/// exposed to build the request body; the hash identifies the content in status.
+pub struct ConnectorConfig {
+    entries: BTreeMap<String, SecretString>,
+    hash: String,
+}
+
+impl ConnectorConfig {
+    /// Every Secret key becomes a configuration field; values must be UTF-8 text (the
+    /// error names the offending key, never a value).
+    fn from_secret(data: &BTreeMap<String, ByteString>) -> Result<Self, String> {
+        let hash = config_hash(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())));
+        let mut entries = BTreeMap::new();
+        for (key, value) in data {
+            let text = String::from_utf8(value.0.clone()).map_err(|_| key.clone())?;
+            entries.insert(key.clone(), SecretString::from(text));
+        }
+        Ok(Self { entries, hash })
+    }
+
+    /// The protobuf `Any` ConductorOne takes as `config`.
+    fn to_any(&self) -> Value {
+        let configuration: Map<String, Value> = self
+            .entries
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({"stringValue": v.expose_secret()})))
+            .collect();
+        json!({"@type": ENV_CONFIG_TYPE, "configuration": configuration})
+    }
+}
+
+/// SHA-256 (hex) over the key/value pairs sorted by key, each part length-prefixed so
+/// that no two different contents share an encoding.
+fn config_hash<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+    let mut entries: Vec<_> = entries.into_iter().collect();
+    entries.sort();
+    let mut hasher = Sha256::new();
+    for (key, value) in entries {
+        for part in [key.as_bytes(), value] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// The `Connector` provider.
+pub struct ConnectorProvider;
+
+fn collection(app_id: &str) -> String {
+    format!("api/v1/apps/{}/connectors", segment(app_id))
+}
+
+fn item(app_id: &str, id: &str) -> String {
+    format!("{}/{}", collection(app_id), segment(id))
+}
+
+/// The spec as JSON: its field names are the connector's, omitted fields are absent.
+fn spec_fields(obj: &Connector) -> Map<String, Value> {
+    let Value::Object(spec) = serde_json::to_value(&obj.spec).expect("spec serializes") else {
+        unreachable!("a spec is an object")
+    };
+    spec
+}
+
+fn text_differs(want: &Option<String>, have: &Option<String>) -> bool {
+    want.as_ref()
+        .is_some_and(|w| w != have.as_deref().unwrap_or_default())
+}
+
+fn set_differs(want: &Option<Vec<String>>, have: &Option<Vec<String>>) -> bool {
+    want.as_ref()
+        .is_some_and(|w| !api::same_set(w, have.as_deref().unwrap_or_default()))
+}
+
+/// The hash of the configuration last sent, as recorded in status.
+fn sent_config_hash(obj: &Connector) -> Option<&str> {
+    obj.status.as_ref()?.config_hash.as_deref()
+}
+
+/// The Secret the configuration comes from (a change to it must reconcile the connector).
+fn config_secret(obj: &Connector) -> Vec<String> {
+    obj.spec
+        .config_secret_ref
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// `null` for the empty strings protobuf JSON uses for "unset".
+fn non_empty(text: Option<String>) -> Value {
+    json!(text.filter(|t| !t.is_empty()))
+}
+
+impl Provider<Connector> for ConnectorProvider {
+    type Observed = UpstreamConnector;
+    type Inputs = Option<ConnectorConfig>;
+    const UPSTREAM: UpstreamKind = UpstreamKind::ConductorOne;
+
+    fn id_of(&self, observed: &UpstreamConnector) -> String {
+        observed.id.clone()
+    }
+
+    const SECRET_REFS: Option<fn(&Connector) -> Vec<String>> = Some(config_secret);
+
+    async fn resolve(
+        &self,
+        kube: &kube::Client,
+        obj: &Connector,
+    ) -> Result<Option<ConnectorConfig>, EngineError> {
+        // Deleting needs no config: a Secret deleted along with the resource must not block it.
+        if obj.meta().deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let Some(secret_ref) = &obj.spec.config_secret_ref else {
+            return Ok(None);
+        };
+        let (ns, name) = (obj.namespace().unwrap_or_default(), &secret_ref.name);
+        let secret = Api::<Secret>::namespaced(kube.clone(), &ns)
+            .get_opt(name)
+            .await
+            .map_err(EngineError::kube("reading the connector config Secret"))?
+            .ok_or_else(|| {
+                EngineError::Dependency(format!(
+                    "Secret {ns}/{name} (spec.configSecretRef) does not exist"
+                ))
+            })?;
+        ConnectorConfig::from_secret(&secret.data.unwrap_or_default())
+            .map(Some)
+            .map_err(|key| {
+                EngineError::Dependency(format!(
+                    "Secret {ns}/{name} (spec.configSecretRef): the value of key {key} is not UTF-8 text"
+                ))
+            })
+    }
+
+    async fn observe(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        id: &str,
+    ) -> Result<Option<UpstreamConnector>, UpstreamError> {
+        let call = Call::get("get_connector", item(&cx.obj.spec.app_id, id));
+        let found: Option<One> = api::get_optional(cx.upstream, call).await?;
+        Ok(found
+            .map(|one| one.connector_view.connector)
+            .filter(|c| !is_deleted(&c.deleted_at)))
+    }
+
+    /// Natural key: same app and display name, and the same catalog entry when set.
+    async fn find(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+    ) -> Result<Vec<UpstreamConnector>, UpstreamError> {
+        let spec = &cx.obj.spec;
+        let Some(display_name) = &spec.display_name else {
+            return Ok(vec![]);
+        };
+        let views: Vec<View> = api::list_all(
+            cx.upstream,
+            "list_connectors",
+            &collection(&spec.app_id),
+            "list",
+        )
+        .await?;
+        Ok(views
+            .into_iter()
+            .map(|v| v.connector)
+            .filter(|c| !is_deleted(&c.deleted_at))
+            .filter(|c| c.display_name.as_ref() == Some(display_name))
+            .filter(|c| {
+                spec.catalog_id
+                    .as_ref()
+                    .is_none_or(|id| c.catalog_id.as_ref() == Some(id))
+            })
+            .collect())
+    }
+
+    fn diff(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        observed: &UpstreamConnector,
+    ) -> Diff {
+        let spec = &cx.obj.spec;
+        let mut diff = Diff::default();
+        diff.check(
+            "displayName",
+            text_differs(&spec.display_name, &observed.display_name),
+        );
+        diff.check(
+            "description",
+            text_differs(&spec.description, &observed.description),
+        );
+        diff.check(
+            "profileAllowList",
+            set_differs(&spec.profile_allow_list, &observed.profile_allow_list),
+        );
+        diff.check(
+            "profileIgnoreList",
+            set_differs(&spec.profile_ignore_list, &observed.profile_ignore_list),
+        );
+        diff.check("userIds", set_differs(&spec.user_ids, &observed.user_ids));
+        // Write-only upstream: compared by the hash of what was last sent.
+        diff.check(
+            CONFIG,
+            cx.inputs
+                .as_ref()
+                .is_some_and(|c| Some(c.hash.as_str()) != sent_config_hash(cx.obj)),
+        );
+        diff
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+    ) -> Result<Created<UpstreamConnector>, UpstreamError> {
+        let mut body = spec_fields(cx.obj);
+        body.retain(|k, _| CREATE_FIELDS.contains(&k.as_str()));
+        let call = Call::post("create_connector", collection(&cx.obj.spec.app_id))
+            .json(Value::Object(body));
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Created::Done(one.connector_view.connector))
+    }
+
+    async fn update(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        observed: &UpstreamConnector,
+        diff: &Diff,
+    ) -> Result<Written<UpstreamConnector>, UpstreamError> {
+        let app_id = &cx.obj.spec.app_id;
+        let spec = spec_fields(cx.obj);
+        let mut entity = Map::from_iter([
+            ("id".to_string(), json!(observed.id)),
+            ("appId".to_string(), json!(app_id)),
+        ]);
+        for field in &diff.fields {
+            let value = if *field == CONFIG {
+                json!(cx.inputs.as_ref().map(ConnectorConfig::to_any))
+            } else {
+                spec.get(*field).cloned().unwrap_or(Value::Null)
+            };
+            entity.insert((*field).into(), value);
+        }
+        let call = api::masked_update(
+            "update_connector",
+            item(app_id, &observed.id),
+            "connector",
+            entity,
+            &diff.fields,
+        );
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Written::Done(Some(one.connector_view.connector)))
+    }
+
+    async fn delete(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        id: &str,
+    ) -> Result<Written<()>, UpstreamError> {
+        api::delete(
+            cx.upstream,
+            "delete_connector",
+            item(&cx.obj.spec.app_id, id),
+        )
+        .await?;
+        Ok(Written::Done(None))
+    }
+
+    fn facts(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        observed: &UpstreamConnector,
+    ) -> Map<String, Value> {
+        let sync = observed.status.clone().unwrap_or_default();
+        let mut facts = Map::from_iter([
+            ("syncStatus".to_string(), non_empty(sync.status)),
+            ("lastError".to_string(), non_empty(sync.last_error)),
+        ]);
+        // Observe never sends the config, so it keeps the hash of what was last sent.
+        if cx.obj.spec.managed.management() == ManagementPolicy::Manage {
+            facts.insert(
+                "configHash".to_string(),
+                json!(cx.inputs.as_ref().map(|c| &c.hash)),
+            );
+        }
+        facts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash(pairs: &[(&str, &str)]) -> String {
+        config_hash(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
+    }
+
+    #[test]
+    fn config_hash_ignores_key_order_and_changes_with_any_value() {
+        let base = hash(&[("apiUrl", "https://x"), ("token", "t1")]);
+        assert_eq!(base, hash(&[("token", "t1"), ("apiUrl", "https://x")]));
+        assert_eq!(base.len(), 64, "hex SHA-256");
+        assert_ne!(base, hash(&[("apiUrl", "https://x"), ("token", "t2")]));
+        assert_ne!(base, hash(&[("apiUrl", "https://y"), ("token", "t1")]));
+        assert_ne!(base, hash(&[("apiUrl", "https://x")]));
+        // Boundaries are part of the content.
+        assert_ne!(hash(&[("a", "bc")]), hash(&[("ab", "c")]));
+    }
+
+    #[test]
+    fn config_is_an_env_config_any_and_needs_text_values() {
+        let data = BTreeMap::from([
+            ("token".to_string(), ByteString(b"s3cret".to_vec())),
+            ("apiUrl".to_string(), ByteString(b"https://x".to_vec())),
+        ]);
+        let config = ConnectorConfig::from_secret(&data).unwrap();
+        assert_eq!(
+            config.to_any(),
+            json!({"@type": ENV_CONFIG_TYPE, "configuration": {
+                "apiUrl": {"stringValue": "https://x"}, "token": {"stringValue": "s3cret"}}})
+        );
+        assert_eq!(
+            config.hash,
+            hash(&[("token", "s3cret"), ("apiUrl", "https://x")])
+        );
+        let binary = BTreeMap::from([("cert".to_string(), ByteString(vec![0xff, 0xfe]))]);
+        assert_eq!(
+            ConnectorConfig::from_secret(&binary).err().as_deref(),
+            Some("cert")
+        );
+    }
+}

@@ -1,0 +1,378 @@
+//! Connector end to end: real engine + real ConductorOne client against the fake C1,
+//! with the configuration read from a Kubernetes Secret.
+
+use std::sync::Arc;
+
+use accessplane::api::Connector;
+use accessplane::engine::Engine;
+use accessplane::providers::conductorone::ConnectorProvider;
+use serde_json::{Value, json};
+
+use crate::harness::{C1Env, CapturedLogs, NS};
+use crate::support::fake_c1::{Fault, FaultMatch};
+
+const CONFIG_SECRET: &str = "github-connector-config";
+const TOKEN: &str = "SENTINEL-connector-token-71c2";
+const ROTATED_TOKEN: &str = "SENTINEL-connector-token-rotated-9d04";
+
+struct Env {
+    e: C1Env,
+    engine: Arc<Engine<Connector, ConnectorProvider>>,
+}
+
+impl Env {
+    async fn new() -> Self {
+        let e = C1Env::new().await;
+        let engine = e.h.engine(ConnectorProvider);
+        Self { e, engine }
+    }
+
+    async fn apply(&self, name: &str, mut spec: Value) {
+        spec["connectionRef"] = json!({"name": "c1"});
+        spec["appId"] = json!(self.e.app);
+        self.e.h.create::<Connector>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connector", "metadata": {"name": name}, "spec": spec})).await;
+    }
+
+    async fn put_config(&self, token: &str) {
+        self.e
+            .h
+            .put_secret(CONFIG_SECRET, json!({"token": token, "orgs": "acme"}))
+            .await;
+    }
+
+    async fn settle(&self, name: &str) {
+        self.e.h.settle_kind(&self.engine, name, 5).await;
+    }
+
+    async fn delete(&self, name: &str) {
+        let api: kube::Api<Connector> = kube::Api::namespaced(self.e.h.client(), NS);
+        api.delete(name, &Default::default()).await.unwrap();
+        self.settle(name).await;
+    }
+
+    fn ready(&self, name: &str) -> (String, String, String) {
+        self.e.h.condition_of("connectors", name, "Ready")
+    }
+
+    fn status(&self, name: &str) -> Value {
+        self.e.h.get("connectors", name).unwrap()["status"].clone()
+    }
+
+    fn id(&self, name: &str) -> String {
+        self.status(name)["id"].as_str().unwrap().to_string()
+    }
+
+    fn masks(&self) -> Vec<String> {
+        self.e.c1.update_masks()
+    }
+}
+
+/// A connector the operator creates, configured from the Secret.
+fn spec() -> Value {
+    json!({
+        "catalogId": "catalog-github",
+        "displayName": "GitHub",
+        "description": "GitHub organisation acme",
+        "userIds": ["u-1", "u-2"],
+        "configSecretRef": {"name": CONFIG_SECRET},
+    })
+}
+
+fn expected_config(token: &str) -> Value {
+    json!({"@type": "type.googleapis.com/c1.api.app.v1.EnvConfig", "configuration": {
+        "orgs": {"stringValue": "acme"}, "token": {"stringValue": token}}})
+}
+
+/// Created and configured: `Ready`, the id recorded, the config sent once.
+async fn created(name: &str) -> Env {
+    let env = Env::new().await;
+    env.put_config(TOKEN).await;
+    env.apply(name, spec()).await;
+    env.settle(name).await;
+    assert_eq!(env.ready(name).0, "True", "{:?}", env.ready(name));
+    env
+}
+
+#[tokio::test]
+async fn create_sends_the_config_in_a_follow_up_update() {
+    let env = created("github").await;
+    let id = env.id("github");
+    let create = env
+        .e
+        .c1
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path.ends_with("/connectors"))
+        .unwrap();
+    assert_eq!(
+        create.body.unwrap(),
+        json!({"catalogId": "catalog-github", "displayName": "GitHub",
+               "description": "GitHub organisation acme", "userIds": ["u-1", "u-2"]})
+    );
+    assert_eq!(env.masks(), vec!["config"]);
+    assert_eq!(env.e.c1.connector_config(&id), Some(expected_config(TOKEN)));
+    let hash = env.status("github")["configHash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(hash.len(), 64, "hex SHA-256");
+
+    // Converged: a resync only reads.
+    env.e.c1.clear_requests();
+    env.e.h.pass(&env.engine, "github").await;
+    assert_eq!(env.e.c1.writes(), 0);
+    assert_eq!(env.status("github")["configHash"], hash.as_str());
+}
+
+#[tokio::test]
+async fn rotated_secret_resends_the_config_exactly_once() {
+    let env = created("github").await;
+    let id = env.id("github");
+    let hash = env.status("github")["configHash"].clone();
+    env.put_config(ROTATED_TOKEN).await;
+    env.settle("github").await;
+    env.e.h.pass(&env.engine, "github").await;
+
+    assert_eq!(env.masks(), vec!["config", "config"], "one more update");
+    assert_eq!(env.e.c1.config_updates(), 2);
+    assert_eq!(
+        env.e.c1.connector_config(&id),
+        Some(expected_config(ROTATED_TOKEN))
+    );
+    assert_ne!(env.status("github")["configHash"], hash);
+    assert_eq!(env.ready("github").0, "True");
+}
+
+#[tokio::test]
+async fn drifted_display_name_is_corrected_alone() {
+    let env = created("github").await;
+    let id = env.id("github");
+    env.e.c1.edit_connector(&id, |c| {
+        c["displayName"] = json!("renamed in the UI");
+        c["profileIgnoreList"] = json!(["unmanaged"]);
+    });
+    env.settle("github").await;
+
+    assert_eq!(env.masks(), vec!["config", "displayName"]);
+    let upstream = env.e.c1.connector(&id).unwrap();
+    assert_eq!(upstream["displayName"], "GitHub");
+    assert_eq!(
+        upstream["profileIgnoreList"],
+        json!(["unmanaged"]),
+        "unmanaged fields are left alone"
+    );
+}
+
+#[tokio::test]
+async fn reordered_user_ids_are_no_drift() {
+    let env = created("github").await;
+    let id = env.id("github");
+    env.e
+        .c1
+        .edit_connector(&id, |c| c["userIds"] = json!(["u-2", "u-1"]));
+    env.e.c1.clear_requests();
+    env.settle("github").await;
+    assert_eq!(env.e.c1.writes(), 0);
+    assert_eq!(env.ready("github").0, "True");
+}
+
+#[tokio::test]
+async fn adopted_connector_is_updated_and_orphaned() {
+    let env = Env::new().await;
+    let id = env.e.c1.seed_connector(&env.e.app, "Okta");
+    env.apply(
+        "okta",
+        json!({"externalId": id, "description": "Managed in Git", "profileAllowList": ["p-1"]}),
+    )
+    .await;
+    env.settle("okta").await;
+    assert_eq!(env.ready("okta").0, "True", "{:?}", env.ready("okta"));
+    assert_eq!(env.masks(), vec!["description,profileAllowList"]);
+    assert_eq!(
+        env.e
+            .c1
+            .count("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+        1,
+        "one update, no create"
+    );
+
+    env.delete("okta").await;
+    assert!(env.e.h.get("connectors", "okta").is_none());
+    assert!(
+        env.e.c1.connector(&id).unwrap()["deletedAt"].is_null(),
+        "orphaned"
+    );
+}
+
+#[tokio::test]
+async fn created_connector_is_deleted_upstream() {
+    let env = created("github").await;
+    let id = env.id("github");
+    // The Secret often goes with the resource (`kubectl delete -f`): deletion needs no config.
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(env.e.h.client(), NS);
+    secrets
+        .delete(CONFIG_SECRET, &Default::default())
+        .await
+        .unwrap();
+    env.delete("github").await;
+    assert!(env.e.h.get("connectors", "github").is_none());
+    assert!(
+        env.e.c1.connector(&id).unwrap()["deletedAt"].is_string(),
+        "deleted upstream"
+    );
+}
+
+#[tokio::test]
+async fn observe_reports_drift_without_writes_or_a_config_hash() {
+    let env = Env::new().await;
+    env.put_config(TOKEN).await;
+    let id = env.e.c1.seed_connector(&env.e.app, "Okta");
+    env.apply(
+        "okta",
+        json!({"externalId": id, "managementPolicy": "Observe", "displayName": "Okta prod",
+               "configSecretRef": {"name": CONFIG_SECRET}}),
+    )
+    .await;
+    env.settle("okta").await;
+    let (status, reason, message) = env.ready("okta");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Drifted"));
+    assert!(
+        message.contains("displayName") && message.contains("config"),
+        "{message}"
+    );
+    assert_eq!(env.e.c1.writes(), 0);
+    assert!(
+        env.status("okta").get("configHash").is_none(),
+        "never claims a config it did not send"
+    );
+}
+
+#[tokio::test]
+async fn sync_status_is_surfaced() {
+    let env = created("github").await;
+    let id = env.id("github");
+    assert_eq!(
+        env.status("github")["syncStatus"],
+        "SYNC_STATUS_UNSPECIFIED"
+    );
+    assert!(env.status("github").get("lastError").is_none());
+
+    env.e
+        .c1
+        .set_connector_sync(&id, "SYNC_STATUS_ERROR", "401 from GitHub");
+    env.e.h.pass(&env.engine, "github").await;
+    assert_eq!(env.status("github")["syncStatus"], "SYNC_STATUS_ERROR");
+    assert_eq!(env.status("github")["lastError"], "401 from GitHub");
+
+    env.e.c1.set_connector_sync(&id, "SYNC_STATUS_DONE", "");
+    env.e.h.pass(&env.engine, "github").await;
+    assert_eq!(env.status("github")["syncStatus"], "SYNC_STATUS_DONE");
+    assert!(env.status("github").get("lastError").is_none());
+}
+
+#[tokio::test]
+async fn missing_config_secret_waits_for_it() {
+    let env = Env::new().await;
+    env.apply("github", spec()).await;
+    env.settle("github").await;
+    let (status, reason, message) = env.ready("github");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "WaitingForDependency")
+    );
+    assert_eq!(
+        message,
+        format!("Secret {NS}/{CONFIG_SECRET} (spec.configSecretRef) does not exist")
+    );
+    assert_eq!(env.e.c1.writes(), 0, "nothing created without its config");
+
+    env.put_config(TOKEN).await;
+    env.settle("github").await;
+    assert_eq!(env.ready("github").0, "True");
+    assert_eq!(env.masks(), vec!["config"]);
+}
+
+#[tokio::test]
+async fn lost_create_is_recovered_by_display_name() {
+    let env = Env::new().await;
+    env.put_config(TOKEN).await;
+    env.e.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+        Fault::ApplyThenDropConnection,
+    );
+    env.apply("github", spec()).await;
+    env.settle("github").await;
+    let live: Vec<Value> = env
+        .e
+        .c1
+        .connectors(&env.e.app)
+        .into_iter()
+        .filter(|c| c["deletedAt"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1, "exactly one created: {live:?}");
+    assert_eq!(env.ready("github").0, "True");
+    assert_eq!(
+        env.masks(),
+        vec!["config"],
+        "the recovered connector is configured"
+    );
+}
+
+#[tokio::test]
+async fn lost_create_with_namesakes_is_ambiguous() {
+    let env = Env::new().await;
+    env.put_config(TOKEN).await;
+    env.e.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+        Fault::ApplyThenDropConnection,
+    );
+    // Connectors carry no annotations: a namesake from the same catalog entry is
+    // indistinguishable from the one the lost create made.
+    env.e.c1.seed_connector(&env.e.app, "GitHub");
+    env.apply(
+        "github",
+        json!({"catalogId": "catalog-seeded", "displayName": "GitHub"}),
+    )
+    .await;
+    env.settle("github").await;
+    let (status, reason, _) = env.e.h.condition_of("connectors", "github", "Synced");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "CreateAmbiguous")
+    );
+}
+
+#[tokio::test]
+async fn config_values_never_reach_logs_status_or_events() {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let env = created("github").await;
+    env.put_config(ROTATED_TOKEN).await;
+    env.settle("github").await;
+    // A rejected config update: the error reaches status and events, the values must not.
+    env.e.c1.fail_next("POST", "/api/v1/apps", 400, 1);
+    env.put_config(TOKEN).await;
+    env.settle("github").await;
+
+    let text = logs.text();
+    assert!(text.contains("github"), "logs were captured");
+    for needle in [TOKEN, ROTATED_TOKEN] {
+        assert!(!text.contains(needle), "config value in logs");
+        for obj in env
+            .e
+            .h
+            .kube
+            .list("accessplane.io/v1alpha1", "connectors", None)
+            .into_iter()
+            .chain(env.e.h.kube.events(NS))
+        {
+            assert!(!obj.to_string().contains(needle), "config value in {obj}");
+        }
+    }
+}

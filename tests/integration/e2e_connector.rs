@@ -1,0 +1,93 @@
+//! End to end for `Connector` (see `e2e.rs`): the example connector and its config Secret
+//! against the fake ConductorOne, including a Secret rotation picked up by the watch.
+
+use std::time::{Duration, Instant};
+
+use accessplane::api::Connector;
+use base64::Engine as _;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
+use crate::support::fake_c1::{FakeC1, test_credentials};
+
+#[tokio::test]
+async fn e2e_c1_connector() {
+    if let Some(client) = cluster().await {
+        c1_connector(client).await;
+    }
+}
+
+#[tokio::test]
+async fn e2e_script_c1_connector() {
+    c1_connector(fake_cluster()).await;
+}
+
+async fn c1_connector(client: kube::Client) {
+    let c1 = FakeC1::start().await;
+    let (client_id, client_secret, public) = test_credentials(&c1.host());
+    c1.add_client(&client_id, public, &client_secret);
+    let app = c1.seed_app();
+    let op = Operator::start(client).await;
+    op.connect(
+        "c1-prod",
+        json!({"clientId": client_id, "clientSecret": client_secret}),
+        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
+    )
+    .await;
+    let mut secret = example("conductorone/connector-config-secret.yaml");
+    secret["stringData"] = json!({"token": "e2e-token", "orgs": "acme"});
+    op.apply::<Secret>(secret).await;
+    let mut connector = example("conductorone/connector.yaml");
+    connector["spec"]["appId"] = json!(app);
+    connector["spec"]["catalogId"] = json!("catalog-github");
+    connector["spec"]["userIds"] = json!(["u-owner"]);
+    op.apply::<Connector>(connector).await;
+    op.wait_ready::<Connector>("github").await;
+
+    let live: Vec<Value> = c1
+        .connectors(&app)
+        .into_iter()
+        .filter(|c| c["deletedAt"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["displayName"], "GitHub");
+    let id = live[0]["id"].as_str().unwrap().to_string();
+    let token = |config: Option<Value>| config.map(|c| c["configuration"]["token"].clone());
+    assert_eq!(
+        token(c1.connector_config(&id)),
+        Some(json!({"stringValue": "e2e-token"}))
+    );
+
+    // A rotated Secret reaches the connector through the Secret watch, not a resync.
+    let rotated = base64::engine::general_purpose::STANDARD.encode("e2e-token-rotated");
+    op.api::<Secret>()
+        .patch(
+            "github-connector-config",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"token": rotated}})),
+        )
+        .await
+        .unwrap();
+    let rotated_at = Instant::now();
+    wait_for("the rotated config to be sent", async || {
+        c1.config_updates() == 2
+    })
+    .await;
+    assert!(
+        rotated_at.elapsed() < Duration::from_secs(30),
+        "the resync (60 s) is not what picked it up"
+    );
+    assert_eq!(
+        token(c1.connector_config(&id)),
+        Some(json!({"stringValue": "e2e-token-rotated"}))
+    );
+
+    op.delete_and_wait::<Connector>("github").await;
+    assert!(
+        c1.connector(&id).unwrap()["deletedAt"].is_string(),
+        "deleted upstream (the operator created it)"
+    );
+    op.finish("c1-prod").await;
+}
