@@ -58,6 +58,29 @@ fn crds_in_repo_are_up_to_date() {
     }
 }
 
+/// The Helm chart ships its own copy of the CRDs (Helm installs a chart's `crds/`).
+#[test]
+fn chart_crds_match_crds() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (top, chart) = (root.join("crds"), root.join("charts/accessplane/crds"));
+    let files = |dir: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let fix = "run `cp crds/*.yaml charts/accessplane/crds/`";
+    assert_eq!(files(&top), files(&chart), "file lists differ: {fix}");
+    for file in files(&top) {
+        assert!(
+            std::fs::read(top.join(&file)).unwrap() == std::fs::read(chart.join(&file)).unwrap(),
+            "charts/accessplane/crds/{file} differs from crds/{file}: {fix}"
+        );
+    }
+}
+
 #[test]
 fn spec_has_no_schema_defaults() {
     for (file, crd) in all_crds() {

@@ -1,0 +1,77 @@
+{{/* Chart name, overridable. */}}
+{{- define "accessplane.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: release-qualified unless the release name already contains the chart name. */}}
+{{- define "accessplane.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "accessplane.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "accessplane.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "accessplane.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "accessplane.labels" -}}
+helm.sh/chart: {{ include "accessplane.chart" . }}
+{{ include "accessplane.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "accessplane.tag" . | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: accessplane
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "accessplane.tag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "accessplane.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "accessplane.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when leader election is on: explicitly, or "auto"/unset with more than one replica. */}}
+{{- define "accessplane.leaderElection" -}}
+{{- $enabled := .Values.leaderElection.enabled }}
+{{- if kindIs "bool" $enabled }}
+{{- $enabled }}
+{{- else }}
+{{- gt (int .Values.replicaCount) 1 }}
+{{- end }}
+{{- end }}
+
+{{/* Namespace of the leader-election Lease. */}}
+{{- define "accessplane.leaseNamespace" -}}
+{{- .Values.leaderElection.namespace | default .Release.Namespace }}
+{{- end }}
+
+{{/* Names of the bundled CRDs, read from the chart's crds/. */}}
+{{- define "accessplane.crdNames" -}}
+{{- range $path, $_ := .Files.Glob "crds/*.yaml" }}
+- {{ (fromYaml ($.Files.Get $path)).metadata.name }}
+{{- end }}
+{{- end }}
+
+{{/* Fails rendering on settings that would let two operators write at once. */}}
+{{- define "accessplane.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (ne (include "accessplane.leaderElection" .) "true") }}
+{{- fail "replicaCount > 1 needs leader election: set leaderElection.enabled to true or \"auto\"" }}
+{{- end }}
+{{- end }}
