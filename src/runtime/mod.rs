@@ -16,14 +16,14 @@ use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::api::{AccessProfile, AppEntitlement};
+use crate::api::{AccessProfile, AppEntitlement, McpToolset};
 use crate::connections::Connections;
 use crate::connections::controller::ConnectionContext;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
-use crate::providers::conductorone::AppEntitlementProvider;
+use crate::providers::conductorone::{AppEntitlementProvider, McpToolsetProvider};
 use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
@@ -178,6 +178,7 @@ pub async fn run_with(
         ),
         shared.managed::<AccessProfile, _>(AccessProfileProvider),
         shared.managed::<AppEntitlement, _>(AppEntitlementProvider),
+        shared.managed::<McpToolset, _>(McpToolsetProvider),
     ];
     let (runs, synced): (Vec<_>, Vec<_>) = wired.into_iter().map(|w| (w.run, w.synced)).unzip();
     tracing::info!(

@@ -1,11 +1,13 @@
-//! ConductorOne: service-principal auth and (in later modules) entitlements, connectors
-//! and MCP toolsets.
+//! ConductorOne: service-principal auth, app entitlements and MCP toolsets (connectors in
+//! a later module).
 
 pub mod api;
 mod app_entitlement;
 pub mod auth;
+mod mcp_toolset;
 
 pub use app_entitlement::AppEntitlementProvider;
+pub use mcp_toolset::McpToolsetProvider;
 
 use std::sync::Arc;
 
