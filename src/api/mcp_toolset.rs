@@ -81,6 +81,12 @@ pub struct ToolSelector {
 pub struct McpToolsetStatus {
     #[serde(flatten)]
     pub managed: ManagedStatus,
+    /// The app the toolset lives in (kept so deletion works once a referenced `Connector` is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// The connector the toolset lives under (kept for the same reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector_id: Option<String>,
     /// The app entitlement ConductorOne created for the toolset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_entitlement_id: Option<String>,

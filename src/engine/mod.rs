@@ -115,6 +115,16 @@ pub enum Written<O> {
     Accepted,
 }
 
+/// Another kind of object (same namespace) a provider's [`Provider::resolve`] reads, e.g.
+/// a `Connector` whose id a toolset needs. The runtime watches the kind and re-reconciles
+/// the objects waiting for the one that changed.
+pub struct Reference<K> {
+    /// The referenced kind.
+    pub kind: kube::core::ApiResource,
+    /// The name of the object of that kind an object refers to, if any.
+    pub name: fn(&K) -> Option<&str>,
+}
+
 /// The upstream-specific part of one kind.
 pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// The upstream object as read.
@@ -142,6 +152,11 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         _obj: &K,
     ) -> impl Future<Output = Result<Self::Inputs, EngineError>> + Send {
         async { Ok(Self::Inputs::default()) }
+    }
+
+    /// The other objects [`Self::resolve`] reads, by kind.
+    fn references(&self) -> Vec<Reference<K>> {
+        vec![]
     }
 
     /// For upstreams whose ids follow from the spec (no crash-recovery lookup needed).

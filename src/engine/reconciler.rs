@@ -452,6 +452,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         }
+        let known_id = self.known_id(obj);
+        // Nothing was ever created or adopted upstream: there is nothing to delete, so
+        // neither the Connection nor referenced resources are needed (they may be gone).
+        if known_id.is_none() && annotation(obj, CREATE_PENDING_ANNOTATION).is_none() {
+            kube_ops::remove_finalizer(api, obj).await?;
+            return Ok(Verdict::released(None));
+        }
         let upstream = self.upstream(obj).map_err(|e| {
             EngineError::Dependency(format!(
                 "{e}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
@@ -468,10 +475,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             upstream: &upstream,
             inputs: &inputs,
         };
-        let id = match self.known_id(obj) {
+        let id = match known_id {
             Some(id) => Some(id),
             // Deleted while a create was in flight: find what it may have made.
-            None if annotation(obj, CREATE_PENDING_ANNOTATION).is_some() => {
+            None => {
                 let found = self.provider.find(&cx).await?;
                 match found.len() {
                     0 => None,
@@ -483,7 +490,6 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     }
                 }
             }
-            None => None,
         };
         let Some(id) = id else {
             kube_ops::remove_finalizer(api, obj).await?;

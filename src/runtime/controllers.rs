@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, PartialObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use crate::api::Connection;
 use crate::connections::controller::{self as connection, ConnectionContext, credentials_secret};
 use crate::engine::conditions::{self, READY, reason};
-use crate::engine::{self, Engine, ManagedObject, Provider};
+use crate::engine::{self, Engine, ManagedObject, Provider, Reference};
 
 /// Resolves once, when the process is asked to stop; every controller and the server share it.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
@@ -37,6 +37,14 @@ impl Scope {
         match &self.namespace {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
+        }
+    }
+
+    /// [`Scope::api`] for a kind known only at run time.
+    pub fn dynamic_api(&self, kind: &ApiResource) -> Api<DynamicObject> {
+        match &self.namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, kind),
+            None => Api::all_with(self.client.clone(), kind),
         }
     }
 }
@@ -151,6 +159,15 @@ where
             reading(&mapper_store, secret_refs, &secret)
         });
     }
+    for reference in engine.provider.references() {
+        let mapper_store = store.clone();
+        controller = controller.watches_with(
+            scope.dynamic_api(&reference.kind),
+            reference.kind.clone(),
+            watcher::Config::default(),
+            move |referenced| waiting_for(&mapper_store, &reference, &referenced),
+        );
+    }
     let run = controller
         .run(
             engine::reconcile,
@@ -189,6 +206,26 @@ fn waiting_on<K: ManagedObject>(store: &Store<K>, conn: &Connection) -> Vec<Obje
         .iter()
         .filter(|obj| {
             obj.namespace() == conn.namespace() && obj.managed().connection_ref.name == name
+        })
+        .filter(|obj| is_waiting_for_dependency(&***obj))
+        .map(|obj| ObjectRef::from_obj(&**obj))
+        .collect()
+}
+
+/// Objects of `K` that wait for this referenced object (see [`Reference`]); like
+/// [`waiting_on`], only those, so a busy referenced object costs no upstream reads.
+fn waiting_for<K: ManagedObject>(
+    store: &Store<K>,
+    reference: &Reference<K>,
+    referenced: &DynamicObject,
+) -> Vec<ObjectRef<K>> {
+    let name = referenced.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|obj| {
+            obj.namespace() == referenced.namespace()
+                && (reference.name)(obj) == Some(name.as_str())
         })
         .filter(|obj| is_waiting_for_dependency(&***obj))
         .map(|obj| ObjectRef::from_obj(&**obj))

@@ -18,14 +18,16 @@ use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
-use crate::api::{AccessProfile, AppEntitlement, Connector, PersonaAccessControl};
+use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::connections::Connections;
 use crate::connections::controller::ConnectionContext;
 use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
-use crate::providers::conductorone::{AppEntitlementProvider, ConnectorProvider};
+use crate::providers::conductorone::{
+    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
+};
 use crate::providers::instaclustr::PersonaAccessControlProvider;
 use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
@@ -220,6 +222,7 @@ pub async fn run_with(
         shared.managed::<AccessProfile, _>(AccessProfileProvider),
         shared.managed::<AppEntitlement, _>(AppEntitlementProvider),
         shared.managed::<Connector, _>(ConnectorProvider),
+        shared.managed::<McpToolset, _>(McpToolsetProvider),
         shared.managed::<PersonaAccessControl, _>(PersonaAccessControlProvider::default()),
     ];
     let (runs, synced): (Vec<_>, Vec<_>) = wired.into_iter().map(|w| (w.run, w.synced)).unzip();

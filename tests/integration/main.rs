@@ -4,9 +4,11 @@ mod support;
 
 mod c1_app_entitlement;
 mod c1_connector;
+mod c1_mcp_toolset;
 mod connections;
 mod e2e;
 mod e2e_connector;
+mod e2e_mcp_toolset;
 mod engine_async;
 mod fake_c1_tests;
 mod fake_instaclustr_tests;

@@ -135,6 +135,15 @@ pub fn is_deleted(deleted_at: &Option<String>) -> bool {
     deleted_at.as_deref().is_some_and(|d| !d.is_empty())
 }
 
+/// A protobuf-JSON int64: a string on the wire, tolerated as a number.
+pub fn int64(value: &Value) -> Option<i64> {
+    match value {
+        Value::String(s) => s.parse().ok(),
+        Value::Number(n) => n.as_i64(),
+        _ => None,
+    }
+}
+
 /// Compares id lists as sets.
 pub fn same_set(a: &[String], b: &[String]) -> bool {
     let a: std::collections::BTreeSet<&String> = a.iter().collect();

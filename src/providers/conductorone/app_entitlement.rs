@@ -299,11 +299,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
     }
 
     fn facts(&self, _cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Map<String, Value> {
-        let grant_count = match observed.field("grantCount") {
-            Value::String(s) => s.parse::<i64>().ok(),
-            Value::Number(n) => n.as_i64(),
-            _ => None,
-        };
+        let grant_count = api::int64(observed.field("grantCount"));
         Map::from_iter([("grantCount".to_string(), json!(grant_count))])
     }
 }

@@ -1,13 +1,14 @@
-//! ConductorOne: service-principal auth, app entitlements, connectors and (in a later
-//! module) MCP toolsets.
+//! ConductorOne: service-principal auth, app entitlements, connectors and MCP toolsets.
 
 pub mod api;
 mod app_entitlement;
 pub mod auth;
 mod connector;
+mod mcp_toolset;
 
 pub use app_entitlement::AppEntitlementProvider;
 pub use connector::ConnectorProvider;
+pub use mcp_toolset::McpToolsetProvider;
 
 use std::sync::Arc;
 

@@ -1,0 +1,93 @@
+//! End to end (see `e2e.rs`): the `McpToolset` example by `connectorRef`, against the
+//! fake ConductorOne.
+
+use accessplane::api::{Connector, McpToolset};
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+
+use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
+use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
+
+#[tokio::test]
+async fn e2e_mcp_toolset() {
+    if let Some(client) = cluster().await {
+        mcp_toolset(client).await;
+    }
+}
+
+#[tokio::test]
+async fn e2e_script_mcp_toolset() {
+    mcp_toolset(fake_cluster()).await;
+}
+
+async fn mcp_toolset(client: kube::Client) {
+    let c1 = FakeC1::start().await;
+    let (client_id, secret, public) = test_credentials(&c1.host());
+    c1.add_client(&client_id, public, &secret);
+    let app = c1.seed_app();
+    let connector = c1.seed_connector(&app, "GitHub MCP");
+    let tools = ["search_issues", "get_file_contents", "add_labels"]
+        .map(|name| c1.seed_tool(&app, &connector, name, TOOL_APPROVED));
+    let op = Operator::start(client).await;
+    op.connect(
+        "c1-prod",
+        json!({"clientId": client_id, "clientSecret": secret}),
+        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
+    )
+    .await;
+
+    let mut toolset = example("conductorone/mcptoolset.yaml");
+    // The example's tool id belongs to some tenant; use one of the fake's.
+    toolset["spec"]["tools"][2] = json!({"id": tools[2]});
+    op.apply::<McpToolset>(toolset).await;
+    let toolsets = op.api::<McpToolset>();
+    wait_for("the toolset to wait for its Connector", async || {
+        let obj = serde_json::to_value(toolsets.get("github-readers").await.unwrap()).unwrap();
+        obj["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["reason"] == "WaitingForDependency")
+        })
+    })
+    .await;
+
+    // The Connector adopts the seeded connector; its id is written the way its controller
+    // would, so the script does not depend on that controller.
+    op.apply::<Connector>(
+        json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connector",
+        "metadata": {"name": "github-mcp"},
+        "spec": {"connectionRef": {"name": "c1-prod"}, "appId": app, "externalId": connector}}),
+    )
+    .await;
+    op.api::<Connector>()
+        .patch_status(
+            "github-mcp",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"id": connector}})),
+        )
+        .await
+        .unwrap();
+    op.wait_ready::<McpToolset>("github-readers").await;
+    let id = toolsets
+        .get("github-readers")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .managed
+        .id
+        .unwrap();
+    assert_eq!(c1.toolset(&id).unwrap()["displayName"], "GitHub readers");
+    let mut bound = c1.bindings(&id);
+    bound.sort();
+    let mut want = tools.to_vec();
+    want.sort();
+    assert_eq!(bound, want);
+
+    op.delete_and_wait::<McpToolset>("github-readers").await;
+    assert!(
+        c1.toolset(&id).unwrap()["deletedAt"].is_string(),
+        "deleted upstream (the operator created it)"
+    );
+    op.delete_and_wait::<Connector>("github-mcp").await;
+    op.finish("c1-prod").await;
+}
