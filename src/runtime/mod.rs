@@ -251,11 +251,16 @@ pub async fn run_with(
     };
     let (lost, elector) = match leadership {
         Some((mut is_leader, elector)) => {
+            let shutting_down = shutdown.clone();
             let lost = async move {
                 let _ = is_leader
                     .wait_for(|leader| !*leader)
                     .map(|r| r.is_ok())
                     .await;
+                if shutting_down.peek().is_some() {
+                    // Released on purpose during shutdown: not a loss.
+                    futures::future::pending::<()>().await;
+                }
             };
             (lost.boxed(), Some(elector))
         }

@@ -16,5 +16,6 @@ mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;
 mod instaclustr_persona;
+mod leader_election;
 mod runtime_tests;
 mod serval_access_profile;

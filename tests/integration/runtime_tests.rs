@@ -125,3 +125,85 @@ async fn run_creates_exactly_one_upstream_object() {
     stop.send(()).unwrap();
     operator.await.unwrap().unwrap();
 }
+
+/// Two replicas with leader election: only the leader reconciles; the standby is idle
+/// until the leader shuts down and releases the lease, then takes over.
+#[tokio::test]
+async fn only_the_leader_reconciles_and_a_standby_takes_over() {
+    let Running {
+        serval,
+        kube,
+        stop,
+        operator,
+    } = start().await;
+    eventually("the AccessProfile to be Ready", || {
+        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
+            == Some("True/Available")
+    })
+    .await;
+    // `start()` runs without election; stop it and run two electing replicas instead.
+    stop.send(()).unwrap();
+    operator.await.unwrap().unwrap();
+    serval.clear_requests();
+    let exchanges = serval.token_exchanges();
+
+    let replica = |identity: &str| {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: Some("team-a".into()),
+            concurrency: 2,
+            resync: Duration::from_secs(600),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            install_crds: false,
+            leader_election: Some(accessplane::runtime::LeaderElection {
+                namespace: "team-a".into(),
+                lease_name: "accessplane-leader".into(),
+                identity: identity.into(),
+            }),
+        };
+        let handle = tokio::spawn(run_with(
+            kube.client(),
+            config,
+            stopped.map(|_| ()).boxed().shared(),
+        ));
+        (stop, handle)
+    };
+    let (stop_a, a) = replica("replica-a");
+    eventually("replica-a to lead and verify the Connection", || {
+        serval.token_exchanges() > exchanges
+    })
+    .await;
+    let (stop_b, b) = replica("replica-b");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        serval.token_exchanges(),
+        exchanges + 1,
+        "the standby made no upstream call"
+    );
+    let holder = |kube: &FakeKube| {
+        kube.get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "team-a",
+            "accessplane-leader",
+        )
+        .unwrap()["spec"]["holderIdentity"]
+            .clone()
+    };
+    assert_eq!(holder(&kube), "replica-a");
+
+    stop_a.send(()).unwrap();
+    a.await.unwrap().unwrap();
+    eventually("replica-b to take over", || holder(&kube) == "replica-b").await;
+    eventually("replica-b to verify the Connection", || {
+        serval.token_exchanges() > exchanges + 1
+    })
+    .await;
+    stop_b.send(()).unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!(
+        serval.profiles().len(),
+        1,
+        "no duplicate from the second replica"
+    );
+}

@@ -1,0 +1,105 @@
+//! Leader election on a Lease, against the in-memory apiserver (which enforces
+//! resourceVersion conflicts like the real one).
+
+use std::time::Duration;
+
+use accessplane::runtime::leader::{LeaderElector, LeaseTiming};
+use tokio::sync::watch;
+
+use crate::support::fake_kube::FakeKube;
+
+fn timing() -> LeaseTiming {
+    LeaseTiming {
+        duration: Duration::from_secs(1),
+        renew_every: Duration::from_millis(200),
+    }
+}
+
+fn contender(kube: &FakeKube, identity: &str) -> LeaderElector {
+    LeaderElector::new(
+        kube.client(),
+        "accessplane-system",
+        "accessplane-leader",
+        identity,
+        timing(),
+    )
+}
+
+#[tokio::test]
+async fn one_of_two_contenders_wins_and_expiry_hands_over() {
+    let kube = FakeKube::new();
+    let a = contender(&kube, "replica-a");
+    let b = contender(&kube, "replica-b");
+    assert!(a.try_acquire().await.unwrap());
+    assert!(!b.try_acquire().await.unwrap(), "held by a");
+    assert!(a.try_acquire().await.unwrap(), "a renews");
+    assert!(!b.try_acquire().await.unwrap());
+
+    // a stops renewing; once the lease expires b takes it and a has lost it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(b.try_acquire().await.unwrap());
+    assert!(!a.try_acquire().await.unwrap());
+    let lease = kube
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "accessplane-system",
+            "accessplane-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+}
+
+#[tokio::test]
+async fn released_lease_is_taken_at_once() {
+    let kube = FakeKube::new();
+    let a = contender(&kube, "replica-a");
+    let b = contender(&kube, "replica-b");
+    assert!(a.try_acquire().await.unwrap());
+    a.release().await.unwrap();
+    assert!(b.try_acquire().await.unwrap(), "no need to wait for expiry");
+    // Releasing a lease one does not hold changes nothing.
+    a.release().await.unwrap();
+    assert!(b.try_acquire().await.unwrap());
+}
+
+#[tokio::test]
+async fn concurrent_contenders_never_both_lead() {
+    let kube = FakeKube::new();
+    let attempts = (0..8).map(|i| {
+        let elector = contender(&kube, &format!("replica-{i}"));
+        async move { elector.try_acquire().await.unwrap() }
+    });
+    let won = futures::future::join_all(attempts).await;
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "{won:?}");
+}
+
+#[tokio::test]
+async fn run_publishes_leadership_and_releases_on_stop() {
+    let kube = FakeKube::new();
+    let (leading_a, mut is_a) = watch::channel(false);
+    let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
+    let a = tokio::spawn(contender(&kube, "replica-a").run(leading_a, async {
+        let _ = stopped_a.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(2), is_a.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (leading_b, mut is_b) = watch::channel(false);
+    let b = tokio::spawn(contender(&kube, "replica-b").run(leading_b, std::future::pending()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!*is_b.borrow(), "standby while a renews");
+
+    stop_a.send(()).unwrap();
+    a.await.unwrap();
+    assert!(!*is_a.borrow());
+    // b takes over on its next attempt, well before the lease would have expired.
+    tokio::time::timeout(Duration::from_millis(800), is_b.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+    b.abort();
+}
