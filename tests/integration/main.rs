@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argocd_health;
 mod c1_app_entitlement;
 mod c1_connector;
 mod c1_mcp_toolset;
