@@ -5,17 +5,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use accessplane::api::{AccessProfile, AppEntitlement, PersonaAccessControl};
+use accessplane::api::{
+    AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl,
+};
 use accessplane::connections::controller::reason as conn;
 use accessplane::engine::conditions::reason;
 use accessplane::engine::{Engine, ManagedObject, Provider};
-use accessplane::providers::conductorone::AppEntitlementProvider;
+use accessplane::providers::conductorone::{
+    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
+};
 use accessplane::providers::instaclustr::PersonaAccessControlProvider;
 use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use mlua::{Lua, LuaOptions, StdLib};
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, Harness, NS, TEAM, condition};
+use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_instaclustr::FakeInstaclustr;
 
 const HEALTH_LUA: &str = include_str!("../../deploy/argocd/health.lua");
@@ -385,7 +390,10 @@ fn example(path: &str) -> Value {
 
 /// The example pointed at the harness: namespace, Connection and placeholder values.
 fn adjusted(path: &str, connection: &str, replacements: &[(&str, Value)]) -> Value {
-    let mut manifest = example(path);
+    adjusted_value(example(path), connection, replacements)
+}
+
+fn adjusted_value(mut manifest: Value, connection: &str, replacements: &[(&str, Value)]) -> Value {
     manifest["metadata"]["namespace"] = json!(NS);
     manifest["spec"]["connectionRef"]["name"] = json!(connection);
     for (field, value) in replacements {
@@ -554,4 +562,70 @@ async fn synced_instaclustr_examples_stay_in_sync() {
         let live = until_ready(&h, &engine, "personaaccesscontrols", name).await;
         assert_in_sync(&manifest, &live);
     }
+}
+
+#[tokio::test]
+async fn synced_connector_and_toolset_examples_stay_in_sync() {
+    let env = C1Env::new().await;
+    let connectors = env.h.engine(ConnectorProvider);
+    let toolsets = env.h.engine(McpToolsetProvider);
+    let app = json!(env.app);
+
+    let secret = example("examples/conductorone/connector-config-secret.yaml");
+    let secret_name = secret["metadata"]["name"].as_str().unwrap();
+    env.h
+        .put_secret(secret_name, json!({"token": "ghp-test", "orgs": "acme"}))
+        .await;
+    let connector = adjusted(
+        "examples/conductorone/connector.yaml",
+        "c1",
+        &[
+            ("appId", app.clone()),
+            ("catalogId", json!("catalog-github")),
+            ("userIds", json!(["u-owner"])),
+        ],
+    );
+    apply::<Connector>(&env.h, &connector).await;
+    let live = until_ready(&env.h, &connectors, "connectors", "github").await;
+    assert_in_sync(&connector, &live);
+
+    // The toolset example refers to the connector example by name.
+    let connector_id = live["status"]["id"].as_str().unwrap().to_string();
+    for tool in ["search_issues", "get_file_contents"] {
+        env.c1
+            .seed_tool(&env.app, &connector_id, tool, TOOL_APPROVED);
+    }
+    let by_id = env
+        .c1
+        .seed_tool(&env.app, &connector_id, "list_commits", TOOL_APPROVED);
+    let mut toolset = example("examples/conductorone/mcptoolset.yaml");
+    toolset["spec"]["tools"][2]["id"] = json!(by_id);
+    let toolset = adjusted_value(toolset, "c1", &[]);
+    apply::<McpToolset>(&env.h, &toolset).await;
+    let live = until_ready(&env.h, &toolsets, "mcptoolsets", "github-readers").await;
+    assert_in_sync(&toolset, &live);
+    let toolset_id = live["status"]["id"].as_str().unwrap().to_string();
+
+    let existing = env.c1.seed_connector(&env.app, "Okta");
+    let adopted = adjusted(
+        "examples/conductorone/connector-adopted.yaml",
+        "c1",
+        &[("appId", app.clone()), ("externalId", json!(existing))],
+    );
+    apply::<Connector>(&env.h, &adopted).await;
+    let live = until_ready(&env.h, &connectors, "connectors", "okta").await;
+    assert_in_sync(&adopted, &live);
+
+    let adopted = adjusted(
+        "examples/conductorone/mcptoolset-adopted.yaml",
+        "c1",
+        &[
+            ("appId", app),
+            ("connectorId", json!(connector_id)),
+            ("externalId", json!(toolset_id)),
+        ],
+    );
+    apply::<McpToolset>(&env.h, &adopted).await;
+    let live = until_ready(&env.h, &toolsets, "mcptoolsets", "github-triage").await;
+    assert_in_sync(&adopted, &live);
 }

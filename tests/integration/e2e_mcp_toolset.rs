@@ -2,7 +2,6 @@
 //! fake ConductorOne.
 
 use accessplane::api::{Connector, McpToolset};
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
@@ -50,22 +49,14 @@ async fn mcp_toolset(client: kube::Client) {
     })
     .await;
 
-    // The Connector adopts the seeded connector; its id is written the way its controller
-    // would, so the script does not depend on that controller.
+    // The example toolset refers to the Connector `github`: here it adopts the seeded
+    // connector, and the toolset waits until the Connector controller has its id.
     op.apply::<Connector>(
         json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connector",
-        "metadata": {"name": "github-mcp"},
+        "metadata": {"name": "github"},
         "spec": {"connectionRef": {"name": "c1-prod"}, "appId": app, "externalId": connector}}),
     )
     .await;
-    op.api::<Connector>()
-        .patch_status(
-            "github-mcp",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": {"id": connector}})),
-        )
-        .await
-        .unwrap();
     op.wait_ready::<McpToolset>("github-readers").await;
     let id = toolsets
         .get("github-readers")
@@ -88,6 +79,6 @@ async fn mcp_toolset(client: kube::Client) {
         c1.toolset(&id).unwrap()["deletedAt"].is_string(),
         "deleted upstream (the operator created it)"
     );
-    op.delete_and_wait::<Connector>("github-mcp").await;
+    op.delete_and_wait::<Connector>("github").await;
     op.finish("c1-prod").await;
 }
