@@ -82,6 +82,25 @@ fn chart_crds_match_crds() {
 }
 
 #[test]
+fn openapi_schemas_reject_bad_values_naming_the_field() {
+    let validator = jsonschema::validator_for(&schema_of("PersonaAccessControl")).unwrap();
+    let bad = object(
+        json!({"connectionRef": {"name": "ic"}, "clusterId": "c", "type": "MAYBE",
+                            "virtualServerId": "not-a-uuid", "personaRole": "it's"}),
+    );
+    let paths: Vec<String> = validator
+        .iter_errors(&bad)
+        .map(|e| e.instance_path().to_string())
+        .collect();
+    for field in ["/spec/type", "/spec/virtualServerId", "/spec/personaRole"] {
+        assert!(
+            paths.iter().any(|p| p == field),
+            "{field} not reported: {paths:?}"
+        );
+    }
+}
+
+#[test]
 fn spec_has_no_schema_defaults() {
     for (file, crd) in all_crds() {
         let text = serde_json::to_string(&crd).unwrap();
@@ -266,6 +285,14 @@ fn examples_are_valid() {
                     other => panic!("{}: unknown kind {other}", path.display()),
                 };
                 typed.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // Structural validation (types, enums, patterns, required, bounds) against the
+                // CRD's OpenAPI schema, as the apiserver does before the CEL rules.
+                let validator = jsonschema::validator_for(&schema_of(kind)).unwrap();
+                let errors: Vec<String> = validator
+                    .iter_errors(&value)
+                    .map(|e| format!("{}: {e}", e.instance_path()))
+                    .collect();
+                assert!(errors.is_empty(), "{}: {errors:?}", path.display());
                 let errs = violations(kind, &value, None);
                 assert!(errs.is_empty(), "{}: {errs:?}", path.display());
                 checked += 1;
