@@ -103,3 +103,43 @@ async fn instaclustr_basic_auth() {
     h.reconcile_connection("ic-wrong").await;
     assert_eq!(h.connection_ready("ic-wrong").1, "AuthenticationFailed");
 }
+
+#[tokio::test]
+async fn conductorone_pre_issued_access_token() {
+    let h = Harness::new().await;
+    let c1 = FakeC1::start().await;
+    let token = c1.issue_bearer_token();
+    h.put_secret("c1-token", json!({"accessToken": token}))
+        .await;
+    h.apply_connection("c1-token", json!({"conductorOne": {"serverUrl": c1.base_url(), "credentialsSecretRef": {"name": "c1-token"}}}))
+        .await;
+    h.reconcile_connection("c1-token").await;
+    assert_eq!(
+        h.connection_ready("c1-token"),
+        ("True".into(), "Verified".into())
+    );
+    assert_eq!(c1.token_exchanges(), 0, "sent as is, no exchange");
+
+    // Without serverUrl there is no client id to take the tenant host from.
+    h.apply_connection(
+        "c1-token-nohost",
+        json!({"conductorOne": {"credentialsSecretRef": {"name": "c1-token"}}}),
+    )
+    .await;
+    h.reconcile_connection("c1-token-nohost").await;
+    let obj = h
+        .kube
+        .get(
+            "accessplane.io/v1alpha1",
+            "connections",
+            NS,
+            "c1-token-nohost",
+        )
+        .unwrap();
+    let message = obj["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(h.connection_ready("c1-token-nohost").1, "InvalidSpec");
+    assert!(message.contains("spec.conductorOne.serverUrl"), "{message}");
+}
