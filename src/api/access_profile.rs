@@ -32,11 +32,11 @@ pub struct AccessProfileSpec {
     pub managed: ManagedFields,
     /// The Serval team that owns the profile. Immutable: a different team means a different profile.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.teamId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub team_id: String,
     /// Display name of the profile. Required to create; with `externalId` it may be omitted (unmanaged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::DISPLAY_NAME))]
     pub name: Option<String>,
     /// Description. Omitted = unmanaged; `""` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,11 +70,11 @@ pub struct GroupCriteria {
     pub match_type: Option<String>,
     /// Groups whose members the profile applies to (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID)))]
     pub included_group_ids: Option<Vec<String>>,
     /// Groups whose members are excluded (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID)))]
     pub excluded_group_ids: Option<Vec<String>>,
 }
 
@@ -99,7 +99,7 @@ pub struct Grants {
 #[serde(rename_all = "camelCase")]
 pub struct AppResourceRoleGrant {
     /// Serval app resource role id.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID))]
     pub app_resource_role_id: String,
 }
 
@@ -110,7 +110,7 @@ pub struct AppResourceRoleGrant {
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowGrant {
     /// Serval workflow id.
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID))]
     pub workflow_id: String,
 }
 

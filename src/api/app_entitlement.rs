@@ -35,11 +35,11 @@ pub struct AppEntitlementSpec {
     pub managed: ManagedFields,
     /// The ConductorOne app the entitlement belongs to. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.appId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub app_id: String,
     /// Display name (required to create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::DISPLAY_NAME))]
     pub display_name: Option<String>,
     /// Description; `""` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,7 +81,7 @@ pub struct AppEntitlementSpec {
     pub risk_level_value_id: Option<String>,
     /// Compliance framework attribute values (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 128)))]
     pub compliance_framework_value_ids: Option<Vec<String>>,
     /// Maximum grant duration as a protobuf duration, e.g. `28800s`. At most one of this and `durationUnset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +222,7 @@ pub struct AccountProvision {
 #[serde(rename_all = "camelCase")]
 pub struct SaveToVault {
     /// Vault ids.
+    #[schemars(length(max = 100), inner(length(min = 1, max = 128)))]
     pub vault_ids: Vec<String>,
 }
 
@@ -235,6 +236,7 @@ pub struct ManualProvision {
     pub instructions: Option<String>,
     /// Users who provision access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 128)))]
     pub user_ids: Option<Vec<String>>,
 }
 
@@ -267,6 +269,7 @@ pub struct WebhookProvision {
 #[serde(rename_all = "camelCase")]
 pub struct MultiStepProvision {
     /// Steps, each a provision policy object in ConductorOne's JSON form.
+    #[schemars(length(max = 20))]
     pub provision_steps: Vec<FreeformObject>,
 }
 

@@ -48,7 +48,7 @@ pub struct ConnectionSpec {
 pub struct ConductorOneConnection {
     /// Tenant URL, e.g. `https://acme.conductor.one`. Unset: derived from the client id's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
+    #[schemars(regex(pattern = super::BASE_URL), length(max = 2048))]
     pub server_url: Option<String>,
     /// Secret (same namespace) with `clientId` + `clientSecret`, or `accessToken`.
     pub credentials_secret_ref: LocalRef,
@@ -74,7 +74,7 @@ pub enum ConductorOneAuthMethod {
 pub struct ServalConnection {
     /// API base URL. Unset: `https://public.api.serval.com` (US); EU tenants use `https://public.eu1.serval.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
+    #[schemars(regex(pattern = super::BASE_URL), length(max = 2048))]
     pub base_url: Option<String>,
     /// Secret (same namespace) with `clientId` + `clientSecret`, or `bearerToken`.
     pub credentials_secret_ref: LocalRef,
@@ -86,7 +86,7 @@ pub struct ServalConnection {
 pub struct InstaclustrConnection {
     /// API base URL. Unset: `https://api.instaclustr.com`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"), length(max = 2048))]
+    #[schemars(regex(pattern = super::BASE_URL), length(max = 2048))]
     pub base_url: Option<String>,
     /// Secret (same namespace) with `username` + `apiKey` (a provisioning API key).
     pub credentials_secret_ref: LocalRef,

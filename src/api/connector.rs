@@ -33,16 +33,16 @@ pub struct ConnectorSpec {
     pub managed: ManagedFields,
     /// The ConductorOne app the connector belongs to. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.appId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub app_id: String,
     /// Connector catalog entry to create from (create only; immutable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.catalogId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub catalog_id: Option<String>,
     /// Display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::DISPLAY_NAME))]
     pub display_name: Option<String>,
     /// Description; `""` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,13 +50,15 @@ pub struct ConnectorSpec {
     pub description: Option<String>,
     /// Users who own the connector (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(max = 100))]
+    #[schemars(length(max = 100), inner(length(min = 1, max = 128)))]
     pub user_ids: Option<Vec<String>>,
     /// Only sync these profiles (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
     pub profile_allow_list: Option<Vec<String>>,
     /// Never sync these profiles (compared as a set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1000), inner(length(min = 1, max = 256)))]
     pub profile_ignore_list: Option<Vec<String>>,
     /// Secret (same namespace) whose keys become the connector's configuration fields.
     /// Write-only upstream: re-sent only when the Secret's content changes.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 pub struct LocalRef {
     /// Name of the referenced object in the same namespace.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::OBJECT_NAME))]
     pub name: String,
 }
 
@@ -47,7 +47,7 @@ pub struct ManagedFields {
     pub deletion_policy: Option<DeletionPolicy>,
     /// Adopt this existing upstream object instead of creating one. Immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID))]
     pub external_id: Option<String>,
 }
 

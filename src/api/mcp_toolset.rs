@@ -39,16 +39,16 @@ pub struct McpToolsetSpec {
     /// ConductorOne app id (with `connectorId`, instead of `connectorRef`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.appId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub app_id: Option<String>,
     /// ConductorOne connector id (with `appId`, instead of `connectorRef`). Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.connectorId is immutable"))]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub connector_id: Option<String>,
     /// Display name (required to create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 1024))]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = super::DISPLAY_NAME))]
     pub display_name: Option<String>,
     /// Description; `""` clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -67,11 +67,11 @@ pub struct McpToolsetSpec {
 pub struct ToolSelector {
     /// ConductorOne MCP tool id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub id: Option<String>,
     /// Native MCP tool name, resolved through the connector's tool list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID))]
     pub tool_name: Option<String>,
 }
 

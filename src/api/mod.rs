@@ -25,6 +25,24 @@ pub const GROUP: &str = "accessplane.io";
 pub(crate) const EXTERNAL_ID_IMMUTABLE: &str =
     "!has(oldSelf.externalId) || (has(self.externalId) && self.externalId == oldSelf.externalId)";
 
+/// OpenAPI `pattern`: a Kubernetes object name (RFC 1123 DNS subdomain), as the
+/// apiserver requires of the referenced object's `metadata.name`.
+pub(crate) const OBJECT_NAME: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// OpenAPI `pattern`: an opaque upstream id (no whitespace, no control characters).
+pub(crate) const OPAQUE_ID: &str = r"^[^\p{Z}\p{Cc}]+$";
+
+/// OpenAPI `pattern`: a display name (no control characters, not blank).
+pub(crate) const DISPLAY_NAME: &str = r"^[^\p{Cc}]*[^\p{Z}\p{Cc}][^\p{Cc}]*$";
+
+/// OpenAPI `pattern`: a uuid (any case).
+pub(crate) const UUID: &str =
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// OpenAPI `pattern`: an http(s) base URL without credentials, query or fragment.
+pub(crate) const BASE_URL: &str = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$";
+
 /// Every CRD of the group with the file name it is committed under in `crds/`.
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
@@ -45,6 +63,9 @@ pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {
 
 #[cfg(test)]
 mod schema_tests;
+
+#[cfg(test)]
+mod bad_input_tests;
 
 crate::managed_object!(
     AccessProfile,

@@ -6,6 +6,10 @@ use serde::{Deserialize, Serialize};
 
 use super::envelope::{ManagedFields, ManagedStatus};
 
+/// Instaclustr's `[^"'\\]+`, minus control characters and leading/trailing whitespace
+/// (a blank or padded role cannot match a persona and is awkward in the composite id).
+const PERSONA_ROLE: &str = r#"^[^"'\\\p{Cc}\p{Z}]([^"'\\\p{Cc}]*[^"'\\\p{Cc}\p{Z}])?$"#;
+
 /// Which tools of an MCP Gateway virtual server a persona role may use.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -28,17 +32,16 @@ pub struct PersonaAccessControlSpec {
     #[serde(flatten)]
     pub managed: ManagedFields,
     /// The MCP Gateway cluster.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
     pub cluster_id: String,
     /// The virtual server (uuid). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.virtualServerId is immutable"))]
-    #[schemars(regex(
-        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-    ))]
+    #[schemars(regex(pattern = super::UUID))]
     pub virtual_server_id: String,
-    /// The persona role (no quotes or backslashes). Immutable.
+    /// The persona role: no quotes, backslashes or control characters, and no leading or
+    /// trailing whitespace (so never blank). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.personaRole is immutable"))]
-    #[schemars(regex(pattern = r#"^[^"'\\]+$"#), length(min = 1, max = 256))]
+    #[schemars(regex(pattern = PERSONA_ROLE), length(min = 1, max = 256))]
     pub persona_role: String,
     /// `ALLOWLIST`: only `tools` are allowed; `DENYLIST`: everything but `tools`.
     #[serde(rename = "type")]
@@ -47,9 +50,7 @@ pub struct PersonaAccessControlSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(max = 1000),
-        inner(regex(
-            pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-        ))
+        inner(regex(pattern = super::UUID))
     )]
     pub tools: Option<Vec<String>>,
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::all_crds;
 
-fn schema_of(kind: &str) -> Value {
+pub(super) fn schema_of(kind: &str) -> Value {
     let (_, crd) = all_crds()
         .into_iter()
         .find(|(_, c)| c.spec.names.kind == kind)
