@@ -27,12 +27,27 @@ pub enum EngineError {
     /// A create may have happened but the object cannot be identified.
     #[error("{0}")]
     CreateAmbiguous(String),
+    /// The upstream failed to delete the object in a way retrying will not fix (refused,
+    /// credentials rejected); the message adds how to release the resource.
+    #[error("cannot delete the upstream object: {source}; {hint}")]
+    Delete {
+        source: UpstreamError,
+        hint: &'static str,
+    },
     /// The operator refuses the operation for safety (e.g. deleting a team-default profile).
     #[error("{0}")]
     Refused(String),
 }
 
 impl EngineError {
+    /// The upstream error behind this one, if any.
+    pub fn upstream(&self) -> Option<&UpstreamError> {
+        match self {
+            Self::Upstream(e) | Self::Delete { source: e, .. } => Some(e),
+            _ => None,
+        }
+    }
+
     pub fn kube(context: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { context, source }
     }
@@ -42,7 +57,11 @@ impl EngineError {
         match self {
             Self::CreateAmbiguous(_) => reason::CREATE_AMBIGUOUS,
             Self::Refused(_) => reason::TERMINAL_ERROR,
-            Self::Upstream(e) if e.class() == ErrorClass::Terminal => reason::TERMINAL_ERROR,
+            Self::Upstream(e) | Self::Delete { source: e, .. }
+                if e.class() == ErrorClass::Terminal =>
+            {
+                reason::TERMINAL_ERROR
+            }
             _ => reason::RECONCILE_ERROR,
         }
     }
@@ -59,7 +78,7 @@ impl EngineError {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Kube { .. } => "kube",
-            Self::Upstream(e) => match e.class() {
+            Self::Upstream(e) | Self::Delete { source: e, .. } => match e.class() {
                 ErrorClass::Retryable => "upstream_retryable",
                 ErrorClass::Terminal => "upstream_terminal",
                 ErrorClass::NotFound => "upstream_not_found",

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::api::envelope::{DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite};
 use crate::connections::Connections;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{ErrorClass, UpstreamClient};
 
 /// Everything a kind's controller needs; one per kind.
 pub struct Engine<K: ManagedObject, P: Provider<K>> {
@@ -46,7 +46,9 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
 struct Failure {
     retryable: u32,
     /// A terminal error at this generation: do not call the upstream again before `until`.
-    terminal: Option<(i64, Timestamp)>,
+    /// The flag says whether it happened while deleting: a hold from before the deletion
+    /// must not delay it (deleting may need no upstream call at all), and vice versa.
+    terminal: Option<(i64, bool, Timestamp)>,
 }
 
 /// The outcome of one pass, before it is written to status.
@@ -143,6 +145,15 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if obj.meta().deletion_timestamp.is_some() {
             if !has_finalizer(obj) {
                 return Ok(Action::await_change());
+            }
+            if effective_deletion_policy(obj) == DeletionPolicy::Delete
+                && let Some(wait) = self.terminal_hold(obj)
+            {
+                tracing::debug!(
+                    ?wait,
+                    "the upstream refused the deletion at this generation; not calling it yet"
+                );
+                return Ok(Action::requeue(wait));
             }
             return self.finish(&api, obj, self.finalize(&api, obj).await).await;
         }
@@ -392,6 +403,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         cx: &Cx<'_, K, P::Inputs>,
     ) -> Result<Verdict, EngineError> {
         let now = self.clock.now();
+        // Gate first: a create that waits for a dependency has not been attempted.
+        self.provider.write_gate(cx).await?;
         let obj = &kube_ops::set_annotations(
             api,
             obj,
@@ -404,10 +417,24 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             inputs: cx.inputs,
         };
         let generation = obj.meta().generation.unwrap_or_default();
-        self.provider.write_gate(&cx).await?;
         let created = self.provider.create(&cx).await;
         self.wrote(&cx);
-        match created? {
+        let created = match created {
+            // Refused outright (400/403/422): nothing was made, so no create is in doubt
+            // and deleting the resource needs no upstream lookup. Only terminal refusals:
+            // clearing the mark re-triggers a reconcile, which the terminal hold absorbs.
+            Err(e) if refused_before_applying(&e) => {
+                kube_ops::set_annotations(
+                    api,
+                    obj,
+                    BTreeMap::from([(CREATE_PENDING_ANNOTATION, None)]),
+                )
+                .await?;
+                return Err(e.into());
+            }
+            other => other?,
+        };
+        match created {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
                 self.record_id(api, obj, &id, false).await?;
@@ -452,24 +479,46 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         }
-        let known_id = self.known_id(obj);
+        let pending_create = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+        // A deterministic id says where the object would be, not that it was ever made.
+        let known_id = self.recorded_id(obj).or_else(|| {
+            pending_create
+                .then(|| self.provider.deterministic_id(obj))
+                .flatten()
+        });
         // Nothing was ever created or adopted upstream: there is nothing to delete, so
         // neither the Connection nor referenced resources are needed (they may be gone).
-        if known_id.is_none() && annotation(obj, CREATE_PENDING_ANNOTATION).is_none() {
+        if known_id.is_none() && !pending_create {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         }
-        let upstream = self.upstream(obj).map_err(|e| {
-            EngineError::Dependency(format!(
-                "{e}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
-            ))
-        })?;
-        let inputs = self.provider.resolve(&self.kube, obj).await.map_err(|e| match e {
-            EngineError::Dependency(message) => EngineError::Dependency(format!(
-                "{message}; the upstream object cannot be deleted without it (set spec.deletionPolicy: Orphan to release the resource)"
-            )),
-            other => other,
-        })?;
+        self.delete_upstream(api, obj, known_id)
+            .await
+            .map_err(|e| match e {
+                EngineError::Dependency(message) => EngineError::Dependency(format!(
+                    "cannot delete the upstream object: {message}; {ORPHAN_HINT}"
+                )),
+                // Refusals (400/403/422) and rejected credentials do not go away by
+                // retrying: say how to release the resource.
+                EngineError::Upstream(source) if source.class() != ErrorClass::Retryable => {
+                    EngineError::Delete {
+                        source,
+                        hint: ORPHAN_HINT,
+                    }
+                }
+                other => other,
+            })
+    }
+
+    /// Deletes the upstream object (`known_id`, or what an interrupted create made).
+    async fn delete_upstream(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        known_id: Option<String>,
+    ) -> Result<Verdict, EngineError> {
+        let upstream = self.upstream(obj)?;
+        let inputs = self.provider.resolve(&self.kube, obj).await?;
         let cx = Cx {
             obj,
             upstream: &upstream,
@@ -485,7 +534,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     1 => Some(self.provider.id_of(&found[0])),
                     n => {
                         return Err(EngineError::CreateAmbiguous(format!(
-                            "{n} upstream objects match this resource; delete them upstream or set spec.deletionPolicy: Orphan"
+                            "{n} upstream objects match this resource; delete them upstream or {ORPHAN_HINT}"
                         )));
                     }
                 }
@@ -506,9 +555,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             ));
         };
         if let Some(why) = self.provider.refuse_delete(&observed) {
-            return Err(EngineError::Refused(format!(
-                "{why}; set spec.deletionPolicy: Orphan to release the resource"
-            )));
+            return Err(EngineError::Refused(format!("{why}; {ORPHAN_HINT}")));
         }
         let now = self.clock.now();
         if let Some(pending) = self.pending_within_grace(obj, "Delete", now) {
@@ -719,12 +766,17 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// The upstream id this resource points at, if known.
     fn known_id(&self, obj: &K) -> Option<String> {
+        self.recorded_id(obj)
+            .or_else(|| self.provider.deterministic_id(obj))
+    }
+
+    /// The id of an upstream object this resource was given, adopted or created.
+    fn recorded_id(&self, obj: &K) -> Option<String> {
         obj.managed()
             .external_id
             .clone()
             .or_else(|| annotation(obj, EXTERNAL_ID_ANNOTATION).map(str::to_string))
             .or_else(|| obj.managed_status().and_then(|s| s.id.clone()))
-            .or_else(|| self.provider.deterministic_id(obj))
     }
 
     /// Records the id of an object the operator created (or, when `adopted`, found).
@@ -812,10 +864,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             return self.hold_terminal(obj, now);
         }
         let backoff = self.timing.error_backoff(self.bump_failures(obj));
-        let asked = match error {
-            EngineError::Upstream(e) => e.retry_after().unwrap_or_default(),
-            _ => Duration::ZERO,
-        };
+        let asked = error
+            .upstream()
+            .and_then(|e| e.retry_after())
+            .unwrap_or_default();
         backoff.max(asked)
     }
 
@@ -828,7 +880,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .unwrap()
             .entry(Self::uid(obj))
             .or_default()
-            .terminal = Some((generation, until));
+            .terminal = Some((generation, deleting(obj), until));
         self.timing.terminal_retry
     }
 
@@ -836,11 +888,27 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     fn terminal_hold(&self, obj: &K) -> Option<Duration> {
         let generation = obj.meta().generation.unwrap_or_default();
         let failures = self.failures.lock().unwrap();
-        let (at, until) = failures.get(&Self::uid(obj))?.terminal?;
+        let (at, while_deleting, until) = failures.get(&Self::uid(obj))?.terminal?;
         let now = self.clock.now();
-        (at == generation && now < until).then(|| elapsed(now, until))
+        (at == generation && while_deleting == deleting(obj) && now < until)
+            .then(|| elapsed(now, until))
     }
 }
+
+/// An upstream answer (4xx other than 408/409/429) proving the write was not applied.
+fn refused_before_applying(e: &crate::upstream::UpstreamError) -> bool {
+    e.class() == ErrorClass::Terminal
+        && !e.may_have_applied()
+        && e.status()
+            .is_some_and(|s| (400..500).contains(&s) && s != 409)
+}
+
+fn deleting<K: ManagedObject>(obj: &K) -> bool {
+    obj.meta().deletion_timestamp.is_some()
+}
+
+/// How to get out of a deletion that cannot complete.
+const ORPHAN_HINT: &str = "set spec.deletionPolicy: Orphan to remove the finalizer and leave the upstream object as it is";
 
 fn pending_wait(pending: &PendingWrite, now: Timestamp) -> Duration {
     pending

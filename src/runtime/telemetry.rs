@@ -53,7 +53,7 @@ pub fn init(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
 
 /// JSON lines carrying the fields of every enclosing span: a line logged inside an
 /// upstream call still names the object (namespace/name) of the reconcile around it.
-fn json_layer<S, W>(writer: W) -> impl Layer<S>
+pub fn json_layer<S, W>(writer: W) -> impl Layer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,

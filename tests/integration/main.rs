@@ -19,4 +19,6 @@ mod harness;
 mod instaclustr_persona;
 mod leader_election;
 mod runtime_tests;
+mod secret_leaks;
 mod serval_access_profile;
+mod stuck_deletion;

@@ -177,6 +177,15 @@ impl FakeKube {
         Some(obj)
     }
 
+    /// Every stored object of every resource, as (apiVersion, plural, object).
+    pub fn all_objects(&self) -> Vec<(String, String, Value)> {
+        self.lock()
+            .objects
+            .iter()
+            .map(|(k, v)| (k.api_version.clone(), k.plural.clone(), v.clone()))
+            .collect()
+    }
+
     /// Every request received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.lock().requests.clone()
