@@ -351,6 +351,8 @@ async fn config_values_never_reach_logs_status_or_events() {
         .with_writer(logs.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads (no subscriber) may have cached call sites as uninteresting.
+    tracing::callsite::rebuild_interest_cache();
 
     let env = created("github").await;
     env.put_config(ROTATED_TOKEN).await;

@@ -462,6 +462,8 @@ async fn credentials_never_reach_logs_status_or_events() {
         .with_writer(logs.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads (no subscriber) may have cached call sites as uninteresting.
+    tracing::callsite::rebuild_interest_cache();
 
     let h = Harness::new().await;
     h.apply_profile("oncall", spec()).await;
