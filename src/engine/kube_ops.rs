@@ -102,6 +102,26 @@ pub async fn set_annotations<K: Object>(
     .map_err(EngineError::kube("writing annotations"))
 }
 
+/// Sets annotations only if the object is still at `obj`'s resourceVersion (409 otherwise):
+/// a decision taken on a stale cached copy must not be acted upon.
+pub async fn set_annotations_if_unchanged<K: Object>(
+    api: &Api<K>,
+    obj: &K,
+    changes: BTreeMap<&str, Option<String>>,
+) -> Result<K, EngineError> {
+    let patch = json!({"metadata": {
+        "resourceVersion": obj.resource_version(),
+        "annotations": changes,
+    }});
+    api.patch(
+        &obj.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(patch),
+    )
+    .await
+    .map_err(EngineError::kube("writing annotations"))
+}
+
 /// Writes `status` when it differs from the object's current status; returns whether it wrote.
 pub async fn write_status<K: Object>(
     api: &Api<K>,

@@ -191,8 +191,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if let Some(id) = &known_id {
             observed = self.observe(&cx, id).await?;
             if observed.is_none() {
-                if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
-                    let waited = pending_wait(pending, now);
+                // An accepted create is remembered in status and, because that status
+                // write may fail or the cache may not show it yet, in the annotations.
+                let pending = self
+                    .pending_within_grace(obj, "Create", now)
+                    .cloned()
+                    .or_else(|| self.accepted_create(obj, id, now));
+                if let Some(pending) = pending {
+                    let waited = pending_wait(&pending, now);
                     let mut v = Verdict::new(
                         ConditionValue::new(
                             false,
@@ -202,7 +208,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         self.timing.pending_poll(waited),
                     );
                     v.id = Some(id.clone());
-                    v.pending = Some(pending.clone());
+                    v.pending = Some(pending);
                     return Ok(v);
                 }
                 if managed.external_id.is_some() || observe_only {
@@ -268,12 +274,15 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
         };
         let id = self.provider.id_of(&observed);
-        if !recorded_adoption
-            && !observe_only
-            && known_id.is_some()
-            && self.provider.deterministic_id(obj).is_some()
-        {
-            self.note_deterministic_owner(api, obj, &id).await?;
+        if !recorded_adoption && !observe_only && known_id.is_some() {
+            if self.provider.deterministic_id(obj).is_some() {
+                self.note_deterministic_owner(api, obj, &id).await?;
+            } else if annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id.as_str())
+                && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
+            {
+                // An accepted create became visible: it is no longer pending.
+                self.record_id(api, obj, &id, false).await?;
+            }
         }
         self.compare(&cx, obj, observed, observe_only, now).await
     }
@@ -405,7 +414,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let now = self.clock.now();
         // Gate first: a create that waits for a dependency has not been attempted.
         self.provider.write_gate(cx).await?;
-        let obj = &kube_ops::set_annotations(
+        // Guarded by the resourceVersion: the decision to create must not rest on a stale
+        // cached copy (one that does not show an earlier create's id yet).
+        let obj = &kube_ops::set_annotations_if_unchanged(
             api,
             obj,
             BTreeMap::from([(CREATE_PENDING_ANNOTATION, Some(now.to_string()))]),
@@ -449,7 +460,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 self.compare(&cx, obj, created, false, now).await
             }
             Created::Accepted { id } => {
-                self.record_id(api, obj, &id, false).await?;
+                // Keep create-pending (the request time) next to the id until the object
+                // is visible: a retried or stale reconcile then waits instead of re-sending.
+                kube_ops::set_annotations(
+                    api,
+                    obj,
+                    BTreeMap::from([(EXTERNAL_ID_ANNOTATION, Some(id.clone()))]),
+                )
+                .await?;
                 let mut v = Verdict::new(
                     ConditionValue::new(
                         false,
@@ -805,10 +823,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         obj: &K,
         id: &str,
     ) -> Result<(), EngineError> {
-        if annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id) {
+        let recorded = annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id);
+        let pending = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+        if recorded && !pending {
             return Ok(());
         }
-        let ours = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+        // Ours when we recorded it (an accepted create now visible) or were creating it.
+        let ours = recorded || pending;
         self.record_id(api, obj, id, !ours).await?;
         if !ours {
             self.publish(
@@ -820,6 +841,20 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .await;
         }
         Ok(())
+    }
+
+    /// A create the upstream accepted as `id` (external-id annotation) whose
+    /// create-pending mark, written just before it was sent, is still within the grace period.
+    fn accepted_create(&self, obj: &K, id: &str, now: Timestamp) -> Option<PendingWrite> {
+        if annotation(obj, EXTERNAL_ID_ANNOTATION) != Some(id) {
+            return None;
+        }
+        let requested: Timestamp = annotation(obj, CREATE_PENDING_ANNOTATION)?.parse().ok()?;
+        (elapsed(requested, now) < self.timing.pending_grace).then(|| PendingWrite {
+            operation: "Create".into(),
+            generation: obj.meta().generation.unwrap_or_default(),
+            requested_at: requested.to_string(),
+        })
     }
 
     fn pending_within_grace<'a>(

@@ -17,6 +17,7 @@ mod fake_kube_tests;
 mod fake_serval_tests;
 mod harness;
 mod instaclustr_persona;
+mod kube_faults;
 mod leader_election;
 mod runtime_tests;
 mod secret_leaks;

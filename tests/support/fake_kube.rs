@@ -216,9 +216,72 @@ impl FakeKube {
         self.lock().faults.push(Fault {
             method: method.to_ascii_uppercase(),
             path_contains: path_contains.to_string(),
+            body_contains: None,
             status,
             remaining: times,
         });
+    }
+
+    /// Like [`FakeKube::fail_next`], only for requests whose (compact JSON) body also
+    /// contains `body_contains`, e.g. one annotation's key in a metadata patch.
+    pub fn fail_next_with_body(
+        &self,
+        method: &str,
+        path_contains: &str,
+        body_contains: &str,
+        status: u16,
+        times: usize,
+    ) {
+        self.lock().faults.push(Fault {
+            method: method.to_ascii_uppercase(),
+            path_contains: path_contains.to_string(),
+            body_contains: Some(body_contains.to_string()),
+            status,
+            remaining: times,
+        });
+    }
+
+    /// Drops every fault not yet consumed.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Applies a merge patch (like `kubectl patch --type merge`) directly: bypasses fault
+    /// injection and the request log, but otherwise behaves like a PATCH (generation bump
+    /// on spec changes, resourceVersion, watch event).
+    pub fn merge_patch(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+        patch: Value,
+    ) -> Result<Value, String> {
+        let route = Route::parse(&resource_path(api_version, plural, namespace, name))
+            .expect("valid route");
+        self.lock()
+            .patch(
+                &route,
+                name,
+                Some("application/merge-patch+json"),
+                patch,
+                false,
+            )
+            .map_err(|e| format!("{} {}", e.code, e.message))
+    }
+
+    /// Deletes like `kubectl delete` (graceful: objects with finalizers are only marked),
+    /// bypassing fault injection and the request log.
+    pub fn delete_object(
+        &self,
+        api_version: &str,
+        plural: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Value, String> {
+        self.lock()
+            .delete(&Key::new(api_version, plural, namespace, name), false, None)
+            .map_err(|e| format!("{} {}", e.code, e.message))
     }
 
     /// Enable/disable status-subresource semantics for an API group
@@ -264,7 +327,8 @@ impl FakeKube {
             content_type: content_type.clone(),
             body: body.clone(),
         });
-        if let Some(code) = st.take_fault(parts.method.as_str(), &path) {
+        let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
+        if let Some(code) = st.take_fault(parts.method.as_str(), &path, &body_text) {
             return error_response(ApiError::from_code(code, "injected failure"));
         }
         let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
@@ -334,6 +398,7 @@ impl Key {
 struct Fault {
     method: String,
     path_contains: String,
+    body_contains: Option<String>,
     status: u16,
     remaining: usize,
 }
@@ -773,11 +838,12 @@ impl State {
         self.history.push(change);
     }
 
-    fn take_fault(&mut self, method: &str, path: &str) -> Option<u16> {
+    fn take_fault(&mut self, method: &str, path: &str, body: &str) -> Option<u16> {
         let fault = self.faults.iter_mut().find(|f| {
             f.remaining > 0
                 && (f.method == "*" || f.method == method)
                 && path.contains(&f.path_contains)
+                && f.body_contains.as_ref().is_none_or(|b| body.contains(b))
         })?;
         fault.remaining -= 1;
         let status = fault.status;
@@ -823,6 +889,20 @@ impl State {
 
 // ---------------------------------------------------------------------------------------
 // Routing
+
+/// The URL path of a (namespaced when `namespace` is not empty) object.
+fn resource_path(api_version: &str, plural: &str, namespace: &str, name: &str) -> String {
+    let prefix = if api_version.contains('/') {
+        format!("/apis/{api_version}")
+    } else {
+        format!("/api/{api_version}")
+    };
+    if namespace.is_empty() {
+        format!("{prefix}/{plural}/{name}")
+    } else {
+        format!("{prefix}/namespaces/{namespace}/{plural}/{name}")
+    }
+}
 
 /// A parsed resource URL.
 #[derive(Debug)]

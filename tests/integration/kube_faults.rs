@@ -1,0 +1,537 @@
+//! Kubernetes API faults under the whole operator (`run_with` against the fake API
+//! server, fake Serval and fake Instaclustr): watch streams dropping, 409 conflicts on
+//! status and metadata writes, 429/500 answers. The operator must recover without a
+//! restart, converge every object to its spec and never create an upstream object twice.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use accessplane::runtime::{RunConfig, RuntimeError, run_with};
+use futures::FutureExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
+use crate::support::fake_kube::FakeKube;
+use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+
+const API: &str = "accessplane.io/v1alpha1";
+const NS: &str = "faults";
+const APS: &str = "accessprofiles";
+const PACS: &str = "personaaccesscontrols";
+const CLUSTER: &str = "gw-1";
+const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+const TOOL_A: &str = "7a1f0000-0000-4000-8000-000000000001";
+const TOOL_B: &str = "7a200000-0000-4000-8000-000000000002";
+/// Bounded waits are generous: retries back off from 5 s (engine) and 0.8 s (watches).
+const CONVERGE: Duration = Duration::from_secs(120);
+
+struct Env {
+    kube: FakeKube,
+    serval: FakeServal,
+    ic: FakeInstaclustr,
+    stop: Option<oneshot::Sender<()>>,
+    operator: Option<JoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl Env {
+    /// Fakes, credentials and both Connections; the operator is not running yet.
+    async fn new() -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let serval = FakeServal::start().await;
+        serval.add_client("operator", "s3cret");
+        let ic = FakeInstaclustr::start().await;
+        ic.add_account("ops", "key");
+        ic.add_virtual_server(CLUSTER, VS);
+        let kube = FakeKube::new();
+        kube.put_object(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "serval-creds", "namespace": NS},
+            "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
+        }));
+        kube.put_object(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "ic-creds", "namespace": NS},
+            "data": {"username": "b3Bz", "apiKey": "a2V5"},
+        }));
+        kube.put_object(json!({
+            "apiVersion": API, "kind": "Connection",
+            "metadata": {"name": "serval", "namespace": NS},
+            "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
+        }));
+        kube.put_object(json!({
+            "apiVersion": API, "kind": "Connection",
+            "metadata": {"name": "ic", "namespace": NS},
+            "spec": {"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic-creds"}}},
+        }));
+        Self {
+            kube,
+            serval,
+            ic,
+            stop: None,
+            operator: None,
+        }
+    }
+
+    fn run(&mut self) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: Some(NS.into()),
+            concurrency: 2,
+            resync: Duration::from_secs(600),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            install_crds: false,
+            leader_election: None,
+        };
+        let shutdown = stopped.map(|_| ()).boxed().shared();
+        self.operator = Some(tokio::spawn(run_with(self.kube.client(), config, shutdown)));
+        self.stop = Some(stop);
+    }
+
+    /// The operator is still the same, running process (no crash, no restart).
+    fn assert_running(&self) {
+        let operator = self.operator.as_ref().expect("operator started");
+        assert!(!operator.is_finished(), "the operator stopped");
+    }
+
+    async fn shutdown(mut self) {
+        self.assert_running();
+        self.kube.clear_faults();
+        self.stop.take().unwrap().send(()).unwrap();
+        let operator = self.operator.take().unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(40), operator).await;
+        result.expect("graceful shutdown").unwrap().unwrap();
+    }
+
+    /// An AccessProfile as a user would `kubectl apply` it (generation 1, no finalizer).
+    fn apply_ap(&self, name: &str, description: &str) {
+        self.kube.put_object(json!({
+            "apiVersion": API, "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": NS, "generation": 1},
+            "spec": {"connectionRef": {"name": "serval"}, "teamId": "team-1", "name": display(name), "description": description},
+        }));
+    }
+
+    fn apply_persona(&self, name: &str, role: &str) {
+        self.kube.put_object(json!({
+            "apiVersion": API, "kind": "PersonaAccessControl",
+            "metadata": {"name": name, "namespace": NS, "generation": 1},
+            "spec": {"connectionRef": {"name": "ic"}, "clusterId": CLUSTER, "virtualServerId": VS,
+                     "personaRole": role, "type": "ALLOWLIST", "tools": [TOOL_A]},
+        }));
+    }
+
+    /// `kubectl patch --type merge` of the spec (atomic; not subject to injected faults).
+    fn edit_spec(&self, plural: &str, name: &str, spec: Value) {
+        self.kube
+            .merge_patch(API, plural, NS, name, json!({"spec": spec}))
+            .unwrap();
+    }
+
+    /// `kubectl delete` (the finalizer keeps the object until the operator lets go).
+    fn delete(&self, plural: &str, name: &str) {
+        self.kube.delete_object(API, plural, NS, name).unwrap();
+    }
+
+    fn get(&self, plural: &str, name: &str) -> Option<Value> {
+        self.kube.get(API, plural, NS, name)
+    }
+
+    /// Upstream profiles named like this resource.
+    fn upstream_aps(&self, name: &str) -> Vec<Value> {
+        self.serval
+            .profiles()
+            .into_iter()
+            .filter(|p| p["name"] == display(name))
+            .collect()
+    }
+
+    /// Create requests Serval received for this resource, whatever their outcome.
+    fn ap_creates(&self, name: &str) -> usize {
+        self.serval
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == PROFILES_PATH)
+            .filter(|r| r.body.as_ref().is_some_and(|b| b["name"] == display(name)))
+            .count()
+    }
+
+    /// Create requests the gateway received for this persona role, whatever their outcome.
+    fn persona_creates(&self, role: &str) -> usize {
+        self.ic
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == CONTROLS_PATH)
+            .filter(|r| r.body.as_ref().is_some_and(|b| b["personaRole"] == role))
+            .count()
+    }
+
+    /// The resource is Ready and Synced at its current generation, its status and
+    /// annotations name exactly one upstream object, and that object matches the spec.
+    fn ap_converged(&self, name: &str) -> Result<(), String> {
+        let obj = self.get(APS, name).ok_or("no such object")?;
+        converged_status(&obj)?;
+        let upstream = self.upstream_aps(name);
+        let [profile] = upstream.as_slice() else {
+            return Err(format!("{} upstream profiles", upstream.len()));
+        };
+        if obj["status"]["id"] != profile["id"] {
+            return Err(format!(
+                "status.id {} ≠ {}",
+                obj["status"]["id"], profile["id"]
+            ));
+        }
+        if obj["spec"]["description"] != profile["description"] {
+            return Err(format!(
+                "upstream description {} ≠ spec {}",
+                profile["description"], obj["spec"]["description"]
+            ));
+        }
+        Ok(())
+    }
+
+    fn persona_converged(&self, name: &str) -> Result<(), String> {
+        let obj = self.get(PACS, name).ok_or("no such object")?;
+        converged_status(&obj)?;
+        let role = obj["spec"]["personaRole"].clone();
+        let controls: Vec<Value> = self
+            .ic
+            .controls(CLUSTER)
+            .into_iter()
+            .filter(|c| c["personaRole"] == role)
+            .collect();
+        let [control] = controls.as_slice() else {
+            return Err(format!("{} upstream controls", controls.len()));
+        };
+        if obj["status"]["id"] != control["id"] {
+            return Err(format!(
+                "status.id {} ≠ {}",
+                obj["status"]["id"], control["id"]
+            ));
+        }
+        if as_set(&control["tools"]) != as_set(&obj["spec"]["tools"]) {
+            return Err(format!(
+                "upstream tools {} ≠ spec {}",
+                control["tools"], obj["spec"]["tools"]
+            ));
+        }
+        Ok(())
+    }
+
+    /// Gone from Kubernetes and upstream.
+    fn ap_deleted(&self, name: &str) -> Result<(), String> {
+        if self.get(APS, name).is_some() {
+            return Err("still in Kubernetes".into());
+        }
+        if !self.upstream_aps(name).is_empty() {
+            return Err("still upstream".into());
+        }
+        Ok(())
+    }
+
+    async fn wait(&self, what: &str, check: impl Fn(&Self) -> Result<(), String>) {
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        loop {
+            let result = check(self);
+            match result {
+                Ok(()) => return,
+                Err(why) if tokio::time::Instant::now() >= deadline => {
+                    panic!("timed out waiting for {what}: {why}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn wait_aps(&self, names: &[&str]) {
+        for name in names {
+            self.wait(&format!("AccessProfile {name} to converge"), |env| {
+                env.ap_converged(name)
+            })
+            .await;
+        }
+    }
+
+    /// Exactly one upstream create request per resource, over the whole test.
+    fn assert_one_create_each(&self, aps: &[&str]) {
+        for name in aps {
+            assert_eq!(self.ap_creates(name), 1, "creates of AccessProfile {name}");
+        }
+    }
+}
+
+fn display(name: &str) -> String {
+    format!("Profile {name}")
+}
+
+fn as_set(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+fn condition(obj: &Value, kind: &str) -> Option<(String, String)> {
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?;
+    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
+}
+
+/// Ready=True/Available and Synced=True at the current generation, the id recorded in
+/// status and annotation, no create left pending.
+fn converged_status(obj: &Value) -> Result<(), String> {
+    let ready = condition(obj, "Ready");
+    if ready != Some(("True".into(), "Available".into())) {
+        return Err(format!("Ready is {ready:?}"));
+    }
+    let synced = condition(obj, "Synced");
+    if synced.as_ref().map(|s| s.0.as_str()) != Some("True") {
+        return Err(format!("Synced is {synced:?}"));
+    }
+    let generation = &obj["metadata"]["generation"];
+    if obj["status"]["observedGeneration"] != *generation {
+        return Err(format!(
+            "observedGeneration {} ≠ generation {generation}",
+            obj["status"]["observedGeneration"]
+        ));
+    }
+    let annotations = &obj["metadata"]["annotations"];
+    if annotations["accessplane.io/external-id"] != obj["status"]["id"] {
+        return Err(format!(
+            "external-id annotation {} ≠ status.id {}",
+            annotations["accessplane.io/external-id"], obj["status"]["id"]
+        ));
+    }
+    if !annotations["accessplane.io/create-pending"].is_null() {
+        return Err("create-pending annotation still set".into());
+    }
+    if obj["status"].get("pending").is_some() {
+        return Err("status.pending still set".into());
+    }
+    Ok(())
+}
+
+/// Drops every watch stream every `every` until the returned flag is set.
+fn keep_disconnecting(kube: &FakeKube, every: Duration) -> (Arc<AtomicBool>, JoinHandle<()>) {
+    let done = Arc::new(AtomicBool::new(false));
+    let flag = done.clone();
+    let kube = kube.clone();
+    let task = tokio::spawn(async move {
+        while !flag.load(Ordering::Relaxed) {
+            kube.disconnect_watches();
+            tokio::time::sleep(every).await;
+        }
+    });
+    (done, task)
+}
+
+/// (1) Watches keep dropping while objects are created, edited and deleted; edits made
+/// while the watch cannot be re-established are still seen once it is.
+#[tokio::test]
+async fn converges_while_watches_keep_dropping() {
+    let mut env = Env::new().await;
+    for name in ["w-a", "w-b", "w-c"] {
+        env.apply_ap(name, "v1");
+    }
+    env.apply_persona("w-persona", "analyst");
+    env.run();
+    let (done, disconnector) = keep_disconnecting(&env.kube, Duration::from_millis(150));
+    env.wait_aps(&["w-a", "w-b", "w-c"]).await;
+    env.wait("the persona to converge", |e| {
+        e.persona_converged("w-persona")
+    })
+    .await;
+
+    // Created, edited and deleted while the streams keep dropping.
+    env.apply_ap("w-d", "v1");
+    env.apply_ap("w-e", "v1");
+    env.edit_spec(APS, "w-a", json!({"description": "v2"}));
+    env.edit_spec(APS, "w-b", json!({"description": "v2"}));
+    env.edit_spec(PACS, "w-persona", json!({"tools": [TOOL_A, TOOL_B]}));
+    env.delete(APS, "w-c");
+    env.wait_aps(&["w-a", "w-b", "w-d", "w-e"]).await;
+    env.wait("w-c to be deleted", |e| e.ap_deleted("w-c")).await;
+    env.wait("the persona edit", |e| e.persona_converged("w-persona"))
+        .await;
+    done.store(true, Ordering::Relaxed);
+    disconnector.await.unwrap();
+
+    // The watch is down (its re-establishment fails for a while) while objects change.
+    env.kube.fail_next("GET", "/accessprofiles", 500, 2);
+    env.kube.disconnect_watches();
+    env.edit_spec(APS, "w-a", json!({"description": "v3"}));
+    env.apply_ap("w-f", "v1");
+    env.delete(APS, "w-e");
+    env.wait_aps(&["w-a", "w-b", "w-d", "w-f"]).await;
+    env.wait("w-e to be deleted", |e| e.ap_deleted("w-e")).await;
+    assert_eq!(env.get(APS, "w-a").unwrap()["spec"]["description"], "v3");
+
+    env.assert_one_create_each(&["w-a", "w-b", "w-c", "w-d", "w-e", "w-f"]);
+    assert_eq!(env.persona_creates("analyst"), 1);
+    assert_eq!(
+        env.serval.profiles().len(),
+        4,
+        "{:#?}",
+        env.serval.profiles()
+    );
+    env.shutdown().await;
+}
+
+/// (2) Status writes conflict (409) for a while: every object converges, is created
+/// exactly once, and ends with the right conditions. The persona's gateway makes
+/// creates visible only after longer than the engine's first retry, so a retried
+/// reconcile sees an accepted, still-invisible create.
+#[tokio::test]
+async fn status_conflicts_neither_duplicate_creates_nor_lose_conditions() {
+    let mut env = Env::new().await;
+    env.ic.set_visibility_delay(Duration::from_secs(8));
+    env.kube.fail_next("PATCH", "/status", 409, 6);
+    env.kube
+        .fail_next("PATCH", "personaaccesscontrols/s-persona/status", 409, 2);
+    for name in ["s-a", "s-b", "s-c"] {
+        env.apply_ap(name, "v1");
+    }
+    env.apply_persona("s-persona", "analyst");
+    env.run();
+    env.wait_aps(&["s-a", "s-b", "s-c"]).await;
+    env.wait("the persona to converge", |e| {
+        e.persona_converged("s-persona")
+    })
+    .await;
+
+    // A spec change whose status writes conflict again.
+    env.kube.fail_next("PATCH", "/status", 409, 3);
+    env.edit_spec(APS, "s-a", json!({"description": "v2"}));
+    env.edit_spec(APS, "s-b", json!({"description": "v2"}));
+    env.wait_aps(&["s-a", "s-b", "s-c"]).await;
+
+    env.assert_one_create_each(&["s-a", "s-b", "s-c"]);
+    assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
+    assert_eq!(env.ic.count("PUT", CONTROLS_PATH), 0, "no persona update");
+    env.shutdown().await;
+}
+
+/// (3) Conflicts on the finalizer and annotation patches. A failed create-pending write
+/// prevents the create; a failed external-id write after the create is recovered by the
+/// natural-key lookup instead of a second create.
+#[tokio::test]
+async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
+    let mut env = Env::new().await;
+    let kube = &env.kube;
+    kube.fail_next_with_body("PATCH", "accessprofiles/m-finalizer", "finalizers", 409, 2);
+    kube.fail_next_with_body(
+        "PATCH",
+        "accessprofiles/m-pending",
+        "create-pending\":\"",
+        409,
+        2,
+    );
+    kube.fail_next_with_body("PATCH", "accessprofiles/m-idonce", "external-id", 409, 1);
+    kube.fail_next_with_body("PATCH", "accessprofiles/m-idtwice", "external-id", 409, 2);
+    kube.fail_next_with_body(
+        "PATCH",
+        "personaaccesscontrols/m-persona",
+        "external-id",
+        409,
+        1,
+    );
+    let names = ["m-finalizer", "m-pending", "m-idonce", "m-idtwice"];
+    for name in names {
+        env.apply_ap(name, "v1");
+    }
+    env.apply_persona("m-persona", "analyst");
+    env.run();
+
+    // While the create-pending write keeps failing nothing is sent upstream.
+    let pending_patches = |env: &Env| {
+        env.kube
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("accessprofiles/m-pending"))
+            .filter(|r| {
+                r.body
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("create-pending\":\""))
+            })
+            .count()
+    };
+    env.wait("both create-pending writes to fail", |e| {
+        if pending_patches(e) >= 2 {
+            Ok(())
+        } else {
+            Err(format!("{} attempts", pending_patches(e)))
+        }
+    })
+    .await;
+    assert_eq!(
+        env.ap_creates("m-pending"),
+        0,
+        "created although create-pending was not recorded"
+    );
+
+    env.wait_aps(&names).await;
+    env.wait("the persona to converge", |e| {
+        e.persona_converged("m-persona")
+    })
+    .await;
+    env.assert_one_create_each(&names);
+    assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
+    assert_eq!(env.serval.profiles().len(), names.len());
+    // The recovered ones were found by natural key, not adopted.
+    for name in ["m-idonce", "m-idtwice"] {
+        let obj = env.get(APS, name).unwrap();
+        assert!(
+            obj["metadata"]["annotations"]["accessplane.io/adopted"].is_null(),
+            "{name} marked adopted"
+        );
+    }
+    env.shutdown().await;
+}
+
+/// (4) 429 and 500 on GET/LIST/watch and PATCH for a while, at start-up and later while
+/// objects change: the operator keeps running, recovers and writes nothing twice upstream.
+#[tokio::test]
+async fn throttling_and_server_errors_are_ridden_out() {
+    let mut env = Env::new().await;
+    let kube = &env.kube;
+    kube.fail_next("GET", "/accessprofiles", 429, 3);
+    kube.fail_next("GET", "/personaaccesscontrols", 500, 2);
+    kube.fail_next("GET", "/secrets", 500, 2);
+    kube.fail_next("PATCH", "/accessprofiles/", 500, 4);
+    kube.fail_next("PATCH", "/status", 429, 3);
+    for name in ["t-a", "t-b", "t-c"] {
+        env.apply_ap(name, "v1");
+    }
+    env.apply_persona("t-persona", "analyst");
+    env.run();
+    env.wait_aps(&["t-a", "t-b", "t-c"]).await;
+    env.wait("the persona to converge", |e| {
+        e.persona_converged("t-persona")
+    })
+    .await;
+    env.assert_running();
+
+    // Later: every call about AccessProfiles fails for a while, watches drop too.
+    env.kube.fail_next("*", "/accessprofiles", 500, 4);
+    env.kube.fail_next("PATCH", "/accessprofiles/", 429, 2);
+    env.kube.disconnect_watches();
+    env.edit_spec(APS, "t-a", json!({"description": "v2"}));
+    env.apply_ap("t-d", "v1");
+    env.delete(APS, "t-b");
+    env.wait_aps(&["t-a", "t-c", "t-d"]).await;
+    env.wait("t-b to be deleted", |e| e.ap_deleted("t-b")).await;
+
+    env.assert_one_create_each(&["t-a", "t-b", "t-c", "t-d"]);
+    assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
+    assert_eq!(
+        env.serval.count("DELETE", PROFILES_PATH),
+        1,
+        "one upstream delete"
+    );
+    env.shutdown().await;
+}
