@@ -121,6 +121,18 @@ impl Operator {
             .await;
     }
 
+    /// A `c1-prod` Connection to the fake ConductorOne with freshly registered credentials.
+    pub async fn connect_c1(&self, c1: &FakeC1) {
+        let (client_id, secret, public) = test_credentials(&c1.host());
+        c1.add_client(&client_id, public, &secret);
+        self.connect(
+            "c1-prod",
+            json!({"clientId": client_id, "clientSecret": secret}),
+            json!({"conductorOne": {"serverUrl": c1.base_url()}}),
+        )
+        .await;
+    }
+
     pub async fn wait_ready<K: ManagedObject>(&self, name: &str) {
         let api = self.api::<K>();
         wait_for(
@@ -233,16 +245,9 @@ async fn e2e_script_c1_app_entitlement() {
 
 async fn c1_app_entitlement(client: kube::Client) {
     let c1 = FakeC1::start().await;
-    let (client_id, secret, public) = test_credentials(&c1.host());
-    c1.add_client(&client_id, public, &secret);
     let app = c1.seed_app();
     let op = Operator::start(client).await;
-    op.connect(
-        "c1-prod",
-        json!({"clientId": client_id, "clientSecret": secret}),
-        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
-    )
-    .await;
+    op.connect_c1(&c1).await;
     let mut entitlement = example("conductorone/appentitlement.yaml");
     entitlement["spec"]["appId"] = json!(app);
     entitlement["spec"]

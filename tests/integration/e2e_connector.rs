@@ -10,7 +10,7 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
-use crate::support::fake_c1::{FakeC1, test_credentials};
+use crate::support::fake_c1::FakeC1;
 
 #[tokio::test]
 async fn e2e_c1_connector() {
@@ -26,16 +26,9 @@ async fn e2e_script_c1_connector() {
 
 async fn c1_connector(client: kube::Client) {
     let c1 = FakeC1::start().await;
-    let (client_id, client_secret, public) = test_credentials(&c1.host());
-    c1.add_client(&client_id, public, &client_secret);
     let app = c1.seed_app();
     let op = Operator::start(client).await;
-    op.connect(
-        "c1-prod",
-        json!({"clientId": client_id, "clientSecret": client_secret}),
-        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
-    )
-    .await;
+    op.connect_c1(&c1).await;
     let mut secret = example("conductorone/connector-config-secret.yaml");
     secret["stringData"] = json!({"token": "e2e-token", "orgs": "acme"});
     op.apply::<Secret>(secret).await;

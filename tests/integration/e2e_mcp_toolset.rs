@@ -5,7 +5,7 @@ use accessplane::api::{Connector, McpToolset};
 use serde_json::json;
 
 use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
-use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
+use crate::support::fake_c1::{FakeC1, TOOL_APPROVED};
 
 #[tokio::test]
 async fn e2e_mcp_toolset() {
@@ -21,19 +21,12 @@ async fn e2e_script_mcp_toolset() {
 
 async fn mcp_toolset(client: kube::Client) {
     let c1 = FakeC1::start().await;
-    let (client_id, secret, public) = test_credentials(&c1.host());
-    c1.add_client(&client_id, public, &secret);
     let app = c1.seed_app();
     let connector = c1.seed_connector(&app, "GitHub MCP");
     let tools = ["search_issues", "get_file_contents", "add_labels"]
         .map(|name| c1.seed_tool(&app, &connector, name, TOOL_APPROVED));
     let op = Operator::start(client).await;
-    op.connect(
-        "c1-prod",
-        json!({"clientId": client_id, "clientSecret": secret}),
-        json!({"conductorOne": {"serverUrl": c1.base_url()}}),
-    )
-    .await;
+    op.connect_c1(&c1).await;
 
     let mut toolset = example("conductorone/mcptoolset.yaml");
     // The example's tool id belongs to some tenant; use one of the fake's.
