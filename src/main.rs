@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use accessplane::engine::requeue::parse_interval;
+use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, RunConfig, crds};
 use clap::{Args, Parser, Subcommand};
@@ -107,7 +107,10 @@ impl RunArgs {
         Ok(RunConfig {
             namespace: self.namespace.clone(),
             concurrency: self.concurrency,
-            resync: self.resync_interval,
+            timing: Timing {
+                resync: self.resync_interval,
+                ..Timing::default()
+            },
             metrics_addr: self.metrics_addr,
             install_crds: self.install_crds,
             leader_election,
@@ -193,7 +196,7 @@ mod tests {
         let config = run_args(&[]).unwrap().config().unwrap();
         assert_eq!(config.namespace, None);
         assert_eq!(config.concurrency, 4);
-        assert_eq!(config.resync, Duration::from_secs(600));
+        assert_eq!(config.timing.resync, Duration::from_secs(600));
         assert_eq!(config.metrics_addr, "0.0.0.0:8080".parse().unwrap());
         assert!(!config.install_crds);
         let args = run_args(&[]).unwrap();
@@ -221,7 +224,7 @@ mod tests {
         let config = args.config().unwrap();
         assert_eq!(config.namespace.as_deref(), Some("team-a"));
         assert_eq!(config.concurrency, 8);
-        assert_eq!(config.resync, Duration::from_secs(5400));
+        assert_eq!(config.timing.resync, Duration::from_secs(5400));
         assert_eq!(config.metrics_addr, "127.0.0.1:9090".parse().unwrap());
         assert!(config.install_crds);
     }
@@ -249,7 +252,7 @@ mod tests {
         let config = args.config().unwrap();
         assert_eq!(config.namespace.as_deref(), Some("team-b"));
         assert_eq!(config.concurrency, 2);
-        assert_eq!(config.resync, Duration::from_secs(1800));
+        assert_eq!(config.timing.resync, Duration::from_secs(1800));
         assert_eq!(config.metrics_addr, "127.0.0.1:9000".parse().unwrap());
         assert!(config.install_crds);
         assert_eq!(flag_wins.unwrap().concurrency, 6);

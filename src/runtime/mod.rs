@@ -43,14 +43,29 @@ pub struct RunConfig {
     pub namespace: Option<String>,
     /// Maximum concurrent reconciles per controller.
     pub concurrency: u16,
-    /// Resync interval of converged objects.
-    pub resync: Duration,
+    /// Requeue timing: resync interval, error backoff, list window (tests shorten them).
+    pub timing: Timing,
     /// Address of the metrics and health server.
     pub metrics_addr: SocketAddr,
     /// Apply the bundled CRDs at start-up and wait until they are Established.
     pub install_crds: bool,
     /// Reconcile only while holding this Lease (several replicas: one leader).
     pub leader_election: Option<LeaderElection>,
+}
+
+impl Default for RunConfig {
+    /// All namespaces, 4 concurrent reconciles per kind, default timing, metrics on :8080,
+    /// no CRD install, no leader election.
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            concurrency: 4,
+            timing: Timing::default(),
+            metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            install_crds: false,
+            leader_election: None,
+        }
+    }
 }
 
 /// Where the leader-election Lease lives and who this replica is.
@@ -196,10 +211,7 @@ pub async fn run_with(
         connections: Arc::new(Connections::default()),
         recorder: Recorder::new(client.clone(), reporter),
         clock: Arc::new(SystemClock),
-        timing: Timing {
-            resync: config.resync,
-            ..Timing::default()
-        },
+        timing: config.timing.clone(),
         metrics: reconcile_metrics,
         controller: controller::Config::default().concurrency(config.concurrency),
         shutdown: shutdown.clone(),

@@ -62,7 +62,10 @@ impl Operator {
         let config = RunConfig {
             namespace: Some(ns.clone()),
             concurrency: 2,
-            resync: Duration::from_secs(60),
+            timing: accessplane::engine::requeue::Timing {
+                resync: Duration::from_secs(60),
+                ..Default::default()
+            },
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: true,
             leader_election: None,

@@ -80,7 +80,10 @@ impl Env {
         let config = RunConfig {
             namespace: Some(NS.into()),
             concurrency: 2,
-            resync: Duration::from_secs(600),
+            timing: accessplane::engine::requeue::Timing {
+                resync: Duration::from_secs(600),
+                ..Default::default()
+            },
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: false,
             leader_election: None,

@@ -65,7 +65,10 @@ async fn start() -> Running {
     let config = RunConfig {
         namespace: Some("team-a".into()),
         concurrency: 2,
-        resync: Duration::from_secs(600),
+        timing: accessplane::engine::requeue::Timing {
+            resync: Duration::from_secs(600),
+            ..Default::default()
+        },
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         install_crds: false,
         leader_election: None,
@@ -152,7 +155,10 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         let config = RunConfig {
             namespace: Some("team-a".into()),
             concurrency: 2,
-            resync: Duration::from_secs(600),
+            timing: accessplane::engine::requeue::Timing {
+                resync: Duration::from_secs(600),
+                ..Default::default()
+            },
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: false,
             leader_election: Some(accessplane::runtime::LeaderElection {
