@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod observation;
 pub mod reconciler;
 pub mod requeue;
+pub mod schedule;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -210,11 +211,17 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         None
     }
 
-    /// For upstreams that list a whole scope in one call: this object's scope (e.g. its
-    /// gateway cluster). Observes of one scope are then answered from one shared List.
-    fn list_scope(&self, _cx: &Cx<'_, K, Self::Inputs>) -> Option<String> {
+    /// For upstreams that list a whole scope in one (paged) call: the scope of this
+    /// object (its Serval team, ConductorOne app or connector, gateway cluster). Objects
+    /// of one scope observed together are then answered from one List
+    /// (see [`observation`]). Computed from the object alone: the engine groups its
+    /// cached objects by it.
+    fn list_scope(&self, _obj: &K) -> Option<String> {
         None
     }
+
+    /// Items per page of [`Self::list`] (to weigh one List against single GETs).
+    const LIST_PAGE_SIZE: usize = usize::MAX;
 
     /// Every object of `scope` (called only when [`Self::list_scope`] names one).
     fn list(
@@ -223,6 +230,16 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         _scope: &str,
     ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send {
         async { Ok(vec![]) }
+    }
+
+    /// Turns a listed item into what [`Self::observe`] would have returned, for kinds
+    /// whose List leaves parts out (a toolset's tool bindings).
+    fn complete(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+        listed: Self::Observed,
+    ) -> impl Future<Output = Result<Self::Observed, UpstreamError>> + Send {
+        async { Ok(listed) }
     }
 
     /// Checked before every write: `Err(EngineError::Dependency)` while the upstream

@@ -1,8 +1,22 @@
-//! List-coalesced observation (design §2, Scale): when an upstream can list every object
-//! of a scope in one call (all persona access controls of a gateway cluster), objects of
-//! that scope observed at about the same time are answered from one List instead of one
-//! GET each. A snapshot is shared for a short window, fetched single-flight, and dropped
-//! as soon as the operator writes into its scope.
+//! List-coalesced observation (design §2, Scale): when many objects of one scope (a
+//! Serval team, a ConductorOne app or connector, a gateway cluster) need observing at
+//! about the same time, one paged List answers them instead of one GET each.
+//!
+//! Two kinds of observe use it, with different rules:
+//! - **Resync** of a converged object. Resyncs of a scope are aligned into waves (see
+//!   `Engine::resync`), so a whole scope comes due together; the first resync of a wave
+//!   lists the scope when the scope has enough members to beat single GETs
+//!   (`members ≥ max(2, pages)`), and the snapshot then answers the rest of the wave for
+//!   up to `Timing::resync_snapshot_age` — a wave is spread over time by the resync rate.
+//! - **Current** reads (start-up of unconverged objects, user edits, confirmations of
+//!   accepted asynchronous writes) accept a snapshot only within `Timing::list_window`,
+//!   and list only when at least `max(2, pages)` current reads of the scope arrived in
+//!   that window; a lone read is a GET.
+//!
+//! A snapshot only ever answers "found, and this is its state". Whatever it cannot vouch
+//! for is read with a GET: objects absent from it (a create may be newer than the List;
+//! a miss must never make the engine create again) and objects the operator wrote since
+//! the List started (own writes invalidate their entry).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,80 +25,188 @@ use std::time::{Duration, Instant};
 
 use crate::upstream::UpstreamError;
 
-/// One scope's latest List, shared by the observes that wait for it.
-type Slot<O> = Arc<tokio::sync::Mutex<Option<Snapshot<O>>>>;
+/// Why an object is observed; decides how old a snapshot may be and when to list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Periodic check of an object that was converged at its current generation.
+    Resync,
+    /// Anything else: the state must be current.
+    Current,
+}
+
+/// What a snapshot says about one object.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<O> {
+    /// Listed, and not written by the operator since.
+    Found(O),
+    /// The snapshot cannot vouch for it (or there is none): read it directly.
+    Unknown,
+}
+
+/// One List of a scope.
+pub struct Listed<O> {
+    pub items: Vec<(String, O)>,
+    /// Upstream calls the List took (pages).
+    pub pages: usize,
+}
 
 struct Snapshot<O> {
-    taken: Instant,
+    /// When the List started: writes after this instant are not reflected in it.
+    started: Instant,
     items: HashMap<String, O>,
+}
+
+struct ScopeState<O> {
+    snapshot: Option<Snapshot<O>>,
+    /// Objects the operator wrote, and when (entries older than any usable snapshot are pruned).
+    written: HashMap<String, Instant>,
+    /// Objects with a recent current read, and when.
+    current_reads: HashMap<String, Instant>,
+    /// Pages of the last List (1 until a List has run).
+    pages: usize,
+}
+
+impl<O> Default for ScopeState<O> {
+    fn default() -> Self {
+        Self {
+            snapshot: None,
+            written: HashMap::new(),
+            current_reads: HashMap::new(),
+            pages: 1,
+        }
+    }
+}
+
+struct Scope<O> {
+    state: Mutex<ScopeState<O>>,
+    /// Held while listing, so observes arriving meanwhile wait for that List.
+    listing: tokio::sync::Mutex<()>,
 }
 
 /// Snapshots by scope key; one per engine (so per kind).
 pub struct Observations<O> {
-    scopes: Mutex<HashMap<String, Slot<O>>>,
+    scopes: Mutex<HashMap<String, Arc<Scope<O>>>>,
+    /// Oldest snapshot a current read accepts.
     window: Duration,
+    /// Oldest snapshot a resync accepts.
+    resync_age: Duration,
 }
 
 impl<O: Clone> Observations<O> {
-    /// Snapshots answer observes for `window` after their List.
-    pub fn new(window: Duration) -> Self {
+    pub fn new(window: Duration, resync_age: Duration) -> Self {
         Self {
             scopes: Mutex::default(),
             window,
+            resync_age: resync_age.max(window),
         }
     }
 
-    fn slot(&self, scope: &str) -> Slot<O> {
+    fn scope(&self, key: &str) -> Arc<Scope<O>> {
         self.scopes
             .lock()
             .unwrap()
-            .entry(scope.to_string())
-            .or_default()
+            .entry(key.to_string())
+            .or_insert_with(|| {
+                Arc::new(Scope {
+                    state: Mutex::default(),
+                    listing: tokio::sync::Mutex::new(()),
+                })
+            })
             .clone()
     }
 
-    /// The object `id` of `scope`, from a fresh snapshot or from one new List (callers
-    /// that arrive while it runs wait for it instead of listing again).
+    /// Object `id` of scope `key` from a snapshot, listing the scope first when the rules
+    /// of [`Purpose`] say a List pays off. `members` counts the scope's managed objects.
     pub async fn get<F, Fut>(
         &self,
-        scope: &str,
+        key: &str,
         id: &str,
+        purpose: Purpose,
+        members: impl FnOnce() -> usize,
         list: F,
-    ) -> Result<Option<O>, UpstreamError>
+    ) -> Result<Lookup<O>, UpstreamError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Vec<(String, O)>, UpstreamError>>,
+        Fut: Future<Output = Result<Listed<O>, UpstreamError>>,
     {
-        let slot = self.slot(scope);
-        let mut snapshot = slot.lock().await;
-        let fresh = snapshot
-            .as_ref()
-            .is_some_and(|s| s.taken.elapsed() < self.window);
-        if !fresh {
-            let items = list().await?.into_iter().collect();
-            *snapshot = Some(Snapshot {
-                taken: Instant::now(),
-                items,
-            });
+        let max_age = match purpose {
+            Purpose::Resync => self.resync_age,
+            Purpose::Current => self.window,
+        };
+        let scope = self.scope(key);
+        let worth_listing = {
+            let mut state = scope.state.lock().unwrap();
+            if let Some(found) = lookup(&state, id, max_age) {
+                return Ok(found);
+            }
+            let needed = state.pages.max(2);
+            match purpose {
+                Purpose::Resync => members() >= needed,
+                // Demand is counted in distinct objects: one object polled twice is no reason to list.
+                Purpose::Current => {
+                    let reads = &mut state.current_reads;
+                    if reads.len() > 4 * needed + 64 {
+                        reads.retain(|_, at| at.elapsed() < self.window);
+                    }
+                    reads.insert(id.to_string(), Instant::now());
+                    reads
+                        .values()
+                        .filter(|at| at.elapsed() < self.window)
+                        .take(needed)
+                        .count()
+                        >= needed
+                }
+            }
+        };
+        if !worth_listing {
+            return Ok(Lookup::Unknown);
         }
-        Ok(snapshot.as_ref().and_then(|s| s.items.get(id).cloned()))
+        let _listing = scope.listing.lock().await;
+        // Someone may have listed while this observe waited.
+        if let Some(found) = lookup(&scope.state.lock().unwrap(), id, max_age) {
+            return Ok(found);
+        }
+        let started = Instant::now();
+        let listed = list().await?;
+        let mut state = scope.state.lock().unwrap();
+        state.pages = listed.pages.max(1);
+        state.current_reads.clear();
+        let oldest_useful = started.checked_sub(self.resync_age).unwrap_or(started);
+        state.written.retain(|_, at| *at >= oldest_useful);
+        state.snapshot = Some(Snapshot {
+            started,
+            items: listed.items.into_iter().collect(),
+        });
+        Ok(lookup(&state, id, Duration::MAX).unwrap_or(Lookup::Unknown))
     }
 
-    /// Forgets the snapshot of `scope` after a write into it.
-    pub fn invalidate(&self, scope: &str) {
-        let mut scopes = self.scopes.lock().unwrap();
-        let listing = scopes.get(scope).is_some_and(|slot| match slot.try_lock() {
-            Ok(mut snapshot) => {
-                *snapshot = None;
-                false
-            }
-            Err(_) => true,
-        });
-        if listing {
-            // A List is running right now; its result predates the write, so drop the slot.
-            scopes.remove(scope);
-        }
+    /// Records a write to object `id` of scope `key`: snapshots taken before it no
+    /// longer answer for that object.
+    pub fn wrote(&self, key: &str, id: &str) {
+        let scope = self.scope(key);
+        scope
+            .state
+            .lock()
+            .unwrap()
+            .written
+            .insert(id.to_string(), Instant::now());
     }
+}
+
+/// The snapshot's answer for `id` if it is fresh enough to give one.
+fn lookup<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Option<Lookup<O>> {
+    let snapshot = state.snapshot.as_ref()?;
+    if snapshot.started.elapsed() >= max_age {
+        return None;
+    }
+    let written_since = state
+        .written
+        .get(id)
+        .is_some_and(|at| *at >= snapshot.started);
+    Some(match snapshot.items.get(id) {
+        Some(item) if !written_since => Lookup::Found(item.clone()),
+        _ => Lookup::Unknown,
+    })
 }
 
 #[cfg(test)]
@@ -92,39 +214,138 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    #[tokio::test]
-    async fn concurrent_observes_share_one_list_and_writes_invalidate() {
-        let observations = Arc::new(Observations::<u32>::new(Duration::from_secs(2)));
-        let lists = Arc::new(AtomicU32::new(0));
-        let list = |lists: Arc<AtomicU32>| async move {
+    fn counting_list(
+        lists: Arc<AtomicU32>,
+    ) -> impl Future<Output = Result<Listed<u32>, UpstreamError>> {
+        async move {
             lists.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok((0..50).map(|i| (format!("id-{i}"), i)).collect())
-        };
+            Ok(Listed {
+                items: (0..50).map(|i| (format!("id-{i}"), i)).collect(),
+                pages: 1,
+            })
+        }
+    }
+
+    fn observations() -> Observations<u32> {
+        Observations::new(Duration::from_secs(2), Duration::from_secs(300))
+    }
+
+    #[tokio::test]
+    async fn a_resync_wave_shares_one_list() {
+        let observations = Arc::new(observations());
+        let lists = Arc::new(AtomicU32::new(0));
         let observes = (0..50).map(|i| {
             let (observations, lists) = (observations.clone(), lists.clone());
             async move {
                 observations
-                    .get("cluster-a", &format!("id-{i}"), || list(lists))
+                    .get(
+                        "team-a",
+                        &format!("id-{i}"),
+                        Purpose::Resync,
+                        || 50,
+                        || counting_list(lists),
+                    )
                     .await
                     .unwrap()
             }
         });
         let found = futures::future::join_all(observes).await;
-        assert_eq!(found.iter().flatten().count(), 50);
+        assert!(found.iter().all(|f| matches!(f, Lookup::Found(_))));
         assert_eq!(lists.load(Ordering::SeqCst), 1);
+    }
 
-        observations.invalidate("cluster-a");
+    #[tokio::test]
+    async fn a_lone_object_or_a_lone_read_is_not_listed() {
+        let observations = observations();
+        let lists = Arc::new(AtomicU32::new(0));
+        let lookup = observations
+            .get("team-a", "id-1", Purpose::Resync, || 1, || {
+                counting_list(lists.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Unknown);
+        let lookup = observations
+            .get("team-a", "id-1", Purpose::Current, || 50, || {
+                counting_list(lists.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Unknown);
+        assert_eq!(lists.load(Ordering::SeqCst), 0);
+        // The same object again is no demand.
+        let lookup = observations
+            .get("team-a", "id-1", Purpose::Current, || 50, || {
+                counting_list(lists.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Unknown);
+        // A second object in the window lists: from then on the snapshot answers.
+        let lookup = observations
+            .get("team-a", "id-2", Purpose::Current, || 50, || {
+                counting_list(lists.clone())
+            })
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Found(2));
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn own_writes_and_absent_objects_are_read_directly() {
+        let observations = observations();
+        let lists = Arc::new(AtomicU32::new(0));
+        let get = |id: &'static str| {
+            let lists = lists.clone();
+            let observations = &observations;
+            async move {
+                observations
+                    .get("team-a", id, Purpose::Resync, || 50, || counting_list(lists))
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(get("id-1").await, Lookup::Found(1));
+        observations.wrote("team-a", "id-1");
+        assert_eq!(get("id-1").await, Lookup::Unknown);
+        assert_eq!(get("id-2").await, Lookup::Found(2));
+        assert_eq!(get("id-999").await, Lookup::Unknown);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        // Another scope lists on its own.
         observations
-            .get("cluster-a", "id-1", || list(lists.clone()))
+            .get("team-b", "id-1", Purpose::Resync, || 50, || {
+                counting_list(lists.clone())
+            })
             .await
             .unwrap();
         assert_eq!(lists.load(Ordering::SeqCst), 2);
-        // Another scope lists on its own.
+    }
+
+    #[tokio::test]
+    async fn a_scope_bigger_than_its_due_objects_is_not_listed() {
+        let observations = observations();
+        let lists = Arc::new(AtomicU32::new(0));
+        let big = |lists: Arc<AtomicU32>| async move {
+            lists.fetch_add(1, Ordering::SeqCst);
+            Ok(Listed {
+                items: vec![("id-1".to_string(), 1)],
+                pages: 40,
+            })
+        };
         observations
-            .get("cluster-b", "id-1", || list(lists.clone()))
+            .get("app", "id-1", Purpose::Resync, || 100, || big(lists.clone()))
             .await
             .unwrap();
-        assert_eq!(lists.load(Ordering::SeqCst), 3);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        // Once the List is known to take 40 pages, 10 members are cheaper with GETs.
+        observations.scope("app").state.lock().unwrap().snapshot = None;
+        let lookup = observations
+            .get("app", "id-1", Purpose::Resync, || 10, || big(lists.clone()))
+            .await
+            .unwrap();
+        assert_eq!(lookup, Lookup::Unknown);
+        assert_eq!(lists.load(Ordering::SeqCst), 1);
     }
 }

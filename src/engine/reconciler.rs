@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::Timestamp;
@@ -10,13 +10,15 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
 use super::kube_ops::{self, has_finalizer};
-use super::observation::Observations;
-use super::requeue::{RESYNC_ANNOTATION, Timing};
+use super::observation::{Listed, Lookup, Observations, Purpose};
+use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
+use super::schedule::ResyncSlots;
 use super::{
     ADOPTED_ANNOTATION, CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION,
     EngineError, ManagedObject, Provider, Written, annotation, clock::Clock, clock::elapsed,
@@ -39,6 +41,12 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     /// after a restart every object is simply tried once more.
     failures: Mutex<HashMap<String, Failure>>,
     observations: Observations<P::Observed>,
+    /// The controller's cache of objects, to count the members of a list scope.
+    store: OnceLock<Store<K>>,
+    /// Members per scope key, counted at most once per list window.
+    members: Mutex<Option<(Instant, HashMap<String, usize>)>>,
+    /// Spreads resyncs at their own rate (fair scheduling, see [`ResyncSlots`]).
+    resync_slots: ResyncSlots,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -119,7 +127,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         timing: Timing,
         metrics: ReconcileMetrics,
     ) -> Self {
-        let list_window = timing.list_window;
+        let observations = Observations::new(timing.list_window, timing.resync_snapshot_age());
+        let resync_slots = ResyncSlots::new(timing.resync_rate);
         Self {
             kube,
             provider,
@@ -129,9 +138,17 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             timing,
             metrics,
             failures: Mutex::default(),
-            observations: Observations::new(list_window),
+            observations,
+            store: OnceLock::new(),
+            members: Mutex::default(),
+            resync_slots,
             kind: PhantomData,
         }
+    }
+
+    /// Gives the engine the controller's object cache (it groups objects by list scope).
+    pub fn watch_store(&self, store: Store<K>) {
+        let _ = self.store.set(store);
     }
 
     /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
@@ -169,12 +186,32 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             );
             return Ok(Action::requeue(wait));
         }
-        let verdict = self.converge(&api, &obj).await;
+        let purpose = if converged(&obj) {
+            Purpose::Resync
+        } else {
+            Purpose::Current
+        };
+        match purpose {
+            Purpose::Resync => {
+                if let Some(wait) = self.resync_slots.reserve(&Self::uid(&obj)) {
+                    tracing::trace!(?wait, "resync deferred to its slot");
+                    return Ok(Action::requeue(wait));
+                }
+            }
+            // A change is handled now; any resync slot it held is moot.
+            Purpose::Current => self.resync_slots.forget(&Self::uid(&obj)),
+        }
+        let verdict = self.converge(&api, &obj, purpose).await;
         self.finish(&api, &obj, verdict).await
     }
 
     /// Brings the upstream object in line with the spec (or reports how it differs).
-    async fn converge(&self, api: &Api<K>, obj: &K) -> Result<Verdict, EngineError> {
+    async fn converge(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        purpose: Purpose,
+    ) -> Result<Verdict, EngineError> {
         let upstream = self.upstream(obj)?;
         let inputs = self.provider.resolve(&self.kube, obj).await?;
         let cx = Cx {
@@ -189,7 +226,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let known_id = self.known_id(obj);
         let mut observed = None;
         if let Some(id) = &known_id {
-            observed = self.observe(&cx, id).await?;
+            observed = self.observe(&cx, id, purpose).await?;
             if observed.is_none() {
                 // An accepted create is remembered in status and, because that status
                 // write may fail or the cache may not show it yet, in the annotations.
@@ -343,7 +380,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             let fields = diff.fields.join(", ");
             self.provider.write_gate(cx).await?;
             let written = self.provider.update(cx, &observed, &diff).await;
-            self.wrote(cx);
+            self.wrote(cx, &id);
             match written? {
                 Written::Done(new_state) => {
                     let mut v = Verdict::new(
@@ -429,7 +466,6 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         let generation = obj.meta().generation.unwrap_or_default();
         let created = self.provider.create(&cx).await;
-        self.wrote(&cx);
         let created = match created {
             // Refused outright (400/403/422): nothing was made, so no create is in doubt
             // and deleting the resource needs no upstream lookup. Only terminal refusals:
@@ -448,6 +484,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         match created {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
+                self.wrote(&cx, &id);
                 self.record_id(api, obj, &id, false).await?;
                 self.publish(
                     obj,
@@ -460,6 +497,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 self.compare(&cx, obj, created, false, now).await
             }
             Created::Accepted { id } => {
+                self.wrote(&cx, &id);
                 // Keep create-pending (the request time) next to the id until the object
                 // is visible: a retried or stale reconcile then waits instead of re-sending.
                 kube_ops::set_annotations(
@@ -562,7 +600,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         };
-        let Some(observed) = self.observe(&cx, &id).await? else {
+        let Some(observed) = self.observe(&cx, &id, Purpose::Current).await? else {
             kube_ops::remove_finalizer(api, obj).await?;
             let requested = obj
                 .managed_status()
@@ -590,7 +628,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
         self.provider.write_gate(&cx).await?;
         let deleted = self.provider.delete(&cx, &id).await;
-        self.wrote(&cx);
+        self.wrote(&cx, &id);
         match deleted? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
@@ -638,6 +676,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let (requeue, facts) = match outcome {
             Ok(verdict) if verdict.released => {
                 self.clear_failures(obj);
+                self.resync_slots.forget(&Self::uid(obj));
                 if let Some((reason, note)) = verdict.event {
                     self.publish(obj, false, reason, note).await;
                 }
@@ -738,41 +777,73 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
     }
 
-    /// Reads one object, through the scope's shared List when the provider has one.
+    /// Reads one object, from a List of its scope when that pays off (see [`Observations`]).
     async fn observe(
         &self,
         cx: &Cx<'_, K, P::Inputs>,
         id: &str,
+        purpose: Purpose,
     ) -> Result<Option<P::Observed>, EngineError> {
-        let Some(key) = self.scope_key(cx) else {
+        let (Some(scope), Some(key)) = (self.provider.list_scope(cx.obj), self.scope_key(cx.obj))
+        else {
             return Ok(self.provider.observe(cx, id).await?);
         };
-        let scope = self.provider.list_scope(cx).unwrap_or_default();
         let list = || async {
             let items = self.provider.list(cx, &scope).await?;
-            Ok(items
+            let pages = items.len().div_ceil(P::LIST_PAGE_SIZE).max(1);
+            let items = items
                 .into_iter()
                 .map(|o| (self.provider.id_of(&o), o))
-                .collect())
+                .collect();
+            Ok(Listed { items, pages })
         };
-        Ok(self.observations.get(&key, id, list).await?)
+        let members = || self.members(&key);
+        match self
+            .observations
+            .get(&key, id, purpose, members, list)
+            .await?
+        {
+            Lookup::Found(listed) => Ok(Some(self.provider.complete(cx, listed).await?)),
+            Lookup::Unknown => Ok(self.provider.observe(cx, id).await?),
+        }
     }
 
-    /// A write (even a failed one) makes the scope's snapshot stale.
-    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>) {
-        if let Some(key) = self.scope_key(cx) {
-            self.observations.invalidate(&key);
+    /// A write (even a failed one) to `id`: Lists taken before it no longer answer for it.
+    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>, id: &str) {
+        if let Some(key) = self.scope_key(cx.obj) {
+            self.observations.wrote(&key, id);
         }
     }
 
     /// Snapshots are per Connection and scope.
-    fn scope_key(&self, cx: &Cx<'_, K, P::Inputs>) -> Option<String> {
-        let scope = self.provider.list_scope(cx)?;
-        let ns = cx.obj.namespace().unwrap_or_default();
-        Some(format!(
-            "{ns}/{}/{scope}",
-            cx.obj.managed().connection_ref.name
-        ))
+    fn scope_key(&self, obj: &K) -> Option<String> {
+        let scope = self.provider.list_scope(obj)?;
+        let ns = obj.namespace().unwrap_or_default();
+        Some(format!("{ns}/{}/{scope}", obj.managed().connection_ref.name))
+    }
+
+    /// How many cached objects share the scope `key` (recounted once per list window).
+    fn members(&self, key: &str) -> usize {
+        let Some(store) = self.store.get() else {
+            return 0;
+        };
+        let mut members = self.members.lock().unwrap();
+        let stale = members
+            .as_ref()
+            .is_none_or(|(at, _)| at.elapsed() >= self.timing.list_window);
+        if stale {
+            let mut counts = HashMap::new();
+            for obj in store.state() {
+                if let Some(key) = self.scope_key(&obj) {
+                    *counts.entry(key).or_insert(0) += 1;
+                }
+            }
+            *members = Some((Instant::now(), counts));
+        }
+        members
+            .as_ref()
+            .and_then(|(_, counts)| counts.get(key).copied())
+            .unwrap_or(0)
     }
 
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
@@ -871,8 +942,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         (elapsed(requested, now) < self.timing.pending_grace).then_some(pending)
     }
 
+    /// When to look at a converged object again: at its scope's next resync wave, so
+    /// that one List answers the whole scope; objects without a scope are jittered.
     fn resync(&self, obj: &K) -> Duration {
-        self.timing.resync_for(annotation(obj, RESYNC_ANNOTATION))
+        let asked = annotation(obj, RESYNC_ANNOTATION);
+        match self.scope_key(obj) {
+            Some(key) => wave_delay(
+                self.timing.resync_interval(asked),
+                &key,
+                self.clock.now().as_millisecond(),
+            ),
+            None => self.timing.resync_for(asked),
+        }
     }
 
     async fn publish(&self, obj: &K, warning: bool, reason: &str, note: String) {
@@ -936,6 +1017,21 @@ fn refused_before_applying(e: &crate::upstream::UpstreamError) -> bool {
         && !e.may_have_applied()
         && e.status()
             .is_some_and(|s| (400..500).contains(&s) && s != 409)
+}
+
+/// Converged at its current generation with nothing in flight: a pass now is a resync.
+fn converged<K: ManagedObject>(obj: &K) -> bool {
+    let Some(status) = obj.managed_status() else {
+        return false;
+    };
+    let is_true = |type_| {
+        conditions::get(&status.conditions, type_).is_some_and(|c| c.status == "True")
+    };
+    status.observed_generation == obj.meta().generation
+        && status.pending.is_none()
+        && annotation(obj, CREATE_PENDING_ANNOTATION).is_none()
+        && is_true(READY)
+        && is_true(SYNCED)
 }
 
 fn deleting<K: ManagedObject>(obj: &K) -> bool {

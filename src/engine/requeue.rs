@@ -23,8 +23,11 @@ pub struct Timing {
     pub pending_poll_max: Duration,
     /// How long an accepted write may stay invisible before it is sent again.
     pub pending_grace: Duration,
-    /// How long one List of a scope answers the observes of that scope.
+    /// How long one List of a scope answers current reads of that scope.
     pub list_window: Duration,
+    /// Resyncs per second per kind; resyncs due beyond it wait for a slot, user changes
+    /// never do. 0 means unlimited.
+    pub resync_rate: f64,
 }
 
 impl Default for Timing {
@@ -37,6 +40,7 @@ impl Default for Timing {
             pending_poll_max: Duration::from_secs(60),
             pending_grace: Duration::from_secs(600),
             list_window: Duration::from_secs(2),
+            resync_rate: 50.0,
         }
     }
 }
@@ -45,11 +49,22 @@ impl Timing {
     /// The resync delay for an object: its annotation if valid, else the default, ±10 % jitter
     /// so a fleet created together does not resync together.
     pub fn resync_for(&self, annotation: Option<&str>) -> Duration {
-        let base = annotation
+        jitter(self.resync_interval(annotation), 0.1)
+    }
+
+    /// The resync interval of an object: its annotation if valid, else the default.
+    pub fn resync_interval(&self, annotation: Option<&str>) -> Duration {
+        annotation
             .and_then(parse_interval)
-            .filter(|d| *d >= Duration::from_secs(10))
-            .unwrap_or(self.resync);
-        jitter(base, 0.1)
+            .filter(|d| *d >= MIN_RESYNC_ANNOTATION)
+            .unwrap_or(self.resync)
+    }
+
+    /// How old a List snapshot may be and still answer resyncs: a wave of resyncs is
+    /// spread over time by [`Self::resync_rate`], and one List should serve all of it.
+    /// Drift that happens after the List is seen one interval later.
+    pub fn resync_snapshot_age(&self) -> Duration {
+        self.resync / 2
     }
 
     /// Delay after the n-th consecutive retryable failure (n ≥ 1), with ±20 % jitter.
@@ -65,6 +80,30 @@ impl Timing {
     pub fn pending_poll(&self, waited: Duration) -> Duration {
         (waited / 2).clamp(Duration::from_secs(2), self.pending_poll_max)
     }
+}
+
+/// Shortest resync interval an annotation may ask for: shorter would hammer the upstream.
+const MIN_RESYNC_ANNOTATION: Duration = Duration::from_secs(10);
+
+/// Delay until the next resync wave of a scope: waves come every `interval` at a phase
+/// derived from the scope (so scopes do not all resync together), and the delay is at
+/// least half an interval (so an object that just converged is not checked at once).
+/// Objects of one scope thus resync together and share one List (see `observation`).
+pub fn wave_delay(interval: Duration, scope: &str, now_ms: i64) -> Duration {
+    let period = (interval.as_millis() as i64).max(1);
+    let phase = (fnv1a(scope) % period as u64) as i64;
+    let earliest = now_ms + period / 2;
+    // The first instant phase + k·period at or after `earliest`.
+    let wave = phase + (earliest - phase).div_euclid(period) * period;
+    let wave = if wave < earliest { wave + period } else { wave };
+    Duration::from_millis((wave - now_ms) as u64)
+}
+
+/// A stable hash (the same in every process and release, unlike `DefaultHasher`).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Parses a Go-style duration such as `90s`, `15m` or `1h30m`.
@@ -97,6 +136,25 @@ mod tests {
         );
         // Below 10 s would hammer the upstream: ignored.
         assert!(t.resync_for(Some("1s")) >= Duration::from_secs(540));
+    }
+
+    #[test]
+    fn waves_align_a_scope_and_spread_scopes() {
+        let interval = Duration::from_secs(600);
+        let now = 1_700_000_000_000;
+        // Objects of one scope converging at different times resync at the same instant.
+        let a = wave_delay(interval, "team-a", now);
+        let b = wave_delay(interval, "team-a", now + 7_000);
+        assert_eq!(a, b + Duration::from_secs(7));
+        assert!(a >= Duration::from_secs(300) && a < Duration::from_secs(900));
+        // At its wave, the next one is exactly one interval away.
+        let at_wave = now + a.as_millis() as i64;
+        assert_eq!(wave_delay(interval, "team-a", at_wave), interval);
+        // Other scopes are at other phases.
+        let phases: std::collections::BTreeSet<_> = (0..20)
+            .map(|i| wave_delay(interval, &format!("team-{i}"), now))
+            .collect();
+        assert!(phases.len() > 15, "{phases:?}");
     }
 
     #[test]

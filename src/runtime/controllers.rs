@@ -141,9 +141,11 @@ where
         .combine(being_deleted::<K>);
     let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
         .default_backoff()
+        .modify(trim::<K>)
         .reflect(writer)
         .applied_objects()
         .predicate_filter(changes, PredicateConfig::default());
+    engine.watch_store(store.clone());
     let mapper_store = store.clone();
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(config)
@@ -179,6 +181,21 @@ where
     Wired {
         run,
         synced: synced(store),
+    }
+}
+
+/// The annotation `kubectl apply` keeps a full copy of the last applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the operator never reads from cached objects: managed fields and kubectl's
+/// copy of the last applied object are often larger than the object itself, and the
+/// cache holds every object of the kind. (Writes are patches of the operator's own
+/// fields, so nothing dropped here is ever written back.)
+pub fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
     }
 }
 

@@ -57,9 +57,11 @@ impl Harness {
             },
         );
         let metrics = Arc::new(UpstreamMetrics::default());
-        // Tests poll faster than the operator does: shorter shared-List window.
+        // Tests poll faster than the operator does: shorter shared-List window. Passes
+        // are driven by hand, so resyncs are not spread (tests of fair scheduling set it).
         let timing = Timing {
             list_window: Duration::from_millis(400),
+            resync_rate: 0.0,
             ..Timing::default()
         };
         let engine = Arc::new(Engine::new(

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 /// The largest page ConductorOne serves: the fewest calls per list.
-const PAGE_SIZE: &str = "100";
+pub const PAGE_SIZE: usize = 100;
 
 /// Reads every page of a list whose items sit under `key` (`list`, `profiles`, `bindings`, `tools`).
 pub async fn list_all<T: DeserializeOwned>(
@@ -19,7 +19,7 @@ pub async fn list_all<T: DeserializeOwned>(
     let mut items = vec![];
     let mut token = String::new();
     loop {
-        let mut call = Call::get(operation, path).query("page_size", PAGE_SIZE);
+        let mut call = Call::get(operation, path).query("page_size", PAGE_SIZE.to_string());
         if !token.is_empty() {
             call = call.query("page_token", token.clone());
         }
@@ -51,7 +51,7 @@ pub async fn search_all<T: DeserializeOwned>(
 ) -> Result<Vec<T>, UpstreamError> {
     let mut items = vec![];
     loop {
-        body.insert("pageSize".into(), Value::from(100));
+        body.insert("pageSize".into(), Value::from(PAGE_SIZE));
         // A search reads; repeating it is harmless.
         let call = Call::post(operation, path)
             .json(Value::Object(body.clone()))

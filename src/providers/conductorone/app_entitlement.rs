@@ -206,6 +206,32 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
             .collect())
     }
 
+    /// Entitlements are listed per app.
+    fn list_scope(&self, obj: &AppEntitlement) -> Option<String> {
+        Some(obj.spec.app_id.clone())
+    }
+
+    const LIST_PAGE_SIZE: usize = api::PAGE_SIZE;
+
+    async fn list(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+        app_id: &str,
+    ) -> Result<Vec<Entitlement>, UpstreamError> {
+        let views: Vec<View> = api::list_all(
+            cx.upstream,
+            "list_app_entitlements",
+            &collection(app_id),
+            "list",
+        )
+        .await?;
+        Ok(views
+            .into_iter()
+            .map(|v| Entitlement(v.app_entitlement))
+            .filter(|e| !e.deleted())
+            .collect())
+    }
+
     fn diff(&self, cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Diff {
         let created_by_us = observed.annotation(MANAGED_BY) == Some(MANAGED_BY_VALUE);
         let mut diff = Diff::default();

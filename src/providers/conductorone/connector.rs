@@ -248,6 +248,27 @@ impl Provider<Connector> for ConnectorProvider {
             .collect())
     }
 
+    /// Connectors are listed per app.
+    fn list_scope(&self, obj: &Connector) -> Option<String> {
+        Some(obj.spec.app_id.clone())
+    }
+
+    const LIST_PAGE_SIZE: usize = api::PAGE_SIZE;
+
+    async fn list(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        app_id: &str,
+    ) -> Result<Vec<UpstreamConnector>, UpstreamError> {
+        let views: Vec<View> =
+            api::list_all(cx.upstream, "list_connectors", &collection(app_id), "list").await?;
+        Ok(views
+            .into_iter()
+            .map(|v| v.connector)
+            .filter(|c| !is_deleted(&c.deleted_at))
+            .collect())
+    }
+
     fn diff(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,

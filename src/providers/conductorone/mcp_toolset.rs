@@ -388,6 +388,52 @@ impl Provider<McpToolset> for McpToolsetProvider {
         Ok(found)
     }
 
+    /// Toolsets are listed per connector. The key only groups objects, so it is taken
+    /// from the spec as written (a reference or the ids); `list` uses the resolved ids.
+    fn list_scope(&self, obj: &McpToolset) -> Option<String> {
+        let spec = &obj.spec;
+        match (&spec.app_id, &spec.connector_id, &spec.connector_ref) {
+            (Some(app), Some(connector), _) => Some(format!("{app}/{connector}")),
+            (_, _, Some(reference)) => Some(format!("ref:{}", reference.name)),
+            _ => None,
+        }
+    }
+
+    const LIST_PAGE_SIZE: usize = api::PAGE_SIZE;
+
+    /// The toolsets as listed; their tool bindings are read by [`Self::complete`] for
+    /// the objects that are actually observed.
+    async fn list(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+        _scope: &str,
+    ) -> Result<Vec<Toolset>, UpstreamError> {
+        let profiles: Vec<Profile> = api::list_all(
+            cx.upstream,
+            "list_mcp_toolsets",
+            &cx.inputs.path("mcp_toolsets"),
+            "profiles",
+        )
+        .await?;
+        Ok(profiles
+            .into_iter()
+            .filter(|p| !is_deleted(&p.deleted_at))
+            .map(|profile| Toolset {
+                profile,
+                builtin: false,
+                tools: None,
+            })
+            .collect())
+    }
+
+    async fn complete(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+        listed: Toolset,
+    ) -> Result<Toolset, UpstreamError> {
+        self.load(cx, listed.profile).await
+    }
+
     fn diff(&self, cx: &Cx<'_, McpToolset, ConnectorIds>, observed: &Toolset) -> Diff {
         let spec = &cx.obj.spec;
         let profile = &observed.profile;

@@ -149,8 +149,8 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         Ok(vec![])
     }
 
-    fn list_scope(&self, cx: &Cx<'_, PersonaAccessControl>) -> Option<String> {
-        Some(cx.obj.spec.cluster_id.clone())
+    fn list_scope(&self, obj: &PersonaAccessControl) -> Option<String> {
+        Some(obj.spec.cluster_id.clone())
     }
 
     async fn list(

@@ -14,8 +14,8 @@ use crate::providers::segment;
 use crate::upstream::{Call, UpstreamError};
 
 const MATCH_TYPE_UNSPECIFIED: &str = "ACCESS_PROFILE_GROUP_MATCH_TYPE_UNSPECIFIED";
-/// The largest page the list endpoint serves: fewest calls for crash-recovery lookups.
-const PAGE_SIZE: &str = "1000";
+/// The largest page the list endpoint serves: fewest calls per List.
+const PAGE_SIZE: usize = 1000;
 
 /// An access profile as Serval returns it. Missing fields read as empty.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -184,6 +184,29 @@ fn profile_path(id: &str) -> String {
     format!("v2/access-profiles/{}", segment(id))
 }
 
+/// Every profile of a team, page by page.
+async fn list_team(
+    cx: &Cx<'_, AccessProfile>,
+    team_id: &str,
+) -> Result<Vec<ServalProfile>, UpstreamError> {
+    let mut found = vec![];
+    let mut token = String::new();
+    loop {
+        let mut call = Call::get("list_access_profiles", "v2/access-profiles")
+            .query("teamId", team_id.to_string())
+            .query("pageSize", PAGE_SIZE.to_string());
+        if !token.is_empty() {
+            call = call.query("pageToken", token.clone());
+        }
+        let page: Page = cx.upstream.json(call).await?;
+        found.extend(page.data);
+        match page.next_page_token {
+            Some(next) if !next.is_empty() && next != token => token = next,
+            _ => return Ok(found),
+        }
+    }
+}
+
 impl Provider<AccessProfile> for AccessProfileProvider {
     type Observed = ServalProfile;
     type Inputs = ();
@@ -211,26 +234,27 @@ impl Provider<AccessProfile> for AccessProfileProvider {
 
     /// Natural key: same team, same name.
     async fn find(&self, cx: &Cx<'_, AccessProfile>) -> Result<Vec<ServalProfile>, UpstreamError> {
-        let spec = &cx.obj.spec;
-        let Some(name) = &spec.name else {
+        let Some(name) = &cx.obj.spec.name else {
             return Ok(vec![]);
         };
-        let mut found = vec![];
-        let mut token = String::new();
-        loop {
-            let mut call = Call::get("list_access_profiles", "v2/access-profiles")
-                .query("teamId", spec.team_id.clone())
-                .query("pageSize", PAGE_SIZE);
-            if !token.is_empty() {
-                call = call.query("pageToken", token.clone());
-            }
-            let page: Page = cx.upstream.json(call).await?;
-            found.extend(page.data.into_iter().filter(|p| &p.name == name));
-            match page.next_page_token {
-                Some(next) if !next.is_empty() && next != token => token = next,
-                _ => return Ok(found),
-            }
-        }
+        let mut found = list_team(cx, &cx.obj.spec.team_id).await?;
+        found.retain(|p| &p.name == name);
+        Ok(found)
+    }
+
+    /// Profiles are listed per team.
+    fn list_scope(&self, obj: &AccessProfile) -> Option<String> {
+        Some(obj.spec.team_id.clone())
+    }
+
+    const LIST_PAGE_SIZE: usize = PAGE_SIZE;
+
+    async fn list(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+        team_id: &str,
+    ) -> Result<Vec<ServalProfile>, UpstreamError> {
+        list_team(cx, team_id).await
     }
 
     fn diff(&self, cx: &Cx<'_, AccessProfile>, observed: &ServalProfile) -> Diff {

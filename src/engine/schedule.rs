@@ -1,0 +1,100 @@
+//! Fair scheduling (design §2, Scale): periodic resyncs run at a bounded rate of their
+//! own, so a user's change is picked up promptly even while thousands of resyncs are due.
+//!
+//! A resync that comes due takes the next free slot of a per-kind schedule (virtual
+//! scheduling, as in GCRA: one slot every `1/rate`, with one second of burst). When its
+//! slot is in the future, the pass returns at once and the object is requeued for that
+//! slot — it does not hold a reconcile worker while it waits, so workers stay free for
+//! changes, which never take a slot. This is a queue discipline rather than a limiter
+//! (a limiter would make every waiting resync retry); upstream calls themselves are
+//! still bounded by each Connection's rate limit.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How far ahead of its slot a resync may run: a burst of about one second.
+const BURST: Duration = Duration::from_secs(1);
+
+pub struct ResyncSlots {
+    /// Time between slots; `None`: unlimited.
+    spacing: Option<Duration>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The next free slot.
+    next: Option<Instant>,
+    /// Slots handed out to resyncs that were requeued for them, by object uid.
+    reserved: HashMap<String, Instant>,
+}
+
+impl ResyncSlots {
+    /// `rate` resyncs per second; 0 (or less) for unlimited.
+    pub fn new(rate: f64) -> Self {
+        Self {
+            spacing: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+            state: Mutex::default(),
+        }
+    }
+
+    /// `None`: resync `uid` now. `Some(wait)`: its slot is `wait` away; requeue it then.
+    pub fn reserve(&self, uid: &str) -> Option<Duration> {
+        let spacing = self.spacing?;
+        let now = Instant::now();
+        let mut state = self.state.lock().unwrap();
+        if let Some(slot) = state.reserved.get(uid).copied() {
+            if slot <= now + spacing {
+                state.reserved.remove(uid);
+                return None;
+            }
+            return Some(slot - now);
+        }
+        let earliest = now.checked_sub(BURST).unwrap_or(now);
+        let slot = state.next.map_or(earliest, |next| next.max(earliest));
+        state.next = Some(slot + spacing);
+        if slot <= now {
+            return None;
+        }
+        state.reserved.insert(uid.to_string(), slot);
+        Some(slot - now)
+    }
+
+    /// Drops `uid`'s slot (it is being reconciled for a change, or is gone).
+    pub fn forget(&self, uid: &str) {
+        self.state.lock().unwrap().reserved.remove(uid);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wave_is_spread_at_the_rate_and_slots_are_kept() {
+        let slots = ResyncSlots::new(10.0);
+        // About one second of burst runs at once, the rest get slots 100 ms apart.
+        let waits: Vec<Option<Duration>> =
+            (0..30).map(|i| slots.reserve(&format!("uid-{i}"))).collect();
+        let immediate = waits.iter().filter(|w| w.is_none()).count();
+        assert!((10..=11).contains(&immediate), "{immediate}");
+        let last = waits[29].unwrap();
+        assert!(
+            last > Duration::from_millis(1800) && last <= Duration::from_secs(2),
+            "{last:?}"
+        );
+        // Asking again before the slot keeps the same slot (no queue jumping, no drift).
+        let again = slots.reserve("uid-29").unwrap();
+        assert!(again <= last && again > last - Duration::from_millis(50));
+        // A change drops the slot; the object's next resync queues anew.
+        slots.forget("uid-29");
+        assert!(slots.reserve("uid-29").unwrap() > last);
+    }
+
+    #[test]
+    fn unlimited_never_defers() {
+        let slots = ResyncSlots::new(0.0);
+        assert!((0..1000).all(|i| slots.reserve(&i.to_string()).is_none()));
+    }
+}
