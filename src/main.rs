@@ -46,6 +46,10 @@ struct RunArgs {
     /// Resync interval of converged resources (Go duration, e.g. `10m`, `1h30m`; at least 10s).
     #[arg(long, env = "ACCESSPLANE_RESYNC_INTERVAL", default_value = "10m", value_parser = parse_resync)]
     resync_interval: Duration,
+    /// Resyncs per second per kind (0 = unlimited). Resyncs due beyond it wait for a
+    /// slot; changes to resources never wait. Keep it above resources-per-kind ÷ interval.
+    #[arg(long, env = "ACCESSPLANE_RESYNC_RATE", default_value_t = 50.0, value_parser = parse_rate)]
+    resync_rate: f64,
     /// Log format.
     #[arg(long, env = "ACCESSPLANE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -85,6 +89,13 @@ fn parse_resync(text: &str) -> Result<Duration, String> {
     Ok(interval)
 }
 
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate (a number ≥ 0, e.g. 50)")),
+    }
+}
+
 impl RunArgs {
     fn config(&self) -> Result<RunConfig, String> {
         let leader_election = if self.leader_election {
@@ -109,6 +120,7 @@ impl RunArgs {
             concurrency: self.concurrency,
             timing: Timing {
                 resync: self.resync_interval,
+                resync_rate: self.resync_rate,
                 ..Timing::default()
             },
             metrics_addr: self.metrics_addr,
@@ -197,6 +209,7 @@ mod tests {
         assert_eq!(config.namespace, None);
         assert_eq!(config.concurrency, 4);
         assert_eq!(config.timing.resync, Duration::from_secs(600));
+        assert_eq!(config.timing.resync_rate, 50.0);
         assert_eq!(config.metrics_addr, "0.0.0.0:8080".parse().unwrap());
         assert!(!config.install_crds);
         let args = run_args(&[]).unwrap();
@@ -213,6 +226,7 @@ mod tests {
             "--namespace=team-a",
             "--concurrency=8",
             "--resync-interval=1h30m",
+            "--resync-rate=7.5",
             "--log-format=json",
             "--log-level=debug",
             "--metrics-addr=127.0.0.1:9090",
@@ -225,6 +239,7 @@ mod tests {
         assert_eq!(config.namespace.as_deref(), Some("team-a"));
         assert_eq!(config.concurrency, 8);
         assert_eq!(config.timing.resync, Duration::from_secs(5400));
+        assert_eq!(config.timing.resync_rate, 7.5);
         assert_eq!(config.metrics_addr, "127.0.0.1:9090".parse().unwrap());
         assert!(config.install_crds);
     }
@@ -264,6 +279,8 @@ mod tests {
         assert!(run_args(&["--resync-interval=soon"]).is_err());
         assert!(run_args(&["--resync-interval=5s"]).is_err());
         assert!(run_args(&["--concurrency=0"]).is_err());
+        assert!(run_args(&["--resync-rate=-1"]).is_err());
+        assert!(run_args(&["--resync-rate=fast"]).is_err());
         assert!(run_args(&["--log-format=xml"]).is_err());
         assert!(run_args(&["--metrics-addr=nowhere"]).is_err());
     }

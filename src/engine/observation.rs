@@ -58,7 +58,8 @@ struct Snapshot<O> {
 
 struct ScopeState<O> {
     snapshot: Option<Snapshot<O>>,
-    /// Objects the operator wrote, and when (entries older than any usable snapshot are pruned).
+    /// Objects the operator wrote, and when (pruned at each List to those younger than
+    /// the oldest snapshot a resync accepts).
     written: HashMap<String, Instant>,
     /// Objects with a recent current read, and when.
     current_reads: HashMap<String, Instant>,
@@ -134,10 +135,18 @@ impl<O: Clone> Observations<O> {
             Purpose::Current => self.window,
         };
         let scope = self.scope(key);
+        let asked = Instant::now();
         let worth_listing = {
             let mut state = scope.state.lock().unwrap();
-            if let Some(found) = lookup(&state, id, max_age) {
-                return Ok(found);
+            match answer(&state, id, max_age) {
+                Answer::Found(item) => return Ok(Lookup::Found(item)),
+                // Absent from a fresh List: maybe created since; a GET settles it.
+                Answer::Absent => return Ok(Lookup::Unknown),
+                // Written after a fresh List: one resync is not worth a new List, but
+                // current reads of many written objects (accepted writes being
+                // confirmed) may be.
+                Answer::Written if purpose == Purpose::Resync => return Ok(Lookup::Unknown),
+                Answer::Written | Answer::NoSnapshot => {}
             }
             let needed = state.pages.max(2);
             match purpose {
@@ -162,9 +171,15 @@ impl<O: Clone> Observations<O> {
             return Ok(Lookup::Unknown);
         }
         let _listing = scope.listing.lock().await;
-        // Someone may have listed while this observe waited.
-        if let Some(found) = lookup(&scope.state.lock().unwrap(), id, max_age) {
-            return Ok(found);
+        {
+            // Someone may have listed while this observe waited: use that List.
+            let state = scope.state.lock().unwrap();
+            let listed_since = state.snapshot.as_ref().is_some_and(|s| s.started >= asked);
+            match answer(&state, id, max_age) {
+                Answer::Found(item) => return Ok(Lookup::Found(item)),
+                _ if listed_since => return Ok(Lookup::Unknown),
+                _ => {}
+            }
         }
         let started = Instant::now();
         let listed = list().await?;
@@ -177,7 +192,10 @@ impl<O: Clone> Observations<O> {
             started,
             items: listed.items.into_iter().collect(),
         });
-        Ok(lookup(&state, id, Duration::MAX).unwrap_or(Lookup::Unknown))
+        Ok(match answer(&state, id, Duration::MAX) {
+            Answer::Found(item) => Lookup::Found(item),
+            _ => Lookup::Unknown,
+        })
     }
 
     /// Records a write to object `id` of scope `key`: snapshots taken before it no
@@ -193,20 +211,34 @@ impl<O: Clone> Observations<O> {
     }
 }
 
-/// The snapshot's answer for `id` if it is fresh enough to give one.
-fn lookup<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Option<Lookup<O>> {
-    let snapshot = state.snapshot.as_ref()?;
-    if snapshot.started.elapsed() >= max_age {
-        return None;
+/// What the current snapshot can say about one object.
+enum Answer<O> {
+    Found(O),
+    /// Not in a fresh snapshot, and not written by the operator since it was taken.
+    Absent,
+    /// Written by the operator after the fresh snapshot was taken.
+    Written,
+    /// No fresh snapshot.
+    NoSnapshot,
+}
+
+fn answer<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Answer<O> {
+    let Some(snapshot) = state
+        .snapshot
+        .as_ref()
+        .filter(|s| s.started.elapsed() < max_age)
+    else {
+        return Answer::NoSnapshot;
+    };
+    let written = state.written.get(id);
+    match snapshot.items.get(id) {
+        _ if written.is_some_and(|at| *at >= snapshot.started) => Answer::Written,
+        Some(item) => Answer::Found(item.clone()),
+        // Written a little before the List yet absent: an asynchronous upstream may not
+        // show an accepted create in a List taken just after it.
+        None if written.is_some() => Answer::Written,
+        None => Answer::Absent,
     }
-    let written_since = state
-        .written
-        .get(id)
-        .is_some_and(|at| *at >= snapshot.started);
-    Some(match snapshot.items.get(id) {
-        Some(item) if !written_since => Lookup::Found(item.clone()),
-        _ => Lookup::Unknown,
-    })
 }
 
 #[cfg(test)]
@@ -214,17 +246,13 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    fn counting_list(
-        lists: Arc<AtomicU32>,
-    ) -> impl Future<Output = Result<Listed<u32>, UpstreamError>> {
-        async move {
-            lists.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            Ok(Listed {
-                items: (0..50).map(|i| (format!("id-{i}"), i)).collect(),
-                pages: 1,
-            })
-        }
+    async fn counting_list(lists: Arc<AtomicU32>) -> Result<Listed<u32>, UpstreamError> {
+        lists.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(Listed {
+            items: (0..50).map(|i| (format!("id-{i}"), i)).collect(),
+            pages: 1,
+        })
     }
 
     fn observations() -> Observations<u32> {
@@ -260,33 +288,49 @@ mod tests {
         let observations = observations();
         let lists = Arc::new(AtomicU32::new(0));
         let lookup = observations
-            .get("team-a", "id-1", Purpose::Resync, || 1, || {
-                counting_list(lists.clone())
-            })
+            .get(
+                "team-a",
+                "id-1",
+                Purpose::Resync,
+                || 1,
+                || counting_list(lists.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Unknown);
         let lookup = observations
-            .get("team-a", "id-1", Purpose::Current, || 50, || {
-                counting_list(lists.clone())
-            })
+            .get(
+                "team-a",
+                "id-1",
+                Purpose::Current,
+                || 50,
+                || counting_list(lists.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Unknown);
         assert_eq!(lists.load(Ordering::SeqCst), 0);
         // The same object again is no demand.
         let lookup = observations
-            .get("team-a", "id-1", Purpose::Current, || 50, || {
-                counting_list(lists.clone())
-            })
+            .get(
+                "team-a",
+                "id-1",
+                Purpose::Current,
+                || 50,
+                || counting_list(lists.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Unknown);
         // A second object in the window lists: from then on the snapshot answers.
         let lookup = observations
-            .get("team-a", "id-2", Purpose::Current, || 50, || {
-                counting_list(lists.clone())
-            })
+            .get(
+                "team-a",
+                "id-2",
+                Purpose::Current,
+                || 50,
+                || counting_list(lists.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(lookup, Lookup::Found(2));
@@ -302,7 +346,13 @@ mod tests {
             let observations = &observations;
             async move {
                 observations
-                    .get("team-a", id, Purpose::Resync, || 50, || counting_list(lists))
+                    .get(
+                        "team-a",
+                        id,
+                        Purpose::Resync,
+                        || 50,
+                        || counting_list(lists),
+                    )
                     .await
                     .unwrap()
             }
@@ -311,16 +361,42 @@ mod tests {
         observations.wrote("team-a", "id-1");
         assert_eq!(get("id-1").await, Lookup::Unknown);
         assert_eq!(get("id-2").await, Lookup::Found(2));
+        // Current reads of several written objects list again (confirming accepted writes).
+        observations.wrote("team-a", "id-2");
+        let current = |id: &'static str| {
+            let lists = lists.clone();
+            let observations = &observations;
+            async move {
+                observations
+                    .get(
+                        "team-a",
+                        id,
+                        Purpose::Current,
+                        || 50,
+                        || counting_list(lists),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(current("id-1").await, Lookup::Unknown);
+        assert_eq!(current("id-2").await, Lookup::Found(2));
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
+        assert_eq!(current("id-1").await, Lookup::Found(1));
         assert_eq!(get("id-999").await, Lookup::Unknown);
-        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
         // Another scope lists on its own.
         observations
-            .get("team-b", "id-1", Purpose::Resync, || 50, || {
-                counting_list(lists.clone())
-            })
+            .get(
+                "team-b",
+                "id-1",
+                Purpose::Resync,
+                || 50,
+                || counting_list(lists.clone()),
+            )
             .await
             .unwrap();
-        assert_eq!(lists.load(Ordering::SeqCst), 2);
+        assert_eq!(lists.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
@@ -335,7 +411,13 @@ mod tests {
             })
         };
         observations
-            .get("app", "id-1", Purpose::Resync, || 100, || big(lists.clone()))
+            .get(
+                "app",
+                "id-1",
+                Purpose::Resync,
+                || 100,
+                || big(lists.clone()),
+            )
             .await
             .unwrap();
         assert_eq!(lists.load(Ordering::SeqCst), 1);

@@ -819,7 +819,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     fn scope_key(&self, obj: &K) -> Option<String> {
         let scope = self.provider.list_scope(obj)?;
         let ns = obj.namespace().unwrap_or_default();
-        Some(format!("{ns}/{}/{scope}", obj.managed().connection_ref.name))
+        Some(format!(
+            "{ns}/{}/{scope}",
+            obj.managed().connection_ref.name
+        ))
     }
 
     /// How many cached objects share the scope `key` (recounted once per list window).
@@ -1024,9 +1027,8 @@ fn converged<K: ManagedObject>(obj: &K) -> bool {
     let Some(status) = obj.managed_status() else {
         return false;
     };
-    let is_true = |type_| {
-        conditions::get(&status.conditions, type_).is_some_and(|c| c.status == "True")
-    };
+    let is_true =
+        |type_| conditions::get(&status.conditions, type_).is_some_and(|c| c.status == "True");
     status.observed_generation == obj.meta().generation
         && status.pending.is_none()
         && annotation(obj, CREATE_PENDING_ANNOTATION).is_none()

@@ -75,8 +75,9 @@ mod tests {
     fn a_wave_is_spread_at_the_rate_and_slots_are_kept() {
         let slots = ResyncSlots::new(10.0);
         // About one second of burst runs at once, the rest get slots 100 ms apart.
-        let waits: Vec<Option<Duration>> =
-            (0..30).map(|i| slots.reserve(&format!("uid-{i}"))).collect();
+        let waits: Vec<Option<Duration>> = (0..30)
+            .map(|i| slots.reserve(&format!("uid-{i}")))
+            .collect();
         let immediate = waits.iter().filter(|w| w.is_none()).count();
         assert!((10..=11).contains(&immediate), "{immediate}");
         let last = waits[29].unwrap();

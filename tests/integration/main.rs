@@ -20,6 +20,7 @@ mod instaclustr_persona;
 mod kube_faults;
 mod leader_election;
 mod runtime_tests;
+mod scale;
 mod secret_leaks;
 mod serval_access_profile;
 mod stuck_deletion;

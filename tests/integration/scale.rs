@@ -1,0 +1,396 @@
+//! Issue #7 features, by call counts: a resync wave of converged objects of one scope is
+//! answered by one List with no upstream and no Kubernetes write, for every kind; single
+//! objects still use GET; own writes invalidate the listed entry; resyncs run at their own
+//! rate while changes go first.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use accessplane::api::{
+    AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl,
+};
+use accessplane::engine::metrics::ReconcileMetrics;
+use accessplane::engine::requeue::Timing;
+use accessplane::engine::{Engine, ManagedObject, Provider, reconcile};
+use accessplane::providers::conductorone::{
+    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
+};
+use accessplane::providers::instaclustr::PersonaAccessControlProvider;
+use accessplane::providers::serval::AccessProfileProvider;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{reflector, watcher};
+use serde_json::json;
+
+use crate::harness::{C1Env, Harness, NS, requeue_of};
+use crate::support::fake_http::Recorded;
+use crate::support::fake_instaclustr::{FakeInstaclustr, list_path};
+
+/// Objects per scope in the wave tests.
+const N: usize = 12;
+
+/// Upstream traffic of one phase, split the way the issue counts it.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Traffic {
+    /// GETs of the scope's collection (one per page).
+    lists: usize,
+    /// GETs of single objects (and their sub-resources).
+    gets: usize,
+    /// Anything else but token exchanges.
+    writes: usize,
+}
+
+fn traffic(requests: Vec<Recorded>, collection: &str) -> Traffic {
+    let mut t = Traffic::default();
+    for r in requests.iter().filter(|r| !r.path.contains("token")) {
+        match r.method.as_str() {
+            "GET" if r.path == collection => t.lists += 1,
+            "GET" => t.gets += 1,
+            // ConductorOne searches are reads sent as POST.
+            "POST" if r.path.contains("/search/") => t.gets += 1,
+            _ => t.writes += 1,
+        }
+    }
+    t
+}
+
+/// Gives `engine` a cache holding the current objects of its kind (what the controller's
+/// reflector does in the operator).
+async fn attach_store<K: ManagedObject, P: Provider<K>>(h: &Harness, engine: &Engine<K, P>) {
+    let (store, mut writer) = reflector::store();
+    let objects = Api::<K>::namespaced(h.client(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    for obj in objects {
+        writer.apply_watcher_event(&watcher::Event::Apply(obj));
+    }
+    engine.watch_store(store);
+}
+
+/// One pass over every named object, concurrently (as the controller's workers do).
+async fn wave<K: ManagedObject, P: Provider<K>>(
+    h: &Harness,
+    engine: &Arc<Engine<K, P>>,
+    names: &[String],
+) -> Vec<Option<Duration>> {
+    let api = Api::<K>::namespaced(h.client(), NS);
+    let passes = names.iter().map(|name| {
+        let (api, engine) = (api.clone(), engine.clone());
+        async move {
+            let obj = api.get(name).await.unwrap();
+            requeue_of(&reconcile(Arc::new(obj), engine).await.unwrap())
+        }
+    });
+    futures::future::join_all(passes).await
+}
+
+fn names(prefix: &str) -> Vec<String> {
+    (0..N).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// Settles every object, then checks one resync wave as a restarted operator sees it
+/// (a fresh engine, from `engine()`): one List (per page), no single GET, no upstream
+/// write, no Kubernetes write, and every object still Ready. Returns that engine.
+async fn check_resync_wave<K: ManagedObject, P: Provider<K>>(
+    h: &Harness,
+    engine: impl Fn() -> Arc<Engine<K, P>>,
+    plural: &str,
+    names: &[String],
+    requests: impl Fn() -> Vec<Recorded>,
+    clear: impl Fn(),
+    collection: &str,
+) -> Arc<Engine<K, P>> {
+    let settling = engine();
+    for name in names {
+        h.settle_kind(&settling, name, 6).await;
+        assert_eq!(
+            h.condition_of(plural, name, "Ready").0,
+            "True",
+            "{plural}/{name}: {:?}",
+            h.condition_of(plural, name, "Ready")
+        );
+    }
+    let engine = engine();
+    attach_store(h, &engine).await;
+    clear();
+    h.kube.clear_requests();
+
+    wave(h, &engine, names).await;
+    let seen = traffic(requests(), collection);
+    assert_eq!(
+        seen,
+        Traffic {
+            lists: 1,
+            gets: 0,
+            writes: 0
+        },
+        "{plural}: a resync wave of {} objects is one List",
+        names.len()
+    );
+    assert!(
+        h.kube.writes().is_empty(),
+        "{plural}: no Kubernetes write on resync: {:?}",
+        h.kube.writes()
+    );
+    for name in names {
+        assert_eq!(h.condition_of(plural, name, "Ready").0, "True");
+    }
+    engine
+}
+
+#[tokio::test]
+async fn access_profiles_resync_from_one_list_per_team() {
+    let h = Harness::new().await;
+    let names = names("profile");
+    for (i, name) in names.iter().enumerate() {
+        h.apply_profile(
+            name,
+            json!({"name": format!("Profile {i}"), "description": "x"}),
+        )
+        .await;
+    }
+    let engine = check_resync_wave(
+        &h,
+        || h.engine(AccessProfileProvider),
+        "accessprofiles",
+        &names,
+        || h.serval.requests(),
+        || h.serval.clear_requests(),
+        "/v2/access-profiles",
+    )
+    .await;
+
+    // A changed object is read with a GET (its state must be current: the List is older
+    // than the list window), written, and from then on no longer answered by the List.
+    tokio::time::sleep(h.engine.timing.list_window).await;
+    h.edit_profile_spec("profile-3", json!({"description": "changed"}))
+        .await;
+    h.serval.clear_requests();
+    h.pass(&engine, "profile-3").await;
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles"),
+        Traffic {
+            lists: 0,
+            gets: 1,
+            writes: 1
+        },
+        "an edit: one GET, one PUT"
+    );
+    h.serval.clear_requests();
+    wave(&h, &engine, &names).await;
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles"),
+        Traffic {
+            lists: 0,
+            gets: 1,
+            writes: 0
+        },
+        "the snapshot still answers the others; the written object is read directly"
+    );
+
+    // A lone object in another scope is one GET, never a List of its team.
+    h.apply_profile(
+        "lonely",
+        json!({"teamId": "team-other", "name": "Lonely", "description": "x"}),
+    )
+    .await;
+    h.settle_kind(&engine, "lonely", 4).await;
+    h.serval.clear_requests();
+    h.pass(&engine, "lonely").await;
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles"),
+        Traffic {
+            lists: 0,
+            gets: 1,
+            writes: 0
+        }
+    );
+}
+
+#[tokio::test]
+async fn conductorone_kinds_resync_from_one_list_per_scope() {
+    let e = C1Env::new().await;
+    let h = &e.h;
+    let app = e.app.clone();
+
+    let names_e = names("entitlement");
+    for (i, name) in names_e.iter().enumerate() {
+        h.create::<AppEntitlement>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AppEntitlement", "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "c1"}, "appId": app, "displayName": format!("Entitlement {i}"), "alias": format!("ent-{i}"), "description": "x"}}))
+            .await;
+    }
+    check_resync_wave(
+        h,
+        || h.engine(AppEntitlementProvider),
+        "appentitlements",
+        &names_e,
+        || e.c1.requests(),
+        || e.c1.clear_requests(),
+        &format!("/api/v1/apps/{app}/entitlements"),
+    )
+    .await;
+
+    let names_c = names("connector");
+    for (i, name) in names_c.iter().enumerate() {
+        h.create::<Connector>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connector", "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "c1"}, "appId": app, "catalogId": "catalog-github", "displayName": format!("GitHub {i}"), "description": "x"}}))
+            .await;
+    }
+    check_resync_wave(
+        h,
+        || h.engine(ConnectorProvider),
+        "connectors",
+        &names_c,
+        || e.c1.requests(),
+        || e.c1.clear_requests(),
+        &format!("/api/v1/apps/{app}/connectors"),
+    )
+    .await;
+
+    let connector = e.c1.seed_connector(&app, "GitHub MCP");
+    let names_t = names("toolset");
+    for (i, name) in names_t.iter().enumerate() {
+        h.create::<McpToolset>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "McpToolset", "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "c1"}, "appId": app, "connectorId": connector, "displayName": format!("Toolset {i}"), "description": "x"}}))
+            .await;
+    }
+    check_resync_wave(
+        h,
+        || h.engine(McpToolsetProvider),
+        "mcptoolsets",
+        &names_t,
+        || e.c1.requests(),
+        || e.c1.clear_requests(),
+        &format!("/api/v1/apps/{app}/connectors/{connector}/mcp_toolsets"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn persona_access_controls_resync_from_one_list_per_cluster() {
+    let h = Harness::new().await;
+    let ic = FakeInstaclustr::start().await;
+    ic.add_account("ops", "key");
+    let (cluster, vs) = ("gw-1", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
+    ic.add_virtual_server(cluster, vs);
+    ic.set_visibility_delay(Duration::ZERO);
+    h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
+        .await;
+    h.apply_connection(
+        "ic",
+        json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
+    )
+    .await;
+    h.reconcile_connection("ic").await;
+    let names = names("persona");
+    for (i, name) in names.iter().enumerate() {
+        h.create::<PersonaAccessControl>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "PersonaAccessControl", "metadata": {"name": name},
+            "spec": {"connectionRef": {"name": "ic"}, "clusterId": cluster, "virtualServerId": vs, "personaRole": format!("role-{i}"), "type": "ALLOWLIST"}}))
+            .await;
+    }
+    // The write gate reads the cluster's state: count only persona-control traffic.
+    let controls = || {
+        ic.requests()
+            .into_iter()
+            .filter(|r| r.path.contains("persona-access-controls"))
+            .collect()
+    };
+    check_resync_wave(
+        &h,
+        || h.engine(PersonaAccessControlProvider::default()),
+        "personaaccesscontrols",
+        &names,
+        controls,
+        || ic.clear_requests(),
+        &list_path(cluster),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
+    let h = Harness::new().await;
+    let names = names("profile");
+    for (i, name) in names.iter().enumerate() {
+        h.apply_profile(
+            name,
+            json!({"name": format!("Profile {i}"), "description": "x"}),
+        )
+        .await;
+        h.settle(name, 4).await;
+    }
+    // The operator's engine with resyncs limited to 4 per second.
+    let timing = Timing {
+        resync_rate: 4.0,
+        ..h.engine.timing.clone()
+    };
+    let engine = Arc::new(Engine::new(
+        h.client(),
+        AccessProfileProvider,
+        h.engine.connections.clone(),
+        Recorder::new(
+            h.client(),
+            Reporter {
+                controller: "accessplane".into(),
+                instance: None,
+            },
+        ),
+        h.clock.clone(),
+        timing,
+        ReconcileMetrics::default(),
+    ));
+    attach_store(&h, &engine).await;
+    h.serval.clear_requests();
+
+    // All twelve are due at once: about one second's worth runs, the rest is given slots
+    // a quarter second apart, without holding a worker or calling the upstream.
+    let waits = wave(&h, &engine, &names).await;
+    let deferred: Vec<Duration> = waits
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|w| *w < Duration::from_secs(60))
+        .collect();
+    assert!(
+        (7..=8).contains(&deferred.len()),
+        "deferred: {deferred:?} of {waits:?}"
+    );
+    let longest = deferred.iter().max().unwrap();
+    assert!(
+        *longest > Duration::from_millis(1500) && *longest <= Duration::from_secs(2),
+        "{longest:?}"
+    );
+    let resync_reads = traffic(h.serval.requests(), "/v2/access-profiles");
+    assert_eq!(resync_reads.writes, 0);
+    assert!(resync_reads.lists <= 1 && resync_reads.gets == 0);
+
+    // A user's change while those slots are taken is not queued behind them.
+    let deferred_name = names
+        .iter()
+        .zip(&waits)
+        .find(|(_, w)| w.is_some_and(|w| w < Duration::from_secs(60)))
+        .map(|(n, _)| n.clone())
+        .unwrap();
+    Api::<AccessProfile>::namespaced(h.client(), NS)
+        .patch(
+            &deferred_name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"description": "changed now"}})),
+        )
+        .await
+        .unwrap();
+    h.serval.clear_requests();
+    let obj = Api::<AccessProfile>::namespaced(h.client(), NS)
+        .get(&deferred_name)
+        .await
+        .unwrap();
+    reconcile(Arc::new(obj), engine.clone()).await.unwrap();
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles").writes,
+        1,
+        "the change was applied at once"
+    );
+    let id = h.status_id(&deferred_name).unwrap();
+    assert_eq!(h.serval.profile(&id).unwrap()["description"], "changed now");
+}
