@@ -73,6 +73,14 @@ impl Connections {
             .remove(&(namespace.to_string(), name.to_string()));
     }
 
+    /// Whether the Connection was reconciled since start-up (verified or not).
+    pub fn is_known(&self, namespace: &str, name: &str) -> bool {
+        self.entries
+            .read()
+            .unwrap()
+            .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
     /// The client currently registered for a Connection, ready or not.
     pub fn client(&self, namespace: &str, name: &str) -> Option<UpstreamClient> {
         match self

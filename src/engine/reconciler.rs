@@ -47,6 +47,10 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     members: Mutex<Option<(Instant, HashMap<String, usize>)>>,
     /// Spreads resyncs at their own rate (fair scheduling, see [`ResyncSlots`]).
     resync_slots: ResyncSlots,
+    /// When each object was last found converged, at which generation: a pass that our
+    /// own bookkeeping writes trigger right after (finalizer, annotations) has nothing
+    /// to check upstream. In memory only: after a restart every object is checked.
+    confirmed: Mutex<HashMap<String, (i64, Timestamp)>>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -142,6 +146,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             store: OnceLock::new(),
             members: Mutex::default(),
             resync_slots,
+            confirmed: Mutex::default(),
             kind: PhantomData,
         }
     }
@@ -149,6 +154,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Gives the engine the controller's object cache (it groups objects by list scope).
     pub fn watch_store(&self, store: Store<K>) {
         let _ = self.store.set(store);
+    }
+
+    /// Makes the next pass of `obj` read the upstream even if it was found converged a
+    /// moment ago: something it depends on (a Secret it reads) changed.
+    pub fn recheck(&self, obj: &K) {
+        self.confirmed.lock().unwrap().remove(&Self::uid(obj));
     }
 
     /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
@@ -185,6 +196,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 "terminal error at this generation; not calling the upstream yet"
             );
             return Ok(Action::requeue(wait));
+        }
+        // The echo of this engine's own writes (finalizer, annotations, status), possibly
+        // seen through a cache that does not show the status yet: nothing to check.
+        if self.recently_confirmed(&obj) {
+            tracing::trace!("found converged a moment ago; nothing to check before the next wave");
+            return Ok(Action::requeue(self.resync(&obj)));
         }
         let purpose = if converged(&obj) {
             Purpose::Resync
@@ -673,6 +690,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let previous = obj.managed_status().cloned().unwrap_or_default();
         let mut status = previous.clone();
         status.observed_generation = generation;
+        // Whether this pass found the object converged (remembered once status says so).
+        let mut converged = false;
+        self.recheck(obj);
         let (requeue, facts) = match outcome {
             Ok(verdict) if verdict.released => {
                 self.clear_failures(obj);
@@ -684,6 +704,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
             Ok(verdict) => {
                 self.clear_failures(obj);
+                converged = verdict.ready.status && verdict.unresolved.is_none();
                 if let Some(id) = verdict.id {
                     status.id = Some(id);
                 }
@@ -751,6 +772,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
         };
         kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await?;
+        if converged {
+            self.confirmed
+                .lock()
+                .unwrap()
+                .insert(Self::uid(obj), (generation.unwrap_or_default(), now));
+        }
         Ok(Action::requeue(requeue))
     }
 
@@ -797,7 +824,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 .collect();
             Ok(Listed { items, pages })
         };
-        let members = || self.members(&key);
+        let members = match purpose {
+            Purpose::Resync => self.members(&key).await,
+            Purpose::Current => 0,
+        };
+        let members = || members;
         match self
             .observations
             .get(&key, id, purpose, members, list)
@@ -826,10 +857,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     /// How many cached objects share the scope `key` (recounted once per list window).
-    fn members(&self, key: &str) -> usize {
+    async fn members(&self, key: &str) -> usize {
         let Some(store) = self.store.get() else {
             return 0;
         };
+        // At start-up the cache fills only once the initial list is complete, while the
+        // first objects are already being reconciled: wait for it (briefly).
+        let ready = tokio::time::timeout(self.timing.list_window, store.wait_until_ready())
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !ready {
+            return 0;
+        }
         let mut members = self.members.lock().unwrap();
         let stale = members
             .as_ref()
@@ -929,6 +968,20 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             generation: obj.meta().generation.unwrap_or_default(),
             requested_at: requested.to_string(),
         })
+    }
+
+    /// Found converged at this generation within [`Timing::converged_quiet`].
+    fn recently_confirmed(&self, obj: &K) -> bool {
+        let generation = obj.meta().generation.unwrap_or_default();
+        let interval = self
+            .timing
+            .resync_interval(annotation(obj, RESYNC_ANNOTATION));
+        let quiet = self.timing.converged_quiet.min(interval / 2);
+        self.confirmed
+            .lock()
+            .unwrap()
+            .get(&Self::uid(obj))
+            .is_some_and(|(at, when)| *at == generation && elapsed(*when, self.clock.now()) < quiet)
     }
 
     fn pending_within_grace<'a>(

@@ -25,6 +25,10 @@ pub struct Timing {
     pub pending_grace: Duration,
     /// How long one List of a scope answers current reads of that scope.
     pub list_window: Duration,
+    /// How long after an object was found converged a pass without a change (the echo
+    /// of the operator's own finalizer/annotation writes) skips the upstream; at most
+    /// half the object's resync interval.
+    pub converged_quiet: Duration,
     /// Resyncs per second per kind; resyncs due beyond it wait for a slot, user changes
     /// never do. 0 means unlimited.
     pub resync_rate: f64,
@@ -41,6 +45,7 @@ impl Default for Timing {
             pending_grace: Duration::from_secs(600),
             list_window: Duration::from_secs(2),
             resync_rate: 50.0,
+            converged_quiet: Duration::from_secs(60),
         }
     }
 }

@@ -64,13 +64,14 @@ where
     async move { store.wait_until_ready().await.is_ok() }.boxed()
 }
 
-/// The Connection controller, also triggered when a Connection's credentials Secret changes.
+/// The Connection controller, also triggered when a Connection's credentials Secret
+/// changes; with its cache of Connections.
 pub fn connection_controller(
     scope: &Scope,
     cx: Arc<ConnectionContext>,
     config: controller::Config,
     shutdown: Shutdown,
-) -> Wired {
+) -> (Wired, Store<Connection>) {
     let controller = Controller::new(scope.api::<Connection>(), watcher::Config::default())
         .with_config(config)
         .graceful_shutdown_on(shutdown);
@@ -83,9 +84,37 @@ pub fn connection_controller(
         .run(connection::reconcile, connection::error_policy, cx)
         .for_each(log_result)
         .boxed();
-    Wired {
+    let wired = Wired {
         run,
-        synced: synced(store),
+        synced: synced(store.clone()),
+    };
+    (wired, store)
+}
+
+/// Resolves once every cached Connection has been reconciled since start-up (so its
+/// client is registered, or why not), or after `limit`. Managed controllers start after
+/// it: otherwise every resource reconciled before its Connection would flip to
+/// `WaitingForDependency` and back on each restart.
+pub async fn connections_settled(
+    store: Store<Connection>,
+    connections: Arc<crate::connections::Connections>,
+    limit: std::time::Duration,
+) {
+    let settled = async {
+        if store.wait_until_ready().await.is_err() {
+            return;
+        }
+        while !store.state().iter().all(|conn| {
+            connections.is_known(&conn.namespace().unwrap_or_default(), &conn.name_any())
+        }) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    if tokio::time::timeout(limit, settled).await.is_err() {
+        tracing::warn!(
+            ?limit,
+            "not every Connection was verified in time; starting the resource controllers anyway"
+        );
     }
 }
 
@@ -156,9 +185,16 @@ where
             move |conn| waiting_on(&mapper_store, &conn),
         );
     if let Some(secret_refs) = P::SECRET_REFS {
-        let mapper_store = store.clone();
+        let (mapper_store, engine) = (store.clone(), engine.clone());
         controller = controller.watches_stream(secret_changes(scope), move |secret| {
-            reading(&mapper_store, secret_refs, &secret)
+            let readers = reading(&mapper_store, secret_refs, &secret);
+            // Their upstream state must be compared with the new Secret content now,
+            // even if they were found converged a moment ago.
+            readers.iter().for_each(|obj| engine.recheck(obj));
+            readers
+                .iter()
+                .map(|obj| ObjectRef::from_obj(&**obj))
+                .collect::<Vec<_>>()
         });
     }
     for reference in engine.provider.references() {
@@ -204,13 +240,12 @@ fn reading<K: ManagedObject>(
     store: &Store<K>,
     secret_refs: fn(&K) -> Vec<String>,
     secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<K>> {
+) -> Vec<Arc<K>> {
     let name = secret.name_any();
     store
         .state()
-        .iter()
+        .into_iter()
         .filter(|obj| obj.namespace() == secret.namespace() && secret_refs(obj).contains(&name))
-        .map(|obj| ObjectRef::from_obj(&**obj))
         .collect()
 }
 

@@ -224,20 +224,41 @@ pub async fn run_with(
         shared.clock.clone(),
         shared.timing.clone(),
     );
-    let wired = vec![
-        connection_controller(
-            &shared.scope,
-            Arc::new(connection_cx),
-            shared.controller.clone(),
-            shutdown.clone(),
-        ),
+    let (connection_wired, connection_store) = connection_controller(
+        &shared.scope,
+        Arc::new(connection_cx),
+        shared.controller.clone(),
+        shutdown.clone(),
+    );
+    let settled = controllers::connections_settled(
+        connection_store,
+        shared.connections.clone(),
+        CONNECTIONS_SETTLE_LIMIT,
+    )
+    .boxed()
+    .shared();
+    let managed = vec![
         shared.managed::<AccessProfile, _>(AccessProfileProvider),
         shared.managed::<AppEntitlement, _>(AppEntitlementProvider),
         shared.managed::<Connector, _>(ConnectorProvider),
         shared.managed::<McpToolset, _>(McpToolsetProvider),
         shared.managed::<PersonaAccessControl, _>(PersonaAccessControlProvider::default()),
     ];
-    let (runs, synced): (Vec<_>, Vec<_>) = wired.into_iter().map(|w| (w.run, w.synced)).unzip();
+    // Resource controllers start once the Connections they use are known.
+    let wired = std::iter::once(connection_wired).chain(managed.into_iter().map(|w| {
+        let (settled, shutdown) = (settled.clone(), shutdown.clone());
+        Wired {
+            run: async move {
+                tokio::select! {
+                    () = settled => w.run.await,
+                    () = shutdown => {}
+                }
+            }
+            .boxed(),
+            synced: w.synced,
+        }
+    }));
+    let (runs, synced): (Vec<_>, Vec<_>) = wired.map(|w| (w.run, w.synced)).unzip();
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),
         controllers = runs.len(),
@@ -293,6 +314,10 @@ pub async fn run_with(
     }
     result
 }
+
+/// Longest wait at start-up for every Connection to be verified before the resource
+/// controllers start (an unreachable upstream must not hold up the others for long).
+const CONNECTIONS_SETTLE_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long running reconciles may take to finish after SIGTERM: below Kubernetes'
 /// default 30 s termination grace period. A controller whose cache never synced (API

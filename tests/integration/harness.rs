@@ -58,10 +58,12 @@ impl Harness {
         );
         let metrics = Arc::new(UpstreamMetrics::default());
         // Tests poll faster than the operator does: shorter shared-List window. Passes
-        // are driven by hand, so resyncs are not spread (tests of fair scheduling set it).
+        // are driven by hand, each standing for a resync: not spread, and not skipped as
+        // echoes of the engine's own writes (tests of these set them).
         let timing = Timing {
             list_window: Duration::from_millis(400),
             resync_rate: 0.0,
+            converged_quiet: Duration::ZERO,
             ..Timing::default()
         };
         let engine = Arc::new(Engine::new(

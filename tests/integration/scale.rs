@@ -62,9 +62,11 @@ async fn attach_store<K: ManagedObject, P: Provider<K>>(h: &Harness, engine: &En
         .list(&Default::default())
         .await
         .unwrap();
+    writer.apply_watcher_event(&watcher::Event::Init);
     for obj in objects {
-        writer.apply_watcher_event(&watcher::Event::Apply(obj));
+        writer.apply_watcher_event(&watcher::Event::InitApply(obj));
     }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
     engine.watch_store(store);
 }
 
@@ -393,4 +395,122 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
     );
     let id = h.status_id(&deferred_name).unwrap();
     assert_eq!(h.serval.profile(&id).unwrap()["description"], "changed now");
+}
+
+/// The whole operator: creating a batch costs one upstream call per resource (the echoes
+/// of the engine's own finalizer, annotation and status writes read nothing), and after
+/// a restart the start-up pass over the converged batch is one List, with no write
+/// anywhere.
+#[tokio::test]
+async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
+    use crate::support::fake_kube::FakeKube;
+    use crate::support::fake_serval::FakeServal;
+    use accessplane::runtime::{RunConfig, run_with};
+    use futures::FutureExt;
+
+    const API: &str = "accessplane.io/v1alpha1";
+    const COUNT: usize = 20;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let serval = FakeServal::start().await;
+    serval.add_client("operator", "s3cret");
+    let kube = FakeKube::new();
+    kube.put_object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "serval-creds", "namespace": "team-a"},
+        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
+    }));
+    kube.put_object(json!({
+        "apiVersion": API, "kind": "Connection",
+        "metadata": {"name": "serval", "namespace": "team-a"},
+        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
+    }));
+    for i in 0..COUNT {
+        kube.put_object(json!({
+            "apiVersion": API, "kind": "AccessProfile",
+            "metadata": {"name": format!("profile-{i}"), "namespace": "team-a", "generation": 1},
+            "spec": {"connectionRef": {"name": "serval"}, "teamId": "team-1", "name": format!("Profile {i}")},
+        }));
+    }
+    let start = || {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: Some("team-a".into()),
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            ..RunConfig::default()
+        };
+        let shutdown = stopped.map(|_| ()).boxed().shared();
+        (
+            stop,
+            tokio::spawn(run_with(kube.client(), config, shutdown)),
+        )
+    };
+    let all_ready = |kube: &FakeKube| {
+        (0..COUNT).all(|i| {
+            let obj = kube.get(API, "accessprofiles", "team-a", &format!("profile-{i}"));
+            obj.as_ref()
+                .and_then(|o| crate::harness::condition(o, "Ready"))
+                .is_some_and(|c| c["status"] == "True")
+        })
+    };
+    // The Connection's credential check (a GET of an id that cannot exist) is not part
+    // of any resource's path.
+    let profile_traffic = || {
+        let requests = serval.requests();
+        let requests = requests
+            .into_iter()
+            .filter(|r| !r.path.ends_with("connection-check"))
+            .collect();
+        traffic(requests, "/v2/access-profiles")
+    };
+
+    let (stop, operator) = start();
+    for _ in 0..400 {
+        if all_ready(&kube) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(all_ready(&kube), "all profiles Ready");
+    // Let the echoes of the last writes run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        profile_traffic(),
+        Traffic {
+            lists: 0,
+            gets: 0,
+            writes: COUNT
+        },
+        "one POST per resource and nothing else"
+    );
+    stop.send(()).unwrap();
+    operator.await.unwrap().unwrap();
+
+    serval.clear_requests();
+    kube.clear_requests();
+    let (stop, operator) = start();
+    // Wait until the start-up wave has read the team, then a little for the rest.
+    for _ in 0..200 {
+        if profile_traffic().lists > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        profile_traffic(),
+        Traffic {
+            lists: 1,
+            gets: 0,
+            writes: 0
+        },
+        "the start-up pass over {COUNT} converged profiles is one List"
+    );
+    let writes: Vec<_> = kube
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.contains("accessprofiles"))
+        .collect();
+    assert!(writes.is_empty(), "no Kubernetes write: {writes:?}");
+    stop.send(()).unwrap();
+    operator.await.unwrap().unwrap();
 }
