@@ -40,6 +40,12 @@ pub struct ConnectionSpec {
     /// Unset: 5 requests/s with a burst of 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimitSpec>,
+    /// Longest wait for one HTTP request, response body included. A request that times
+    /// out is retried like a dropped connection (a create is never re-sent blindly: the
+    /// operator looks it up first). Unset: 30 seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 300))]
+    pub timeout_seconds: Option<u32>,
 }
 
 /// A ConductorOne tenant.

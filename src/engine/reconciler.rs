@@ -617,7 +617,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         };
+        let now = self.clock.now();
         let Some(observed) = self.observe(&cx, &id, Purpose::Current).await? else {
+            // An accepted create of an asynchronous upstream may not be visible yet (a
+            // crash or a quick delete can come before it is): reading "absent" then proves
+            // nothing, and releasing would orphan it. Ask the upstream to delete it by its
+            // deterministic id instead; a 404 means nothing was made.
+            let create_in_flight = self.provider.deterministic_id(obj).is_some()
+                && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
+                && self.pending_within_grace(obj, "Delete", now).is_none();
+            if create_in_flight {
+                return self.request_delete(api, obj, &cx, &id, now).await;
+            }
             kube_ops::remove_finalizer(api, obj).await?;
             let requested = obj
                 .managed_status()
@@ -630,7 +641,6 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if let Some(why) = self.provider.refuse_delete(&observed) {
             return Err(EngineError::Refused(format!("{why}; {ORPHAN_HINT}")));
         }
-        let now = self.clock.now();
         if let Some(pending) = self.pending_within_grace(obj, "Delete", now) {
             let mut v = Verdict::new(
                 ConditionValue::new(
@@ -643,9 +653,21 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             v.pending = Some(pending.clone());
             return Ok(v);
         }
-        self.provider.write_gate(&cx).await?;
-        let deleted = self.provider.delete(&cx, &id).await;
-        self.wrote(&cx, &id);
+        self.request_delete(api, obj, &cx, &id, now).await
+    }
+
+    /// Sends the delete; the finalizer goes once the upstream has done it.
+    async fn request_delete(
+        &self,
+        api: &Api<K>,
+        obj: &K,
+        cx: &Cx<'_, K, P::Inputs>,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<Verdict, EngineError> {
+        self.provider.write_gate(cx).await?;
+        let deleted = self.provider.delete(cx, id).await;
+        self.wrote(cx, id);
         match deleted? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;

@@ -111,6 +111,15 @@ pub fn connect(
     if let Some(limit) = &spec.rate_limit {
         config.rate_limit = rate_limit(limit.requests_per_second, limit.burst)?;
     }
+    if let Some(seconds) = spec.timeout_seconds {
+        if seconds == 0 {
+            return Err(ConnectError::InvalidSpec {
+                field: "spec.timeoutSeconds",
+                problem: "must be at least 1".into(),
+            });
+        }
+        config.timeout = std::time::Duration::from_secs(seconds.into());
+    }
     Ok((kind, UpstreamClient::new(config)?))
 }
 

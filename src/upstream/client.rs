@@ -309,6 +309,11 @@ impl UpstreamClient {
                 Err(failure) => failure,
             };
             let error = failure.error;
+            // Retry-After speaks for the tenant, not for this request: hold back every
+            // call of the Connection (other controllers' too) until it has passed.
+            if let Some(wait) = error.retry_after() {
+                inner.limiter.pause_until(Instant::now() + wait);
+            }
 
             // An expired or revoked token: refresh and replay exactly once.
             if let (Some(401), Some(generation), false) = (

@@ -6,6 +6,7 @@ mod argocd_health;
 mod c1_app_entitlement;
 mod c1_connector;
 mod c1_mcp_toolset;
+mod chaos;
 mod connections;
 mod e2e;
 mod e2e_connector;

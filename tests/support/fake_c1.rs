@@ -358,6 +358,15 @@ impl FakeC1 {
     pub fn set_latency(&self, latency: Duration) {
         self.http.set_latency(latency);
     }
+
+    /// Seeded random faults on a fraction of the requests (see `FakeServer::set_chaos`).
+    pub fn set_chaos(&self, rate: f64, faults: Vec<Fault>, seed: u64) {
+        self.http.set_chaos(rate, faults, seed);
+    }
+
+    pub fn chaos_injected(&self) -> usize {
+        self.http.chaos_injected()
+    }
 }
 
 // ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ use axum::{
     response::{IntoResponse, Response},
     serve::{IncomingStream, Listener},
 };
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
@@ -50,6 +51,8 @@ pub struct Recorded {
 pub struct FaultMatch {
     pub method: Option<String>,
     pub path_prefix: Option<String>,
+    /// Match this path only, not the paths under it.
+    pub exact: bool,
 }
 
 impl FaultMatch {
@@ -57,6 +60,15 @@ impl FaultMatch {
         Self {
             method: Some(method.into()),
             path_prefix: Some(path_prefix.into()),
+            exact: false,
+        }
+    }
+
+    /// Requests to exactly this path (a collection, not its items).
+    pub fn exactly(method: &str, path: &str) -> Self {
+        Self {
+            exact: true,
+            ..Self::new(method, path)
         }
     }
 
@@ -67,7 +79,10 @@ impl FaultMatch {
             && self
                 .path_prefix
                 .as_deref()
-                .is_none_or(|p| path.starts_with(p))
+                .is_none_or(|p| match self.exact {
+                    true => path == p,
+                    false => path.starts_with(p),
+                })
     }
 }
 
@@ -83,6 +98,9 @@ pub enum Fault {
     },
     /// Delay, then serve normally.
     Latency(Duration),
+    /// Serve (apply) at once, but hold the response back this long: a client that gives
+    /// up before then does not learn the outcome.
+    ApplyThenLatency(Duration),
     /// Apply the operation, then close the connection without a response.
     ApplyThenDropConnection,
     /// Close the connection without applying anything.
@@ -143,6 +161,27 @@ struct Log {
     requests: Vec<Recorded>,
     faults: VecDeque<(FaultMatch, Fault)>,
     latency: Duration,
+    chaos: Option<Chaos>,
+}
+
+/// Seeded random faults: each request not caught by a queued fault gets, with
+/// probability `rate`, one of `faults` picked uniformly.
+struct Chaos {
+    rate: f64,
+    faults: Vec<Fault>,
+    rng: StdRng,
+    injected: usize,
+}
+
+impl Chaos {
+    fn pick(&mut self) -> Option<Fault> {
+        if self.faults.is_empty() || !self.rng.random_bool(self.rate) {
+            return None;
+        }
+        self.injected += 1;
+        let i = self.rng.random_range(0..self.faults.len());
+        Some(self.faults[i].clone())
+    }
 }
 
 struct Shared<B> {
@@ -242,6 +281,25 @@ impl<B: Backend> FakeServer<B> {
     pub fn set_latency(&self, latency: Duration) {
         lock(&self.shared.log).latency = latency;
     }
+
+    /// From now on a fraction `rate` of the requests (chosen by an RNG seeded with
+    /// `seed`) get one of `faults`; queued faults still come first. `rate` 0 turns it off.
+    pub fn set_chaos(&self, rate: f64, faults: Vec<Fault>, seed: u64) {
+        lock(&self.shared.log).chaos = (rate > 0.0).then(|| Chaos {
+            rate: rate.min(1.0),
+            faults,
+            rng: StdRng::seed_from_u64(seed),
+            injected: 0,
+        });
+    }
+
+    /// Faults injected by the current chaos setting so far.
+    pub fn chaos_injected(&self) -> usize {
+        lock(&self.shared.log)
+            .chaos
+            .as_ref()
+            .map_or(0, |c| c.injected)
+    }
 }
 
 async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) -> Response {
@@ -265,6 +323,7 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) 
             .iter()
             .position(|(m, _)| m.matches(&req.method, &req.path));
         let fault = i.and_then(|i| log.faults.remove(i)).map(|(_, f)| f);
+        let fault = fault.or_else(|| log.chaos.as_mut().and_then(Chaos::pick));
         (log.latency, fault)
     };
     if let Some(Fault::Latency(d)) = &fault {
@@ -272,6 +331,7 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) 
     }
     tokio::time::sleep(delay).await;
 
+    let mut respond_after = Duration::ZERO;
     let response = {
         let mut backend = lock(&shared.backend);
         match fault {
@@ -298,6 +358,10 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) 
                 backend.serve(&req);
                 None
             }
+            Some(Fault::ApplyThenLatency(d)) => {
+                respond_after = d;
+                Some(backend.serve(&req))
+            }
             Some(Fault::Latency(_)) | None => Some(backend.serve(&req)),
         }
     };
@@ -309,6 +373,7 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) 
         query: req.query,
         at,
     });
+    tokio::time::sleep(respond_after).await;
     response.unwrap_or_else(|| {
         let ConnectInfo(kill) = kill.expect("served via KillableListener");
         kill.0.store(true, Ordering::SeqCst);

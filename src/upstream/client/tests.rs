@@ -204,6 +204,41 @@ async fn retry_after_seconds_is_honoured_even_for_creates() {
 }
 
 #[tokio::test]
+async fn retry_after_holds_back_every_call_of_the_connection() {
+    let up = Upstream::scripted(vec![(429, vec![("retry-after", "1")], "")]);
+    let root = serve(up.clone()).await;
+    let client = UpstreamClient::new(config(&root, Credentials::StaticBearer("t".into()))).unwrap();
+
+    let throttled = tokio::spawn({
+        let client = client.clone();
+        async move { client.send(Call::get("get", "/things/1")).await }
+    });
+    while up.arrivals().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Let the 429 reach the client, then start unrelated calls on the same Connection.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let others = futures::future::join_all(
+        (0..3).map(|i| client.send(Call::get("get", format!("/other/{i}")))),
+    );
+    for response in others.await {
+        response.unwrap();
+    }
+    throttled.await.unwrap().unwrap();
+
+    let arrivals = up.arrivals();
+    assert_eq!(arrivals.len(), 5);
+    let answered = arrivals[0].0;
+    for (at, _) in &arrivals[1..] {
+        assert!(
+            *at - answered >= Duration::from_secs(1),
+            "a call arrived {:?} after a Retry-After of 1 s",
+            *at - answered
+        );
+    }
+}
+
+#[tokio::test]
 async fn retry_after_ms_is_honoured() {
     let up = Upstream::scripted(vec![(503, vec![("retry-after-ms", "300")], "")]);
     let root = serve(up.clone()).await;
