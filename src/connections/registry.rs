@@ -1,7 +1,11 @@
 //! Upstream clients of ready Connections, shared by every controller.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
+
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use crate::api::Connection;
 
 use crate::api::connection::UpstreamKind;
 use crate::upstream::UpstreamClient;
@@ -22,9 +26,17 @@ enum Entry {
 #[derive(Default)]
 pub struct Connections {
     entries: RwLock<HashMap<(String, String), Entry>>,
+    /// The Connection controller's cache: a Connection that is gone from it is not used,
+    /// even if it vanished without a reconcile (its finalizer stripped by hand).
+    cache: OnceLock<Store<Connection>>,
 }
 
 impl Connections {
+    /// Lets lookups check that a Connection still exists.
+    pub fn watch_cache(&self, cache: Store<Connection>) {
+        let _ = self.cache.set(cache);
+    }
+
     /// The client of a ready Connection of the wanted upstream, or why there is none.
     pub fn resolve(
         &self,
@@ -32,6 +44,14 @@ impl Connections {
         name: &str,
         want: UpstreamKind,
     ) -> Result<UpstreamClient, String> {
+        let gone = self
+            .cache
+            .get()
+            .is_some_and(|cache| cache.get(&ObjectRef::new(name).within(namespace)).is_none());
+        if gone {
+            self.remove(namespace, name);
+            return Err(format!("Connection {namespace}/{name} does not exist"));
+        }
         let entries = self.entries.read().unwrap();
         match entries.get(&(namespace.to_string(), name.to_string())) {
             None => Err(format!(

@@ -230,6 +230,7 @@ pub async fn run_with(
         shared.controller.clone(),
         shutdown.clone(),
     );
+    shared.connections.watch_cache(connection_store.clone());
     let settled = controllers::connections_settled(
         connection_store,
         shared.connections.clone(),

@@ -213,3 +213,60 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         "no duplicate from the second replica"
     );
 }
+
+/// A Connection that vanishes without a reconcile (finalizer stripped by hand, then
+/// deleted) is not used any more: resources that name it wait for it instead of writing
+/// through a client that outlived it.
+#[tokio::test]
+async fn a_force_removed_connection_is_not_used() {
+    let Running {
+        serval,
+        kube,
+        stop,
+        operator,
+    } = start().await;
+    eventually("the AccessProfile to be Ready", || {
+        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
+            == Some("True/Available")
+    })
+    .await;
+    kube.merge_patch(
+        API,
+        "connections",
+        "team-a",
+        "serval",
+        json!({"metadata": {"finalizers": null}}),
+    )
+    .unwrap();
+    kube.delete_object(API, "connections", "team-a", "serval")
+        .unwrap();
+    assert!(kube.get(API, "connections", "team-a", "serval").is_none());
+    // Give the controller's cache a moment to see the deletion.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let writes_before = serval.writes();
+    kube.merge_patch(
+        API,
+        "accessprofiles",
+        "team-a",
+        "oncall",
+        json!({"spec": {"name": "On-call (renamed)"}}),
+    )
+    .unwrap();
+    eventually("the AccessProfile to wait for its Connection", || {
+        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
+            == Some("False/WaitingForDependency")
+    })
+    .await;
+    let obj = kube.get(API, "accessprofiles", "team-a", "oncall").unwrap();
+    let ready = crate::harness::condition(&obj, "Ready").unwrap();
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Connection team-a/serval does not exist"),
+        "{ready}"
+    );
+    assert_eq!(serval.writes(), writes_before, "nothing sent upstream");
+    stop.send(()).unwrap();
+    operator.await.unwrap().unwrap();
+}
