@@ -44,6 +44,8 @@ const SERVAL_PAGE: usize = 1000;
 const C1_PAGE: usize = 100;
 const SMOKE_N: usize = 60;
 const EDITED: &str = "edited during the resync wave";
+/// The id the Connection controller reads to prove credentials work.
+const CONNECTION_CHECK: &str = "accessplane-connection-check";
 
 // Targets of issue #7, printed next to the figures.
 const T_RATIO: f64 = 1.25;
@@ -234,6 +236,8 @@ struct Figures {
     create_ops: BTreeMap<String, usize>,
     create_kube_ops: BTreeMap<String, usize>,
     resync_kube_ops: BTreeMap<String, usize>,
+    /// One Event note per reason seen during the resync (what went wrong, if anything).
+    resync_event_notes: BTreeMap<String, String>,
     resync_up_writes: usize,
     resync_kube_writes: usize,
     resync_reads: usize,
@@ -533,6 +537,16 @@ impl Env {
             .sum()
     }
 
+    /// Every object of the scenario Ready and Synced for its generation.
+    fn all_synced(&self, s: &Scenario) -> bool {
+        s.counts.keys().all(|k| {
+            self.kube
+                .list(API, k.plural(), Some(NS))
+                .iter()
+                .all(|o| is_ready(o) && condition(o, "Synced")["status"] == "True")
+        })
+    }
+
     fn connections_ready(&self) -> bool {
         UPSTREAMS.iter().all(|u| {
             self.kube
@@ -659,9 +673,9 @@ impl Operator {
         (t(11) + t(12)) / ticks
     }
 
-    /// Sum of `accessplane_reconcile_total` over all managed kinds; `None` while the
-    /// metrics server is not up.
-    async fn reconciles(&self, http: &reqwest::Client) -> Option<u64> {
+    /// `accessplane_reconcile_total` over all managed kinds: (all results, `ok` only);
+    /// `None` while the metrics server is not up.
+    async fn reconciles(&self, http: &reqwest::Client) -> Option<(u64, u64)> {
         let text = http
             .get(&self.metrics_url)
             .send()
@@ -670,12 +684,14 @@ impl Operator {
             .text()
             .await
             .ok()?;
-        Some(
+        let count = |ok_only: bool| {
             text.lines()
                 .filter(|l| l.starts_with("accessplane_reconcile_total{"))
+                .filter(|l| !ok_only || l.contains("result=\"ok\""))
                 .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>() as u64,
-        )
+                .sum::<f64>() as u64
+        };
+        Some((count(false), count(true)))
     }
 
     /// SIGTERM, then SIGKILL if it has not stopped within 15 s.
@@ -709,8 +725,10 @@ fn clock_ticks() -> f64 {
 
 #[derive(Clone, Debug)]
 struct Call {
-    /// The kind it serves (None: token exchange, cluster status).
+    /// The kind it serves (None: token exchange, Connection check, cluster status).
     kind: Option<Kind>,
+    /// Connection overhead, not per resource: a token exchange or the Connection's
+    /// credentials check (a read of `accessplane-connection-check`).
     token: bool,
     write: bool,
     /// For reads: the list scope, or "get ..." for single-object reads.
@@ -722,7 +740,9 @@ struct Call {
 impl Call {
     /// What it did, for breakdowns: `POST write`, `c1 get ae`, ...
     fn op(&self) -> String {
-        if self.token {
+        if self.path.contains(CONNECTION_CHECK) {
+            "connection check".into()
+        } else if self.token {
             "token".into()
         } else if self.write {
             format!("{} write", self.method)
@@ -733,7 +753,7 @@ impl Call {
 }
 
 fn classify_serval(r: &Recorded) -> Call {
-    let token = r.path == fake_serval::TOKEN_PATH;
+    let token = r.path == fake_serval::TOKEN_PATH || r.path.contains(CONNECTION_CHECK);
     let list = r.method == "GET" && r.path == fake_serval::PROFILES_PATH;
     Call {
         kind: (!token).then_some(Kind::AccessProfile),
@@ -750,7 +770,7 @@ fn classify_serval(r: &Recorded) -> Call {
 }
 
 fn classify_c1(r: &Recorded) -> Call {
-    let token = r.path == fake_c1::TOKEN_PATH;
+    let token = r.path == fake_c1::TOKEN_PATH || r.path.contains(CONNECTION_CHECK);
     let search = r.path == fake_c1::SEARCH_PATH;
     let seg: Vec<&str> = r.path.trim_start_matches("/api/v1/").split('/').collect();
     let kind = if token {
@@ -786,9 +806,10 @@ fn classify_c1(r: &Recorded) -> Call {
 fn classify_ic(r: &Recorded) -> Call {
     let list = r.path.starts_with(fake_instaclustr::LIST_PATH_PREFIX);
     let cluster = r.path.starts_with(fake_instaclustr::CLUSTERS_PATH);
+    let token = r.path.contains(CONNECTION_CHECK);
     Call {
         kind: (!cluster).then_some(Kind::PersonaAccessControl),
-        token: false,
+        token,
         write: r.method != "GET",
         read_scope: if list {
             "instaclustr cluster".into()
@@ -952,10 +973,10 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
     let t_start = Instant::now();
     // The wave begins with the first reconcile.
     let (cpu0, rec0) = loop {
-        if let Some(r) = op.reconciles(&http).await
-            && r > 0
+        if let Some((all, ok)) = op.reconciles(&http).await
+            && all > 0
         {
-            break (op.cpu_seconds(ticks), r);
+            break (op.cpu_seconds(ticks), (all, ok));
         }
         if t_start.elapsed() > Duration::from_secs(120) {
             f.broken.push(format!(
@@ -985,9 +1006,11 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
             }
         })
     };
-    // Done when every object was reconciled and nothing moved for 2 s.
+    // Done when every object was reconciled, nothing moved for 2 s and every object is
+    // Ready and Synced again (a reconcile that failed, e.g. because its Connection was
+    // not verified yet, is retried after the error backoff).
     let wave_deadline = Duration::from_secs_f64(120.0 + 0.06 * s.n() as f64);
-    let mut last = (0u64, 0usize, 0u64);
+    let mut last = ((0u64, 0u64), 0usize, 0u64);
     let mut still_since = Instant::now();
     let mut rec_end = rec0;
     loop {
@@ -999,14 +1022,15 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
         }
         rec_end = r;
         let quiet = still_since.elapsed() >= Duration::from_secs(2);
-        if r >= s.n() as u64 && quiet && watcher.is_finished() {
+        let (_, ok) = r;
+        if ok >= s.n() as u64 && quiet && watcher.is_finished() && env.all_synced(s) {
             f.resync_wave_s = Some((still_since - t_wave).as_secs_f64());
             break;
         }
         if t_wave.elapsed() > wave_deadline {
-            if r < s.n() as u64 {
+            if ok < s.n() as u64 {
                 f.broken.push(format!(
-                    "{} N={}: resync wave incomplete after {:.0} s ({r}/{} reconciles)",
+                    "{} N={}: resync wave incomplete after {:.0} s ({ok}/{} successful reconciles)",
                     s.label,
                     s.n(),
                     t_wave.elapsed().as_secs_f64(),
@@ -1019,14 +1043,17 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
     }
     let cpu1 = op.cpu_seconds(ticks);
     f.rss_resync_kib = op.vm_hwm_kib();
-    f.resync_reconciles = rec_end.saturating_sub(rec0) + 1;
+    // Counted from just before the first one (which the sample may already include).
+    f.resync_reconciles = rec_end.0.saturating_sub(rec0.0) + 1;
+    let ok_reconciles = rec_end.1.saturating_sub(rec0.1) + 1;
     if watcher.is_finished() {
         f.edit_s = watcher.await.ok();
     } else {
         watcher.abort();
     }
-    // The edited object's reconciles are not no-ops; at scale one or two do not matter.
-    let noop = f.resync_reconciles.saturating_sub(1);
+    // The edited object's reconciles and failed ones are not no-ops; their CPU is
+    // included, which at scale is within the noise.
+    let noop = ok_reconciles.saturating_sub(1);
     if noop > 0 {
         f.cpu_per_noop_us = Some((cpu1 - cpu0) * 1e6 / noop as f64);
     }
@@ -1045,6 +1072,16 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
     let reqs = env.kube.requests();
     f.resync_kube_writes = kube_writes(&reqs, Some(&edit_name));
     f.resync_kube_ops = kube_ops(&reqs, Some(&edit_name));
+    for r in reqs
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/events"))
+    {
+        if let Some(b) = &r.body {
+            let reason = b["reason"].as_str().unwrap_or("?").to_string();
+            let note = b["note"].as_str().unwrap_or("").chars().take(160).collect();
+            f.resync_event_notes.entry(reason).or_insert(note);
+        }
+    }
     op.stop().await;
     f
 }
@@ -1101,7 +1138,7 @@ fn print_details(f: &Figures) {
     }
     let _ = writeln!(
         out,
-        "  create path: {} upstream calls (+{} token), minimum {}; Kubernetes writes {} ({:.1}/object)",
+        "  create path: {} upstream calls (+{} token/connection check), minimum {}; Kubernetes writes {} ({:.1}/object)",
         f.create_calls,
         f.create_tokens,
         f.create_min,
@@ -1124,7 +1161,7 @@ fn print_details(f: &Figures) {
     if f.resync_reconciles > 0 {
         let _ = writeln!(
             out,
-            "  resync (operator restart): {} reconciles in {}; upstream writes {}, Kubernetes writes {}, token calls {}",
+            "  resync (operator restart): {} reconciles in {}; upstream writes {}, Kubernetes writes {}, token/connection-check calls {}",
             f.resync_reconciles,
             f.resync_wave_s.map_or("-".into(), |t| format!("{t:.1} s")),
             f.resync_up_writes,
@@ -1146,6 +1183,9 @@ fn print_details(f: &Figures) {
                 .join(", ")
         );
         let _ = writeln!(out, "    Kubernetes writes: {}", join(&f.resync_kube_ops));
+        for (reason, note) in &f.resync_event_notes {
+            let _ = writeln!(out, "    e.g. Event {reason}: {note}");
+        }
         let _ = writeln!(
             out,
             "    user edit ({}) applied upstream after {}",
@@ -1219,7 +1259,7 @@ fn table(all: &[Figures]) -> String {
     }
     let _ = write!(
         t,
-        "Kubernetes side: in-memory fake apiserver (not a real cluster). calls exclude token exchanges; \
+        "Kubernetes side: in-memory fake apiserver (not a real cluster). calls and reads exclude token exchanges and Connection checks; \
          resync = operator restart (its start-up pass reconciles every converged object); \
          bound = minimal create calls / {RPS} rps, max over Connections."
     );
