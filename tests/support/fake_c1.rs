@@ -636,13 +636,15 @@ impl Inner {
     }
 
     /// Slices `items` by the page size and opaque token of a list or search request.
-    fn page(
+    /// Callers pass references and render only the returned page, so a list costs
+    /// O(n) per page, not O(n) renders per page.
+    fn page<T>(
         &self,
-        items: Vec<Value>,
+        items: Vec<T>,
         size: Option<i64>,
         token: Option<&str>,
         scope: &str,
-    ) -> Result<(Vec<Value>, String), ApiError> {
+    ) -> Result<(Vec<T>, String), ApiError> {
         let size = match size {
             None | Some(0) => 25,
             Some(n) => n.clamp(10, 100) as usize,
@@ -660,8 +662,15 @@ impl Inner {
         Ok((items.into_iter().skip(offset).take(size).collect(), next))
     }
 
-    /// A list page of `items` for a GET request with `page_size`/`page_token`.
-    fn list_page(&self, req: &Req, items: Vec<Value>, key: &str) -> Reply {
+    /// A list page of `items` (each rendered by `render`) for a GET request with
+    /// `page_size`/`page_token`.
+    fn list_page<'a>(
+        &self,
+        req: &Req,
+        items: Vec<&'a Value>,
+        key: &str,
+        render: impl Fn(&'a Value) -> Value,
+    ) -> Reply {
         let q = req.query_map();
         let size = q.get("page_size").map(|s| s.parse::<i64>());
         let size = size
@@ -673,6 +682,7 @@ impl Inner {
             q.get("page_token").map(String::as_str),
             &req.path,
         )?;
+        let page: Vec<Value> = page.into_iter().map(render).collect();
         Ok(json!({key: page, "nextPageToken": next}))
     }
 
@@ -752,7 +762,7 @@ impl Inner {
             .entitlements
             .iter()
             .filter(|e| e["appId"] == app && e["deletedAt"].is_null());
-        let mut out = self.list_page(req, live.map(view).collect(), "list")?;
+        let mut out = self.list_page(req, live.collect(), "list", view)?;
         out["expanded"] = json!([]);
         Ok(out)
     }
@@ -897,7 +907,7 @@ impl Inner {
                 && (text("alias").is_empty() || e["alias"] == text("alias"))
                 && (text("displayName").is_empty() || e["displayName"] == text("displayName"))
         };
-        let hits = self.entitlements.iter().filter(matches).map(view).collect();
+        let hits: Vec<&Value> = self.entitlements.iter().filter(matches).collect();
         let size = match body.get("pageSize") {
             None | Some(Value::Null) => None,
             Some(v) => Some(int_value(v).ok_or_else(|| invalid("pageSize must be an integer"))?),
@@ -910,6 +920,7 @@ impl Inner {
             text("displayName")
         );
         let (page, next) = self.page(hits, size, Some(text("pageToken")), &scope)?;
+        let page: Vec<Value> = page.into_iter().map(view).collect();
         Ok(json!({"list": page, "nextPageToken": next, "expanded": []}))
     }
 
@@ -952,7 +963,7 @@ impl Inner {
             .connectors
             .iter()
             .filter(|c| c["appId"] == app && c["deletedAt"].is_null());
-        self.list_page(req, live.map(connector_view).collect(), "list")
+        self.list_page(req, live.collect(), "list", connector_view)
     }
 
     fn create_connector(&mut self, app: &str, req: &Req) -> Reply {
@@ -1125,11 +1136,7 @@ impl Inner {
             .toolsets
             .iter()
             .filter(|p| in_connector(p, app, c) && p["deletedAt"].is_null());
-        self.list_page(
-            req,
-            live.map(|p| self.render_toolset(p)).collect(),
-            "profiles",
-        )
+        self.list_page(req, live.collect(), "profiles", |p| self.render_toolset(p))
     }
 
     fn create_toolset(&mut self, app: &str, c: &str, req: &Req) -> Reply {
@@ -1210,8 +1217,8 @@ impl Inner {
 
     fn list_bindings(&self, app: &str, c: &str, id: &str, req: &Req) -> Reply {
         self.toolset_index(app, c, id, false)?;
-        let live = self.live_bindings(id).cloned().collect();
-        self.list_page(req, live, "bindings")
+        let live = self.live_bindings(id).collect();
+        self.list_page(req, live, "bindings", Value::clone)
     }
 
     /// The `mcpToolIds` of a binding request (non-empty, no duplicates).
@@ -1305,9 +1312,8 @@ impl Inner {
             .tools
             .iter()
             .filter(|t| in_connector(t, app, c))
-            .cloned()
             .collect();
-        self.list_page(req, tools, "tools")
+        self.list_page(req, tools, "tools", Value::clone)
     }
 }
 

@@ -5,3 +5,4 @@ pub mod fake_http;
 pub mod fake_instaclustr;
 pub mod fake_kube;
 pub mod fake_serval;
+pub mod kube_server;
