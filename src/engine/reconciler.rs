@@ -311,7 +311,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                             // A create whose response was lost: the object is ours, record it.
                             let id = self.provider.id_of(&found);
                             tracing::info!(id, "recovered an interrupted create");
-                            self.record_id(api, obj, &id, false).await?;
+                            self.record_id(api, obj, &id).await?;
                             recorded_adoption = true;
                         }
                         found
@@ -335,7 +335,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
             {
                 // An accepted create became visible: it is no longer pending.
-                self.record_id(api, obj, &id, false).await?;
+                self.record_id(api, obj, &id).await?;
             }
         }
         self.compare(&cx, obj, observed, observe_only, now).await
@@ -502,7 +502,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
                 self.wrote(&cx, &id);
-                self.record_id(api, obj, &id, false).await?;
+                self.record_id(api, obj, &id).await?;
                 self.publish(
                     obj,
                     false,
@@ -932,21 +932,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .or_else(|| obj.managed_status().and_then(|s| s.id.clone()))
     }
 
-    /// Records the id of an object the operator created (or, when `adopted`, found).
-    async fn record_id(
-        &self,
-        api: &Api<K>,
-        obj: &K,
-        id: &str,
-        adopted: bool,
-    ) -> Result<K, EngineError> {
-        let mut changes = BTreeMap::from([
+    /// Records the id of an object the operator created.
+    async fn record_id(&self, api: &Api<K>, obj: &K, id: &str) -> Result<K, EngineError> {
+        let changes = BTreeMap::from([
             (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
             (CREATE_PENDING_ANNOTATION, None),
         ]);
-        if adopted {
-            changes.insert(ADOPTED_ANNOTATION, Some("true".into()));
-        }
         kube_ops::set_annotations(api, obj, changes).await
     }
 
@@ -965,8 +956,23 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
         // Ours when we recorded it (an accepted create now visible) or were creating it.
         let ours = recorded || pending;
-        self.record_id(api, obj, id, !ours).await?;
-        if !ours {
+        if ours {
+            self.record_id(api, obj, id).await?;
+        } else {
+            // Adopting changes the default deletion policy to Orphan, so it must not rest
+            // on a stale cached copy that does not show our own create marks yet: written
+            // only if the object is unchanged since it was read (409 otherwise, and the
+            // next pass sees the marks).
+            kube_ops::set_annotations_if_unchanged(
+                api,
+                obj,
+                BTreeMap::from([
+                    (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
+                    (CREATE_PENDING_ANNOTATION, None),
+                    (ADOPTED_ANNOTATION, Some("true".into())),
+                ]),
+            )
+            .await?;
             self.publish(
                 obj,
                 false,

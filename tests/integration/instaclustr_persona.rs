@@ -343,3 +343,44 @@ async fn persona_roles_needing_escapes_work_end_to_end() {
     assert!(env.api().get_opt("ops").await.unwrap().is_none());
     assert!(env.ic.control(&id("data analyst/ops é")).is_none());
 }
+
+/// A pass working from a stale cached copy (one that does not show the create marks the
+/// engine wrote yet) must not take the operator's own new control for a pre-existing one:
+/// adopting would switch its default deletion policy to Orphan.
+#[tokio::test]
+async fn a_stale_copy_never_adopts_our_own_create() {
+    let env = Env::new(None).await;
+    env.ic.set_visibility_delay(Duration::ZERO);
+    env.apply("analysts", "analyst", json!({})).await;
+    // The copy a lagging cache holds: with the finalizer, before the create marks.
+    env.h
+        .kube
+        .merge_patch(
+            "accessplane.io/v1alpha1",
+            "personaaccesscontrols",
+            NS,
+            "analysts",
+            json!({"metadata": {"finalizers": ["accessplane.io/finalizer"]}}),
+        )
+        .unwrap();
+    let stale = env.api().get("analysts").await.unwrap();
+    env.pass("analysts").await;
+    assert!(env.ic.control(&id("analyst")).is_some(), "created upstream");
+
+    let outcome = accessplane::engine::reconcile(Arc::new(stale), env.engine.clone()).await;
+    assert!(
+        outcome.is_err(),
+        "the stale pass must fail (409) rather than adopt: {outcome:?}"
+    );
+    env.pass("analysts").await;
+    env.pass("analysts").await;
+    let obj = env.h.get("personaaccesscontrols", "analysts").unwrap();
+    assert!(
+        obj["metadata"]["annotations"]
+            .get("accessplane.io/adopted")
+            .is_none(),
+        "{obj}"
+    );
+    assert!(!env.h.event_reasons().contains(&"Adopted".to_string()));
+    assert_eq!(env.ready("analysts"), ("True".into(), "Available".into()));
+}
