@@ -39,6 +39,10 @@ pub enum Purpose {
 pub enum Lookup<O> {
     /// Listed, and not written by the operator since.
     Found(O),
+    /// Absent from a List taken within the list window for a current read, and not
+    /// written by the operator: trusted only where a wrong "absent" cannot duplicate
+    /// anything (see `Engine::observe`); otherwise read it directly.
+    Absent,
     /// The snapshot cannot vouch for it (or there is none): read it directly.
     Unknown,
 }
@@ -140,8 +144,14 @@ impl<O: Clone> Observations<O> {
             let mut state = scope.state.lock().unwrap();
             match answer(&state, id, max_age) {
                 Answer::Found(item) => return Ok(Lookup::Found(item)),
-                // Absent from a fresh List: maybe created since; a GET settles it.
-                Answer::Absent => return Ok(Lookup::Unknown),
+                // Absent from a List of the last moments (current reads), or of a whole
+                // wave (resyncs: maybe created since; a GET settles it).
+                Answer::Absent => {
+                    return Ok(match purpose {
+                        Purpose::Current => Lookup::Absent,
+                        Purpose::Resync => Lookup::Unknown,
+                    });
+                }
                 // Written after a fresh List: one resync is not worth a new List, but
                 // current reads of many written objects (accepted writes being
                 // confirmed) may be.
@@ -177,6 +187,9 @@ impl<O: Clone> Observations<O> {
             let listed_since = state.snapshot.as_ref().is_some_and(|s| s.started >= asked);
             match answer(&state, id, max_age) {
                 Answer::Found(item) => return Ok(Lookup::Found(item)),
+                Answer::Absent if listed_since && purpose == Purpose::Current => {
+                    return Ok(Lookup::Absent);
+                }
                 _ if listed_since => return Ok(Lookup::Unknown),
                 _ => {}
             }
@@ -194,6 +207,7 @@ impl<O: Clone> Observations<O> {
         });
         Ok(match answer(&state, id, Duration::MAX) {
             Answer::Found(item) => Lookup::Found(item),
+            Answer::Absent if purpose == Purpose::Current => Lookup::Absent,
             _ => Lookup::Unknown,
         })
     }

@@ -857,7 +857,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .await?
         {
             Lookup::Found(listed) => Ok(Some(self.provider.complete(cx, listed).await?)),
-            Lookup::Unknown => Ok(self.provider.observe(cx, id).await?),
+            // Absent from a List of the last moments: for deterministic ids a wrong
+            // "absent" is harmless (a create of an existing id is a conflict, not a
+            // duplicate; an accepted create is waited for), so no GET to confirm. Ids the
+            // server assigns are confirmed: Lists may lag behind creates.
+            Lookup::Absent if self.provider.deterministic_id(cx.obj).is_some() => Ok(None),
+            Lookup::Absent | Lookup::Unknown => Ok(self.provider.observe(cx, id).await?),
         }
     }
 
