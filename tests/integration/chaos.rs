@@ -23,6 +23,11 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use accessplane::runtime::telemetry::json_layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+use crate::harness::CapturedLogs;
+use crate::secret_leaks::c1_sentinels;
 use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
 use crate::support::fake_http::{Fault, FaultMatch, Recorded};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
@@ -50,6 +55,13 @@ const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
 /// Scenarios run at the same time (each is an operator with its own fakes).
 const PARALLEL_SCENARIOS: usize = 5;
 const CONVERGE: Duration = Duration::from_secs(150);
+/// Credentials and connector-config values: must never leave their Secrets (see
+/// `fault_matrix_leaks_no_secret`). The ConductorOne client secret is random per world.
+const SERVAL_SECRET: &str = "SENTINEL-chaos-serval-secret-d41f";
+const IC_KEY: &str = "SENTINEL-chaos-ic-key-7b3e";
+const CONFIG_SECRET: &str = "chaos-connector-config";
+const CONFIG_TOKEN: &str = "SENTINEL-chaos-config-token-50a9";
+const CONFIG_WEBHOOK: &str = "SENTINEL-chaos-config-webhook-e26c";
 
 /// The five managed kinds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -130,6 +142,11 @@ struct World {
     toolset_connector: String,
     /// Approved tools of that connector.
     tools: Vec<String>,
+    /// The ConductorOne client secret (a signing key).
+    c1_secret: String,
+    /// Connectors are configured from the `CONFIG_SECRET` Secret (and converge only once
+    /// their configuration is upstream).
+    connector_config: bool,
     /// Port of the metrics server; 0 = any.
     metrics_port: u16,
     timing: Timing,
@@ -148,7 +165,7 @@ impl World {
     async fn new(timing: Timing) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let serval = FakeServal::start().await;
-        serval.add_client("operator", "serval-secret");
+        serval.add_client("operator", SERVAL_SECRET);
         let c1 = FakeC1::start().await;
         let (client_id, client_secret, public) = test_credentials(&c1.host());
         c1.add_client(&client_id, public, &client_secret);
@@ -159,7 +176,7 @@ impl World {
             .map(|t| c1.seed_tool(&toolset_app, &toolset_connector, t, TOOL_APPROVED))
             .to_vec();
         let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "ic-key");
+        ic.add_account("ops", IC_KEY);
         ic.add_virtual_server(CLUSTER, VS);
         ic.set_visibility_delay(Duration::from_millis(300));
 
@@ -167,7 +184,7 @@ impl World {
         let secrets = [
             (
                 "serval-creds",
-                json!({"clientId": b64("operator"), "clientSecret": b64("serval-secret")}),
+                json!({"clientId": b64("operator"), "clientSecret": b64(SERVAL_SECRET)}),
             ),
             (
                 "c1-creds",
@@ -175,7 +192,11 @@ impl World {
             ),
             (
                 "ic-creds",
-                json!({"username": b64("ops"), "apiKey": b64("ic-key")}),
+                json!({"username": b64("ops"), "apiKey": b64(IC_KEY)}),
+            ),
+            (
+                CONFIG_SECRET,
+                json!({"token": b64(CONFIG_TOKEN), "webhookSecret": b64(CONFIG_WEBHOOK)}),
             ),
         ];
         for (name, data) in secrets {
@@ -211,6 +232,8 @@ impl World {
             toolset_app,
             toolset_connector,
             tools,
+            c1_secret: client_secret,
+            connector_config: false,
             metrics_port: 0,
             timing,
             operator: None,
@@ -308,8 +331,14 @@ impl World {
                 "name": display(kind, name), "description": description}),
             Kind::AppEntitlement => json!({"connectionRef": {"name": "c1"}, "appId": self.app,
                 "displayName": display(kind, name), "description": description}),
-            Kind::Connector => json!({"connectionRef": {"name": "c1"}, "appId": self.app,
-                "catalogId": "catalog-chaos", "displayName": display(kind, name), "description": description}),
+            Kind::Connector => {
+                let mut spec = json!({"connectionRef": {"name": "c1"}, "appId": self.app,
+                    "catalogId": "catalog-chaos", "displayName": display(kind, name), "description": description});
+                if self.connector_config {
+                    spec["configSecretRef"] = json!({"name": CONFIG_SECRET});
+                }
+                spec
+            }
             Kind::McpToolset => {
                 let tools: Vec<Value> = pick(2)
                     .into_iter()
@@ -491,6 +520,12 @@ impl World {
                         obj["status"]["id"], one.id
                     ));
                 }
+                if kind == Kind::Connector && self.connector_config {
+                    let config = self.c1.connector_config(&one.id).unwrap_or_default();
+                    if !config.to_string().contains(CONFIG_TOKEN) {
+                        return Err(format!("{what}: configuration not upstream"));
+                    }
+                }
                 let (description, tools) = self.expected(kind, spec);
                 if (&one.description, &one.tools) != (&description, &tools) {
                     return Err(format!(
@@ -540,15 +575,20 @@ impl World {
         self.serval.chaos_injected() + self.c1.chaos_injected() + self.ic.chaos_injected()
     }
 
-    /// `accessplane_upstream_retries_total`, all series summed.
-    async fn client_retries(&self) -> u64 {
+    /// The operator's Prometheus metrics, as served.
+    async fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
-        let body = reqwest::get(url).await.unwrap().text().await.unwrap();
-        body.lines()
-            .filter(|l| l.starts_with("accessplane_upstream_retries_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
+        reqwest::get(url).await.unwrap().text().await.unwrap()
     }
+}
+
+/// `accessplane_upstream_retries_total`, all series summed.
+fn client_retries(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("accessplane_upstream_retries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 /// What the user wants: resources by kind and name with their spec, and deleted names.
@@ -654,6 +694,8 @@ struct Figures {
     retries: u64,
     elapsed: Duration,
     retry_after_violations: Vec<String>,
+    /// The operator's metrics at the end.
+    metrics: String,
 }
 
 /// Requests that arrived while a Retry-After answered before them was still running.
@@ -683,6 +725,17 @@ const PER_KIND: usize = 2;
 
 async fn run_scenario(scenario: &'static str, rate: f64, faults: Vec<Fault>, seed: u64) -> Figures {
     let mut w = World::new(test_timing()).await;
+    run_scenario_in(&mut w, scenario, rate, faults, seed).await
+}
+
+/// The scenario in `w`; the operator is stopped at the end.
+async fn run_scenario_in(
+    w: &mut World,
+    scenario: &'static str,
+    rate: f64,
+    faults: Vec<Fault>,
+    seed: u64,
+) -> Figures {
     w.start_with_metrics().await;
     w.wait_connections().await;
     w.clear_requests();
@@ -690,14 +743,14 @@ async fn run_scenario(scenario: &'static str, rate: f64, faults: Vec<Fault>, see
     let started = Instant::now();
     let mut desired = Desired::default();
     for step in creates(PER_KIND) {
-        step.apply(&w, &mut desired);
+        step.apply(w, &mut desired);
     }
     w.wait(&format!("{scenario} {rate}: creates to converge"), |w| {
         w.converged(&desired)
     })
     .await;
     for step in changes(PER_KIND) {
-        step.apply(&w, &mut desired);
+        step.apply(w, &mut desired);
     }
     w.wait(&format!("{scenario} {rate}: changes to converge"), |w| {
         w.converged(&desired)
@@ -724,7 +777,8 @@ async fn run_scenario(scenario: &'static str, rate: f64, faults: Vec<Fault>, see
             .collect(),
         false => vec![],
     };
-    let retries = w.client_retries().await;
+    let metrics = w.metrics().await;
+    let retries = client_retries(&metrics);
 
     w.shutdown().await;
     Figures {
@@ -735,6 +789,7 @@ async fn run_scenario(scenario: &'static str, rate: f64, faults: Vec<Fault>, see
         retries,
         elapsed,
         retry_after_violations,
+        metrics,
     }
 }
 
@@ -824,6 +879,138 @@ async fn fault_matrix_converges_within_budget() {
             f.calls
         );
     }
+}
+
+/// Issue #6, item 5, under the fault matrix: one scenario of the matrix per fault kind
+/// (10 %), with every Connector configured from a Secret, all run on this test's one
+/// thread so that its thread-local subscriber sees every task of the six operators. The
+/// TRACE logs (text and JSON), every object and Event in the apiserver but the Secrets,
+/// and the operators' metrics must hold no credential and no connector-config value.
+#[tokio::test(flavor = "current_thread")]
+async fn fault_matrix_leaks_no_secret() {
+    let text_logs = CapturedLogs::default();
+    let json_logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::TRACE)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(text_logs.clone()),
+        )
+        .with(json_layer(json_logs.clone()));
+    let _guard = tracing::subscriber::set_default(subscriber);
+    // Other tests' threads have no subscriber: a callsite they register first while this
+    // one is being installed may be cached as "never interested". Rebuilding the interest
+    // cache now and then makes every callsite seen so far log here again.
+    tracing::callsite::rebuild_interest_cache();
+    let relisten = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            tracing::callsite::rebuild_interest_cache();
+        }
+    });
+
+    let mut worlds = vec![];
+    for _ in fault_kinds() {
+        let mut w = World::new(test_timing()).await;
+        w.connector_config = true;
+        worlds.push(w);
+    }
+    let runs =
+        worlds
+            .iter_mut()
+            .zip(fault_kinds())
+            .enumerate()
+            .map(|(i, (w, (scenario, faults)))| {
+                run_scenario_in(w, scenario, 0.1, faults, 500 + i as u64)
+            });
+    let figures = futures::future::join_all(runs).await;
+    relisten.abort();
+
+    let mut needles: Vec<String> = [SERVAL_SECRET, IC_KEY, CONFIG_TOKEN, CONFIG_WEBHOOK]
+        .map(String::from)
+        .to_vec();
+    for w in &worlds {
+        needles.extend(c1_sentinels(&w.c1_secret));
+    }
+    // As the Secrets hold them, too.
+    needles.extend(needles.clone().iter().map(|n| b64(n)));
+
+    let text = text_logs.text();
+    let json_text = json_logs.text();
+    for f in &figures {
+        assert!(f.injected > 0, "{}: faults injected", f.scenario);
+    }
+    for (what, logs) in [("text", &text), ("JSON", &json_text)] {
+        for marker in [
+            "TRACE",
+            "con-0",
+            "ap-0",
+            "ent-0",
+            "ts-0",
+            "pac-0",
+            "injected fault",
+        ] {
+            assert!(logs.contains(marker), "{what} logs captured {marker:?}");
+        }
+    }
+    for line in json_text.lines() {
+        serde_json::from_str::<Value>(line).expect("one JSON object per line");
+    }
+    let mut objects = vec![];
+    for w in &worlds {
+        for (api_version, plural, obj) in w.kube.all_objects() {
+            if !(api_version == "v1" && plural == "secrets") {
+                objects.push((format!("{api_version}/{plural}"), obj.to_string()));
+            }
+        }
+    }
+    for expected in [
+        "accessplane.io/v1alpha1/connections",
+        "accessplane.io/v1alpha1/connectors",
+        "accessplane.io/v1alpha1/personaaccesscontrols",
+        "events.k8s.io/v1/events",
+    ] {
+        assert!(
+            objects.iter().any(|(k, _)| k == expected),
+            "{expected} scanned"
+        );
+    }
+    assert!(
+        objects.iter().any(|(_, o)| o.contains("configHash")),
+        "connector configurations were applied"
+    );
+    for f in &figures {
+        assert!(f.metrics.contains("accessplane_upstream_requests_total"));
+    }
+
+    for needle in &needles {
+        assert!(!text.contains(needle.as_str()), "a secret in the text logs");
+        assert!(
+            !json_text.contains(needle.as_str()),
+            "a secret in the JSON logs"
+        );
+        for f in &figures {
+            assert!(
+                !f.metrics.contains(needle.as_str()),
+                "a secret in the metrics ({})",
+                f.scenario
+            );
+        }
+        for (kind, obj) in &objects {
+            assert!(!obj.contains(needle.as_str()), "a secret in {kind}");
+        }
+    }
+    let slowest = figures.iter().map(|f| f.elapsed).max().unwrap_or_default();
+    eprintln!(
+        "secret scan under faults: {} scenarios (slowest {:.1} s), {} text log lines, {} JSON log lines, {} objects, {} needles",
+        figures.len(),
+        slowest.as_secs_f64(),
+        text.lines().count(),
+        json_text.lines().count(),
+        objects.len(),
+        needles.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------

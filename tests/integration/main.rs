@@ -25,3 +25,4 @@ mod scale;
 mod secret_leaks;
 mod serval_access_profile;
 mod stuck_deletion;
+mod upstream_rejections;

@@ -48,7 +48,7 @@ fn relisten() {
 }
 
 /// A ConductorOne client secret and the private key inside it.
-fn c1_sentinels(secret: &str) -> Vec<String> {
+pub(crate) fn c1_sentinels(secret: &str) -> Vec<String> {
     let b64 = secret.rsplit(':').next().unwrap();
     let jwk: Value = serde_json::from_slice(
         &base64::engine::general_purpose::URL_SAFE_NO_PAD
