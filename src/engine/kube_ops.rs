@@ -133,37 +133,17 @@ pub async fn write_status<K: Object>(
     if current_status == status {
         return Ok(false);
     }
-    // A merge patch that sets the whole new status and removes (null) what is gone. Not
-    // a JSON patch: its array indexes are computed against the cached copy, which may
-    // be stale, and applied to a newer status they would edit the wrong condition.
-    let patch = Patch::Merge(json!({"status": merge_patch(&current_status, &status)}));
+    // Replaces the whole status: the outcome must not depend on the cached copy it was
+    // computed from, which may be stale (a diff against it — JSON patch indexes into
+    // conditions, or a merge patch's removals — would be applied to a newer status).
+    let patch = Patch::Json::<()>(JsonPatch(vec![PatchOperation::Add(AddOperation {
+        path: "/status".try_into().unwrap(),
+        value: status,
+    })]));
     api.patch_status(&obj.name_any(), &PatchParams::default(), &patch)
         .await
         .map_err(EngineError::kube("writing status"))?;
     Ok(true)
-}
-
-/// The merge patch (RFC 7386) turning `old` into `new`: objects are merged key by key,
-/// keys gone from `new` become `null`, anything else (arrays included) is replaced.
-fn merge_patch(old: &Value, new: &Value) -> Value {
-    match (old, new) {
-        (Value::Object(old), Value::Object(new)) => {
-            let mut patch: serde_json::Map<String, Value> = old
-                .keys()
-                .filter(|key| !new.contains_key(*key))
-                .map(|key| (key.clone(), Value::Null))
-                .collect();
-            for (key, value) in new {
-                let value = match old.get(key) {
-                    Some(before) => merge_patch(before, value),
-                    None => value.clone(),
-                };
-                patch.insert(key.clone(), value);
-            }
-            Value::Object(patch)
-        }
-        _ => new.clone(),
-    }
 }
 
 /// Publishes an event; failures are logged, never fatal.
@@ -187,30 +167,5 @@ pub async fn publish<K: Object>(
     };
     if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(%error, reason, "could not publish event");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_merge_patch_yields_the_new_status_even_on_a_newer_base() {
-        let old = json!({"id": "a", "pending": {"operation": "Create", "generation": 1},
-            "conditions": [{"type": "Ready", "status": "False"}, {"type": "Synced", "status": "True"}],
-            "clusterId": "c"});
-        let new = json!({"id": "a",
-            "conditions": [{"type": "Ready", "status": "True"}, {"type": "Synced", "status": "True"}]});
-        let patch = merge_patch(&old, &new);
-        let mut applied = old.clone();
-        json_patch::merge(&mut applied, &patch);
-        assert_eq!(applied, new);
-        // The server's status moved on since the cached copy was read (conditions in
-        // another order): the result is still exactly the status the engine computed.
-        let mut newer = json!({"id": "a", "pending": {"operation": "Create", "generation": 1},
-            "conditions": [{"type": "Synced", "status": "False"}, {"type": "Ready", "status": "False"}],
-            "clusterId": "c"});
-        json_patch::merge(&mut newer, &patch);
-        assert_eq!(newer, new);
     }
 }

@@ -248,9 +248,8 @@ fn answer<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Answe
     match snapshot.items.get(id) {
         _ if written.is_some_and(|at| *at >= snapshot.started) => Answer::Written,
         Some(item) => Answer::Found(item.clone()),
-        // Written a little before the List yet absent: an asynchronous upstream may not
-        // show an accepted create in a List taken just after it.
-        None if written.is_some() => Answer::Written,
+        // (Possibly an accepted asynchronous create the List does not show yet: the
+        // engine waits for those instead of creating again, see `Engine::observe`.)
         None => Answer::Absent,
     }
 }

@@ -320,3 +320,26 @@ async fn accepted_writes_are_pending_until_read_back_confirms() {
     );
     assert!(a.h.event_reasons().contains(&"Deleted".to_string()));
 }
+
+/// A status computed from a stale cached copy replaces the stored status as a whole: a
+/// `pending` mark (or a condition) written since that copy was read cannot survive it.
+#[tokio::test]
+async fn status_written_from_a_stale_copy_leaves_nothing_behind() {
+    let h = Harness::new().await;
+    h.apply_profile("oncall", json!({"name": "On-call"})).await;
+    let api = h.profiles();
+    let stale = api.get("oncall").await.unwrap();
+    api.patch_status(
+        "oncall",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"id": "ap-1", "pending": {"operation": "Create", "generation": 1, "requestedAt": "2026-01-01T00:00:00Z"},
+            "conditions": [{"type": "Synced", "status": "False", "reason": "ReconcileError", "message": "x", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})),
+    )
+    .await
+    .unwrap();
+    let wanted = json!({"id": "ap-1", "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
+    accessplane::engine::kube_ops::write_status(&api, &stale, wanted.clone())
+        .await
+        .unwrap();
+    assert_eq!(h.object("oncall").unwrap()["status"], wanted);
+}
