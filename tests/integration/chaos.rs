@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use accessplane::runtime::telemetry::json_layer;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::CapturedLogs;
+use crate::harness::{CapturedLogs, as_set, condition_pair as condition, converged_status};
 use crate::secret_leaks::c1_sentinels;
 use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
 use crate::support::fake_http::{Fault, FaultMatch, Recorded};
@@ -1198,56 +1198,6 @@ async fn crashes_leave_no_duplicate_and_no_orphan() {
             f.recover.as_secs_f64()
         );
     }
-}
-
-fn as_set(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
-}
-
-fn condition(obj: &Value, kind: &str) -> Option<(String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)?;
-    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
-}
-
-/// Ready and Synced at the current generation, the id recorded in status and
-/// annotation, nothing pending.
-fn converged_status(obj: &Value) -> Result<(), String> {
-    let ready = condition(obj, "Ready");
-    if ready != Some(("True".into(), "Available".into())) {
-        return Err(format!("Ready is {ready:?}"));
-    }
-    let synced = condition(obj, "Synced");
-    if synced.as_ref().map(|s| s.0.as_str()) != Some("True") {
-        return Err(format!("Synced is {synced:?}"));
-    }
-    let generation = &obj["metadata"]["generation"];
-    if obj["status"]["observedGeneration"] != *generation {
-        return Err(format!(
-            "observedGeneration {} ≠ generation {generation}",
-            obj["status"]["observedGeneration"]
-        ));
-    }
-    let annotations = &obj["metadata"]["annotations"];
-    if annotations["accessplane.io/external-id"] != obj["status"]["id"] {
-        return Err(format!(
-            "external-id annotation {} ≠ status.id {}",
-            annotations["accessplane.io/external-id"], obj["status"]["id"]
-        ));
-    }
-    if !annotations["accessplane.io/create-pending"].is_null() {
-        return Err("create-pending annotation still set".into());
-    }
-    if obj["status"].get("pending").is_some() {
-        return Err("status.pending still set".into());
-    }
-    Ok(())
 }
 
 /// Found by the crash suite: a persona access control deleted while its accepted create

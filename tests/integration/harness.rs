@@ -331,6 +331,58 @@ pub fn condition<'a>(obj: &'a Value, type_: &str) -> Option<&'a Value> {
         .find(|c| c["type"] == type_)
 }
 
+/// The strings of a JSON array, as a set.
+pub fn as_set(v: &Value) -> std::collections::BTreeSet<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+/// (status, reason) of a condition.
+pub fn condition_pair(obj: &Value, kind: &str) -> Option<(String, String)> {
+    let c = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)?;
+    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
+}
+
+/// Ready=True/Available and Synced=True at the current generation, the id recorded in
+/// status and annotation, no create left pending.
+pub fn converged_status(obj: &Value) -> Result<(), String> {
+    let ready = condition_pair(obj, "Ready");
+    if ready != Some(("True".into(), "Available".into())) {
+        return Err(format!("Ready is {ready:?}"));
+    }
+    let synced = condition_pair(obj, "Synced");
+    if synced.as_ref().map(|s| s.0.as_str()) != Some("True") {
+        return Err(format!("Synced is {synced:?}"));
+    }
+    let generation = &obj["metadata"]["generation"];
+    if obj["status"]["observedGeneration"] != *generation {
+        return Err(format!(
+            "observedGeneration {} ≠ generation {generation}",
+            obj["status"]["observedGeneration"]
+        ));
+    }
+    let annotations = &obj["metadata"]["annotations"];
+    if annotations["accessplane.io/external-id"] != obj["status"]["id"] {
+        return Err(format!(
+            "external-id annotation {} ≠ status.id {}",
+            annotations["accessplane.io/external-id"], obj["status"]["id"]
+        ));
+    }
+    if !annotations["accessplane.io/create-pending"].is_null() {
+        return Err("create-pending annotation still set".into());
+    }
+    if obj["status"].get("pending").is_some() {
+        return Err("status.pending still set".into());
+    }
+    Ok(())
+}
+
 /// A tracing subscriber writing into a buffer, to check what the operator logs.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);

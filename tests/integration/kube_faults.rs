@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::harness::{as_set, converged_status};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
@@ -267,56 +268,6 @@ impl Env {
 
 fn display(name: &str) -> String {
     format!("Profile {name}")
-}
-
-fn as_set(v: &Value) -> std::collections::BTreeSet<String> {
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s.as_str().map(String::from))
-        .collect()
-}
-
-fn condition(obj: &Value, kind: &str) -> Option<(String, String)> {
-    let c = obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)?;
-    Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
-}
-
-/// Ready=True/Available and Synced=True at the current generation, the id recorded in
-/// status and annotation, no create left pending.
-fn converged_status(obj: &Value) -> Result<(), String> {
-    let ready = condition(obj, "Ready");
-    if ready != Some(("True".into(), "Available".into())) {
-        return Err(format!("Ready is {ready:?}"));
-    }
-    let synced = condition(obj, "Synced");
-    if synced.as_ref().map(|s| s.0.as_str()) != Some("True") {
-        return Err(format!("Synced is {synced:?}"));
-    }
-    let generation = &obj["metadata"]["generation"];
-    if obj["status"]["observedGeneration"] != *generation {
-        return Err(format!(
-            "observedGeneration {} ≠ generation {generation}",
-            obj["status"]["observedGeneration"]
-        ));
-    }
-    let annotations = &obj["metadata"]["annotations"];
-    if annotations["accessplane.io/external-id"] != obj["status"]["id"] {
-        return Err(format!(
-            "external-id annotation {} ≠ status.id {}",
-            annotations["accessplane.io/external-id"], obj["status"]["id"]
-        ));
-    }
-    if !annotations["accessplane.io/create-pending"].is_null() {
-        return Err("create-pending annotation still set".into());
-    }
-    if obj["status"].get("pending").is_some() {
-        return Err("status.pending still set".into());
-    }
-    Ok(())
 }
 
 /// Drops every watch stream every `every` until the returned flag is set.
