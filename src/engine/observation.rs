@@ -13,10 +13,12 @@
 //!   and list only when at least `max(2, pages)` current reads of the scope arrived in
 //!   that window; a lone read is a GET.
 //!
-//! A snapshot only ever answers "found, and this is its state". Whatever it cannot vouch
-//! for is read with a GET: objects absent from it (a create may be newer than the List;
-//! a miss must never make the engine create again) and objects the operator wrote since
-//! the List started (own writes invalidate their entry).
+//! A snapshot answers "found, and this is its state" for what it lists. Objects the
+//! operator wrote since the List started are read with a GET (own writes invalidate their
+//! entry). An object absent from it is reported `Absent` only to current reads (the List
+//! is at most a list window old); the engine trusts that only for deterministic ids, where
+//! a wrong "absent" cannot duplicate anything, and confirms it with a GET otherwise
+//! (Lists may lag behind creates). Resyncs always confirm a miss with a GET.
 
 use std::collections::HashMap;
 use std::future::Future;
