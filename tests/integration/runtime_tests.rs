@@ -40,8 +40,9 @@ struct Running {
     operator: tokio::task::JoinHandle<Result<(), accessplane::runtime::RuntimeError>>,
 }
 
-/// A Secret, a Connection and an AccessProfile in `team-a`, and the operator running.
-async fn start() -> Running {
+/// A fake Serval with a client, and a fake apiserver holding its credentials Secret and a
+/// `serval` Connection in `team-a`.
+pub async fn serval_world() -> (FakeKube, FakeServal) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let serval = FakeServal::start().await;
     serval.add_client("operator", "s3cret");
@@ -56,6 +57,13 @@ async fn start() -> Running {
         "metadata": {"name": "serval", "namespace": "team-a"},
         "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
     }));
+    (kube, serval)
+}
+
+/// A Secret, a Connection and an AccessProfile in `team-a`, and the operator running.
+async fn start() -> Running {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (kube, serval) = serval_world().await;
     kube.put_object(json!({
         "apiVersion": API, "kind": "AccessProfile",
         "metadata": {"name": "oncall", "namespace": "team-a", "generation": 1},

@@ -404,26 +404,12 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
 #[tokio::test]
 async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
     use crate::support::fake_kube::FakeKube;
-    use crate::support::fake_serval::FakeServal;
     use accessplane::runtime::{RunConfig, run_with};
     use futures::FutureExt;
 
     const API: &str = "accessplane.io/v1alpha1";
     const COUNT: usize = 20;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let serval = FakeServal::start().await;
-    serval.add_client("operator", "s3cret");
-    let kube = FakeKube::new();
-    kube.put_object(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "serval-creds", "namespace": "team-a"},
-        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
-    }));
-    kube.put_object(json!({
-        "apiVersion": API, "kind": "Connection",
-        "metadata": {"name": "serval", "namespace": "team-a"},
-        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
-    }));
+    let (kube, serval) = crate::runtime_tests::serval_world().await;
     for i in 0..COUNT {
         kube.put_object(json!({
             "apiVersion": API, "kind": "AccessProfile",
