@@ -10,6 +10,9 @@
 //! `PersonaAccessControl`) run one ad-hoc scenario. Figures are reported, never asserted:
 //! the exit status is non-zero only when something is broken (e.g. resources never
 //! become Ready within a generous deadline).
+//!
+//! `ACCESSPLANE_BENCH_WRAPPER="heaptrack"` (any command prefix, split on spaces) runs the
+//! operator under a profiler; memory and CPU figures then describe the wrapper's process.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -617,7 +620,17 @@ impl Operator {
             l.local_addr().unwrap().port()
         };
         let log = std::fs::File::create(log).expect("operator log");
-        let child = Command::new(env!("CARGO_BIN_EXE_accessplane"))
+        let operator = env!("CARGO_BIN_EXE_accessplane");
+        let wrapper = std::env::var("ACCESSPLANE_BENCH_WRAPPER").unwrap_or_default();
+        let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(operator);
+                c
+            }
+            None => Command::new(operator),
+        };
+        let child = command
             .args([
                 "run",
                 "--metrics-addr",

@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::engine::events::{EventPublisher, Note};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -64,7 +64,7 @@ pub struct ConnectionContext {
     pub kube: kube::Client,
     pub connections: Arc<Connections>,
     pub metrics: Arc<UpstreamMetrics>,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub clock: Arc<dyn Clock>,
     pub timing: Timing,
     verified: Mutex<HashMap<(String, String), Fingerprint>>,
@@ -75,7 +75,7 @@ impl ConnectionContext {
         kube: kube::Client,
         connections: Arc<Connections>,
         metrics: Arc<UpstreamMetrics>,
-        recorder: Recorder,
+        events: EventPublisher,
         clock: Arc<dyn Clock>,
         timing: Timing,
     ) -> Self {
@@ -83,7 +83,7 @@ impl ConnectionContext {
             kube,
             connections,
             metrics,
-            recorder,
+            events,
             clock,
             timing,
             verified: Mutex::default(),
@@ -283,14 +283,12 @@ async fn write_ready(
             ready.reason.to_string(),
         ));
     if flipped {
-        kube_ops::publish(
-            &cx.recorder,
-            conn,
-            !ready.status,
-            ready.reason,
-            ready.message.clone(),
-        )
-        .await;
+        let note = Note {
+            warning: !ready.status,
+            reason: ready.reason,
+            text: ready.message.clone(),
+        };
+        cx.events.publish(&conn.object_ref(&()), note).await;
     }
     kube_ops::write_status(api, conn, json!(status)).await?;
     Ok(())

@@ -7,7 +7,6 @@ use json_patch::{
     AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation,
 };
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 
@@ -144,28 +143,4 @@ pub async fn write_status<K: Object>(
         .await
         .map_err(EngineError::kube("writing status"))?;
     Ok(true)
-}
-
-/// Publishes an event; failures are logged, never fatal.
-pub async fn publish<K: Object>(
-    recorder: &Recorder,
-    obj: &K,
-    warning: bool,
-    reason: &str,
-    note: String,
-) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%error, reason, "could not publish event");
-    }
 }

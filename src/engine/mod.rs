@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod conditions;
 pub mod error;
+pub mod events;
 pub mod kube_ops;
 pub mod metrics;
 pub mod observation;

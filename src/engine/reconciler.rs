@@ -9,12 +9,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
 use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
+use super::events::{EventPublisher, Note};
 use super::kube_ops::{self, has_finalizer};
 use super::observation::{Listed, Lookup, Observations, Purpose};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
@@ -33,7 +33,7 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     pub kube: kube::Client,
     pub provider: P,
     pub connections: Arc<Connections>,
-    pub recorder: Recorder,
+    pub events: EventPublisher,
     pub clock: Arc<dyn Clock>,
     pub timing: Timing,
     pub metrics: ReconcileMetrics,
@@ -126,7 +126,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         kube: kube::Client,
         provider: P,
         connections: Arc<Connections>,
-        recorder: Recorder,
+        events: EventPublisher,
         clock: Arc<dyn Clock>,
         timing: Timing,
         metrics: ReconcileMetrics,
@@ -137,7 +137,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube,
             provider,
             connections,
-            recorder,
+            events,
             clock,
             timing,
             metrics,
@@ -1046,7 +1046,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     async fn publish(&self, obj: &K, warning: bool, reason: &str, note: String) {
-        kube_ops::publish(&self.recorder, obj, warning, reason, note).await;
+        let note = Note {
+            warning,
+            reason,
+            text: note,
+        };
+        self.events.publish(&obj.object_ref(&()), note).await;
     }
 
     fn uid(obj: &K) -> String {

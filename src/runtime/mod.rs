@@ -10,10 +10,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::events::{EventPublisher, Reporter};
 use futures::FutureExt;
 use futures::future::join_all;
 use kube::runtime::controller;
-use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -108,7 +108,7 @@ pub enum RuntimeError {
 struct Shared {
     scope: Scope,
     connections: Arc<Connections>,
-    recorder: Recorder,
+    events: EventPublisher,
     clock: Arc<dyn Clock>,
     timing: Timing,
     metrics: ReconcileMetrics,
@@ -123,7 +123,7 @@ impl Shared {
             self.scope.client.clone(),
             provider,
             self.connections.clone(),
-            self.recorder.clone(),
+            self.events.clone(),
             self.clock.clone(),
             self.timing.clone(),
             self.metrics.clone(),
@@ -203,14 +203,15 @@ pub async fn run_with(
         controller: "accessplane".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let shared = Shared {
         scope: Scope {
             client: client.clone(),
             namespace: config.namespace.clone(),
         },
         connections: Arc::new(Connections::default()),
-        recorder: Recorder::new(client.clone(), reporter),
-        clock: Arc::new(SystemClock),
+        events: EventPublisher::new(client.clone(), reporter, clock.clone()),
+        clock,
         timing: config.timing.clone(),
         metrics: reconcile_metrics,
         controller: controller::Config::default().concurrency(config.concurrency),
@@ -220,7 +221,7 @@ pub async fn run_with(
         client,
         shared.connections.clone(),
         upstream_metrics,
-        shared.recorder.clone(),
+        shared.events.clone(),
         shared.clock.clone(),
         shared.timing.clone(),
     );

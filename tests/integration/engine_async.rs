@@ -13,7 +13,6 @@ use accessplane::engine::requeue::Timing;
 use accessplane::engine::{Created, Cx, Diff, Engine, Provider, Written, reconcile};
 use accessplane::upstream::UpstreamError;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::json;
 
 use crate::harness::{Harness, NS, condition, requeue_of};
@@ -168,18 +167,11 @@ impl AsyncHarness {
     async fn new() -> Self {
         let h = Harness::new().await;
         let gateway = SlowGateway::default();
-        let recorder = Recorder::new(
-            h.client(),
-            Reporter {
-                controller: "accessplane".into(),
-                instance: None,
-            },
-        );
         let engine = Arc::new(Engine::new(
             h.client(),
             gateway.clone(),
             h.engine.connections.clone(),
-            recorder,
+            h.publisher(),
             h.clock.clone(),
             Timing::default(),
             ReconcileMetrics::default(),

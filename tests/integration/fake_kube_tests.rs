@@ -11,12 +11,16 @@ use kube::api::{
     PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event as RecorderEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::wait::{Condition, conditions::is_crd_established};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+
+use accessplane::engine::clock::ManualClock;
+use accessplane::engine::events::{EventPublisher, Note, Reporter};
+use k8s_openapi::api::events::v1::Event as K8sEvent;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::support::fake_kube::FakeKube;
 
@@ -441,37 +445,61 @@ async fn raw_watch_resumes_filters_and_times_out() {
     ));
 }
 
+/// The operator's Event publisher against the fake: a repeat patches the first Event's
+/// series; once that Event is gone (expired in the apiserver), a repeat starts a new one.
 #[tokio::test]
-async fn recorder_publishes_events() {
+async fn publisher_grows_a_series_and_starts_anew_when_the_event_is_gone() {
     let fake = FakeKube::new();
     let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
     let obj = cms
         .create(&PostParams::default(), &cm("evt", &[]))
         .await
         .unwrap();
-    let recorder = Recorder::new(
-        fake.client(),
-        Reporter {
-            controller: "accessplane".into(),
-            instance: None,
-        },
-    );
-    let ev = RecorderEvent {
-        type_: EventType::Normal,
-        reason: "Synced".into(),
-        note: Some("all good".into()),
-        action: "Reconcile".into(),
-        secondary: None,
+    let clock = Arc::new(ManualClock::new(
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    ));
+    let reporter = Reporter {
+        controller: "accessplane".into(),
+        instance: None,
     };
+    let publisher = EventPublisher::new(fake.client(), reporter, clock.clone());
     let reference = obj.object_ref(&());
-    recorder.publish(&ev, &reference).await.unwrap();
-    recorder.publish(&ev, &reference).await.unwrap(); // second publish patches the series
+    let synced = || Note {
+        warning: false,
+        reason: "Synced",
+        text: "all good".into(),
+    };
+    publisher.publish(&reference, synced()).await;
+    clock.advance(Duration::from_secs(5));
+    publisher.publish(&reference, synced()).await;
 
     let events = fake.events("default");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0]["reason"], "Synced");
+    assert_eq!(events[0]["type"], "Normal");
+    assert_eq!(events[0]["note"], "all good");
     assert_eq!(events[0]["regarding"]["name"], "evt");
+    assert_eq!(events[0]["reportingController"], "accessplane");
     assert_eq!(events[0]["series"]["count"], 2);
+
+    let api: Api<K8sEvent> = Api::default_namespaced(fake.client());
+    let first = events[0]["metadata"]["name"].as_str().unwrap().to_string();
+    api.delete(&first, &DeleteParams::default()).await.unwrap();
+    clock.advance(Duration::from_secs(5));
+    publisher.publish(&reference, synced()).await;
+    let events = fake.events("default");
+    assert_eq!(events.len(), 1);
+    assert_ne!(events[0]["metadata"]["name"], first.as_str());
+    assert!(events[0]["series"].is_null());
+
+    // Another note about the same object is another Event.
+    let warning = Note {
+        warning: true,
+        reason: "Synced",
+        text: "not so good".into(),
+    };
+    publisher.publish(&reference, warning).await;
+    assert_eq!(fake.events("default").len(), 2);
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use accessplane::api::{AccessProfile, Connection};
 use accessplane::connections::Connections;
 use accessplane::connections::controller::{self, ConnectionContext};
 use accessplane::engine::clock::ManualClock;
+use accessplane::engine::events::{EventPublisher, Reporter};
 use accessplane::engine::metrics::ReconcileMetrics;
 use accessplane::engine::requeue::Timing;
 use accessplane::engine::{Engine, ManagedObject, Provider, reconcile};
@@ -17,7 +18,6 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use serde_json::{Value, json};
 
 use crate::support::fake_c1::{FakeC1, test_credentials};
@@ -49,13 +49,7 @@ impl Harness {
             Timestamp::from_second(1_800_000_000).unwrap(),
         ));
         let connections = Arc::new(Connections::default());
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "accessplane".into(),
-                instance: None,
-            },
-        );
+        let events = publisher(&client, &clock);
         let metrics = Arc::new(UpstreamMetrics::default());
         // Tests poll faster than the operator does: shorter shared-List window. Passes
         // are driven by hand, each standing for a resync: not spread, and not skipped as
@@ -70,7 +64,7 @@ impl Harness {
             client.clone(),
             AccessProfileProvider,
             connections.clone(),
-            recorder.clone(),
+            events.clone(),
             clock.clone(),
             timing.clone(),
             ReconcileMetrics::default(),
@@ -79,7 +73,7 @@ impl Harness {
             client,
             connections.clone(),
             metrics,
-            recorder,
+            events,
             clock.clone(),
             timing,
         ));
@@ -241,20 +235,18 @@ impl Harness {
             .collect()
     }
 
+    /// An Event publisher on this harness's fake apiserver and clock.
+    pub fn publisher(&self) -> EventPublisher {
+        publisher(&self.client(), &self.clock)
+    }
+
     /// An engine for another kind, sharing this harness's Connections, clock and fakes.
     pub fn engine<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Arc<Engine<K, P>> {
-        let recorder = Recorder::new(
-            self.client(),
-            Reporter {
-                controller: "accessplane".into(),
-                instance: None,
-            },
-        );
         Arc::new(Engine::new(
             self.client(),
             provider,
             self.engine.connections.clone(),
-            recorder,
+            self.publisher(),
             self.clock.clone(),
             self.engine.timing.clone(),
             ReconcileMetrics::default(),
@@ -457,4 +449,12 @@ impl C1Env {
         let app = c1.seed_app();
         Self { h, c1, app }
     }
+}
+
+fn publisher(client: &kube::Client, clock: &Arc<ManualClock>) -> EventPublisher {
+    let reporter = Reporter {
+        controller: "accessplane".into(),
+        instance: None,
+    };
+    EventPublisher::new(client.clone(), reporter, clock.clone())
 }

@@ -18,7 +18,6 @@ use accessplane::providers::conductorone::{
 use accessplane::providers::instaclustr::PersonaAccessControlProvider;
 use accessplane::providers::serval::AccessProfileProvider;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{reflector, watcher};
 use serde_json::json;
 
@@ -331,13 +330,7 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
         h.client(),
         AccessProfileProvider,
         h.engine.connections.clone(),
-        Recorder::new(
-            h.client(),
-            Reporter {
-                controller: "accessplane".into(),
-                instance: None,
-            },
-        ),
+        h.publisher(),
         h.clock.clone(),
         timing,
         ReconcileMetrics::default(),
