@@ -220,18 +220,23 @@ where
     }
 }
 
-/// The annotation `kubectl apply` keeps a full copy of the last applied object in.
-const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// Annotations the operator reads (`accessplane.io/external-id`, `…/create-pending`, …).
+const OWN_ANNOTATIONS: &str = "accessplane.io/";
 
-/// Drops what the operator never reads from cached objects: managed fields and kubectl's
-/// copy of the last applied object are often larger than the object itself, and the
-/// cache holds every object of the kind. (Writes are patches of the operator's own
-/// fields, so nothing dropped here is ever written back.)
+/// Drops what the operator never reads from cached objects: managed fields, labels and
+/// other tools' annotations (kubectl's copy of the last applied object, Argo CD's
+/// tracking id, …) are often larger than the rest of the object, and the cache holds
+/// every object of the kind. (Writes are patches of the operator's own fields, so
+/// nothing dropped here is ever written back.)
 pub fn trim<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();
     meta.managed_fields = None;
+    meta.labels = None;
     if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED);
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+        if annotations.is_empty() {
+            meta.annotations = None;
+        }
     }
 }
 
@@ -313,4 +318,68 @@ async fn log_result<K, E>(
 /// Predicate value that changes when an object is marked for deletion.
 fn being_deleted<K: Resource>(obj: &K) -> Option<u64> {
     Some(u64::from(obj.meta().deletion_timestamp.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AccessProfile;
+
+    #[test]
+    fn trim_keeps_only_what_the_operator_reads() {
+        let mut obj: AccessProfile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+            "metadata": {
+                "name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7", "generation": 2,
+                "finalizers": ["accessplane.io/finalizer"],
+                "labels": {"app.kubernetes.io/instance": "access"},
+                "annotations": {
+                    "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}",
+                    "argocd.argoproj.io/tracking-id": "access:accessplane.io/AccessProfile:ns/p",
+                    "accessplane.io/external-id": "ap-1",
+                    "accessplane.io/resync-interval": "5m"
+                },
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
+            },
+            "spec": {"connectionRef": {"name": "serval"}, "teamId": "t", "name": "p"}
+        }))
+        .unwrap();
+        trim(&mut obj);
+        let meta = &obj.metadata;
+        assert!(meta.managed_fields.is_none());
+        assert!(meta.labels.is_none());
+        let kept: Vec<&str> = meta
+            .annotations
+            .as_ref()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                "accessplane.io/external-id",
+                "accessplane.io/resync-interval"
+            ]
+        );
+        assert_eq!(
+            meta.finalizers.as_deref(),
+            Some(&["accessplane.io/finalizer".to_string()][..])
+        );
+        assert_eq!(
+            (meta.generation, meta.resource_version.as_deref()),
+            (Some(2), Some("7"))
+        );
+
+        let mut bare = obj.clone();
+        bare.metadata.annotations = Some(
+            [(
+                "argocd.argoproj.io/tracking-id".to_string(),
+                "x".to_string(),
+            )]
+            .into(),
+        );
+        trim(&mut bare);
+        assert!(bare.metadata.annotations.is_none());
+    }
 }
