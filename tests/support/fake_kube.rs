@@ -531,14 +531,48 @@ impl State {
         })
     }
 
+    /// A List, paged like the apiserver's: `limit` caps a page and `metadata.continue`
+    /// resumes after its last item. Every page reports the first page's resourceVersion,
+    /// so a watch from it replays whatever changed while the pages were read.
     fn list_response(&self, r: &Route, q: &HashMap<String, String>) -> ApiResult<Value> {
         let filter = Filter::from_query(r, q)?;
-        let items = self
+        let limit = match q.get("limit").map(|l| l.parse::<usize>()) {
+            None => usize::MAX,
+            Some(Ok(0)) => usize::MAX,
+            Some(Ok(limit)) => limit,
+            Some(Err(_)) => return Err(ApiError::bad_request("invalid limit")),
+        };
+        let (rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+            None => (self.rv, None),
+            Some(token) => {
+                let (rv, after) = token
+                    .split_once(':')
+                    .and_then(|(rv, after)| Some((rv.parse::<u64>().ok()?, after)))
+                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                let (ns, name) = after.split_once('/').unwrap_or(("", after));
+                (rv, Some((ns.to_string(), name.to_string())))
+            }
+        };
+        let mut selected = self
             .select(&r.api_version, &r.plural, r.namespace.as_deref())
-            .filter(|(_, v)| filter.matches(v))
-            .map(|(_, v)| v.clone())
-            .collect();
-        Ok(self.list_value(r, items))
+            .filter(|(k, _)| {
+                after
+                    .as_ref()
+                    .is_none_or(|(ns, name)| (&k.namespace, &k.name) > (ns, name))
+            })
+            .filter(|(_, v)| filter.matches(v));
+        let mut items = Vec::new();
+        let mut last = None;
+        for (k, v) in selected.by_ref().take(limit) {
+            items.push(v.clone());
+            last = Some(k);
+        }
+        let mut list = self.list_value(r, items);
+        list["metadata"]["resourceVersion"] = json!(rv.to_string());
+        if let Some(k) = last.filter(|_| selected.next().is_some()) {
+            list["metadata"]["continue"] = json!(format!("{rv}:{}/{}", k.namespace, k.name));
+        }
+        Ok(list)
     }
 
     fn watch(&mut self, r: &Route, q: &HashMap<String, String>) -> ApiResult<Reply> {
