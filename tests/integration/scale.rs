@@ -105,7 +105,15 @@ async fn check_resync_wave<K: ManagedObject, P: Provider<K>>(
 ) -> Arc<Engine<K, P>> {
     let settling = engine();
     for name in names {
-        h.settle_kind(&settling, name, 6).await;
+        for _ in 0..10 {
+            h.settle_kind(&settling, name, 6).await;
+            if h.condition_of(plural, name, "Ready").0 == "True" {
+                break;
+            }
+            // An accepted asynchronous write may wait for its scope's next List (the
+            // operator requeues it until then).
+            tokio::time::sleep(h.engine.timing.confirm_list_delay()).await;
+        }
         assert_eq!(
             h.condition_of(plural, name, "Ready").0,
             "True",
