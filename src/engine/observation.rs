@@ -18,11 +18,12 @@
 //!   the confirmations of a scope instead wait — by requeueing, never holding a worker —
 //!   for one List taken at a shared instant (`Lookup::Later`), at most
 //!   `Timing::confirm_list_delay` away, which confirms every write made before it. The
-//!   demand that makes this worth a List also counts the scope's recent writes (each is
-//!   a confirmation to come). A lone write is still confirmed with one GET, and once
-//!   the scope's writes have stopped a confirmation lists at once. A current read of an
-//!   object the operator wrote moments ago is taken for a confirmation too: it is
-//!   typically the echo of that write, through a cache that does not show it yet.
+//!   demand that makes this worth a List also counts the scope's recently accepted
+//!   writes (each is a confirmation to come). A lone write is still confirmed with one
+//!   GET, and once the scope's writes have stopped a confirmation lists at once. A
+//!   current read of an object whose write was accepted moments ago is taken for a
+//!   confirmation too: it is typically the echo of that write, through a cache that does
+//!   not show it yet.
 //!
 //! A snapshot answers "found, and this is its state" for what it lists. Objects the
 //! operator wrote since the List started, or wrote before it but do not appear in it (an
@@ -86,8 +87,10 @@ struct ScopeState<O> {
     /// Objects the operator wrote, and when (pruned at each List to those younger than
     /// the oldest snapshot a resync accepts).
     written: HashMap<String, Instant>,
-    /// When the operator wrote to the scope within the last list window, oldest first:
-    /// each is a confirmation to come.
+    /// Objects whose last write the upstream accepted to apply later, and when.
+    accepted: HashMap<String, Instant>,
+    /// When the upstream accepted writes to the scope within the last list window,
+    /// oldest first: each is a confirmation to come.
     recent_writes: VecDeque<Instant>,
     /// Objects with a recent current read, and when.
     current_reads: HashMap<String, Instant>,
@@ -104,6 +107,7 @@ impl<O> Default for ScopeState<O> {
         Self {
             snapshot: None,
             written: HashMap::new(),
+            accepted: HashMap::new(),
             recent_writes: VecDeque::new(),
             current_reads: HashMap::new(),
             due: None,
@@ -245,11 +249,14 @@ impl<O: Clone> Observations<O> {
                         .take(needed)
                         .count();
                     let written = state.written.get(id).copied();
-                    // A current read of an object the operator wrote moments ago reads that
-                    // write back too (typically the echo of it, seen through a cache that
-                    // does not show the write yet).
+                    // A current read of an object whose write the upstream accepted moments
+                    // ago reads that write back too (typically the echo of it, seen through
+                    // a cache that does not show the write yet).
                     let confirm = purpose == Purpose::Confirm
-                        || written.is_some_and(|at| at.elapsed() < self.confirm_delay);
+                        || state
+                            .accepted
+                            .get(id)
+                            .is_some_and(|at| at.elapsed() < self.confirm_delay);
                     // Confirmations of writes the last List came too early for (those it
                     // does not show although it started after them) go as current reads.
                     if !confirm || unlisted {
@@ -304,6 +311,7 @@ impl<O: Clone> Observations<O> {
         state.current_reads.clear();
         let oldest_useful = started.checked_sub(self.resync_age).unwrap_or(started);
         state.written.retain(|_, at| *at >= oldest_useful);
+        state.accepted.retain(|_, at| at.elapsed() < self.window);
         state.snapshot = Some(Snapshot {
             started,
             items: listed.items.into_iter().collect(),
@@ -355,14 +363,20 @@ impl<O: Clone> Observations<O> {
     }
 
     /// Records a write to object `id` of scope `key`: snapshots taken before it no
-    /// longer answer for that object.
-    pub fn wrote(&self, key: &str, id: &str) {
+    /// longer answer for that object. `accepted`: the upstream accepted it to apply later,
+    /// so it is to be read back (confirmed).
+    pub fn wrote(&self, key: &str, id: &str, accepted: bool) {
         let scope = self.scope(key);
         let mut state = scope.state.lock().unwrap();
         let now = Instant::now();
         state.written.insert(id.to_string(), now);
-        state.recent_writes(self.window);
-        state.recent_writes.push_back(now);
+        if accepted {
+            state.accepted.insert(id.to_string(), now);
+            state.recent_writes(self.window);
+            state.recent_writes.push_back(now);
+        } else {
+            state.accepted.remove(id);
+        }
     }
 }
 
@@ -503,13 +517,13 @@ mod tests {
             }
         };
         assert_eq!(get("id-1").await, Lookup::Found(1));
-        observations.wrote("team-a", "id-1");
+        observations.wrote("team-a", "id-1", false);
         assert_eq!(get("id-1").await, Lookup::Unknown);
         assert_eq!(get("id-2").await, Lookup::Found(2));
         // Current reads of several written objects list again (confirming accepted
         // writes), once the writes are over (see the confirmation tests below for reads
         // while a scope is being written).
-        observations.wrote("team-a", "id-2");
+        observations.wrote("team-a", "id-2", true);
         tokio::time::sleep(Duration::from_millis(60)).await;
         let current = |id: &'static str| {
             let lists = lists.clone();
@@ -564,7 +578,7 @@ mod tests {
         let mut waits = vec![];
         for i in 0..5 {
             let id = format!("id-{i}");
-            observations.wrote("team-a", &id);
+            observations.wrote("team-a", &id, true);
             match look(&observations, &lists, &id, Purpose::Confirm, 0).await {
                 Lookup::Later(wait) => waits.push(wait),
                 // The first read-back, before a second write shows demand, reads alone.
@@ -598,7 +612,7 @@ mod tests {
         assert_eq!(lists.load(Ordering::SeqCst), 1);
 
         // A write after that List needs a newer one: it is scheduled anew.
-        observations.wrote("team-a", "id-5");
+        observations.wrote("team-a", "id-5", true);
         assert!(matches!(
             look(&observations, &lists, "id-5", Purpose::Confirm, 0).await,
             Lookup::Later(_)
@@ -610,14 +624,14 @@ mod tests {
     async fn a_lone_write_is_confirmed_alone_and_a_finished_burst_at_once() {
         let observations = short_observations();
         let lists = Arc::new(AtomicU32::new(0));
-        observations.wrote("team-a", "id-1");
+        observations.wrote("team-a", "id-1", true);
         let lookup = look(&observations, &lists, "id-1", Purpose::Confirm, 0).await;
         assert_eq!(lookup, Lookup::Unknown, "one write: a GET");
         assert_eq!(lists.load(Ordering::SeqCst), 0);
 
         // Writes that stopped a while ago: nothing more to wait for, list now.
-        observations.wrote("team-b", "id-1");
-        observations.wrote("team-b", "id-2");
+        observations.wrote("team-b", "id-1", true);
+        observations.wrote("team-b", "id-2", true);
         tokio::time::sleep(Duration::from_millis(250)).await;
         let lookup = observations
             .get(

@@ -419,7 +419,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             let fields = diff.fields.join(", ");
             self.provider.write_gate(cx).await?;
             let written = self.provider.update(cx, &observed, &diff).await;
-            self.wrote(cx, &id);
+            self.wrote(cx, &id, matches!(written, Ok(Written::Accepted)));
             match written? {
                 Written::Done(new_state) => {
                     let mut v = Verdict::new(
@@ -523,7 +523,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         match created {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
-                self.wrote(&cx, &id);
+                self.wrote(&cx, &id, false);
                 self.record_id(api, obj, &id).await?;
                 self.publish(
                     obj,
@@ -536,7 +536,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 self.compare(&cx, obj, created, false, now).await
             }
             Created::Accepted { id } => {
-                self.wrote(&cx, &id);
+                self.wrote(&cx, &id, true);
                 // Keep create-pending (the request time) next to the id until the object
                 // is visible: a retried or stale reconcile then waits instead of re-sending.
                 kube_ops::set_annotations(
@@ -685,7 +685,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         self.provider.write_gate(cx).await?;
         let deleted = self.provider.delete(cx, id).await;
-        self.wrote(cx, id);
+        self.wrote(cx, id, matches!(deleted, Ok(Written::Accepted)));
         match deleted? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
@@ -923,9 +923,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     /// A write (even a failed one) to `id`: Lists taken before it no longer answer for it.
-    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>, id: &str) {
+    /// `accepted`: the upstream accepted it to apply later (it is to be read back).
+    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>, id: &str, accepted: bool) {
         if let Some(key) = self.scope_key(cx.obj) {
-            self.observations.wrote(&key, id);
+            self.observations.wrote(&key, id, accepted);
         }
     }
 
