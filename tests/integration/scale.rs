@@ -487,10 +487,10 @@ async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_li
     // The gateway's List has no paging: one page answers the whole cluster. The few
     // extra reads are the first absence checks (a GET, then a List once two show demand)
     // and one shared List per confirmation round (at most half a list window apart)
-    // while the burst lasts (≈1.5 s here). Confirming each create on its own costs about
-    // one read per create (≈50 here).
+    // while the burst lasts (≈1.5 s here, so 4–5 reads; the bound leaves room for a slow
+    // machine). Confirming each create on its own costs about one read per create (≈50).
     assert!(
-        seen.lists + seen.gets <= 5,
+        seen.lists + seen.gets <= 8,
         "{COUNT} accepted creates confirmed with {} Lists and {} GETs; expected a few shared Lists",
         seen.lists,
         seen.gets
