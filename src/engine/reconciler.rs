@@ -75,6 +75,11 @@ struct Verdict {
     released: bool,
     /// Parts of the spec that cannot be achieved (see [`super::Diff::unresolved`]).
     unresolved: Option<String>,
+    /// A read-back of the operator's own write that waits for its scope's next List:
+    /// nothing was learned, so the status (Pending since the write was accepted) is left
+    /// as is — the cached copy may not show it yet, and rewriting it would be a wasted
+    /// write. Only the requeue counts.
+    waiting: bool,
 }
 
 impl Verdict {
@@ -88,7 +93,18 @@ impl Verdict {
             event: None,
             released: false,
             unresolved: None,
+            waiting: false,
         }
+    }
+
+    /// A pass that waits for its scope's next List (see the `waiting` field).
+    fn waiting(requeue: Duration) -> Self {
+        let mut v = Self::new(
+            ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
+            requeue,
+        );
+        v.waiting = true;
+        v
     }
 
     fn released(event: Option<(&'static str, String)>) -> Self {
@@ -131,7 +147,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         timing: Timing,
         metrics: ReconcileMetrics,
     ) -> Self {
-        let observations = Observations::new(timing.list_window, timing.resync_snapshot_age());
+        let observations = Observations::new(
+            timing.list_window,
+            timing.resync_snapshot_age(),
+            timing.confirm_list_delay(),
+        );
         let resync_slots = ResyncSlots::new(timing.resync_rate);
         Self {
             kube,
@@ -216,7 +236,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 }
             }
             // A change is handled now; any resync slot it held is moot.
-            Purpose::Current => self.resync_slots.forget(&Self::uid(&obj)),
+            Purpose::Current | Purpose::Confirm => self.resync_slots.forget(&Self::uid(&obj)),
         }
         let verdict = self.converge(&api, &obj, purpose).await;
         self.finish(&api, &obj, verdict).await
@@ -243,7 +263,17 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let known_id = self.known_id(obj);
         let mut observed = None;
         if let Some(id) = &known_id {
-            observed = self.observe(&cx, id, purpose).await?;
+            // Reading back an accepted write may wait for the scope's next List.
+            let purpose = match purpose {
+                Purpose::Current if self.reads_back_accepted_write(obj, id, now) => {
+                    Purpose::Confirm
+                }
+                other => other,
+            };
+            observed = match self.observe_or_wait(&cx, id, purpose).await? {
+                Observation::Now(observed) => observed,
+                Observation::Later(wait) => return Ok(Verdict::waiting(wait)),
+            };
             if observed.is_none() {
                 // An accepted create is remembered in status and, because that status
                 // write may fail or the cache may not show it yet, in the annotations.
@@ -254,11 +284,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 if let Some(pending) = pending {
                     let waited = pending_wait(&pending, now);
                     let mut v = Verdict::new(
-                        ConditionValue::new(
-                            false,
-                            reason::PENDING,
-                            "create accepted upstream; waiting for it to become visible",
-                        ),
+                        ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
                         self.timing.pending_poll(waited),
                     );
                     v.id = Some(id.clone());
@@ -378,11 +404,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .filter(|p| p.generation == generation)
         {
             let mut v = Verdict::new(
-                ConditionValue::new(
-                    false,
-                    reason::PENDING,
-                    "update accepted upstream; waiting for it to become visible",
-                ),
+                ConditionValue::new(false, reason::PENDING, ACCEPTED_UPDATE),
                 self.timing.pending_poll(pending_wait(pending, now)),
             );
             v.pending = Some(pending.clone());
@@ -397,7 +419,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             let fields = diff.fields.join(", ");
             self.provider.write_gate(cx).await?;
             let written = self.provider.update(cx, &observed, &diff).await;
-            self.wrote(cx, &id);
+            self.wrote(cx, &id, matches!(written, Ok(Written::Accepted)));
             match written? {
                 Written::Done(new_state) => {
                     let mut v = Verdict::new(
@@ -501,7 +523,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         match created {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
-                self.wrote(&cx, &id);
+                self.wrote(&cx, &id, false);
                 self.record_id(api, obj, &id).await?;
                 self.publish(
                     obj,
@@ -514,7 +536,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 self.compare(&cx, obj, created, false, now).await
             }
             Created::Accepted { id } => {
-                self.wrote(&cx, &id);
+                self.wrote(&cx, &id, true);
                 // Keep create-pending (the request time) next to the id until the object
                 // is visible: a retried or stale reconcile then waits instead of re-sending.
                 kube_ops::set_annotations(
@@ -524,11 +546,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 )
                 .await?;
                 let mut v = Verdict::new(
-                    ConditionValue::new(
-                        false,
-                        reason::PENDING,
-                        "create accepted upstream; waiting for it to become visible",
-                    ),
+                    ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
                     self.timing.pending_poll(Duration::ZERO),
                 );
                 v.pending = Some(PendingWrite {
@@ -667,7 +685,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         self.provider.write_gate(cx).await?;
         let deleted = self.provider.delete(cx, id).await;
-        self.wrote(cx, id);
+        self.wrote(cx, id, matches!(deleted, Ok(Written::Accepted)));
         match deleted? {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
@@ -723,6 +741,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     self.publish(obj, false, reason, note).await;
                 }
                 return Ok(Action::await_change());
+            }
+            Ok(verdict) if verdict.waiting => {
+                self.clear_failures(obj);
+                return Ok(Action::requeue(verdict.requeue));
             }
             Ok(verdict) => {
                 self.clear_failures(obj);
@@ -833,9 +855,24 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         id: &str,
         purpose: Purpose,
     ) -> Result<Option<P::Observed>, EngineError> {
+        match self.observe_or_wait(cx, id, purpose).await? {
+            Observation::Now(observed) => Ok(observed),
+            // This read cannot wait for the scope's next List: read the object now.
+            Observation::Later(_) => Ok(self.provider.observe(cx, id).await?),
+        }
+    }
+
+    /// Reads one object like [`Self::observe`], or — when it reads back the operator's
+    /// own write — says when the List of its scope that will answer it is due.
+    async fn observe_or_wait(
+        &self,
+        cx: &Cx<'_, K, P::Inputs>,
+        id: &str,
+        purpose: Purpose,
+    ) -> Result<Observation<P::Observed>, EngineError> {
         let (Some(scope), Some(key)) = (self.provider.list_scope(cx.obj), self.scope_key(cx.obj))
         else {
-            return Ok(self.provider.observe(cx, id).await?);
+            return Ok(Observation::Now(self.provider.observe(cx, id).await?));
         };
         let list = || async {
             let items = self.provider.list(cx, &scope).await?;
@@ -848,28 +885,48 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         let members = match purpose {
             Purpose::Resync => self.members(&key).await,
-            Purpose::Current => 0,
+            Purpose::Current | Purpose::Confirm => 0,
         };
         let members = || members;
-        match self
+        let observed = match self
             .observations
             .get(&key, id, purpose, members, list)
             .await?
         {
-            Lookup::Found(listed) => Ok(Some(self.provider.complete(cx, listed).await?)),
+            Lookup::Found(listed) => Some(self.provider.complete(cx, listed).await?),
             // Absent from a List of the last moments: for deterministic ids a wrong
             // "absent" is harmless (a create of an existing id is a conflict, not a
             // duplicate; an accepted create is waited for), so no GET to confirm. Ids the
             // server assigns are confirmed: Lists may lag behind creates.
-            Lookup::Absent if self.provider.deterministic_id(cx.obj).is_some() => Ok(None),
-            Lookup::Absent | Lookup::Unknown => Ok(self.provider.observe(cx, id).await?),
-        }
+            Lookup::Absent if self.provider.deterministic_id(cx.obj).is_some() => None,
+            Lookup::Absent | Lookup::Unknown => self.provider.observe(cx, id).await?,
+            Lookup::Later(wait) => return Ok(Observation::Later(wait)),
+        };
+        Ok(Observation::Now(observed))
+    }
+
+    /// Whether this pass reads back an accepted asynchronous write of `id`: a create, or
+    /// an update of the current generation (or what a stale cached copy shows of one: a
+    /// create attempted at the deterministic id).
+    fn reads_back_accepted_write(&self, obj: &K, id: &str, now: Timestamp) -> bool {
+        let generation = obj.meta().generation.unwrap_or_default();
+        let attempted = annotation(obj, CREATE_PENDING_ANNOTATION)
+            .and_then(|at| at.parse::<Timestamp>().ok())
+            .is_some_and(|at| elapsed(at, now) < self.timing.pending_grace);
+        let ours = annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id)
+            || self.provider.deterministic_id(obj).as_deref() == Some(id);
+        (attempted && ours)
+            || self.pending_within_grace(obj, "Create", now).is_some()
+            || self
+                .pending_within_grace(obj, "Update", now)
+                .is_some_and(|p| p.generation == generation)
     }
 
     /// A write (even a failed one) to `id`: Lists taken before it no longer answer for it.
-    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>, id: &str) {
+    /// `accepted`: the upstream accepted it to apply later (it is to be read back).
+    fn wrote(&self, cx: &Cx<'_, K, P::Inputs>, id: &str, accepted: bool) {
         if let Some(key) = self.scope_key(cx.obj) {
-            self.observations.wrote(&key, id);
+            self.observations.wrote(&key, id, accepted);
         }
     }
 
@@ -1129,6 +1186,16 @@ fn converged<K: ManagedObject>(obj: &K) -> bool {
 
 fn deleting<K: ManagedObject>(obj: &K) -> bool {
     obj.meta().deletion_timestamp.is_some()
+}
+
+/// Ready messages while an accepted write is not visible yet.
+const ACCEPTED_CREATE: &str = "create accepted upstream; waiting for it to become visible";
+const ACCEPTED_UPDATE: &str = "update accepted upstream; waiting for it to become visible";
+
+/// What observing found, or when to look again (see [`Engine::observe_or_wait`]).
+enum Observation<O> {
+    Now(Option<O>),
+    Later(Duration),
 }
 
 /// How to get out of a deletion that cannot complete.

@@ -80,6 +80,12 @@ impl Timing {
         jitter(exp.min(self.error_backoff_max), 0.2)
     }
 
+    /// Longest a read-back of an accepted write waits for the List of its scope that
+    /// confirms a whole burst of writes (see `observation`): half a list window.
+    pub fn confirm_list_delay(&self) -> Duration {
+        self.list_window / 2
+    }
+
     /// Delay before reading back an accepted write, growing with the time already waited:
     /// quick confirmation for fast upstreams, few calls for slow ones.
     pub fn pending_poll(&self, waited: Duration) -> Duration {

@@ -54,6 +54,8 @@ struct ClusterState {
 #[derive(Default)]
 pub struct PersonaAccessControlProvider {
     clusters: Mutex<HashMap<String, (Instant, ClusterState)>>,
+    /// Held while a cluster's state is read, so that writes waiting on it share one read.
+    reading: tokio::sync::Mutex<()>,
 }
 
 fn type_name(t: AccessControlType) -> &'static str {
@@ -89,10 +91,20 @@ impl PersonaAccessControlProvider {
         cx: &Cx<'_, PersonaAccessControl>,
     ) -> Result<ClusterState, UpstreamError> {
         let cluster = &cx.obj.spec.cluster_id;
-        if let Some((at, state)) = self.clusters.lock().unwrap().get(cluster)
-            && at.elapsed() < CLUSTER_STATE_TTL
-        {
-            return Ok(state.clone());
+        let cached = || {
+            self.clusters
+                .lock()
+                .unwrap()
+                .get(cluster)
+                .filter(|(at, _)| at.elapsed() < CLUSTER_STATE_TTL)
+                .map(|(_, state)| state.clone())
+        };
+        if let Some(state) = cached() {
+            return Ok(state);
+        }
+        let _reading = self.reading.lock().await;
+        if let Some(state) = cached() {
+            return Ok(state);
         }
         let path = format!(
             "cluster-management/v2/resources/applications/mcp-gateway/clusters/v1/{}",
