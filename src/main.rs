@@ -185,6 +185,19 @@ fn version() -> String {
     }
 }
 
+/// jemalloc instead of glibc's malloc: at 10,000 resources it peaked 6 MiB lower than
+/// glibc with `MALLOC_ARENA_MAX=2` (84 → 78 MiB) and spent ~20 % less CPU per no-op
+/// reconcile (README "Performance"); mimalloc measured worse (130 MiB).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// Two arenas are plenty for a 4-worker operator; dirty pages go back to the OS within a
+/// second (by a background thread) instead of ten, which keeps the peak after bursts low.
+/// `_RJEM_MALLOC_CONF` in the environment still overrides these.
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static MALLOC_CONF: &[u8] =
+    b"background_thread:true,narenas:2,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
