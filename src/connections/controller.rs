@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine::events::{EventPublisher, Note};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
@@ -18,6 +17,7 @@ use crate::api::connection::{Connection, ConnectionStatus, UpstreamKind};
 use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::engine::clock::Clock;
 use crate::engine::conditions::{self, ConditionValue, READY};
+use crate::engine::events::{EventPublisher, Note};
 use crate::engine::kube_ops;
 use crate::engine::requeue::Timing;
 use crate::providers::{self, ConnectError, SecretData};
