@@ -90,12 +90,14 @@ pub struct AppEntitlementSpec {
     /// Set to `{}` for grants without a maximum duration. At most one of this and `durationGrant`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_unset: Option<Empty>,
+    // The policies are boxed: they are large and often unset, and every cached object
+    // would otherwise carry their space (schema and JSON are the same).
     /// How access is provisioned (exactly one arm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provisioner_policy: Option<ProvisionPolicy>,
+    pub provisioner_policy: Option<Box<ProvisionPolicy>>,
     /// How access is deprovisioned (exactly one arm). Applied by an update right after create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deprovisioner_policy: Option<ProvisionPolicy>,
+    pub deprovisioner_policy: Option<Box<ProvisionPolicy>>,
     /// Request schema (form) shown when requesting access.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 128))]

@@ -79,7 +79,25 @@ pub struct Listed<O> {
 struct Snapshot<O> {
     /// When the List started: writes after this instant are not reflected in it.
     started: Instant,
-    items: HashMap<String, O>,
+    /// Sorted by id: a scope can hold thousands, and a sorted slice keeps them in about
+    /// half the memory of a hash map (no spare buckets), found by binary search.
+    items: Box<[(String, O)]>,
+}
+
+impl<O> Snapshot<O> {
+    fn new(started: Instant, mut items: Vec<(String, O)>) -> Self {
+        items.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        items.dedup_by(|a, b| a.0 == b.0);
+        Self {
+            started,
+            items: items.into_boxed_slice(),
+        }
+    }
+
+    fn get(&self, id: &str) -> Option<&O> {
+        let found = self.items.binary_search_by(|(key, _)| key.as_str().cmp(id));
+        found.ok().map(|at| &self.items[at].1)
+    }
 }
 
 struct ScopeState<O> {
@@ -212,6 +230,14 @@ impl<O: Clone> Observations<O> {
         let mut fresh_from = asked;
         let worth_listing = {
             let mut state = scope.state.lock().unwrap();
+            // Too old for any read: free it rather than keep it until the next List.
+            if state
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.started.elapsed() >= self.resync_age)
+            {
+                state.snapshot = None;
+            }
             let answered = answer(&state, id, max_age);
             let unlisted = matches!(answered, Answer::Unlisted);
             match answered {
@@ -312,10 +338,7 @@ impl<O: Clone> Observations<O> {
         let oldest_useful = started.checked_sub(self.resync_age).unwrap_or(started);
         state.written.retain(|_, at| *at >= oldest_useful);
         state.accepted.retain(|_, at| at.elapsed() < self.window);
-        state.snapshot = Some(Snapshot {
-            started,
-            items: listed.items.into_iter().collect(),
-        });
+        state.snapshot = Some(Snapshot::new(started, listed.items));
         Ok(match answer(&state, id, Duration::MAX) {
             Answer::Found(item) => Lookup::Found(item),
             Answer::Absent if current => Lookup::Absent,
@@ -402,7 +425,7 @@ fn answer<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Answe
         return Answer::NoSnapshot;
     };
     let written = state.written.get(id);
-    match snapshot.items.get(id) {
+    match snapshot.get(id) {
         _ if written.is_some_and(|at| *at >= snapshot.started) => Answer::Written,
         Some(item) => Answer::Found(item.clone()),
         // Written a little before the List yet absent: an asynchronous upstream may not
@@ -476,6 +499,41 @@ mod tests {
         let found = futures::future::join_all(observes).await;
         assert!(found.iter().all(|f| matches!(f, Lookup::Found(_))));
         assert_eq!(lists.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn snapshots_answer_by_id_in_any_list_order_and_are_freed_once_too_old() {
+        let observations: Observations<u32> = Observations::new(
+            Duration::from_millis(20),
+            Duration::from_millis(40),
+            Duration::from_millis(10),
+        );
+        let list = || async {
+            Ok(Listed {
+                // Unsorted, with one id listed twice (pages shifting under a List).
+                items: ["c", "a", "b", "a"]
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.to_string(), i as u32))
+                    .collect(),
+                pages: 1,
+            })
+        };
+        let get = |id: &'static str| observations.get("s", id, Purpose::Resync, || 3, list);
+        assert_eq!(get("b").await.unwrap(), Lookup::Found(2));
+        assert_eq!(get("c").await.unwrap(), Lookup::Found(0));
+        assert!(matches!(get("a").await.unwrap(), Lookup::Found(1 | 3)));
+        assert_eq!(
+            get("d").await.unwrap(),
+            Lookup::Unknown,
+            "a miss is confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        // A lone member does not list; the expired snapshot is dropped, not kept.
+        let lone = observations.get("s", "b", Purpose::Resync, || 1, list);
+        assert_eq!(lone.await.unwrap(), Lookup::Unknown);
+        let scope = observations.scope("s");
+        assert!(scope.state.lock().unwrap().snapshot.is_none());
     }
 
     #[tokio::test]

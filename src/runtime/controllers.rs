@@ -5,15 +5,16 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Shared};
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt, future};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Predicate, PredicateConfig, WatchStreamExt, predicates, watcher};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 
+use super::changes::Changes;
 use crate::api::Connection;
 use crate::connections::controller::{self as connection, ConnectionContext, credentials_secret};
 use crate::engine::conditions::{self, READY, reason};
@@ -40,8 +41,8 @@ impl Scope {
         }
     }
 
-    /// [`Scope::api`] for a kind known only at run time.
-    pub fn dynamic_api(&self, kind: &ApiResource) -> Api<DynamicObject> {
+    /// [`Scope::api`] for the metadata of a kind known only at run time.
+    pub fn metadata_api(&self, kind: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
         match &self.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, kind),
             None => Api::all_with(self.client.clone(), kind),
@@ -168,12 +169,13 @@ where
         .combine(predicates::finalizers)
         .combine(predicates::annotations)
         .combine(being_deleted::<K>);
+    let mut changes = Changes::new(changes);
     let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(trim::<K>)
         .reflect(writer)
         .applied_objects()
-        .predicate_filter(changes, PredicateConfig::default());
+        .try_filter(move |obj| future::ready(changes.changed(obj)));
     engine.watch_store(store.clone());
     let mapper_store = store.clone();
     let mut controller = Controller::for_stream(objects, store.clone())
@@ -197,10 +199,12 @@ where
                 .collect::<Vec<_>>()
         });
     }
+    // Metadata only: the mapper needs only names, and whole objects of the referenced
+    // kind (a page of them at a time while the watch lists) would be decoded for nothing.
     for reference in engine.provider.references() {
         let mapper_store = store.clone();
         controller = controller.watches_with(
-            scope.dynamic_api(&reference.kind),
+            scope.metadata_api(&reference.kind),
             reference.kind.clone(),
             watcher::Config::default(),
             move |referenced| waiting_for(&mapper_store, &reference, &referenced),
@@ -274,7 +278,7 @@ fn waiting_on<K: ManagedObject>(store: &Store<K>, conn: &Connection) -> Vec<Obje
 fn waiting_for<K: ManagedObject>(
     store: &Store<K>,
     reference: &Reference<K>,
-    referenced: &DynamicObject,
+    referenced: &PartialObjectMeta<DynamicObject>,
 ) -> Vec<ObjectRef<K>> {
     let name = referenced.name_any();
     store

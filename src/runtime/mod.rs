@@ -1,5 +1,6 @@
 //! `accessplane run`: controller wiring, CRD install, metrics/health server, telemetry.
 
+mod changes;
 pub mod controllers;
 pub mod crds;
 pub mod leader;

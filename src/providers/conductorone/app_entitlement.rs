@@ -55,10 +55,22 @@ pub struct Entitlement {
 /// Entity fields read besides the managed [`FIELDS`].
 const READ_FIELDS: &[&str] = &["systemBuiltin", "grantCount"];
 
+/// An `appEntitlementView`, cut down to an [`Entitlement`] as each one is read: a List of a
+/// whole app (thousands) never holds its entitlements as JSON trees at once.
+#[derive(Deserialize)]
+#[serde(from = "RawView")]
+struct View(Entitlement);
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct View {
+struct RawView {
     app_entitlement: Map<String, Value>,
+}
+
+impl From<RawView> for View {
+    fn from(raw: RawView) -> Self {
+        Self(Entitlement::from_upstream(raw.app_entitlement))
+    }
 }
 
 #[derive(Deserialize)]
@@ -197,7 +209,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         let call = Call::get("get_app_entitlement", item(&cx.obj.spec.app_id, id));
         let found: Option<One> = api::get_optional(cx.upstream, call).await?;
         Ok(found
-            .map(|one| Entitlement::from_upstream(one.app_entitlement_view.app_entitlement))
+            .map(|one| one.app_entitlement_view.0)
             .filter(|e| !e.deleted()))
     }
 
@@ -221,7 +233,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         .await?;
         let found: Vec<Entitlement> = views
             .into_iter()
-            .map(|v| Entitlement::from_upstream(v.app_entitlement))
+            .map(|View(e)| e)
             .filter(|e| !e.deleted())
             .collect();
         let me = address(cx.obj);
@@ -263,7 +275,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         .await?;
         Ok(views
             .into_iter()
-            .map(|v| Entitlement::from_upstream(v.app_entitlement))
+            .map(|View(e)| e)
             .filter(|e| !e.deleted())
             .collect())
     }
@@ -291,9 +303,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         let call = Call::post("create_app_entitlement", collection(&cx.obj.spec.app_id))
             .json(create_body(cx.obj));
         let one: One = cx.upstream.json(call).await?;
-        Ok(Created::Done(Entitlement::from_upstream(
-            one.app_entitlement_view.app_entitlement,
-        )))
+        Ok(Created::Done(one.app_entitlement_view.0))
     }
 
     async fn update(
@@ -328,9 +338,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         .json(body)
         .idempotent();
         let one: One = cx.upstream.json(call).await?;
-        Ok(Written::Done(Some(Entitlement::from_upstream(
-            one.app_entitlement_view.app_entitlement,
-        ))))
+        Ok(Written::Done(Some(one.app_entitlement_view.0)))
     }
 
     async fn delete(
