@@ -8,7 +8,7 @@ use accessplane::providers::conductorone::AppEntitlementProvider;
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, NS};
-use crate::support::fake_c1::{Fault, FaultMatch};
+use crate::support::fake_http::{Fault, FaultMatch};
 
 struct Env {
     e: C1Env,

@@ -9,7 +9,7 @@ use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, CapturedLogs, NS};
-use crate::support::fake_c1::{Fault, FaultMatch};
+use crate::support::fake_http::{Fault, FaultMatch};
 
 const CONFIG_SECRET: &str = "github-connector-config";
 const TOKEN: &str = "SENTINEL-connector-token-71c2";

@@ -10,7 +10,8 @@ use accessplane::upstream::Call;
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, NS};
-use crate::support::fake_c1::{Fault, FaultMatch, TOOL_APPROVED};
+use crate::support::fake_c1::TOOL_APPROVED;
+use crate::support::fake_http::{Fault, FaultMatch};
 
 const PENDING: &str = "MCP_TOOL_STATE_PENDING";
 

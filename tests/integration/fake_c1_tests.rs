@@ -8,9 +8,9 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::fake_c1::{
-    APPS_PATH, FakeC1, Fault, FaultMatch, JWT_BEARER, SEARCH_PATH, SECRET_PREFIX, TOKEN_PATH,
-    TOOL_APPROVED,
+    APPS_PATH, FakeC1, JWT_BEARER, SEARCH_PATH, SECRET_PREFIX, TOKEN_PATH, TOOL_APPROVED,
 };
+use crate::support::fake_http::{Fault, FaultMatch};
 
 fn client() -> Client {
     // reqwest is built with `rustls-no-provider` and panics without one, even for http.

@@ -5,9 +5,9 @@ use std::time::Duration;
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
+use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_instaclustr::{
-    CONTROLS_PATH, FakeInstaclustr, Fault, FaultMatch, LegacyFault, cluster_path, control_path,
-    list_path,
+    CONTROLS_PATH, FakeInstaclustr, LegacyFault, cluster_path, control_path, list_path,
 };
 
 const CLUSTER: &str = "c1";

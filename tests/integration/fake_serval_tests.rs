@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::fake_serval::{FakeServal, Fault, FaultMatch, PROFILES_PATH, TOKEN_PATH};
+use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::fake_serval::{FakeServal, PROFILES_PATH, TOKEN_PATH};
 
 fn client() -> Client {
     // reqwest is built with `rustls-no-provider` and panics at build time without one,

@@ -33,6 +33,13 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Waits until `plural/name` in `team-a` has the Ready condition `want` ("status/reason").
+async fn until_ready(kube: &FakeKube, plural: &str, name: &str, want: &str) {
+    eventually(&format!("{plural}/{name} to be {want}"), || {
+        ready_reason(kube.get(API, plural, "team-a", name)).as_deref() == Some(want)
+    })
+    .await;
+}
 struct Running {
     serval: FakeServal,
     kube: FakeKube,
@@ -99,16 +106,8 @@ async fn run_reconciles_connections_and_access_profiles() {
         stop,
         operator,
     } = start().await;
-    eventually("the Connection to be verified", || {
-        ready_reason(kube.get(API, "connections", "team-a", "serval")).as_deref()
-            == Some("True/Verified")
-    })
-    .await;
-    eventually("the AccessProfile to be created upstream and Ready", || {
-        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
-            == Some("True/Available")
-    })
-    .await;
+    until_ready(&kube, "connections", "serval", "True/Verified").await;
+    until_ready(&kube, "accessprofiles", "oncall", "True/Available").await;
     assert!(!serval.profiles().is_empty());
 
     stop.send(()).unwrap();
@@ -126,11 +125,7 @@ async fn run_creates_exactly_one_upstream_object() {
         stop,
         operator,
     } = start().await;
-    eventually("the AccessProfile to be Ready", || {
-        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
-            == Some("True/Available")
-    })
-    .await;
+    until_ready(&kube, "accessprofiles", "oncall", "True/Available").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(serval.profiles().len(), 1);
     stop.send(()).unwrap();
@@ -147,11 +142,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
         stop,
         operator,
     } = start().await;
-    eventually("the AccessProfile to be Ready", || {
-        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
-            == Some("True/Available")
-    })
-    .await;
+    until_ready(&kube, "accessprofiles", "oncall", "True/Available").await;
     // `start()` runs without election; stop it and run two electing replicas instead.
     stop.send(()).unwrap();
     operator.await.unwrap().unwrap();
@@ -233,11 +224,7 @@ async fn a_force_removed_connection_is_not_used() {
         stop,
         operator,
     } = start().await;
-    eventually("the AccessProfile to be Ready", || {
-        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
-            == Some("True/Available")
-    })
-    .await;
+    until_ready(&kube, "accessprofiles", "oncall", "True/Available").await;
     kube.merge_patch(
         API,
         "connections",
@@ -260,10 +247,12 @@ async fn a_force_removed_connection_is_not_used() {
         json!({"spec": {"name": "On-call (renamed)"}}),
     )
     .unwrap();
-    eventually("the AccessProfile to wait for its Connection", || {
-        ready_reason(kube.get(API, "accessprofiles", "team-a", "oncall")).as_deref()
-            == Some("False/WaitingForDependency")
-    })
+    until_ready(
+        &kube,
+        "accessprofiles",
+        "oncall",
+        "False/WaitingForDependency",
+    )
     .await;
     let obj = kube.get(API, "accessprofiles", "team-a", "oncall").unwrap();
     let ready = crate::harness::condition(&obj, "Ready").unwrap();

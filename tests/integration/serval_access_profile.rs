@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM, requeue_of};
-use crate::support::fake_serval::{Fault, FaultMatch, PROFILES_PATH};
+use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::fake_serval::PROFILES_PATH;
 
 fn spec() -> serde_json::Value {
     json!({

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::harness::{Harness, NS, TEAM, requeue_of};
-use crate::support::fake_serval::{Fault, FaultMatch, PROFILES_PATH};
+use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::fake_serval::PROFILES_PATH;
 
 const HINT: &str = "set spec.deletionPolicy: Orphan";
 

@@ -17,7 +17,8 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, Harness, NS, requeue_of};
-use crate::support::fake_c1::{Fault, FaultMatch, TOOL_APPROVED};
+use crate::support::fake_c1::TOOL_APPROVED;
+use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
 
 /// Passes made at the rejected generation, each after this much simulated time: every

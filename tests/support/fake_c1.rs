@@ -32,7 +32,6 @@ use rand::{Rng, distr::Alphanumeric};
 use serde_json::{Map, Value, json};
 
 use super::fake_http::{Backend, FakeServer, Req, auth_param, reply};
-pub use super::fake_http::{Fault, FaultMatch, Recorded};
 
 pub const TOKEN_PATH: &str = "/auth/v1/token";
 pub const API_PATH: &str = "/api/v1";
@@ -61,6 +60,16 @@ pub fn test_credentials(host: &str) -> (String, String, [u8; 32]) {
 /// Handle to a running fake; the server task is aborted on drop.
 pub struct FakeC1 {
     http: FakeServer<Inner>,
+}
+
+/// The request log and fault controls (`requests`, `count`, `fail_next`, `set_chaos`, …)
+/// are the shared [`FakeServer`]'s.
+impl std::ops::Deref for FakeC1 {
+    type Target = FakeServer<Inner>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.http
+    }
 }
 
 impl FakeC1 {
@@ -320,52 +329,10 @@ impl FakeC1 {
 
     // --- request log and faults ------------------------------------------------------
 
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.http.requests()
-    }
-
-    /// Recorded requests with this method (case-insensitive) whose path starts with
-    /// `path_prefix`, whatever their outcome.
-    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
-        self.http.count(method, path_prefix)
-    }
-
     /// Recorded POST/DELETE requests under /api/v1/apps (search is a read), whatever
     /// their outcome.
     pub fn writes(&self) -> usize {
         self.count("POST", APPS_PATH) + self.count("DELETE", APPS_PATH)
-    }
-
-    pub fn clear_requests(&self) {
-        self.http.clear_requests();
-    }
-
-    /// Queues a fault; each request consumes the first queued fault it matches.
-    pub fn push_fault(&self, matcher: FaultMatch, fault: Fault) {
-        self.http.push_fault(matcher, fault);
-    }
-
-    /// The next `times` matching requests get `code` with a default C1 error body.
-    pub fn fail_next(&self, method: &str, path_prefix: &str, code: u16, times: usize) {
-        self.http.fail_next(method, path_prefix, code, times);
-    }
-
-    pub fn clear_faults(&self) {
-        self.http.clear_faults();
-    }
-
-    /// Extra delay before every request (on top of any `Fault::Latency`).
-    pub fn set_latency(&self, latency: Duration) {
-        self.http.set_latency(latency);
-    }
-
-    /// Seeded random faults on a fraction of the requests (see `FakeServer::set_chaos`).
-    pub fn set_chaos(&self, rate: f64, faults: Vec<Fault>, seed: u64) {
-        self.http.set_chaos(rate, faults, seed);
-    }
-
-    pub fn chaos_injected(&self) -> usize {
-        self.http.chaos_injected()
     }
 }
 
@@ -378,7 +345,7 @@ struct Client {
 }
 
 #[derive(Default)]
-struct Inner {
+pub struct Inner {
     audience: String,
     clients: HashMap<String, Client>,
     /// Nonces of accepted assertions (replay protection).

@@ -32,8 +32,7 @@ use axum::{
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde_json::{Map, Value, json};
 
-use super::fake_http::{Backend, FakeServer, Req, auth_param, reply};
-pub use super::fake_http::{Fault, FaultMatch, Recorded};
+use super::fake_http::{Backend, FakeServer, Fault, Req, auth_param, reply};
 
 /// Create (POST) and, with `/{id}`, get/update/delete.
 pub const CONTROLS_PATH: &str =
@@ -82,6 +81,16 @@ impl LegacyFault for Fault {
 /// Handle to a running fake; the server task is aborted on drop.
 pub struct FakeInstaclustr {
     http: FakeServer<Inner>,
+}
+
+/// The request log and fault controls (`requests`, `count`, `fail_next`, `set_chaos`, …)
+/// are the shared [`FakeServer`]'s.
+impl std::ops::Deref for FakeInstaclustr {
+    type Target = FakeServer<Inner>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.http
+    }
 }
 
 impl FakeInstaclustr {
@@ -222,16 +231,6 @@ impl FakeInstaclustr {
         self.lock().pending.len()
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.http.requests()
-    }
-
-    /// Recorded requests with this method (case-insensitive) whose raw path starts
-    /// with `path_prefix`, whatever their outcome.
-    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
-        self.http.count(method, path_prefix)
-    }
-
     /// Recorded POST/PUT/DELETE requests to persona access controls, whatever their
     /// outcome.
     pub fn writes(&self) -> usize {
@@ -253,38 +252,6 @@ impl FakeInstaclustr {
     /// Recorded per-object GETs of controls, whatever their outcome.
     pub fn get_calls(&self) -> usize {
         self.count("GET", &format!("{CONTROLS_PATH}/"))
-    }
-
-    pub fn clear_requests(&self) {
-        self.http.clear_requests();
-    }
-
-    /// Queues a fault; each request consumes the first queued fault it matches.
-    pub fn push_fault(&self, matcher: FaultMatch, fault: Fault) {
-        self.http.push_fault(matcher, fault);
-    }
-
-    /// The next `times` matching requests get `code` with a default error body.
-    pub fn fail_next(&self, method: &str, path_prefix: &str, code: u16, times: usize) {
-        self.http.fail_next(method, path_prefix, code, times);
-    }
-
-    pub fn clear_faults(&self) {
-        self.http.clear_faults();
-    }
-
-    /// Extra delay before every request (on top of any `Fault::Latency`).
-    pub fn set_latency(&self, latency: Duration) {
-        self.http.set_latency(latency);
-    }
-
-    /// Seeded random faults on a fraction of the requests (see `FakeServer::set_chaos`).
-    pub fn set_chaos(&self, rate: f64, faults: Vec<Fault>, seed: u64) {
-        self.http.set_chaos(rate, faults, seed);
-    }
-
-    pub fn chaos_injected(&self) -> usize {
-        self.http.chaos_injected()
     }
 }
 
@@ -316,7 +283,7 @@ struct Pending {
 }
 
 #[derive(Default)]
-struct Inner {
+pub struct Inner {
     /// username -> api key -> read-only
     accounts: HashMap<String, HashMap<String, bool>>,
     /// cluster id -> (status, currentClusterOperationStatus)

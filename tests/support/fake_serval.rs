@@ -25,7 +25,6 @@ use base64::{
 use serde_json::{Map, Value, json};
 
 use super::fake_http::{Backend, FakeServer, Req, auth_param, reply};
-pub use super::fake_http::{Fault, FaultMatch, Recorded};
 
 pub const TOKEN_PATH: &str = "/v2/auth/token";
 pub const PROFILES_PATH: &str = "/v2/access-profiles";
@@ -34,6 +33,16 @@ pub const MATCH_TYPE_UNSPECIFIED: &str = "ACCESS_PROFILE_GROUP_MATCH_TYPE_UNSPEC
 /// Handle to a running fake; the server task is aborted on drop.
 pub struct FakeServal {
     http: FakeServer<Inner>,
+}
+
+/// The request log and fault controls (`requests`, `count`, `fail_next`, `set_chaos`, …)
+/// are the shared [`FakeServer`]'s.
+impl std::ops::Deref for FakeServal {
+    type Target = FakeServer<Inner>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.http
+    }
 }
 
 impl FakeServal {
@@ -127,54 +136,12 @@ impl FakeServal {
         s.profiles.remove(i);
     }
 
-    pub fn requests(&self) -> Vec<Recorded> {
-        self.http.requests()
-    }
-
-    /// Recorded requests with this method (case-insensitive) whose path starts with
-    /// `path_prefix`, whatever their outcome.
-    pub fn count(&self, method: &str, path_prefix: &str) -> usize {
-        self.http.count(method, path_prefix)
-    }
-
     /// Recorded POST/PUT/DELETE requests to /v2/access-profiles, whatever their outcome.
     pub fn writes(&self) -> usize {
         ["POST", "PUT", "DELETE"]
             .iter()
             .map(|m| self.count(m, PROFILES_PATH))
             .sum()
-    }
-
-    pub fn clear_requests(&self) {
-        self.http.clear_requests();
-    }
-
-    /// Queues a fault; each request consumes the first queued fault it matches.
-    pub fn push_fault(&self, matcher: FaultMatch, fault: Fault) {
-        self.http.push_fault(matcher, fault);
-    }
-
-    /// The next `times` matching requests get `code` with a default Connect error body.
-    pub fn fail_next(&self, method: &str, path_prefix: &str, code: u16, times: usize) {
-        self.http.fail_next(method, path_prefix, code, times);
-    }
-
-    pub fn clear_faults(&self) {
-        self.http.clear_faults();
-    }
-
-    /// Extra delay before every request (on top of any `Fault::Latency`).
-    pub fn set_latency(&self, latency: Duration) {
-        self.http.set_latency(latency);
-    }
-
-    /// Seeded random faults on a fraction of the requests (see `FakeServer::set_chaos`).
-    pub fn set_chaos(&self, rate: f64, faults: Vec<Fault>, seed: u64) {
-        self.http.set_chaos(rate, faults, seed);
-    }
-
-    pub fn chaos_injected(&self) -> usize {
-        self.http.chaos_injected()
     }
 }
 
@@ -208,7 +175,7 @@ impl IntoResponse for ApiError {
 }
 
 #[derive(Default)]
-struct Inner {
+pub struct Inner {
     clients: HashMap<String, String>,
     token_ttl: Duration,
     /// token -> expiry (`None` = never expires)
