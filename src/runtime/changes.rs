@@ -1,8 +1,9 @@
 //! Which watched objects changed in a way that needs a reconcile.
 //!
 //! Same rule as kube-runtime's `predicate_filter` (an object passes when its predicate
-//! value differs from the one it was last seen with, or it was not seen for an hour), but the cache holds 32 bytes per object — a hash of the object's identity
-//! and its last value — instead of three cloned Strings and a hash-map slot (≈ 2 MiB at
+//! value differs from the one it was last seen with, or it was not seen for an hour),
+//! but the cache holds 32 bytes per object — a hash of the object's identity, its last
+//! value and when it was seen — instead of three cloned Strings besides (≈ 2 MiB at
 //! 10,000 objects, for a cache that holds every object of the kind).
 
 use std::collections::HashMap;
@@ -31,8 +32,8 @@ impl<P> Changes<P> {
         }
     }
 
-    /// Whether `obj` changed since it last passed (or was never seen). Objects without a
-    /// predicate value always pass.
+    /// Whether `obj` changed since it was last seen (or was never seen). Objects without
+    /// a predicate value always pass.
     pub fn changed<K: Resource>(&mut self, obj: &K) -> bool
     where
         P: Predicate<K>,
