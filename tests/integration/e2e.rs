@@ -51,6 +51,17 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(client: kube::Client) -> Self {
+        let timing = accessplane::engine::requeue::Timing {
+            resync: Duration::from_secs(60),
+            ..Default::default()
+        };
+        Self::start_with(client, timing).await
+    }
+
+    pub async fn start_with(
+        client: kube::Client,
+        timing: accessplane::engine::requeue::Timing,
+    ) -> Self {
         let ns = format!("accessplane-e2e-{}", rand::random::<u32>());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -62,10 +73,7 @@ impl Operator {
         let config = RunConfig {
             namespace: Some(ns.clone()),
             concurrency: 2,
-            timing: accessplane::engine::requeue::Timing {
-                resync: Duration::from_secs(60),
-                ..Default::default()
-            },
+            timing,
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: true,
             leader_election: None,

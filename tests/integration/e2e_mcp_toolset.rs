@@ -1,7 +1,10 @@
 //! End to end (see `e2e.rs`): the `McpToolset` example by `connectorRef`, against the
 //! fake ConductorOne.
 
+use std::time::Duration;
+
 use accessplane::api::{Connector, McpToolset};
+use accessplane::engine::requeue::Timing;
 use serde_json::json;
 
 use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
@@ -25,7 +28,15 @@ async fn mcp_toolset(client: kube::Client) {
     let connector = c1.seed_connector(&app, "GitHub MCP");
     let tools = ["search_issues", "get_file_contents", "add_labels"]
         .map(|name| c1.seed_tool(&app, &connector, name, TOOL_APPROVED));
-    let op = Operator::start(client).await;
+    // Retries of a resource waiting for a dependency come only after 5 minutes here: what
+    // wakes the toolset when its Connector gets an id must be the watch of Connectors.
+    let timing = Timing {
+        resync: Duration::from_secs(60),
+        error_backoff_base: Duration::from_secs(300),
+        error_backoff_max: Duration::from_secs(300),
+        ..Timing::default()
+    };
+    let op = Operator::start_with(client, timing).await;
     op.connect_c1(&c1).await;
 
     let mut toolset = example("conductorone/mcptoolset.yaml");
