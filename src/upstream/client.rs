@@ -357,10 +357,13 @@ impl UpstreamClient {
                     inner
                         .metrics
                         .observe_retry(inner.provider, call.operation, reason.clone());
+                    // The upstream's own words say why (throttled, maintenance, …);
+                    // error messages never hold credentials (see upstream::error).
                     tracing::info!(
                         attempt = attempts,
                         delay_ms = delay.as_millis() as u64,
                         %reason,
+                        %error,
                         "retrying upstream call"
                     );
                     tokio::time::sleep(delay).await;

@@ -950,6 +950,7 @@ async fn fault_matrix_leaks_no_secret() {
             "ent-0",
             "ts-0",
             "pac-0",
+            // The fakes' error message: every retried 429/5xx logs it.
             "injected fault",
         ]
         .into_iter()
