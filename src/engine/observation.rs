@@ -620,9 +620,11 @@ mod tests {
     }
 
     /// A list window of 400 ms: confirmations wait at most 200 ms for a List.
+    /// A short confirmation delay, but a list window that a starved machine cannot
+    /// outrun between a test's writes and its lookups.
     fn short_observations() -> Observations<u32> {
         Observations::new(
-            Duration::from_millis(400),
+            Duration::from_secs(5),
             Duration::from_secs(300),
             Duration::from_millis(200),
         )

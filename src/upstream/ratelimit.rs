@@ -54,7 +54,7 @@ impl RateLimiter {
     }
 
     /// The end of the pause in force, if any.
-    fn paused(&self) -> Option<Instant> {
+    pub(super) fn paused(&self) -> Option<Instant> {
         let paused = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
         paused.filter(|until| *until > Instant::now())
     }

@@ -48,11 +48,11 @@ const GATEWAY_TOOLS: [&str; 3] = [
 /// The Connections' `timeoutSeconds`; the timeout faults answer later than this.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The Retry-After (seconds) of the throttling faults.
-const RETRY_AFTER_SECS: u64 = 2;
+const RETRY_AFTER_SECS: u64 = 3;
 /// A request already on its way when the 429 reached the operator may arrive just after
 /// it (the fakes see a request only once their handler runs, late on a busy machine): only
 /// arrivals later than this after the 429 count as violations.
-const IN_FLIGHT_GRACE: Duration = Duration::from_millis(500);
+const IN_FLIGHT_GRACE: Duration = Duration::from_secs(1);
 /// Scenarios run at the same time (each is an operator with its own fakes).
 const PARALLEL_SCENARIOS: usize = 5;
 const CONVERGE: Duration = Duration::from_secs(150);

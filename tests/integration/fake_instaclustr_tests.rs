@@ -16,7 +16,8 @@ const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
 const OTHER_VS: &str = "c3d4e5f6-a7b8-9012-cdef-123456789012";
 const TOOL_A: &str = "11111111-1111-1111-1111-111111111111";
 const TOOL_B: &str = "22222222-2222-2222-2222-222222222222";
-const DELAY: Duration = Duration::from_millis(150);
+/// Long enough for a few local round trips on a starved CI machine.
+const DELAY: Duration = Duration::from_secs(1);
 
 fn client() -> Client {
     // reqwest is built with `rustls-no-provider` and panics at build time without one,
@@ -381,7 +382,8 @@ async fn writes_to_a_busy_cluster_are_rejected_and_counted() {
 async fn rate_limit_is_per_account_without_retry_after() {
     let api = Api::start().await;
     api.fake.add_account("bob", "kb");
-    let window = Duration::from_millis(300);
+    // Six local round trips must fit in one window, even on a starved machine.
+    let window = Duration::from_secs(2);
     api.fake.set_rate_limit(3, window);
     let list = list_path(CLUSTER);
 

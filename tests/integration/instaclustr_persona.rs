@@ -86,6 +86,9 @@ fn id(role: &str) -> String {
 #[tokio::test]
 async fn create_is_pending_until_visible_then_ready() {
     let env = Env::new(None).await;
+    // Two passes must fit before the create shows, even on a starved machine.
+    let delay = Duration::from_secs(2);
+    env.ic.set_visibility_delay(delay);
     env.apply("analysts", "analyst", json!({"tools": [TOOL_A]}))
         .await;
     env.pass("analysts").await;
@@ -102,7 +105,8 @@ async fn create_is_pending_until_visible_then_ready() {
         "accepted once, never re-sent while pending"
     );
 
-    tokio::time::sleep(Duration::from_millis(450)).await; // visible, and past the shared List window
+    // Visible, and past the shared List window.
+    tokio::time::sleep(delay + Duration::from_millis(150)).await;
     env.pass("analysts").await;
     assert_eq!(env.ready("analysts"), ("True".into(), "Available".into()));
     let obj = env.h.get("personaaccesscontrols", "analysts").unwrap();

@@ -83,6 +83,9 @@ impl Env {
             concurrency: 2,
             timing: accessplane::engine::requeue::Timing {
                 resync: Duration::from_secs(600),
+                // An unlucky spread of injected faults over one object must not back
+                // it off for longer than the waits below allow.
+                error_backoff_max: Duration::from_secs(20),
                 ..Default::default()
             },
             metrics_addr: "127.0.0.1:0".parse().unwrap(),

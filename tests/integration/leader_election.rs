@@ -16,12 +16,16 @@ fn timing() -> LeaseTiming {
 }
 
 fn contender(kube: &FakeKube, identity: &str) -> LeaderElector {
+    contender_with(kube, identity, timing())
+}
+
+fn contender_with(kube: &FakeKube, identity: &str, timing: LeaseTiming) -> LeaderElector {
     LeaderElector::new(
         kube.client(),
         "accessplane-system",
         "accessplane-leader",
         identity,
-        timing(),
+        timing,
     )
 }
 
@@ -77,19 +81,30 @@ async fn concurrent_contenders_never_both_lead() {
 
 #[tokio::test]
 async fn run_publishes_leadership_and_releases_on_stop() {
+    // A long lease, so that neither a stalled renewal on a starved machine hands it to b
+    // nor can b's takeover below come from expiry rather than from a's release.
+    let timing = LeaseTiming {
+        duration: Duration::from_secs(10),
+        renew_every: Duration::from_millis(200),
+    };
     let kube = FakeKube::new();
     let (leading_a, mut is_a) = watch::channel(false);
     let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
-    let a = tokio::spawn(contender(&kube, "replica-a").run(leading_a, async {
-        let _ = stopped_a.await;
-    }));
-    tokio::time::timeout(Duration::from_secs(2), is_a.wait_for(|l| *l))
+    let a = tokio::spawn(contender_with(&kube, "replica-a", timing.clone()).run(
+        leading_a,
+        async {
+            let _ = stopped_a.await;
+        },
+    ));
+    tokio::time::timeout(Duration::from_secs(5), is_a.wait_for(|l| *l))
         .await
         .unwrap()
         .unwrap();
 
     let (leading_b, mut is_b) = watch::channel(false);
-    let b = tokio::spawn(contender(&kube, "replica-b").run(leading_b, std::future::pending()));
+    let b = tokio::spawn(
+        contender_with(&kube, "replica-b", timing).run(leading_b, std::future::pending()),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!*is_b.borrow(), "standby while a renews");
 
@@ -97,7 +112,7 @@ async fn run_publishes_leadership_and_releases_on_stop() {
     a.await.unwrap();
     assert!(!*is_a.borrow());
     // b takes over on its next attempt, well before the lease would have expired.
-    tokio::time::timeout(Duration::from_millis(800), is_b.wait_for(|l| *l))
+    tokio::time::timeout(Duration::from_secs(5), is_b.wait_for(|l| *l))
         .await
         .unwrap()
         .unwrap();

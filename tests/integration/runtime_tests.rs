@@ -236,8 +236,15 @@ async fn a_force_removed_connection_is_not_used() {
     kube.delete_object(API, "connections", "team-a", "serval")
         .unwrap();
     assert!(kube.get(API, "connections", "team-a", "serval").is_none());
-    // Give the controller's cache a moment to see the deletion.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A barrier instead of a sleep: the Connection cache applies watch events in order,
+    // so once the operator has reconciled a Connection created after the deletion, the
+    // cache no longer holds `serval`.
+    kube.put_object(json!({
+        "apiVersion": API, "kind": "Connection",
+        "metadata": {"name": "probe", "namespace": "team-a"},
+        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "absent"}}},
+    }));
+    until_ready(&kube, "connections", "probe", "False/SecretNotFound").await;
     let writes_before = serval.writes();
     kube.merge_patch(
         API,

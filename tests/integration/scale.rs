@@ -348,7 +348,12 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
 
     // All twelve are due at once: about one second's worth runs, the rest is given slots
     // a quarter second apart, without holding a worker or calling the upstream.
+    // Slots follow the real clock: on a starved machine the twelve passes spread out, so
+    // each quarter second they take frees one more slot and shortens the last wait.
+    let started = std::time::Instant::now();
     let waits = wave(&h, &engine, &names).await;
+    let spread = started.elapsed();
+    let freed = (spread.as_millis() / 250) as usize;
     let deferred: Vec<Duration> = waits
         .iter()
         .flatten()
@@ -356,13 +361,14 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
         .filter(|w| *w < Duration::from_secs(60))
         .collect();
     assert!(
-        (7..=8).contains(&deferred.len()),
-        "deferred: {deferred:?} of {waits:?}"
+        (7usize.saturating_sub(freed).max(1)..=8).contains(&deferred.len()),
+        "deferred: {deferred:?} of {waits:?} (wave took {spread:?})"
     );
     let longest = deferred.iter().max().unwrap();
     assert!(
-        *longest > Duration::from_millis(1500) && *longest <= Duration::from_secs(2),
-        "{longest:?}"
+        *longest > Duration::from_millis(1500).saturating_sub(spread)
+            && *longest <= Duration::from_secs(2),
+        "{longest:?} (wave took {spread:?})"
     );
     let resync_reads = traffic(h.serval.requests(), "/v2/access-profiles");
     assert_eq!(resync_reads.writes, 0);
@@ -480,10 +486,11 @@ async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_li
     // The gateway's List has no paging: one page answers the whole cluster. The few
     // extra reads are the first absence checks (a GET, then a List once two show demand)
     // and one shared List per confirmation round (at most half a list window apart)
-    // while the burst lasts (≈1.5 s here, so 4–5 reads; the bound leaves room for a slow
-    // machine). Confirming each create on its own costs about one read per create (≈50).
+    // while the burst lasts (≈1.5 s here, so 4–5 reads). The burst stretches on a starved
+    // CI machine, so the bound leaves room for ten rounds; confirming each create on its
+    // own costs about one read per create (≈50).
     assert!(
-        seen.lists + seen.gets <= 8,
+        seen.lists + seen.gets <= 15,
         "{COUNT} accepted creates confirmed with {} Lists and {} GETs; expected a few shared Lists",
         seen.lists,
         seen.gets

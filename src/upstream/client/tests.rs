@@ -213,11 +213,10 @@ async fn retry_after_holds_back_every_call_of_the_connection() {
         let client = client.clone();
         async move { client.send(Call::get("get", "/things/1")).await }
     });
-    while up.arrivals().is_empty() {
+    // Once the 429 has reached the client, start unrelated calls on the same Connection.
+    while client.inner.limiter.paused().is_none() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // Let the 429 reach the client, then start unrelated calls on the same Connection.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     let others = futures::future::join_all(
         (0..3).map(|i| client.send(Call::get("get", format!("/other/{i}")))),
     );
@@ -568,6 +567,9 @@ async fn credentials_never_reach_errors_or_logs() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // Another test's thread (no subscriber) may have registered a callsite as "never
+    // interested" while this one was being installed.
+    tracing::callsite::rebuild_interest_cache();
 
     let up = Upstream::scripted(vec![
         (
