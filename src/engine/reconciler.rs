@@ -15,6 +15,7 @@ use tracing::Instrument;
 
 use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
 use super::events::{EventPublisher, Note};
+use super::identity::ObjectKey;
 use super::kube_ops::{self, has_finalizer};
 use super::observation::{Listed, Lookup, Observations, Purpose};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
@@ -37,9 +38,9 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     pub clock: Arc<dyn Clock>,
     pub timing: Timing,
     pub metrics: ReconcileMetrics,
-    /// Consecutive retryable failures and terminal holds, by object uid. In memory only:
+    /// Consecutive retryable failures and terminal holds, by object. In memory only:
     /// after a restart every object is simply tried once more.
-    failures: Mutex<HashMap<String, Failure>>,
+    failures: Mutex<HashMap<ObjectKey, Failure>>,
     observations: Observations<P::Observed>,
     /// The controller's cache of objects, to count the members of a list scope.
     store: OnceLock<Store<K>>,
@@ -50,7 +51,7 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     /// When each object was last found converged, at which generation: a pass that our
     /// own bookkeeping writes trigger right after (finalizer, annotations) has nothing
     /// to check upstream. In memory only: after a restart every object is checked.
-    confirmed: Mutex<HashMap<String, (i64, Timestamp)>>,
+    confirmed: Mutex<HashMap<ObjectKey, (i64, Timestamp)>>,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -179,7 +180,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Makes the next pass of `obj` read the upstream even if it was found converged a
     /// moment ago: something it depends on (a Secret it reads) changed.
     pub fn recheck(&self, obj: &K) {
-        self.confirmed.lock().unwrap().remove(&Self::uid(obj));
+        self.confirmed.lock().unwrap().remove(&Self::key(obj));
     }
 
     /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
@@ -230,13 +231,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         match purpose {
             Purpose::Resync => {
-                if let Some(wait) = self.resync_slots.reserve(&Self::uid(&obj)) {
+                if let Some(wait) = self.resync_slots.reserve(Self::key(&obj)) {
                     tracing::trace!(?wait, "resync deferred to its slot");
                     return Ok(Action::requeue(wait));
                 }
             }
             // A change is handled now; any resync slot it held is moot.
-            Purpose::Current | Purpose::Confirm => self.resync_slots.forget(&Self::uid(&obj)),
+            Purpose::Current | Purpose::Confirm => self.resync_slots.forget(Self::key(&obj)),
         }
         let verdict = self.converge(&api, &obj, purpose).await;
         self.finish(&api, &obj, verdict).await
@@ -736,7 +737,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let (requeue, facts) = match outcome {
             Ok(verdict) if verdict.released => {
                 self.clear_failures(obj);
-                self.resync_slots.forget(&Self::uid(obj));
+                self.resync_slots.forget(Self::key(obj));
                 if let Some((reason, note)) = verdict.event {
                     self.publish(obj, false, reason, note).await;
                 }
@@ -820,7 +821,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             self.confirmed
                 .lock()
                 .unwrap()
-                .insert(Self::uid(obj), (generation.unwrap_or_default(), now));
+                .insert(Self::key(obj), (generation.unwrap_or_default(), now));
         }
         Ok(Action::requeue(requeue))
     }
@@ -1070,7 +1071,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         self.confirmed
             .lock()
             .unwrap()
-            .get(&Self::uid(obj))
+            .get(&Self::key(obj))
             .is_some_and(|(at, when)| *at == generation && elapsed(*when, self.clock.now()) < quiet)
     }
 
@@ -1111,19 +1112,19 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         self.events.publish(&obj.object_ref(&()), note).await;
     }
 
-    fn uid(obj: &K) -> String {
-        obj.meta().uid.clone().unwrap_or_else(|| obj.name_any())
+    fn key(obj: &K) -> ObjectKey {
+        ObjectKey::of(obj.meta())
     }
 
     fn bump_failures(&self, obj: &K) -> u32 {
         let mut failures = self.failures.lock().unwrap();
-        let entry = failures.entry(Self::uid(obj)).or_default();
+        let entry = failures.entry(Self::key(obj)).or_default();
         entry.retryable += 1;
         entry.retryable
     }
 
     fn clear_failures(&self, obj: &K) {
-        self.failures.lock().unwrap().remove(&Self::uid(obj));
+        self.failures.lock().unwrap().remove(&Self::key(obj));
     }
 
     fn requeue_after_error(&self, obj: &K, error: &EngineError, now: Timestamp) -> Duration {
@@ -1145,7 +1146,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         self.failures
             .lock()
             .unwrap()
-            .entry(Self::uid(obj))
+            .entry(Self::key(obj))
             .or_default()
             .terminal = Some((generation, deleting(obj), until));
         self.timing.terminal_retry
@@ -1155,7 +1156,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     fn terminal_hold(&self, obj: &K) -> Option<Duration> {
         let generation = obj.meta().generation.unwrap_or_default();
         let failures = self.failures.lock().unwrap();
-        let (at, while_deleting, until) = failures.get(&Self::uid(obj))?.terminal?;
+        let (at, while_deleting, until) = failures.get(&Self::key(obj))?.terminal?;
         let now = self.clock.now();
         (at == generation && while_deleting == deleting(obj) && now < until)
             .then(|| elapsed(now, until))

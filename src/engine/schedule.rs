@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::identity::ObjectKey;
+
 /// How far ahead of its slot a resync may run: a burst of about one second.
 const BURST: Duration = Duration::from_secs(1);
 
@@ -26,8 +28,8 @@ pub struct ResyncSlots {
 struct State {
     /// The next free slot.
     next: Option<Instant>,
-    /// Slots handed out to resyncs that were requeued for them, by object uid.
-    reserved: HashMap<String, Instant>,
+    /// Slots handed out to resyncs that were requeued for them, by object.
+    reserved: HashMap<ObjectKey, Instant>,
 }
 
 impl ResyncSlots {
@@ -39,14 +41,14 @@ impl ResyncSlots {
         }
     }
 
-    /// `None`: resync `uid` now. `Some(wait)`: its slot is `wait` away; requeue it then.
-    pub fn reserve(&self, uid: &str) -> Option<Duration> {
+    /// `None`: resync `object` now. `Some(wait)`: its slot is `wait` away; requeue it then.
+    pub fn reserve(&self, object: ObjectKey) -> Option<Duration> {
         let spacing = self.spacing?;
         let now = Instant::now();
         let mut state = self.state.lock().unwrap();
-        if let Some(slot) = state.reserved.get(uid).copied() {
+        if let Some(slot) = state.reserved.get(&object).copied() {
             if slot <= now + spacing {
-                state.reserved.remove(uid);
+                state.reserved.remove(&object);
                 return None;
             }
             return Some(slot - now);
@@ -57,26 +59,34 @@ impl ResyncSlots {
         if slot <= now {
             return None;
         }
-        state.reserved.insert(uid.to_string(), slot);
+        state.reserved.insert(object, slot);
         Some(slot - now)
     }
 
-    /// Drops `uid`'s slot (it is being reconciled for a change, or is gone).
-    pub fn forget(&self, uid: &str) {
-        self.state.lock().unwrap().reserved.remove(uid);
+    /// Drops `object`'s slot (it is being reconciled for a change, or is gone).
+    pub fn forget(&self, object: ObjectKey) {
+        self.state.lock().unwrap().reserved.remove(&object);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::api::ObjectMeta;
+
+    fn key(uid: impl Into<String>) -> ObjectKey {
+        ObjectKey::of(&ObjectMeta {
+            uid: Some(uid.into()),
+            ..ObjectMeta::default()
+        })
+    }
 
     #[test]
     fn a_wave_is_spread_at_the_rate_and_slots_are_kept() {
         let slots = ResyncSlots::new(10.0);
         // About one second of burst runs at once, the rest get slots 100 ms apart.
         let waits: Vec<Option<Duration>> = (0..30)
-            .map(|i| slots.reserve(&format!("uid-{i}")))
+            .map(|i| slots.reserve(key(format!("uid-{i}"))))
             .collect();
         let immediate = waits.iter().filter(|w| w.is_none()).count();
         assert!((10..=11).contains(&immediate), "{immediate}");
@@ -86,16 +96,16 @@ mod tests {
             "{last:?}"
         );
         // Asking again before the slot keeps the same slot (no queue jumping, no drift).
-        let again = slots.reserve("uid-29").unwrap();
+        let again = slots.reserve(key("uid-29")).unwrap();
         assert!(again <= last && again > last - Duration::from_millis(50));
         // A change drops the slot; the object's next resync queues anew.
-        slots.forget("uid-29");
-        assert!(slots.reserve("uid-29").unwrap() > last);
+        slots.forget(key("uid-29"));
+        assert!(slots.reserve(key("uid-29")).unwrap() > last);
     }
 
     #[test]
     fn unlimited_never_defers() {
         let slots = ResyncSlots::new(0.0);
-        assert!((0..1000).all(|i| slots.reserve(&i.to_string()).is_none()));
+        assert!((0..1000).all(|i| slots.reserve(key(i.to_string())).is_none()));
     }
 }

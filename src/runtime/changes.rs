@@ -7,19 +7,20 @@
 //! 10,000 objects, for a cache that holds every object of the kind).
 
 use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::{Duration, Instant};
 
 use kube::Resource;
 use kube::runtime::Predicate;
+
+use crate::engine::identity::ObjectKey;
 
 /// How long an object unseen since its last pass stays remembered (as in kube-runtime).
 const TTL: Duration = Duration::from_secs(3600);
 
 pub struct Changes<P> {
     predicate: P,
-    /// Identity hash → (predicate value, when last seen).
-    seen: HashMap<u64, (u64, Instant)>,
+    /// Object → (predicate value, when last seen).
+    seen: HashMap<ObjectKey, (u64, Instant)>,
     last_evicted: Instant,
 }
 
@@ -47,10 +48,7 @@ impl<P> Changes<P> {
         let Some(value) = self.predicate.hash_property(obj) else {
             return true;
         };
-        let meta = obj.meta();
-        let mut hasher = DefaultHasher::new();
-        (&meta.namespace, &meta.name, &meta.uid).hash(&mut hasher);
-        match self.seen.insert(hasher.finish(), (value, now)) {
+        match self.seen.insert(ObjectKey::of(obj.meta()), (value, now)) {
             // An entry past its time counts as absent (as in kube-runtime).
             Some((before, seen)) => before != value || now.duration_since(seen) >= TTL,
             None => true,
