@@ -234,8 +234,11 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         async { Ok(vec![]) }
     }
 
-    /// Turns a listed item into what [`Self::observe`] would have returned, for kinds
-    /// whose List leaves parts out (a toolset's tool bindings).
+    /// Turns a listed item, or what [`Self::create`] returned, into what
+    /// [`Self::observe`] would have returned, for kinds whose List or create response
+    /// leaves parts out (a toolset's tool bindings). The engine completes a created object
+    /// only once its id is recorded: reads after the create belong here, not in
+    /// [`Self::create`], where their failure would leave the create in doubt.
     fn complete(
         &self,
         _cx: &Cx<'_, K, Self::Inputs>,

@@ -533,6 +533,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     format!("created upstream object {id}"),
                 )
                 .await;
+                let created = self.provider.complete(&cx, created).await?;
                 // Some fields can only be set by an update after create (e.g. C1 deprovisioner policy).
                 self.compare(&cx, obj, created, false, now).await
             }
@@ -646,7 +647,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
                 && self.pending_within_grace(obj, "Delete", now).is_none();
             if create_in_flight {
-                return self.request_delete(api, obj, &cx, &id, now).await;
+                // Until the create's grace has passed, a 404 to the delete proves as little
+                // as the absent read: the create may still be on its way.
+                let create_sent = self.create_sent_within_grace(obj, now);
+                return self
+                    .request_delete(api, obj, &cx, &id, now, create_sent)
+                    .await;
             }
             kube_ops::remove_finalizer(api, obj).await?;
             let requested = obj
@@ -672,10 +678,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             v.pending = Some(pending.clone());
             return Ok(v);
         }
-        self.request_delete(api, obj, &cx, &id, now).await
+        self.request_delete(api, obj, &cx, &id, now, None).await
     }
 
-    /// Sends the delete; the finalizer goes once the upstream has done it.
+    /// Sends the delete; the finalizer goes once the upstream has done it. `create_sent`:
+    /// a create that may not be visible yet, so that "done" (a 404) proves nothing.
     async fn request_delete(
         &self,
         api: &Api<K>,
@@ -683,11 +690,26 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         cx: &Cx<'_, K, P::Inputs>,
         id: &str,
         now: Timestamp,
+        create_sent: Option<Timestamp>,
     ) -> Result<Verdict, EngineError> {
         self.provider.write_gate(cx).await?;
         let deleted = self.provider.delete(cx, id).await;
         self.wrote(cx, id, matches!(deleted, Ok(Written::Accepted)));
-        match deleted? {
+        let deleted = deleted?;
+        if let (Written::Done(_), Some(sent)) = (&deleted, create_sent) {
+            return Ok(Verdict::new(
+                ConditionValue::new(
+                    false,
+                    reason::DELETING,
+                    format!(
+                        "the create sent at {sent} is not visible upstream yet, so there was nothing to delete; the delete is sent again until it shows or {} s have passed",
+                        self.timing.pending_grace.as_secs()
+                    ),
+                ),
+                self.timing.pending_poll(elapsed(sent, now)),
+            ));
+        }
+        match deleted {
             Written::Done(_) => {
                 kube_ops::remove_finalizer(api, obj).await?;
                 Ok(Verdict::released(Some((
@@ -1047,14 +1069,21 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         Ok(())
     }
 
+    /// When the create-pending mark (written just before a create is sent) says a create
+    /// went out, if that is still within the grace period.
+    fn create_sent_within_grace(&self, obj: &K, now: Timestamp) -> Option<Timestamp> {
+        let sent: Timestamp = annotation(obj, CREATE_PENDING_ANNOTATION)?.parse().ok()?;
+        (elapsed(sent, now) < self.timing.pending_grace).then_some(sent)
+    }
+
     /// A create the upstream accepted as `id` (external-id annotation) whose
     /// create-pending mark, written just before it was sent, is still within the grace period.
     fn accepted_create(&self, obj: &K, id: &str, now: Timestamp) -> Option<PendingWrite> {
         if annotation(obj, EXTERNAL_ID_ANNOTATION) != Some(id) {
             return None;
         }
-        let requested: Timestamp = annotation(obj, CREATE_PENDING_ANNOTATION)?.parse().ok()?;
-        (elapsed(requested, now) < self.timing.pending_grace).then(|| PendingWrite {
+        let requested = self.create_sent_within_grace(obj, now)?;
+        Some(PendingWrite {
             operation: "Create".into(),
             generation: obj.meta().generation.unwrap_or_default(),
             requested_at: requested.to_string(),

@@ -132,6 +132,32 @@ async fn create_marks_the_entitlement_and_applies_the_deprovisioner_by_update() 
     assert_eq!(env.e.c1.writes(), 0);
 }
 
+/// `appResourceTypeId`/`appResourceId` are create-only: sent with the create (else the
+/// entitlement silently lands at app level), never in an update.
+#[tokio::test]
+async fn create_places_the_entitlement_on_its_app_resource() {
+    let env = Env::new().await;
+    let mut spec = spec();
+    spec["appResourceTypeId"] = json!("rt-databases");
+    spec["appResourceId"] = json!("res-prod-db");
+    env.apply("prod-db-read", spec).await;
+    env.settle("prod-db-read").await;
+    assert_eq!(env.ready("prod-db-read").0, "True");
+
+    let upstream = env.upstream("prod-db-read");
+    assert_eq!(
+        (&upstream["appResourceTypeId"], &upstream["appResourceId"]),
+        (&json!("rt-databases"), &json!("res-prod-db"))
+    );
+    for update in env.updates() {
+        let entity = &update["entitlement"];
+        assert!(
+            entity.get("appResourceTypeId").is_none() && entity.get("appResourceId").is_none(),
+            "create-only fields in an update: {update}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn drift_is_corrected_with_a_mask_of_only_the_drifted_fields() {
     let env = Env::new().await;

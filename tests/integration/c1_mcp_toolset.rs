@@ -497,6 +497,41 @@ async fn lost_create_is_found_by_display_name_under_its_connector() {
     assert_eq!(env.ready("recovered").0, "True");
 }
 
+/// A read that fails right after the create (listing the new toolset's bindings is
+/// forbidden) must not put the create in doubt: the id is recorded first, so the
+/// toolset is bound once the read works again and never created twice.
+#[tokio::test]
+async fn a_failed_read_after_the_create_never_creates_twice() {
+    let env = Env::new().await;
+    let tool = env.tool("read_repo", TOOL_APPROVED);
+    // The first GET under the collection after the create: its bindings.
+    env.e.c1.push_fault(
+        FaultMatch::new("GET", &env.toolsets_path()),
+        Fault::status(403),
+    );
+    env.apply(
+        "toolset",
+        json!({"displayName": "Repo readers", "tools": [{"id": tool}]}),
+    )
+    .await;
+    env.settle("toolset").await;
+    assert_eq!(env.synced("toolset").1, "TerminalError");
+    assert_eq!(env.own_toolsets().len(), 1);
+
+    // Past the hold of the terminal error, the next pass finds the recorded toolset.
+    env.e.h.clock.advance(std::time::Duration::from_secs(901));
+    env.settle("toolset").await;
+    let own = env.own_toolsets();
+    assert_eq!(own.len(), 1, "created once: {own:?}");
+    assert_eq!(env.id("toolset"), own[0]["id"].as_str().unwrap());
+    assert_eq!(env.ready("toolset").0, "True", "{:?}", env.ready("toolset"));
+    assert_eq!(env.status("toolset")["boundToolIds"], json!([tool]));
+    let creates = env.e.c1.requests().into_iter().filter(|r| {
+        r.method == "POST" && r.path == format!("/{}", env.toolsets_path().trim_start_matches('/'))
+    });
+    assert_eq!(creates.count(), 1);
+}
+
 #[tokio::test]
 async fn builtin_toolset_is_never_written() {
     let env = Env::new().await;

@@ -1213,8 +1213,20 @@ async fn crashes_leave_no_duplicate_and_no_orphan() {
 /// upstream afterwards with nothing owning it.
 #[tokio::test]
 async fn deleting_a_persona_whose_create_is_not_visible_yet_leaves_no_orphan() {
+    delete_before_the_create_shows(false).await;
+}
+
+/// The same where the gateway's DELETE sees only visible objects: its 404 then says as
+/// little as the absent read (the contract leaves open which the real gateway does).
+#[tokio::test]
+async fn a_404_to_deleting_a_persona_whose_create_is_not_visible_yet_leaves_no_orphan() {
+    delete_before_the_create_shows(true).await;
+}
+
+async fn delete_before_the_create_shows(delete_sees_only_visible: bool) {
     let mut w = World::new(test_timing()).await;
     w.ic.set_visibility_delay(Duration::from_secs(2));
+    w.ic.set_delete_sees_only_visible(delete_sees_only_visible);
     w.start();
     w.wait_connections().await;
     let mut desired = Desired::default();

@@ -152,6 +152,13 @@ impl FakeInstaclustr {
         self.lock().visibility_delay = delay;
     }
 
+    /// Whether DELETE sees only visible objects (a 404 for a create accepted but not
+    /// visible yet), as a gateway might; by default it sees every accepted write. The
+    /// contract leaves this open, so the operator must be right either way.
+    pub fn set_delete_sees_only_visible(&self, only_visible: bool) {
+        self.lock().delete_sees_only_visible = only_visible;
+    }
+
     /// At most `max_requests` admitted requests per account in any sliding `window`.
     pub fn set_rate_limit(&self, max_requests: usize, window: Duration) {
         self.lock().rate_limit = Some((max_requests, window));
@@ -295,6 +302,7 @@ pub struct Inner {
     /// In acceptance order; per id, `at` never decreases.
     pending: Vec<Pending>,
     visibility_delay: Duration,
+    delete_sees_only_visible: bool,
     writes_while_not_running: usize,
     rate_limit: Option<(usize, Duration)>,
     /// username -> arrival times of admitted requests within the window
@@ -456,6 +464,9 @@ impl Inner {
     }
 
     fn delete(&mut self, id: &str) -> Reply {
+        if self.delete_sees_only_visible && !self.controls.contains_key(id) {
+            return Err(not_found(id));
+        }
         let old = self.accepted(id).ok_or_else(|| not_found(id))?;
         let cluster = old["clusterId"].as_str().unwrap_or_default().to_string();
         self.check_running(&cluster)?;

@@ -182,12 +182,22 @@ fn seconds(duration: &str) -> Option<f64> {
     duration.strip_suffix('s')?.parse().ok()
 }
 
-/// The entity body for a create request: `provisionerPolicy` is `provisionPolicy` there.
+/// The entity body for a create request: `provisionerPolicy` is `provisionPolicy` there,
+/// and the resource an entitlement belongs to can be given only here.
 fn create_body(obj: &AppEntitlement) -> Value {
     let mut body = desired(obj, true);
     body.retain(|k, _| !NOT_ON_CREATE.contains(&k.as_str()));
     if let Some(policy) = body.remove("provisionerPolicy") {
         body.insert("provisionPolicy".into(), policy);
+    }
+    let spec = &obj.spec;
+    for (field, value) in [
+        ("appResourceTypeId", &spec.app_resource_type_id),
+        ("appResourceId", &spec.app_resource_id),
+    ] {
+        if let Some(value) = value {
+            body.insert(field.into(), json!(value));
+        }
     }
     Value::Object(body)
 }

@@ -469,8 +469,13 @@ impl Provider<McpToolset> for McpToolsetProvider {
         }
         let call = Call::post("create_mcp_toolset", cx.inputs.path("mcp_toolsets")).json(body);
         let one: One = cx.upstream.json(call).await?;
-        // Bindings are listed rather than assumed empty: tools are only ever bound after a diff.
-        Ok(Created::Done(self.load(cx, one.profile).await?))
+        // Bindings are listed (by `complete`, once the id is recorded) rather than assumed
+        // empty: tools are only ever bound after a diff.
+        Ok(Created::Done(Toolset {
+            profile: one.profile,
+            builtin: false,
+            tools: None,
+        }))
     }
 
     /// One profile update with the differing fields, then one add and one remove call.
