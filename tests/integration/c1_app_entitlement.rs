@@ -302,6 +302,38 @@ async fn lost_create_is_recovered_through_the_annotations() {
     assert_eq!(env.ready("prod-db-read").0, "True");
 }
 
+/// A create in doubt (503 to the POST, nothing applied) is recovered only through our
+/// annotations: a same-named entitlement nobody marked (synced from a connector) existed
+/// before, so it is neither recorded as ours nor deleted with the resource.
+#[tokio::test]
+async fn an_unmarked_same_named_entitlement_is_never_taken_for_a_lost_create() {
+    let env = Env::new().await;
+    let theirs = env
+        .e
+        .c1
+        .seed_entitlement(&env.e.app, json!({"displayName": "Production DB read"}));
+    env.e.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+        Fault::status(503),
+    );
+    env.apply("prod-db-read", spec()).await;
+    env.settle("prod-db-read").await;
+    assert_eq!(env.ready("prod-db-read").0, "True");
+    let ours = env.id("prod-db-read");
+    assert_ne!(ours, theirs, "created its own");
+    assert!(env.upstream("prod-db-read")["annotations"]["managed_by"] == "accessplane");
+
+    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
+    api.delete("prod-db-read", &Default::default())
+        .await
+        .unwrap();
+    env.settle("prod-db-read").await;
+    assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
+    let entitlement = |id: &str| env.e.c1.entitlement(&env.e.app, id).unwrap();
+    assert!(entitlement(&ours)["deletedAt"].is_string(), "ours deleted");
+    assert!(entitlement(&theirs)["deletedAt"].is_null(), "theirs kept");
+}
+
 #[tokio::test]
 async fn expired_token_is_refreshed_once() {
     let env = Env::new().await;

@@ -8,7 +8,7 @@ use accessplane::engine::Engine;
 use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, CapturedLogs, NS};
+use crate::harness::{C1Env, CapturedLogs, NS, capture_logs};
 use crate::support::fake_http::{Fault, FaultMatch};
 
 const CONFIG_SECRET: &str = "github-connector-config";
@@ -350,9 +350,7 @@ async fn config_values_never_reach_logs_status_or_events() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(logs.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads (no subscriber) may have cached call sites as uninteresting.
-    tracing::callsite::rebuild_interest_cache();
+    let _capture = capture_logs(subscriber);
 
     let env = created("github").await;
     env.put_config(ROTATED_TOKEN).await;

@@ -26,7 +26,9 @@ use tokio::task::JoinHandle;
 use accessplane::runtime::telemetry::json_layer;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::{CapturedLogs, as_set, condition_pair as condition, converged_status};
+use crate::harness::{
+    CapturedLogs, as_set, capture_logs, condition_pair as condition, converged_status,
+};
 use crate::secret_leaks::c1_sentinels;
 use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
 use crate::support::fake_http::Recorded;
@@ -899,17 +901,7 @@ async fn fault_matrix_leaks_no_secret() {
                 .with_writer(text_logs.clone()),
         )
         .with(json_layer(json_logs.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads have no subscriber: a callsite they register first while this
-    // one is being installed may be cached as "never interested". Rebuilding the interest
-    // cache now and then makes every callsite seen so far log here again.
-    tracing::callsite::rebuild_interest_cache();
-    let relisten = tokio::spawn(async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            tracing::callsite::rebuild_interest_cache();
-        }
-    });
+    let capture = capture_logs(subscriber);
 
     let mut worlds = vec![];
     for _ in fault_kinds() {
@@ -926,7 +918,7 @@ async fn fault_matrix_leaks_no_secret() {
                 run_scenario_in(w, scenario, 0.1, faults, 500 + i as u64)
             });
     let figures = futures::future::join_all(runs).await;
-    relisten.abort();
+    drop(capture);
 
     let mut needles: Vec<String> = [SERVAL_SECRET, IC_KEY, CONFIG_TOKEN, CONFIG_WEBHOOK]
         .map(String::from)

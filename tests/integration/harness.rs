@@ -375,6 +375,38 @@ pub fn converged_status(obj: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// `subscriber` as this thread's default while the returned guard lives.
+///
+/// The other tests' threads run without a subscriber, and tracing caches per call site
+/// whether anyone is interested: a call site first hit there while this one is being
+/// installed can be cached as "never" and then stay silent here too. Rebuilding that
+/// cache now and every 50 ms while the guard lives makes such call sites log here again.
+pub fn capture_logs(subscriber: impl tracing::Subscriber + Send + Sync + 'static) -> LogCapture {
+    let guard = tracing::subscriber::set_default(subscriber);
+    tracing::callsite::rebuild_interest_cache();
+    let relisten = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tracing::callsite::rebuild_interest_cache();
+        }
+    });
+    LogCapture {
+        _guard: guard,
+        relisten,
+    }
+}
+
+pub struct LogCapture {
+    _guard: tracing::subscriber::DefaultGuard,
+    relisten: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LogCapture {
+    fn drop(&mut self) {
+        self.relisten.abort();
+    }
+}
+
 /// A tracing subscriber writing into a buffer, to check what the operator logs.
 #[derive(Clone, Default)]
 pub struct CapturedLogs(Arc<Mutex<Vec<u8>>>);

@@ -19,7 +19,9 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::{CLIENT_ID, CLIENT_SECRET, CapturedLogs, Harness, NS, TEAM, condition};
+use crate::harness::{
+    CLIENT_ID, CLIENT_SECRET, CapturedLogs, Harness, NS, TEAM, capture_logs, condition,
+};
 use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_serval::PROFILES_PATH;
@@ -39,13 +41,6 @@ const OTHER: &str = "other-team";
 
 const CLUSTER: &str = "gw-1";
 const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
-
-/// Tests on other threads (no subscriber) may register a callsite as "never
-/// interested" while this test's thread-local subscriber is being installed; rebuilding
-/// the interest cache makes every callsite seen so far log here again.
-fn relisten() {
-    tracing::callsite::rebuild_interest_cache();
-}
 
 /// A ConductorOne client secret and the private key inside it.
 pub(crate) fn c1_sentinels(secret: &str) -> Vec<String> {
@@ -94,8 +89,7 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
                 .with_writer(text_logs.clone()),
         )
         .with(json_layer(json_logs.clone()));
-    let _guard = tracing::subscriber::set_default(subscriber);
-    relisten();
+    let _capture = capture_logs(subscriber);
 
     let mut sentinels: Vec<String> = [
         CLIENT_SECRET,
@@ -116,7 +110,6 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
 
     // --- Serval, client credentials: create, 5xx, 401 (API and token endpoint), rotation.
     let h = Harness::new().await;
-    relisten();
     h.apply_profile("oncall", json!({"name": "Payments on-call"}))
         .await;
     h.settle("oncall", 4).await;
@@ -151,7 +144,6 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
     h.reconcile_connection("serval-wrong").await;
     assert_eq!(h.connection_ready("serval-wrong").1, "AuthenticationFailed");
 
-    relisten();
     // --- Serval, bearer token (and a refused one).
     let bearer = h.serval.issue_bearer_token();
     sentinels.push(bearer.clone());
@@ -180,7 +172,6 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
         "AuthenticationFailed"
     );
 
-    relisten();
     // --- ConductorOne: signed client assertion, a Connector configured from a Secret.
     let c1 = FakeC1::start().await;
     let (client_id, c1_secret, public) = test_credentials(&c1.host());
@@ -267,7 +258,6 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
     h.settle_kind(&connectors, "github", 3).await;
     assert!(h.get("connectors", "github").is_none());
 
-    relisten();
     // --- Instaclustr: API key, 5xx, wrong key, rotation.
     let ic = FakeInstaclustr::start().await;
     ic.add_account("ops", IC_KEY);
@@ -319,7 +309,6 @@ async fn secrets_never_leak_and_references_stay_in_their_namespace() {
     tokio::time::sleep(Duration::from_millis(450)).await;
     h.pass(&personas, "analysts").await;
 
-    relisten();
     // --- Namespaces: a Connection is not resolvable from another namespace ...
     let profiles_b: Api<AccessProfile> = Api::namespaced(h.client(), OTHER);
     let intruder: AccessProfile = serde_json::from_value(

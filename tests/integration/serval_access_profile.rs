@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM, requeue_of};
+use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM, capture_logs, requeue_of};
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_serval::PROFILES_PATH;
 
@@ -462,9 +462,7 @@ async fn credentials_never_reach_logs_status_or_events() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(logs.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
-    // Other tests' threads (no subscriber) may have cached call sites as uninteresting.
-    tracing::callsite::rebuild_interest_cache();
+    let _capture = capture_logs(subscriber);
 
     let h = Harness::new().await;
     h.apply_profile("oncall", spec()).await;

@@ -12,7 +12,8 @@ use serde_json::{Map, Value, json};
 use super::api::{self, is_deleted};
 use crate::api::AppEntitlement;
 use crate::api::connection::UpstreamKind;
-use crate::engine::{Created, Cx, Diff, Provider, Written};
+use crate::api::envelope::ManagementPolicy;
+use crate::engine::{Created, Cx, Diff, ManagedObject, Provider, Written};
 use crate::providers::segment;
 use crate::upstream::{Call, UpstreamError};
 
@@ -223,8 +224,11 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
             .filter(|e| !e.deleted()))
     }
 
-    /// Natural key: same app and display name; among those, the one this resource's
-    /// annotations point at, and never one another resource created.
+    /// Natural key: same app and display name; among those, the ones this resource's
+    /// annotations point at. Recovering a create (or deleting one in flight) takes only
+    /// those: every create of ours carries the annotations, so an entitlement without them
+    /// existed before and is not ours to record or delete. Observing without an id also
+    /// matches entitlements nobody marked, never one another resource created.
     async fn find(&self, cx: &Cx<'_, AppEntitlement>) -> Result<Vec<Entitlement>, UpstreamError> {
         let spec = &cx.obj.spec;
         let Some(display_name) = &spec.display_name else {
@@ -255,7 +259,8 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
             })
             .cloned()
             .collect();
-        if !ours.is_empty() {
+        let observing = cx.obj.managed().management() == ManagementPolicy::Observe;
+        if !ours.is_empty() || !observing {
             return Ok(ours);
         }
         Ok(found

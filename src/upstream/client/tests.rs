@@ -567,9 +567,15 @@ async fn credentials_never_reach_errors_or_logs() {
         .with_writer(move || writer.clone())
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
-    // Another test's thread (no subscriber) may have registered a callsite as "never
-    // interested" while this one was being installed.
+    // Another test's thread (no subscriber) may register a call site as "never
+    // interested" while this one is being installed: rebuild that cache now and then.
     tracing::callsite::rebuild_interest_cache();
+    let relisten = tokio::spawn(async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            tracing::callsite::rebuild_interest_cache();
+        }
+    });
 
     let up = Upstream::scripted(vec![
         (
@@ -623,6 +629,7 @@ async fn credentials_never_reach_errors_or_logs() {
         let shown = format!("{err} {err:?}");
         assert!(!shown.contains("SENTINEL"), "credential leaked: {shown}");
     }
+    relisten.abort();
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("upstream"), "nothing captured: {logs}");
     assert!(
