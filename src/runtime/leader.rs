@@ -5,7 +5,8 @@
 //!
 //! Rules: the holder renews every `renew_every`; anyone may take the lease once
 //! `renewTime + leaseDurationSeconds` has passed; a holder that cannot renew within its
-//! own lease duration stops being leader at once (the caller then stops writing); a
+//! own lease duration (an error, or a request that hangs) stops being leader at once, a
+//! renewal period before the lease expires (the caller then stops writing); a
 //! graceful shutdown releases the lease so a standby takes over without waiting.
 
 use std::time::Duration;
@@ -133,19 +134,29 @@ impl LeaderElector {
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
+        // Leader only while the last renewal is safely within the lease: a standby may
+        // take it over once it expires.
+        let margin = self.timing.duration.saturating_sub(self.timing.renew_every);
         let mut last_renewal: Option<tokio::time::Instant> = None;
         loop {
-            let held = match self.try_acquire().await {
-                Ok(held) => {
-                    last_renewal = held.then(tokio::time::Instant::now);
+            // The lease is renewed as of the attempt's start (`try_acquire` stamps it
+            // then), and an attempt that hangs (no client-side read timeout) must not keep
+            // this replica leading past that margin.
+            let started = tokio::time::Instant::now();
+            let deadline = last_renewal.map_or(started + margin, |at| at + margin);
+            let attempt = tokio::time::timeout_at(deadline, self.try_acquire()).await;
+            let held = match attempt {
+                Ok(Ok(held)) => {
+                    last_renewal = held.then_some(started);
                     held
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     tracing::warn!(%error, lease = %self.name, "lease renewal failed");
-                    // Still leader only while the last renewal is safely within the lease:
-                    // a standby may take it over once it expires.
-                    let margin = self.timing.duration.saturating_sub(self.timing.renew_every);
                     last_renewal.is_some_and(|at| at.elapsed() < margin)
+                }
+                Err(_) => {
+                    tracing::warn!(lease = %self.name, "lease renewal did not answer in time");
+                    false
                 }
             };
             if *leading.borrow() != held {

@@ -118,3 +118,49 @@ async fn run_publishes_leadership_and_releases_on_stop() {
         .unwrap();
     b.abort();
 }
+
+/// An apiserver that stops answering (the renewal hangs; kube's client has no read
+/// timeout by default) must not keep a replica leading past its lease: it steps down
+/// before `renewTime + leaseDurationSeconds`, when a standby could take over.
+#[tokio::test]
+async fn a_hanging_renewal_steps_down_before_the_lease_expires() {
+    let kube = FakeKube::new();
+    let timing = LeaseTiming {
+        duration: Duration::from_secs(3),
+        renew_every: Duration::from_millis(200),
+    };
+    let (leading, mut is_leader) = watch::channel(false);
+    let elector = contender_with(&kube, "replica-a", timing);
+    let run = tokio::spawn(elector.run(leading, std::future::pending()));
+    tokio::time::timeout(Duration::from_secs(5), is_leader.wait_for(|l| *l))
+        .await
+        .unwrap()
+        .unwrap();
+
+    kube.stall("/leases", true);
+    tokio::time::timeout(Duration::from_secs(10), is_leader.wait_for(|l| !*l))
+        .await
+        .expect("stepped down while the apiserver hangs")
+        .unwrap();
+    let stepped_down = k8s_openapi::jiff::Timestamp::now();
+    let lease = kube
+        .get(
+            "coordination.k8s.io/v1",
+            "leases",
+            "accessplane-system",
+            "accessplane-leader",
+        )
+        .unwrap();
+    let renewed: k8s_openapi::jiff::Timestamp = lease["spec"]["renewTime"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let expires = renewed + k8s_openapi::jiff::SignedDuration::from_secs(3);
+    assert!(
+        stepped_down < expires,
+        "stepped down at {stepped_down}, the lease renewed at {renewed} expires at {expires}"
+    );
+    kube.stall("/leases", false);
+    run.abort();
+}

@@ -75,6 +75,7 @@ impl FakeKube {
             watchers: Vec::new(),
             requests: Vec::new(),
             faults: Vec::new(),
+            stalled: Vec::new(),
             // CRDs themselves have a status subresource in the real apiserver too.
             status_groups: ["accessplane.io", "apiextensions.k8s.io"]
                 .map(String::from)
@@ -241,6 +242,23 @@ impl FakeKube {
         });
     }
 
+    /// While `stalled`, requests whose path contains `path_contains` get no answer (as
+    /// from an apiserver that hangs); they are answered once the stall is lifted.
+    pub fn stall(&self, path_contains: &str, stalled: bool) {
+        let mut st = self.lock();
+        st.stalled.retain(|p| p != path_contains);
+        if stalled {
+            st.stalled.push(path_contains.to_string());
+        }
+    }
+
+    fn is_stalled(&self, path: &str) -> bool {
+        self.lock()
+            .stalled
+            .iter()
+            .any(|p| path.contains(p.as_str()))
+    }
+
     /// Drops every fault not yet consumed.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
@@ -363,6 +381,9 @@ impl tower::Service<Request<kube::client::Body>> for FakeKube {
         let this = self.clone();
         Box::pin(async move {
             let (parts, body) = req.into_parts();
+            while this.is_stalled(parts.uri.path()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             let bytes = body
                 .collect()
                 .await
@@ -427,6 +448,8 @@ struct State {
     watchers: Vec<Watcher>,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
+    /// Path fragments whose requests get no answer for now.
+    stalled: Vec<String>,
     status_groups: BTreeSet<String>,
 }
 
