@@ -32,7 +32,9 @@
 //! from it is reported `Absent` only to current and confirm reads (the List is at most a
 //! list window old); the engine trusts that only for deterministic ids, where a wrong
 //! "absent" cannot duplicate anything, and confirms it with a GET otherwise (Lists may lag
-//! behind creates). Resyncs always confirm a miss with a GET.
+//! behind creates). Resyncs always confirm a miss with a GET, and the engine reads an
+//! object again before correcting drift a resync's snapshot showed (updates complete
+//! replace-all sub-objects from the observed state, which must be current).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

@@ -271,10 +271,27 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 }
                 other => other,
             };
-            observed = match self.observe_or_wait(&cx, id, purpose).await? {
-                Observation::Now(observed) => observed,
+            let from_snapshot;
+            (observed, from_snapshot) = match self.observe_or_wait(&cx, id, purpose).await? {
+                Observation::Now {
+                    observed,
+                    from_snapshot,
+                } => (observed, from_snapshot),
                 Observation::Later(wait) => return Ok(Verdict::waiting(wait)),
             };
+            // Updates send whole sub-objects completed from the observed state (Serval
+            // grants, gateway tool lists), so no write may rest on a resync's snapshot,
+            // which can be minutes old: drift found in one is read again before it is
+            // corrected. (Other reads take snapshots at most a list window old.)
+            if from_snapshot
+                && purpose == Purpose::Resync
+                && !observe_only
+                && observed
+                    .as_ref()
+                    .is_some_and(|o| !self.provider.diff(&cx, o).is_empty())
+            {
+                observed = self.provider.observe(&cx, id).await?;
+            }
             if observed.is_none() {
                 // An accepted create is remembered in status and, because that status
                 // write may fail or the cache may not show it yet, in the annotations.
@@ -879,7 +896,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         purpose: Purpose,
     ) -> Result<Option<P::Observed>, EngineError> {
         match self.observe_or_wait(cx, id, purpose).await? {
-            Observation::Now(observed) => Ok(observed),
+            Observation::Now { observed, .. } => Ok(observed),
             // This read cannot wait for the scope's next List: read the object now.
             Observation::Later(_) => Ok(self.provider.observe(cx, id).await?),
         }
@@ -895,7 +912,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Observation<P::Observed>, EngineError> {
         let (Some(scope), Some(key)) = (self.provider.list_scope(cx.obj), self.scope_key(cx.obj))
         else {
-            return Ok(Observation::Now(self.provider.observe(cx, id).await?));
+            return Ok(Observation::Now {
+                observed: self.provider.observe(cx, id).await?,
+                from_snapshot: false,
+            });
         };
         let list = || async {
             let items = self.provider.list(cx, &scope).await?;
@@ -911,11 +931,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Purpose::Current | Purpose::Confirm => 0,
         };
         let members = || members;
-        let observed = match self
+        let lookup = self
             .observations
             .get(&key, id, purpose, members, list)
-            .await?
-        {
+            .await?;
+        let from_snapshot = matches!(lookup, Lookup::Found(_));
+        let observed = match lookup {
             Lookup::Found(listed) => Some(self.provider.complete(cx, listed).await?),
             // Absent from a List of the last moments: for deterministic ids a wrong
             // "absent" is harmless (a create of an existing id is a conflict, not a
@@ -925,7 +946,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Lookup::Absent | Lookup::Unknown => self.provider.observe(cx, id).await?,
             Lookup::Later(wait) => return Ok(Observation::Later(wait)),
         };
-        Ok(Observation::Now(observed))
+        Ok(Observation::Now {
+            observed,
+            from_snapshot,
+        })
     }
 
     /// Whether this pass reads back an accepted asynchronous write of `id`: a create, or
@@ -1224,7 +1248,12 @@ const ACCEPTED_UPDATE: &str = "update accepted upstream; waiting for it to becom
 
 /// What observing found, or when to look again (see [`Engine::observe_or_wait`]).
 enum Observation<O> {
-    Now(Option<O>),
+    /// The state now; `from_snapshot` when a List snapshot answered (for a resync, up to
+    /// `Timing::resync_snapshot_age` old).
+    Now {
+        observed: Option<O>,
+        from_snapshot: bool,
+    },
     Later(Duration),
 }
 

@@ -217,6 +217,73 @@ async fn access_profiles_resync_from_one_list_per_team() {
     );
 }
 
+/// A resync answered from the team's List may see drift minutes after the List was
+/// taken. Serval replaces `grants` as a whole (sub-lists the spec leaves out are re-sent
+/// as observed), so the correction is built from a fresh GET: a workflow added in the UI
+/// after the List survives.
+#[tokio::test]
+async fn drift_found_in_a_resync_snapshot_is_read_again_before_it_is_corrected() {
+    let h = Harness::new().await;
+    let names = names("profile");
+    let roles = json!([{"appResourceRoleId": "role-db-read"}]);
+    for (i, name) in names.iter().enumerate() {
+        h.apply_profile(
+            name,
+            json!({"name": format!("Profile {i}"), "grants": {"appResourceRoles": roles}}),
+        )
+        .await;
+        h.settle(name, 4).await;
+    }
+    let engine = h.engine(AccessProfileProvider);
+    attach_store(&h, &engine).await;
+    let id = h.status_id("profile-0").unwrap();
+    // Drift in a managed list before the resync wave lists the team …
+    h.serval
+        .edit_profile(&id, |p| p["grants"]["appResourceRoles"] = json!([]));
+    h.serval.clear_requests();
+    h.pass(&engine, "profile-1").await;
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles").lists,
+        1,
+        "the wave lists the team"
+    );
+    // … and a workflow added in the UI after it.
+    let added = json!([{"workflowId": "wf-added-later"}]);
+    h.serval
+        .edit_profile(&id, |p| p["grants"]["workflows"] = added);
+    h.serval.clear_requests();
+    h.pass(&engine, "profile-0").await;
+
+    let upstream = h.serval.profile(&id).unwrap();
+    let ids = |list: &serde_json::Value, key: &str| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    let grants = &upstream["grants"];
+    assert_eq!(
+        ids(&grants["appResourceRoles"], "appResourceRoleId"),
+        ["role-db-read"],
+        "drift corrected"
+    );
+    assert_eq!(
+        ids(&grants["workflows"], "workflowId"),
+        ["wf-added-later"],
+        "the later workflow kept"
+    );
+    assert_eq!(
+        traffic(h.serval.requests(), "/v2/access-profiles"),
+        Traffic {
+            lists: 0,
+            gets: 1,
+            writes: 1
+        },
+        "one GET before the correction"
+    );
+}
+
 #[tokio::test]
 async fn conductorone_kinds_resync_from_one_list_per_scope() {
     let e = C1Env::new().await;
