@@ -78,7 +78,8 @@ pub struct ConnectorStatus {
     /// The last sync error reported by ConductorOne.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// SHA-256 of the configuration last sent (never the content itself).
+    /// HMAC-SHA256 of the configuration last sent, keyed with its Secret's uid (never the
+    /// content itself, and no way to test guesses of it without reading the Secret).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! Managed fields are the ones the spec sets among `displayName`, `description`,
 //! `userIds`, `profileAllowList`, `profileIgnoreList` (lists compared as sets) and
 //! `config`. The config comes from a Secret and is write-only upstream, so it cannot be
-//! compared: the SHA-256 of the Secret's content is kept in `status.configHash` and the
+//! compared: a keyed hash of the Secret's content is kept in `status.configHash` and the
 //! config is re-sent (mask `config`) only when that hash changes. It is not part of the
 //! create request: the engine's diff right after create sends it.
 //!
@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use hmac::{Hmac, Mac};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -20,7 +21,7 @@ use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use super::api::{self, is_deleted};
 use crate::api::Connector;
@@ -80,9 +81,12 @@ pub struct ConnectorConfig {
 
 impl ConnectorConfig {
     /// Every Secret key becomes a configuration field; values must be UTF-8 text (the
-    /// error names the offending key, never a value).
-    fn from_secret(data: &BTreeMap<String, ByteString>) -> Result<Self, String> {
-        let hash = config_hash(data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())));
+    /// error names the offending key, never a value). `secret_uid` keys the hash.
+    fn from_secret(secret_uid: &str, data: &BTreeMap<String, ByteString>) -> Result<Self, String> {
+        let hash = config_hash(
+            secret_uid,
+            data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+        );
         let mut entries = BTreeMap::new();
         for (key, value) in data {
             let text = String::from_utf8(value.0.clone()).map_err(|_| key.clone())?;
@@ -102,19 +106,26 @@ impl ConnectorConfig {
     }
 }
 
-/// SHA-256 (hex) over the key/value pairs sorted by key, each part length-prefixed so
-/// that no two different contents share an encoding.
-fn config_hash<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> String {
+/// HMAC-SHA256 (hex) over the key/value pairs sorted by key, each part length-prefixed
+/// so that no two different contents share an encoding. Keyed with the Secret's uid:
+/// status is readable by more people than the Secret, and a plain hash of a low-entropy
+/// value (a short token, a URL) would let them test guesses offline; the uid is known
+/// only to those who can read the Secret. A recreated Secret re-sends the config once.
+fn config_hash<'a>(
+    secret_uid: &str,
+    entries: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+) -> String {
     let mut entries: Vec<_> = entries.into_iter().collect();
     entries.sort();
-    let mut hasher = Sha256::new();
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret_uid.as_bytes())
+        .expect("HMAC takes keys of any length");
     for (key, value) in entries {
         for part in [key.as_bytes(), value] {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
         }
     }
-    hex::encode(hasher.finalize())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// The `Connector` provider.
@@ -198,7 +209,8 @@ impl Provider<Connector> for ConnectorProvider {
                     "Secret {ns}/{name} (spec.configSecretRef) does not exist"
                 ))
             })?;
-        ConnectorConfig::from_secret(&secret.data.unwrap_or_default())
+        let uid = secret.metadata.uid.clone().unwrap_or_default();
+        ConnectorConfig::from_secret(&uid, &secret.data.unwrap_or_default())
             .map(Some)
             .map_err(|key| {
                 EngineError::Dependency(format!(
@@ -384,21 +396,40 @@ impl Provider<Connector> for ConnectorProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
+
+    const UID: &str = "5f0c1e2a-8d6b-4c3f-9a7e-2b1d0c9e8f7a";
 
     fn hash(pairs: &[(&str, &str)]) -> String {
-        config_hash(pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
+        config_hash(UID, pairs.iter().map(|(k, v)| (*k, v.as_bytes())))
     }
 
     #[test]
     fn config_hash_ignores_key_order_and_changes_with_any_value() {
         let base = hash(&[("apiUrl", "https://x"), ("token", "t1")]);
         assert_eq!(base, hash(&[("token", "t1"), ("apiUrl", "https://x")]));
-        assert_eq!(base.len(), 64, "hex SHA-256");
+        assert_eq!(base.len(), 64, "hex HMAC-SHA256");
         assert_ne!(base, hash(&[("apiUrl", "https://x"), ("token", "t2")]));
         assert_ne!(base, hash(&[("apiUrl", "https://y"), ("token", "t1")]));
         assert_ne!(base, hash(&[("apiUrl", "https://x")]));
         // Boundaries are part of the content.
         assert_ne!(hash(&[("a", "bc")]), hash(&[("ab", "c")]));
+    }
+
+    /// Without the Secret's uid, the content cannot be guessed from the hash: the same
+    /// content under another Secret, or hashed without a key, gives another value.
+    #[test]
+    fn config_hash_is_keyed_by_the_secret() {
+        let pairs = [("token", "t1")];
+        let keyed = hash(&pairs);
+        let other = config_hash("another-uid", pairs.iter().map(|(k, v)| (*k, v.as_bytes())));
+        assert_ne!(keyed, other);
+        let mut plain = Sha256::new();
+        for part in ["token", "t1"] {
+            plain.update((part.len() as u64).to_be_bytes());
+            plain.update(part);
+        }
+        assert_ne!(keyed, hex::encode(plain.finalize()));
     }
 
     #[test]
@@ -407,7 +438,7 @@ mod tests {
             ("token".to_string(), ByteString(b"s3cret".to_vec())),
             ("apiUrl".to_string(), ByteString(b"https://x".to_vec())),
         ]);
-        let config = ConnectorConfig::from_secret(&data).unwrap();
+        let config = ConnectorConfig::from_secret(UID, &data).unwrap();
         assert_eq!(
             config.to_any(),
             json!({"@type": ENV_CONFIG_TYPE, "configuration": {
@@ -419,7 +450,7 @@ mod tests {
         );
         let binary = BTreeMap::from([("cert".to_string(), ByteString(vec![0xff, 0xfe]))]);
         assert_eq!(
-            ConnectorConfig::from_secret(&binary).err().as_deref(),
+            ConnectorConfig::from_secret(UID, &binary).err().as_deref(),
             Some("cert")
         );
     }
