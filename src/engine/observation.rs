@@ -175,6 +175,8 @@ const DUE_SLACK: Duration = Duration::from_millis(10);
 /// Snapshots by scope key; one per engine (so per kind).
 pub struct Observations<O> {
     scopes: Mutex<HashMap<String, Arc<Scope<O>>>>,
+    /// When idle scopes were last swept away (see [`Observations::sweep`]).
+    swept: Mutex<Instant>,
     /// Oldest snapshot a current read accepts.
     window: Duration,
     /// Oldest snapshot a resync accepts.
@@ -187,6 +189,7 @@ impl<O: Clone> Observations<O> {
     pub fn new(window: Duration, resync_age: Duration, confirm_delay: Duration) -> Self {
         Self {
             scopes: Mutex::default(),
+            swept: Mutex::new(Instant::now()),
             window,
             resync_age: resync_age.max(window),
             confirm_delay: confirm_delay.min(window),
@@ -194,9 +197,15 @@ impl<O: Clone> Observations<O> {
     }
 
     fn scope(&self, key: &str) -> Arc<Scope<O>> {
-        self.scopes
-            .lock()
-            .unwrap()
+        let mut scopes = self.scopes.lock().unwrap();
+        let now = Instant::now();
+        let mut swept = self.swept.lock().unwrap();
+        if now.duration_since(*swept) >= self.resync_age {
+            *swept = now;
+            self.sweep(&mut scopes);
+        }
+        drop(swept);
+        scopes
             .entry(key.to_string())
             .or_insert_with(|| {
                 Arc::new(Scope {
@@ -205,6 +214,49 @@ impl<O: Clone> Observations<O> {
                 })
             })
             .clone()
+    }
+
+    /// Frees what no read can use any more: snapshots too old for any read (a scope whose
+    /// objects are all gone is never read again, so its last snapshot would stay), the
+    /// bookkeeping the next List would prune, and then scopes with nothing left. Scopes
+    /// in use by a read are left alone.
+    fn sweep(&self, scopes: &mut HashMap<String, Arc<Scope<O>>>) {
+        scopes.retain(|_, scope| {
+            if Arc::strong_count(scope) > 1 {
+                return true;
+            }
+            let mut state = scope.state.lock().unwrap();
+            if state
+                .snapshot
+                .as_ref()
+                .is_some_and(|s| s.started.elapsed() >= self.resync_age)
+            {
+                state.snapshot = None;
+            }
+            // As at a List: writes too old to matter to the snapshot (or to a List now).
+            let since = state
+                .snapshot
+                .as_ref()
+                .map_or_else(Instant::now, |s| s.started);
+            let oldest_useful = since.checked_sub(self.resync_age).unwrap_or(since);
+            state.written.retain(|_, at| *at >= oldest_useful);
+            let window = self.window;
+            state.accepted.retain(|_, at| at.elapsed() < window);
+            state.current_reads.retain(|_, at| at.elapsed() < window);
+            let idle = state.snapshot.is_none()
+                && state.written.is_empty()
+                && state.accepted.is_empty()
+                && state.current_reads.is_empty()
+                && state.recent_writes(window) == 0
+                && state.due.is_none()
+                && state.listing_since.is_none();
+            !idle
+        });
+    }
+
+    #[cfg(test)]
+    fn scope_count(&self) -> usize {
+        self.scopes.lock().unwrap().len()
     }
 
     /// Object `id` of scope `key` from a snapshot, listing the scope first when the rules
@@ -536,6 +588,40 @@ mod tests {
         assert_eq!(lone.await.unwrap(), Lookup::Unknown);
         let scope = observations.scope("s");
         assert!(scope.state.lock().unwrap().snapshot.is_none());
+    }
+
+    /// A scope that is never read again (its objects are gone) does not keep its last
+    /// snapshot: idle scopes are swept away once too old, while a scope still being
+    /// written is kept.
+    #[tokio::test]
+    async fn scopes_nobody_reads_any_more_are_freed() {
+        let observations: Observations<u32> = Observations::new(
+            Duration::from_millis(20),
+            Duration::from_millis(300),
+            Duration::from_millis(10),
+        );
+        let lists = Arc::new(AtomicU32::new(0));
+        for scope in ["gone-1", "gone-2", "busy"] {
+            let lookup = observations
+                .get(
+                    scope,
+                    "id-1",
+                    Purpose::Resync,
+                    || 3,
+                    || counting_list(lists.clone()),
+                )
+                .await
+                .unwrap();
+            assert_eq!(lookup, Lookup::Found(1));
+        }
+        assert_eq!(observations.scope_count(), 3);
+        tokio::time::sleep(Duration::from_millis(320)).await;
+        observations.wrote("busy", "id-1", true);
+        // Any read sweeps; only the scope read and the one being written remain.
+        let lookup = look(&observations, &lists, "id-1", Purpose::Current, 0).await;
+        assert_eq!(lookup, Lookup::Unknown);
+        assert_eq!(observations.scope_count(), 2);
+        assert!(observations.scopes.lock().unwrap().contains_key("busy"));
     }
 
     #[tokio::test]

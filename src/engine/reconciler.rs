@@ -1,6 +1,6 @@
 //! The reconcile flow of design §2, written once for every kind.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,8 +51,20 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     /// When each object was last found converged, at which generation: a pass that our
     /// own bookkeeping writes trigger right after (finalizer, annotations) has nothing
     /// to check upstream. In memory only: after a restart every object is checked.
-    confirmed: Mutex<HashMap<ObjectKey, (i64, Timestamp)>>,
+    confirmed: Mutex<HashMap<ObjectKey, Confirmed>>,
+    /// Recheck requests per object (see [`Engine::recheck`]), counted: a pass remembers the
+    /// count it started with, so a request arriving while it runs outdates its result.
+    rechecks: Mutex<HashMap<ObjectKey, u64>>,
+    /// When the per-object maps were last pruned of objects gone from the cache.
+    pruned: Mutex<Timestamp>,
     kind: PhantomData<fn() -> K>,
+}
+
+/// An object found converged: at which generation, when, and after how many rechecks.
+struct Confirmed {
+    generation: i64,
+    at: Timestamp,
+    rechecks: u64,
 }
 
 #[derive(Default)]
@@ -154,6 +166,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             timing.confirm_list_delay(),
         );
         let resync_slots = ResyncSlots::new(timing.resync_rate);
+        let pruned = Mutex::new(clock.now());
         Self {
             kube,
             provider,
@@ -168,8 +181,55 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             members: Mutex::default(),
             resync_slots,
             confirmed: Mutex::default(),
+            rechecks: Mutex::default(),
+            pruned,
             kind: PhantomData,
         }
+    }
+
+    /// How many objects the engine keeps per-object bookkeeping for (convergence marks).
+    #[doc(hidden)]
+    pub fn tracked_objects(&self) -> usize {
+        self.confirmed.lock().unwrap().len()
+    }
+
+    /// An object deleted without a last pass through the engine (its finalizer removed by
+    /// hand, so no reconcile sees it go) would keep its entries in the per-object maps for
+    /// good; once per resync interval, those of objects no longer in the cache are dropped.
+    fn prune_vanished(&self) {
+        let Some(store) = self.store.get() else {
+            return;
+        };
+        let now = self.clock.now();
+        {
+            let mut pruned = self.pruned.lock().unwrap();
+            if elapsed(*pruned, now) < self.timing.resync {
+                return;
+            }
+            *pruned = now;
+        }
+        let live: HashSet<ObjectKey> = store
+            .state()
+            .iter()
+            .map(|obj| ObjectKey::of(obj.meta()))
+            .collect();
+        // An empty cache is one not filled yet, not a kind without objects to keep.
+        if live.is_empty() {
+            return;
+        }
+        self.confirmed
+            .lock()
+            .unwrap()
+            .retain(|key, _| live.contains(key));
+        self.failures
+            .lock()
+            .unwrap()
+            .retain(|key, _| live.contains(key));
+        self.rechecks
+            .lock()
+            .unwrap()
+            .retain(|key, _| live.contains(key));
+        self.resync_slots.retain(|key| live.contains(key));
     }
 
     /// Gives the engine the controller's object cache (it groups objects by list scope).
@@ -178,9 +238,17 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     /// Makes the next pass of `obj` read the upstream even if it was found converged a
-    /// moment ago: something it depends on (a Secret it reads) changed.
+    /// moment ago: something it depends on (a Secret it reads) changed. Also when a pass
+    /// of it is running: that pass may have read the old content.
     pub fn recheck(&self, obj: &K) {
-        self.confirmed.lock().unwrap().remove(&Self::key(obj));
+        let key = Self::key(obj);
+        self.confirmed.lock().unwrap().remove(&key);
+        *self.rechecks.lock().unwrap().entry(key).or_default() += 1;
+    }
+
+    fn rechecks_of(&self, obj: &K) -> u64 {
+        let rechecks = self.rechecks.lock().unwrap();
+        rechecks.get(&Self::key(obj)).copied().unwrap_or_default()
     }
 
     /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
@@ -190,6 +258,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     }
 
     async fn reconcile_object(&self, obj: &K) -> Result<Action, EngineError> {
+        self.prune_vanished();
         let api: Api<K> = Api::namespaced(self.kube.clone(), &obj.namespace().unwrap_or_default());
         if obj.meta().deletion_timestamp.is_some() {
             if !has_finalizer(obj) {
@@ -204,7 +273,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 );
                 return Ok(Action::requeue(wait));
             }
-            return self.finish(&api, obj, self.finalize(&api, obj).await).await;
+            let rechecks = self.rechecks_of(obj);
+            return self
+                .finish(&api, obj, rechecks, self.finalize(&api, obj).await)
+                .await;
         }
         let obj = if has_finalizer(obj) {
             obj.clone()
@@ -218,6 +290,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             );
             return Ok(Action::requeue(wait));
         }
+        // Taken before anything is read: a recheck asked for from now on outdates this pass.
+        let rechecks = self.rechecks_of(&obj);
         // The echo of this engine's own writes (finalizer, annotations, status), possibly
         // seen through a cache that does not show the status yet: nothing to check.
         if self.recently_confirmed(&obj) {
@@ -240,7 +314,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Purpose::Current | Purpose::Confirm => self.resync_slots.forget(Self::key(&obj)),
         }
         let verdict = self.converge(&api, &obj, purpose).await;
-        self.finish(&api, &obj, verdict).await
+        self.finish(&api, &obj, rechecks, verdict).await
     }
 
     /// Brings the upstream object in line with the spec (or reports how it differs).
@@ -759,10 +833,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// Writes the pass's outcome to status (when it changed), publishes events on
     /// transitions and decides when to look again.
+    /// `rechecks`: the object's recheck count when the pass started.
     async fn finish(
         &self,
         api: &Api<K>,
         obj: &K,
+        rechecks: u64,
         outcome: Result<Verdict, EngineError>,
     ) -> Result<Action, EngineError> {
         let now = self.clock.now();
@@ -772,7 +848,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         status.observed_generation = generation;
         // Whether this pass found the object converged (remembered once status says so).
         let mut converged = false;
-        self.recheck(obj);
+        self.confirmed.lock().unwrap().remove(&Self::key(obj));
         let (requeue, facts) = match outcome {
             Ok(verdict) if verdict.released => {
                 self.clear_failures(obj);
@@ -857,10 +933,15 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await?;
         if converged {
+            let confirmed = Confirmed {
+                generation: generation.unwrap_or_default(),
+                at: now,
+                rechecks,
+            };
             self.confirmed
                 .lock()
                 .unwrap()
-                .insert(Self::key(obj), (generation.unwrap_or_default(), now));
+                .insert(Self::key(obj), confirmed);
         }
         Ok(Action::requeue(requeue))
     }
@@ -1121,11 +1202,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .timing
             .resync_interval(annotation(obj, RESYNC_ANNOTATION));
         let quiet = self.timing.converged_quiet.min(interval / 2);
+        let rechecks = self.rechecks_of(obj);
         self.confirmed
             .lock()
             .unwrap()
             .get(&Self::key(obj))
-            .is_some_and(|(at, when)| *at == generation && elapsed(*when, self.clock.now()) < quiet)
+            .is_some_and(|c| {
+                c.generation == generation
+                    && c.rechecks == rechecks
+                    && elapsed(c.at, self.clock.now()) < quiet
+            })
     }
 
     fn pending_within_grace<'a>(

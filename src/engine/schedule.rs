@@ -63,6 +63,15 @@ impl ResyncSlots {
         Some(slot - now)
     }
 
+    /// Keeps only the slots of objects `keep` says are still there.
+    pub fn retain(&self, keep: impl Fn(&ObjectKey) -> bool) {
+        self.state
+            .lock()
+            .unwrap()
+            .reserved
+            .retain(|key, _| keep(key));
+    }
+
     /// Drops `object`'s slot (it is being reconciled for a change, or is gone).
     pub fn forget(&self, object: ObjectKey) {
         self.state.lock().unwrap().reserved.remove(&object);

@@ -2,9 +2,12 @@
 //! with the configuration read from a Kubernetes Secret.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use accessplane::api::Connector;
-use accessplane::engine::Engine;
+use accessplane::engine::metrics::ReconcileMetrics;
+use accessplane::engine::requeue::Timing;
+use accessplane::engine::{Engine, reconcile};
 use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
@@ -141,6 +144,53 @@ async fn rotated_secret_resends_the_config_exactly_once() {
     );
     assert_ne!(env.status("github")["configHash"], hash);
     assert_eq!(env.ready("github").0, "True");
+}
+
+/// A Secret change that arrives while a pass runs (the watcher asks for a recheck) is not
+/// lost: that pass may have read the old content, so although it ends converged, the next
+/// pass looks again instead of taking it for the echo of a converged one.
+#[tokio::test]
+async fn a_secret_change_during_a_pass_is_not_lost() {
+    let env = created("github").await;
+    let id = env.id("github");
+    let h = &env.e.h;
+    // An engine that, like the operator's, skips passes right after a converged one.
+    let engine = Arc::new(Engine::new(
+        h.client(),
+        ConnectorProvider,
+        h.engine.connections.clone(),
+        h.publisher(),
+        h.clock.clone(),
+        Timing {
+            converged_quiet: Duration::from_secs(60),
+            ..h.engine.timing.clone()
+        },
+        ReconcileMetrics::default(),
+    ));
+    // A resync pass that reads the upstream slowly, while the Secret changes.
+    let path = format!("/api/v1/apps/{}/connectors/{id}", env.e.app);
+    env.e.c1.push_fault(
+        FaultMatch::new("GET", &path),
+        Fault::Latency(Duration::from_secs(1)),
+    );
+    let api: kube::Api<Connector> = kube::Api::namespaced(h.client(), NS);
+    let obj = api.get("github").await.unwrap();
+    let pass = tokio::spawn(reconcile(Arc::new(obj.clone()), engine.clone()));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    env.put_config(ROTATED_TOKEN).await;
+    engine.recheck(&obj);
+    pass.await.unwrap().unwrap();
+    assert_eq!(
+        env.e.c1.connector_config(&id),
+        Some(expected_config(TOKEN)),
+        "the running pass had read the old content"
+    );
+
+    h.pass(&engine, "github").await;
+    assert_eq!(
+        env.e.c1.connector_config(&id),
+        Some(expected_config(ROTATED_TOKEN))
+    );
 }
 
 #[tokio::test]

@@ -284,6 +284,42 @@ async fn drift_found_in_a_resync_snapshot_is_read_again_before_it_is_corrected()
     );
 }
 
+/// An object removed without a last pass through the engine (finalizer stripped by hand,
+/// then deleted) leaves no per-object bookkeeping behind: it is pruned within a resync
+/// interval once the object is gone from the cache.
+#[tokio::test]
+async fn bookkeeping_of_objects_removed_behind_the_engines_back_is_pruned() {
+    let h = Harness::new().await;
+    let engine = h.engine(AccessProfileProvider);
+    for name in ["kept-1", "kept-2", "stripped"] {
+        h.apply_profile(name, json!({"name": name, "description": "x"}))
+            .await;
+        h.settle_kind(&engine, name, 4).await;
+    }
+    assert_eq!(engine.tracked_objects(), 3);
+    let api_version = "accessplane.io/v1alpha1";
+    h.kube
+        .merge_patch(
+            api_version,
+            "accessprofiles",
+            NS,
+            "stripped",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .unwrap();
+    h.kube
+        .delete_object(api_version, "accessprofiles", NS, "stripped")
+        .unwrap();
+    attach_store(&h, &engine).await;
+
+    h.pass(&engine, "kept-1").await;
+    assert_eq!(engine.tracked_objects(), 3, "not before a resync interval");
+    h.clock
+        .advance(engine.timing.resync + Duration::from_secs(1));
+    h.pass(&engine, "kept-1").await;
+    assert_eq!(engine.tracked_objects(), 2);
+}
+
 #[tokio::test]
 async fn conductorone_kinds_resync_from_one_list_per_scope() {
     let e = C1Env::new().await;
