@@ -108,6 +108,8 @@ pub fn connect(
     };
     let mut config = UpstreamConfig::new(provider, base_url, credentials);
     config.metrics = metrics;
+    // The Instaclustr API asks for `Content-Type: application/json` on every request.
+    config.json_content_type_always = kind == UpstreamKind::Instaclustr;
     if let Some(limit) = &spec.rate_limit {
         config.rate_limit = rate_limit(limit.requests_per_second, limit.burst)?;
     }

@@ -33,6 +33,9 @@ pub struct UpstreamConfig {
     pub retry: RetryPolicy,
     /// Timeout of one HTTP attempt, including reading the body.
     pub timeout: Duration,
+    /// Send `Content-Type: application/json` on every request, bodiless ones too (for
+    /// APIs whose contract asks for it on every request).
+    pub json_content_type_always: bool,
     /// Shared metric families.
     pub metrics: Arc<UpstreamMetrics>,
 }
@@ -47,6 +50,7 @@ impl UpstreamConfig {
             rate_limit: RateLimit::default(),
             retry: RetryPolicy::default(),
             timeout: Duration::from_secs(30),
+            json_content_type_always: false,
             metrics: Arc::new(UpstreamMetrics::default()),
         }
     }
@@ -221,6 +225,12 @@ impl UpstreamClient {
             header::ACCEPT,
             header::HeaderValue::from_static("application/json"),
         );
+        if config.json_content_type_always {
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+        }
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .user_agent(concat!("accessplane/", env!("CARGO_PKG_VERSION")))

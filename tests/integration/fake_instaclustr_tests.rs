@@ -47,9 +47,11 @@ impl Api {
 
     fn req_as(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
         let url = format!("{}{path}", self.fake.base_url());
+        // As the contract asks: on every request, bodiless ones too.
         self.http
             .request(method, url)
             .basic_auth("alice", Some(key))
+            .header("content-type", "application/json")
     }
 
     fn req(&self, method: Method, path: &str) -> RequestBuilder {
@@ -292,8 +294,11 @@ async fn invalid_bodies_are_rejected_with_an_errors_array() {
         (StatusCode::BAD_REQUEST, vec!["virtualServerId"])
     );
 
+    let url = format!("{}{CONTROLS_PATH}", api.fake.base_url());
     let text = api
-        .req(Method::POST, CONTROLS_PATH)
+        .http
+        .post(&url)
+        .basic_auth("alice", Some("k"))
         .body("{}")
         .send()
         .await
@@ -402,13 +407,28 @@ async fn rate_limit_is_per_account_without_retry_after() {
     );
 
     let url = format!("{}{list}", api.fake.base_url());
-    let bob = api.http.get(&url).basic_auth("bob", Some("kb"));
+    let bob = api
+        .http
+        .get(&url)
+        .basic_auth("bob", Some("kb"))
+        .header("content-type", "application/json");
     assert_eq!(bob.send().await.unwrap().status(), StatusCode::OK);
     assert!(api.fake.max_requests_in_window(window) >= 5);
 
     tokio::time::sleep(window).await;
     assert_eq!(api.get(&list).await.0, StatusCode::OK);
     assert_eq!(api.fake.max_requests_in_window(Duration::ZERO), 0);
+}
+
+/// The contract asks for `Content-Type: application/json` on every request.
+#[tokio::test]
+async fn requests_without_a_json_content_type_are_refused() {
+    let api = Api::start().await;
+    let url = format!("{}{}", api.fake.base_url(), list_path(CLUSTER));
+    let bare = api.http.get(&url).basic_auth("alice", Some("k"));
+    let resp = bare.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(api.get(&list_path(CLUSTER)).await.0, StatusCode::OK);
 }
 
 #[tokio::test]

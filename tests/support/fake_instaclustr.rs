@@ -10,8 +10,9 @@
 //! - The 202 bodies echo the full object including `id` and `clusterId`.
 //! - `tools` are stored and returned in *reversed* request order (compare as sets);
 //!   absent/null `tools` is stored as `[]`.
-//! - Unknown body fields (including read-only `id`/`clusterId`) give 400; POST/PUT
-//!   without `Content-Type: application/json` give 415.
+//! - Unknown body fields (including read-only `id`/`clusterId`) give 400; requests
+//!   without `Content-Type: application/json` give 415 (the contract asks for it on
+//!   every request, bodiless ones too).
 //! - Unknown clusters (list/status) give 404; unknown routes and wrong methods answer
 //!   with the legacy `{"error": "..."}` shape.
 //! - The rate limiter counts only admitted requests (a 429 does not extend the
@@ -368,6 +369,10 @@ impl Inner {
     fn route(&mut self, req: &Req) -> Reply {
         let no_route = || legacy(404, format!("no route {} {}", req.method, req.path));
         let method = req.method.as_str();
+        if !is_json(&req.headers) {
+            let msg = "Content-Type must be application/json";
+            return Err(named(415, "UnsupportedMediaType", msg));
+        }
         if let Some(rest) = req.path.strip_prefix(CONTROLS_PATH) {
             let id = match rest.strip_prefix('/') {
                 None if rest.is_empty() => None,
@@ -380,10 +385,6 @@ impl Inner {
                 ),
                 _ => return Err(no_route()),
             };
-            if matches!(method, "POST" | "PUT") && !is_json(&req.headers) {
-                let msg = "Content-Type must be application/json";
-                return Err(named(415, "UnsupportedMediaType", msg));
-            }
             return match (method, id) {
                 ("POST", None) => self.create(req),
                 ("GET", Some(id)) => self.get(&id),
