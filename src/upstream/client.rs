@@ -66,8 +66,9 @@ pub enum RetryMode {
     NonIdempotent,
 }
 
-/// One logical upstream call (possibly several HTTP attempts).
-#[derive(Debug, Clone)]
+/// One logical upstream call (possibly several HTTP attempts). Its `Debug` leaves the
+/// body out: a body may carry secrets (a connector config).
+#[derive(Clone)]
 pub struct Call {
     /// Operation name for errors, metrics and logs (`get_access_profile`, ...).
     pub operation: &'static str,
@@ -81,6 +82,22 @@ pub struct Call {
     pub body: Option<serde_json::Value>,
     /// Retry safety.
     pub retry: RetryMode,
+    /// Values the body carries that must not come back in an error message (see
+    /// [`Call::redacting`]).
+    pub redact: Vec<SecretString>,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("operation", &self.operation)
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field("body", &self.body.as_ref().map(|_| "<omitted>"))
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl Call {
@@ -98,6 +115,7 @@ impl Call {
             query: Vec::new(),
             body: None,
             retry,
+            redact: Vec::new(),
         }
     }
 
@@ -130,6 +148,13 @@ impl Call {
     /// Sets the JSON body.
     pub fn json(mut self, body: serde_json::Value) -> Self {
         self.body = Some(body);
+        self
+    }
+
+    /// Secret values sent in the body: an upstream that echoes them in an error body gets
+    /// them replaced by `[redacted]` before the error is logged or shown anywhere.
+    pub fn redacting(mut self, secrets: Vec<SecretString>) -> Self {
+        self.redact = secrets;
         self
     }
 
@@ -318,7 +343,7 @@ impl UpstreamClient {
                 Ok(response) => return Ok(response),
                 Err(failure) => failure,
             };
-            let error = failure.error;
+            let error = failure.error.redact(&call.redact);
             // Retry-After speaks for the tenant, not for this request: hold back every
             // call of the Connection (other controllers' too) until it has passed.
             if let Some(wait) = error.retry_after() {

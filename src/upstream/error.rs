@@ -6,6 +6,7 @@
 use std::borrow::Cow;
 use std::time::Duration;
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 /// Longest raw (unstructured) error body kept in a message.
@@ -120,7 +121,83 @@ impl UpstreamError {
     }
 }
 
+/// Shorter values are not redacted: replacing every "1" or "on" in a message would only
+/// garble it, and credentials are longer.
+const REDACT_MIN_LEN: usize = 4;
+
 impl UpstreamError {
+    /// The error with every occurrence of `secrets` in its messages replaced: an upstream
+    /// may echo what it was sent (a rejected connector config) in its error body.
+    pub fn redact(self, secrets: &[SecretString]) -> Self {
+        if secrets.is_empty() {
+            return self;
+        }
+        let clean = |mut message: String| {
+            for secret in secrets {
+                let secret = secret.expose_secret();
+                if secret.len() >= REDACT_MIN_LEN && message.contains(secret) {
+                    message = message.replace(secret, "[redacted]");
+                }
+            }
+            message
+        };
+        match self {
+            Self::Api {
+                provider,
+                operation,
+                status,
+                code,
+                message,
+                retry_after,
+            } => Self::Api {
+                provider,
+                operation,
+                status,
+                code,
+                message: clean(message),
+                retry_after,
+            },
+            Self::Transport {
+                provider,
+                operation,
+                message,
+                sent,
+            } => Self::Transport {
+                provider,
+                operation,
+                message: clean(message),
+                sent,
+            },
+            Self::Authentication { provider, message } => Self::Authentication {
+                provider,
+                message: clean(message),
+            },
+            Self::Decode {
+                provider,
+                operation,
+                message,
+            } => Self::Decode {
+                provider,
+                operation,
+                message: clean(message),
+            },
+            Self::RetriesExhausted {
+                provider,
+                operation,
+                attempts,
+                last,
+            } => Self::RetriesExhausted {
+                provider,
+                operation,
+                attempts,
+                last: Box::new(last.redact(secrets)),
+            },
+            Self::Config { message } => Self::Config {
+                message: clean(message),
+            },
+        }
+    }
+
     /// The `status` metric label: the HTTP code, or a word when there was none.
     pub(crate) fn status_label(&self) -> Cow<'static, str> {
         match self {
@@ -367,5 +444,26 @@ mod tests {
         assert!(api(503, None).may_have_applied());
         assert!(!api(429, None).may_have_applied());
         assert!(!api(400, None).may_have_applied());
+    }
+
+    #[test]
+    fn redaction_reaches_nested_errors_and_spares_short_values() {
+        let echoed = UpstreamError::RetriesExhausted {
+            provider: "test",
+            operation: "update",
+            attempts: 3,
+            last: Box::new(UpstreamError::Api {
+                provider: "test",
+                operation: "update",
+                status: 503,
+                code: None,
+                message: "token tok-1234 on 1 org rejected".into(),
+                retry_after: None,
+            }),
+        };
+        let secrets = ["tok-1234", "1"].map(SecretString::from).to_vec();
+        let shown = echoed.redact(&secrets).to_string();
+        assert!(shown.contains("token [redacted] on 1 org"), "{shown}");
+        assert!(shown.contains("after 3 attempts"), "{shown}");
     }
 }

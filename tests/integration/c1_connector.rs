@@ -193,6 +193,62 @@ async fn a_secret_change_during_a_pass_is_not_lost() {
     );
 }
 
+/// An upstream that echoes the config it rejected (in a 400, or in a 503 that is retried)
+/// gets the Secret's values replaced before the error is logged, put in status or in an
+/// Event.
+#[tokio::test]
+async fn config_values_echoed_in_upstream_errors_are_redacted() {
+    let env = created("github").await;
+    let id = env.id("github");
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    let _capture = capture_logs(subscriber);
+    let path = format!("/api/v1/apps/{}/connectors/{id}", env.e.app);
+    for code in [503, 400] {
+        let message = format!("config rejected: token {ROTATED_TOKEN} is not valid");
+        env.e.c1.push_fault(
+            FaultMatch::new("POST", &path),
+            Fault::Status {
+                code,
+                retry_after: None,
+                retry_after_ms: None,
+                body: Some(json!({"code": 3, "message": message, "details": []})),
+            },
+        );
+    }
+    env.put_config(ROTATED_TOKEN).await;
+    env.settle("github").await;
+
+    let (status, reason, message) = env.e.h.condition_of("connectors", "github", "Synced");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "TerminalError")
+    );
+    assert!(
+        message.contains("token [redacted] is not valid"),
+        "{message}"
+    );
+    let text = logs.text();
+    assert!(text.contains("[redacted]"), "the retried 503 was logged");
+    assert!(!text.contains(ROTATED_TOKEN), "config value in logs");
+    for obj in env
+        .e
+        .h
+        .kube
+        .list("accessplane.io/v1alpha1", "connectors", None)
+        .into_iter()
+        .chain(env.e.h.kube.events(NS))
+    {
+        assert!(
+            !obj.to_string().contains(ROTATED_TOKEN),
+            "config value in {obj}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn drifted_display_name_is_corrected_alone() {
     let env = created("github").await;

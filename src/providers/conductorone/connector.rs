@@ -347,13 +347,16 @@ impl Provider<Connector> for ConnectorProvider {
             };
             entity.insert((*field).into(), value);
         }
-        let call = api::masked_update(
+        let mut call = api::masked_update(
             "update_connector",
             item(app_id, &observed.id),
             "connector",
             entity,
             &diff.fields,
         );
+        if let (true, Some(config)) = (diff.fields.contains(&CONFIG), &cx.inputs) {
+            call = call.redacting(config.entries.values().cloned().collect());
+        }
         let one: One = cx.upstream.json(call).await?;
         Ok(Written::Done(Some(one.connector_view.connector)))
     }
