@@ -519,9 +519,20 @@ mod tests {
         purpose: Purpose,
         members: usize,
     ) -> Lookup<u32> {
+        look_in(observations, lists, "team-a", id, purpose, members).await
+    }
+
+    async fn look_in(
+        observations: &Observations<u32>,
+        lists: &Arc<AtomicU32>,
+        scope: &str,
+        id: &str,
+        purpose: Purpose,
+        members: usize,
+    ) -> Lookup<u32> {
         observations
             .get(
-                "team-a",
+                scope,
                 id,
                 purpose,
                 || members,
@@ -602,17 +613,8 @@ mod tests {
         );
         let lists = Arc::new(AtomicU32::new(0));
         for scope in ["gone-1", "gone-2", "busy"] {
-            let lookup = observations
-                .get(
-                    scope,
-                    "id-1",
-                    Purpose::Resync,
-                    || 3,
-                    || counting_list(lists.clone()),
-                )
-                .await
-                .unwrap();
-            assert_eq!(lookup, Lookup::Found(1));
+            let lookup = look_in(&observations, &lists, scope, "id-1", Purpose::Resync, 3);
+            assert_eq!(lookup.await, Lookup::Found(1));
         }
         assert_eq!(observations.scope_count(), 3);
         tokio::time::sleep(Duration::from_millis(320)).await;
@@ -781,17 +783,8 @@ mod tests {
         observations.wrote("team-b", "id-1", true);
         observations.wrote("team-b", "id-2", true);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let lookup = observations
-            .get(
-                "team-b",
-                "id-1",
-                Purpose::Confirm,
-                || 0,
-                || counting_list(lists.clone()),
-            )
-            .await
-            .unwrap();
-        assert_eq!(lookup, Lookup::Found(1));
+        let lookup = look_in(&observations, &lists, "team-b", "id-1", Purpose::Confirm, 0);
+        assert_eq!(lookup.await, Lookup::Found(1));
         assert_eq!(lists.load(Ordering::SeqCst), 1);
     }
 

@@ -128,73 +128,25 @@ const REDACT_MIN_LEN: usize = 4;
 impl UpstreamError {
     /// The error with every occurrence of `secrets` in its messages replaced: an upstream
     /// may echo what it was sent (a rejected connector config) in its error body.
-    pub fn redact(self, secrets: &[SecretString]) -> Self {
-        if secrets.is_empty() {
-            return self;
-        }
-        let clean = |mut message: String| {
-            for secret in secrets {
-                let secret = secret.expose_secret();
-                if secret.len() >= REDACT_MIN_LEN && message.contains(secret) {
-                    message = message.replace(secret, "[redacted]");
+    pub fn redact(mut self, secrets: &[SecretString]) -> Self {
+        self.redact_in_place(secrets);
+        self
+    }
+
+    fn redact_in_place(&mut self, secrets: &[SecretString]) {
+        match self {
+            Self::Api { message, .. }
+            | Self::Transport { message, .. }
+            | Self::Authentication { message, .. }
+            | Self::Decode { message, .. }
+            | Self::Config { message } => {
+                for secret in secrets.iter().map(ExposeSecret::expose_secret) {
+                    if secret.len() >= REDACT_MIN_LEN && message.contains(secret) {
+                        *message = message.replace(secret, "[redacted]");
+                    }
                 }
             }
-            message
-        };
-        match self {
-            Self::Api {
-                provider,
-                operation,
-                status,
-                code,
-                message,
-                retry_after,
-            } => Self::Api {
-                provider,
-                operation,
-                status,
-                code,
-                message: clean(message),
-                retry_after,
-            },
-            Self::Transport {
-                provider,
-                operation,
-                message,
-                sent,
-            } => Self::Transport {
-                provider,
-                operation,
-                message: clean(message),
-                sent,
-            },
-            Self::Authentication { provider, message } => Self::Authentication {
-                provider,
-                message: clean(message),
-            },
-            Self::Decode {
-                provider,
-                operation,
-                message,
-            } => Self::Decode {
-                provider,
-                operation,
-                message: clean(message),
-            },
-            Self::RetriesExhausted {
-                provider,
-                operation,
-                attempts,
-                last,
-            } => Self::RetriesExhausted {
-                provider,
-                operation,
-                attempts,
-                last: Box::new(last.redact(secrets)),
-            },
-            Self::Config { message } => Self::Config {
-                message: clean(message),
-            },
+            Self::RetriesExhausted { last, .. } => last.redact_in_place(secrets),
         }
     }
 

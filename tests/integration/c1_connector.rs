@@ -11,7 +11,7 @@ use accessplane::engine::{Engine, reconcile};
 use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, CapturedLogs, NS, capture_logs};
+use crate::harness::{C1Env, NS, capture_trace_text};
 use crate::support::fake_http::{Fault, FaultMatch};
 
 const CONFIG_SECRET: &str = "github-connector-config";
@@ -67,6 +67,15 @@ impl Env {
 
     fn masks(&self) -> Vec<String> {
         self.e.c1.update_masks()
+    }
+
+    /// `needle` is in no Connector (status included) and no Event.
+    fn assert_not_in_objects_or_events(&self, needle: &str) {
+        let kube = &self.e.h.kube;
+        let connectors = kube.list("accessplane.io/v1alpha1", "connectors", None);
+        for obj in connectors.into_iter().chain(kube.events(NS)) {
+            assert!(!obj.to_string().contains(needle), "config value in {obj}");
+        }
     }
 }
 
@@ -200,12 +209,7 @@ async fn a_secret_change_during_a_pass_is_not_lost() {
 async fn config_values_echoed_in_upstream_errors_are_redacted() {
     let env = created("github").await;
     let id = env.id("github");
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    let _capture = capture_logs(subscriber);
+    let (logs, _capture) = capture_trace_text();
     let path = format!("/api/v1/apps/{}/connectors/{id}", env.e.app);
     for code in [503, 400] {
         let message = format!("config rejected: token {ROTATED_TOKEN} is not valid");
@@ -234,19 +238,7 @@ async fn config_values_echoed_in_upstream_errors_are_redacted() {
     let text = logs.text();
     assert!(text.contains("[redacted]"), "the retried 503 was logged");
     assert!(!text.contains(ROTATED_TOKEN), "config value in logs");
-    for obj in env
-        .e
-        .h
-        .kube
-        .list("accessplane.io/v1alpha1", "connectors", None)
-        .into_iter()
-        .chain(env.e.h.kube.events(NS))
-    {
-        assert!(
-            !obj.to_string().contains(ROTATED_TOKEN),
-            "config value in {obj}"
-        );
-    }
+    env.assert_not_in_objects_or_events(ROTATED_TOKEN);
 }
 
 #[tokio::test]
@@ -451,12 +443,7 @@ async fn lost_create_with_namesakes_is_ambiguous() {
 
 #[tokio::test]
 async fn config_values_never_reach_logs_status_or_events() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    let _capture = capture_logs(subscriber);
+    let (logs, _capture) = capture_trace_text();
 
     let env = created("github").await;
     env.put_config(ROTATED_TOKEN).await;
@@ -470,15 +457,6 @@ async fn config_values_never_reach_logs_status_or_events() {
     assert!(text.contains("github"), "logs were captured");
     for needle in [TOKEN, ROTATED_TOKEN] {
         assert!(!text.contains(needle), "config value in logs");
-        for obj in env
-            .e
-            .h
-            .kube
-            .list("accessplane.io/v1alpha1", "connectors", None)
-            .into_iter()
-            .chain(env.e.h.kube.events(NS))
-        {
-            assert!(!obj.to_string().contains(needle), "config value in {obj}");
-        }
+        env.assert_not_in_objects_or_events(needle);
     }
 }

@@ -396,6 +396,16 @@ pub fn capture_logs(subscriber: impl tracing::Subscriber + Send + Sync + 'static
     }
 }
 
+/// Every log line (TRACE and up, text format) of this test's thread while the guard lives.
+pub fn capture_trace_text() -> (CapturedLogs, LogCapture) {
+    let logs = CapturedLogs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .finish();
+    (logs, capture_logs(subscriber))
+}
+
 pub struct LogCapture {
     _guard: tracing::subscriber::DefaultGuard,
     relisten: tokio::task::JoinHandle<()>,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{CLIENT_SECRET, CapturedLogs, Harness, TEAM, capture_logs, requeue_of};
+use crate::harness::{CLIENT_SECRET, Harness, TEAM, capture_trace_text, requeue_of};
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_serval::PROFILES_PATH;
 
@@ -457,12 +457,7 @@ async fn waits_for_its_connection() {
 
 #[tokio::test]
 async fn credentials_never_reach_logs_status_or_events() {
-    let logs = CapturedLogs::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(logs.clone())
-        .finish();
-    let _capture = capture_logs(subscriber);
+    let (logs, _capture) = capture_trace_text();
 
     let h = Harness::new().await;
     h.apply_profile("oncall", spec()).await;
