@@ -138,6 +138,16 @@ impl<O> Default for ScopeState<O> {
 }
 
 impl<O> ScopeState<O> {
+    fn drop_snapshot_older_than(&mut self, age: Duration) {
+        if self
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.started.elapsed() >= age)
+        {
+            self.snapshot = None;
+        }
+    }
+
     /// Forgets writes older than `window`; returns how many remain.
     fn recent_writes(&mut self, window: Duration) -> usize {
         while self
@@ -226,13 +236,7 @@ impl<O: Clone> Observations<O> {
                 return true;
             }
             let mut state = scope.state.lock().unwrap();
-            if state
-                .snapshot
-                .as_ref()
-                .is_some_and(|s| s.started.elapsed() >= self.resync_age)
-            {
-                state.snapshot = None;
-            }
+            state.drop_snapshot_older_than(self.resync_age);
             // As at a List: writes too old to matter to the snapshot (or to a List now).
             let since = state
                 .snapshot
@@ -285,13 +289,7 @@ impl<O: Clone> Observations<O> {
         let worth_listing = {
             let mut state = scope.state.lock().unwrap();
             // Too old for any read: free it rather than keep it until the next List.
-            if state
-                .snapshot
-                .as_ref()
-                .is_some_and(|s| s.started.elapsed() >= self.resync_age)
-            {
-                state.snapshot = None;
-            }
+            state.drop_snapshot_older_than(self.resync_age);
             let answered = answer(&state, id, max_age);
             let unlisted = matches!(answered, Answer::Unlisted);
             match answered {
