@@ -39,6 +39,13 @@ impl Env {
         .unwrap();
     }
 
+    /// Deletes the resource and lets the engine finish with it.
+    async fn delete(&self, name: &str) {
+        let api: kube::Api<AppEntitlement> = kube::Api::namespaced(self.e.h.client(), NS);
+        api.delete(name, &Default::default()).await.unwrap();
+        self.settle(name).await;
+    }
+
     async fn settle(&self, name: &str) {
         self.e.h.settle_kind(&self.engine, name, 5).await;
     }
@@ -241,11 +248,7 @@ async fn adopts_connector_synced_entitlement_and_orphans_it() {
         "one update, no create"
     );
 
-    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
-    api.delete("github-admin", &Default::default())
-        .await
-        .unwrap();
-    env.settle("github-admin").await;
+    env.delete("github-admin").await;
     assert!(env.e.h.get("appentitlements", "github-admin").is_none());
     assert!(
         env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_null(),
@@ -323,11 +326,7 @@ async fn an_unmarked_same_named_entitlement_is_never_taken_for_a_lost_create() {
     assert_ne!(ours, theirs, "created its own");
     assert!(env.upstream("prod-db-read")["annotations"]["managed_by"] == "accessplane");
 
-    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
-    api.delete("prod-db-read", &Default::default())
-        .await
-        .unwrap();
-    env.settle("prod-db-read").await;
+    env.delete("prod-db-read").await;
     assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
     let entitlement = |id: &str| env.e.c1.entitlement(&env.e.app, id).unwrap();
     assert!(entitlement(&ours)["deletedAt"].is_string(), "ours deleted");
@@ -362,11 +361,7 @@ async fn delete_soft_deletes_and_soft_deleted_counts_as_gone() {
     env.apply("prod-db-read", spec()).await;
     env.settle("prod-db-read").await;
     let id = env.id("prod-db-read");
-    let api: kube::Api<AppEntitlement> = kube::Api::namespaced(env.e.h.client(), NS);
-    api.delete("prod-db-read", &Default::default())
-        .await
-        .unwrap();
-    env.settle("prod-db-read").await;
+    env.delete("prod-db-read").await;
     assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
     assert!(
         env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_string(),

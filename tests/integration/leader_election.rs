@@ -15,6 +15,17 @@ fn timing() -> LeaseTiming {
     }
 }
 
+/// The Lease as stored.
+fn lease(kube: &FakeKube) -> serde_json::Value {
+    kube.get(
+        "coordination.k8s.io/v1",
+        "leases",
+        "accessplane-system",
+        "accessplane-leader",
+    )
+    .expect("the lease exists")
+}
+
 fn contender(kube: &FakeKube, identity: &str) -> LeaderElector {
     contender_with(kube, identity, timing())
 }
@@ -43,14 +54,7 @@ async fn one_of_two_contenders_wins_and_expiry_hands_over() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     assert!(b.try_acquire().await.unwrap());
     assert!(!a.try_acquire().await.unwrap());
-    let lease = kube
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            "accessplane-system",
-            "accessplane-leader",
-        )
-        .unwrap();
+    let lease = lease(&kube);
     assert_eq!(lease["spec"]["holderIdentity"], "replica-b");
     assert_eq!(lease["spec"]["leaseTransitions"], 1);
 }
@@ -143,14 +147,7 @@ async fn a_hanging_renewal_steps_down_before_the_lease_expires() {
         .expect("stepped down while the apiserver hangs")
         .unwrap();
     let stepped_down = k8s_openapi::jiff::Timestamp::now();
-    let lease = kube
-        .get(
-            "coordination.k8s.io/v1",
-            "leases",
-            "accessplane-system",
-            "accessplane-leader",
-        )
-        .unwrap();
+    let lease = lease(&kube);
     let renewed: k8s_openapi::jiff::Timestamp = lease["spec"]["renewTime"]
         .as_str()
         .unwrap()
