@@ -28,9 +28,16 @@ local function is_false(c)
 end
 
 -- Ready=False reasons that need a person: the operator will not fix them by retrying.
+-- (Also when a later transient failure leaves Ready as it was and Synced retrying.)
 local needs_user = {
   Drifted = true,              -- Observe policy: upstream differs and is never written to
   NotFound = true,             -- the adopted externalId does not exist upstream
+  UpstreamRejected = true,     -- the upstream rejected the spec (400/409/422)
+  PermissionDenied = true,     -- the upstream answered 403
+  ToolNotApproved = true,      -- McpToolset: a named tool is not approved
+  ToolNotFound = true,         -- McpToolset: a named tool does not exist
+  Refused = true,              -- the operator refuses (e.g. an object built into the SaaS)
+  CreateAmbiguous = true,      -- several upstream objects match an interrupted create
   SecretNotFound = true,       -- Connection
   SecretKeyMissing = true,     -- Connection
   SecretKeyInvalid = true,     -- Connection
@@ -103,7 +110,8 @@ if ready ~= nil and needs_user[ready.reason] then
   return hs
 end
 
--- Creating, Updating, Pending, WaitingForDependency, Unreachable, retried errors...
+-- Creating, Updating, Pending, WaitingForDependency, DependencyFailed, Unreachable,
+-- retried errors...
 hs.status = "Progressing"
 if ready ~= nil and ready.reason == "Error" and is_false(synced) then
   hs.message = text(synced, "Error")

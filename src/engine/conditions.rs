@@ -7,20 +7,52 @@ use k8s_openapi::jiff::Timestamp;
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
 
-/// Condition reasons, shared by every kind.
+/// Condition reasons, shared by every kind. Every `Ready=False` cause has its own
+/// reason, so that alerts and `kubectl get -o jsonpath` can tell them apart; `ERROR` is
+/// left for what the operator does not expect at all.
 pub mod reason {
+    /// `Ready=True`: the upstream object matches the spec.
     pub const AVAILABLE: &str = "Available";
+    /// The first create has not succeeded yet (`Synced` says why); retried with backoff.
     pub const CREATING: &str = "Creating";
+    /// An update of the upstream object is on its way.
     pub const UPDATING: &str = "Updating";
+    /// The upstream object is being deleted; the finalizer stays until it is gone.
     pub const DELETING: &str = "Deleting";
+    /// An asynchronous upstream accepted a write (202) that is not visible yet.
     pub const PENDING: &str = "Pending";
+    /// The Connection or a referenced resource is missing or not ready yet.
     pub const WAITING_FOR_DEPENDENCY: &str = "WaitingForDependency";
+    /// Something this resource needs has failed (e.g. its MCP Gateway cluster's last
+    /// operation); retried with backoff.
+    pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
+    /// The adopted object (or, with `Observe`, any matching one) does not exist upstream.
     pub const NOT_FOUND: &str = "NotFound";
+    /// `Observe` policy: the upstream object differs from the spec.
     pub const DRIFTED: &str = "Drifted";
+    /// The upstream rejected the spec (HTTP 400, 409 already-exists, 422 or another 4xx
+    /// that retrying will not fix); the message has the upstream's words.
+    pub const UPSTREAM_REJECTED: &str = "UpstreamRejected";
+    /// The upstream answered 403: the Connection's credentials work but lack permission.
+    pub const PERMISSION_DENIED: &str = "PermissionDenied";
+    /// A tool the spec names exists on the connector but is not approved.
+    pub const TOOL_NOT_APPROVED: &str = "ToolNotApproved";
+    /// A tool the spec names does not exist in the connector's tool catalogue.
+    pub const TOOL_NOT_FOUND: &str = "ToolNotFound";
+    /// The operator refuses the operation for safety (an object built into the SaaS, a
+    /// team's default profile); the spec or the policy must change.
+    pub const REFUSED: &str = "Refused";
+    /// Nothing the operator expects: an upstream answer of an unknown shape, a client
+    /// misconfiguration. The message says what happened.
     pub const ERROR: &str = "Error";
+    /// `Synced=True`: the last reconcile succeeded.
     pub const RECONCILE_SUCCESS: &str = "ReconcileSuccess";
+    /// `Synced=False`: a retryable failure (network, 429, 5xx); retried with backoff.
     pub const RECONCILE_ERROR: &str = "ReconcileError";
+    /// `Synced=False`: retrying without a spec change is pointless (retried only slowly).
     pub const TERMINAL_ERROR: &str = "TerminalError";
+    /// `Synced=False` and `Ready=False`: after an interrupted create, several upstream
+    /// objects match the natural key.
     pub const CREATE_AMBIGUOUS: &str = "CreateAmbiguous";
 }
 

@@ -66,6 +66,19 @@ impl EngineError {
         }
     }
 
+    /// The `Ready=False` reason for this error: one per class of cause (see
+    /// [`reason`]), `Error` only for what is not expected at all.
+    pub fn ready_reason(&self) -> &'static str {
+        match self {
+            Self::Dependency(_) => reason::WAITING_FOR_DEPENDENCY,
+            Self::DependencyFailed(_) => reason::DEPENDENCY_FAILED,
+            Self::CreateAmbiguous(_) => reason::CREATE_AMBIGUOUS,
+            Self::Refused(_) => reason::REFUSED,
+            Self::Upstream(e) | Self::Delete { source: e, .. } => upstream_ready_reason(e),
+            Self::Kube { .. } => reason::ERROR,
+        }
+    }
+
     /// Whether retrying without a spec change is pointless (retried only slowly).
     pub fn is_terminal(&self) -> bool {
         matches!(
@@ -88,5 +101,86 @@ impl EngineError {
             Self::CreateAmbiguous(_) => "create_ambiguous",
             Self::Refused(_) => "refused",
         }
+    }
+}
+
+/// `Ready=False` reason of an upstream failure that says something about the object.
+fn upstream_ready_reason(e: &UpstreamError) -> &'static str {
+    match (e.class(), e.status()) {
+        (ErrorClass::Terminal, Some(403)) => reason::PERMISSION_DENIED,
+        (ErrorClass::Terminal, Some(400..=499)) => reason::UPSTREAM_REJECTED,
+        // An undecodable answer, a misconfigured client; and the classes that leave
+        // Ready as it was (retryable, not found, credentials) should never get here.
+        _ => reason::ERROR,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, code: Option<&str>) -> EngineError {
+        EngineError::Upstream(UpstreamError::Api {
+            provider: "test",
+            operation: "op",
+            status,
+            code: code.map(str::to_owned),
+            message: "m".into(),
+            retry_after: None,
+        })
+    }
+
+    #[test]
+    fn each_class_of_cause_has_its_own_ready_reason() {
+        for status in [400, 410, 422] {
+            let e = api(status, None);
+            assert_eq!(e.ready_reason(), reason::UPSTREAM_REJECTED, "{status}");
+            assert_eq!(e.synced_reason(), reason::TERMINAL_ERROR, "{status}");
+        }
+        assert_eq!(
+            api(409, Some("already_exists")).ready_reason(),
+            reason::UPSTREAM_REJECTED
+        );
+        assert_eq!(api(403, None).ready_reason(), reason::PERMISSION_DENIED);
+        let refused_delete = EngineError::Delete {
+            source: UpstreamError::RetriesExhausted {
+                provider: "test",
+                operation: "delete",
+                attempts: 1,
+                last: Box::new(UpstreamError::Api {
+                    provider: "test",
+                    operation: "delete",
+                    status: 403,
+                    code: None,
+                    message: "m".into(),
+                    retry_after: None,
+                }),
+            },
+            hint: "orphan",
+        };
+        assert_eq!(refused_delete.ready_reason(), reason::PERMISSION_DENIED);
+        assert_eq!(
+            EngineError::Dependency("c".into()).ready_reason(),
+            reason::WAITING_FOR_DEPENDENCY
+        );
+        assert_eq!(
+            EngineError::DependencyFailed("c".into()).ready_reason(),
+            reason::DEPENDENCY_FAILED
+        );
+        assert_eq!(
+            EngineError::Refused("built in".into()).ready_reason(),
+            reason::REFUSED
+        );
+        assert_eq!(
+            EngineError::CreateAmbiguous("2 match".into()).ready_reason(),
+            reason::CREATE_AMBIGUOUS
+        );
+        // Only the unexpected is left as "Error".
+        let undecodable = EngineError::Upstream(UpstreamError::Decode {
+            provider: "test",
+            operation: "op",
+            message: "missing field id".into(),
+        });
+        assert_eq!(undecodable.ready_reason(), reason::ERROR);
     }
 }

@@ -84,8 +84,27 @@ pub struct Diff {
     /// Managed fields (lowerCamelCase spec names) whose upstream value differs.
     pub fields: Vec<&'static str>,
     /// Parts of the spec no update can achieve (e.g. a tool that is not approved); each
-    /// entry names what and why. Reported as `Synced=False/TerminalError`, not retried hot.
-    pub unresolved: Vec<String>,
+    /// entry names what and why. Reported as `Synced=False/TerminalError`, not retried hot,
+    /// and as `Ready=False` with the first entry's reason (the message names them all).
+    pub unresolved: Vec<Unresolved>,
+}
+
+/// A part of the spec that no update can achieve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unresolved {
+    /// The `Ready=False` reason: one of [`conditions::reason`], e.g. `ToolNotApproved`.
+    pub reason: &'static str,
+    /// What cannot be achieved and why, e.g. `tool "x" is not approved (…)`.
+    pub message: String,
+}
+
+impl Unresolved {
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
 }
 
 impl Diff {

@@ -564,9 +564,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if verdict.facts.is_none() {
             verdict.facts = Some(self.provider.facts(cx, &observed));
         }
-        if !diff.unresolved.is_empty() {
-            let message = diff.unresolved.join("; ");
-            verdict.ready = ConditionValue::new(false, reason::ERROR, message.clone());
+        if let Some(first) = diff.unresolved.first() {
+            let message = diff
+                .unresolved
+                .iter()
+                .map(|u| u.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            verdict.ready = ConditionValue::new(false, first.reason, message.clone());
             verdict.unresolved = Some(message);
         }
         Ok(verdict)
@@ -902,14 +907,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 let synced_reason = error.synced_reason();
                 let ready =
                     match &error {
-                        EngineError::Dependency(_) => Some(ConditionValue::new(
-                            false,
-                            reason::WAITING_FOR_DEPENDENCY,
-                            message.clone(),
-                        )),
-                        EngineError::DependencyFailed(_) => {
-                            Some(ConditionValue::new(false, reason::ERROR, message.clone()))
-                        }
+                        // What the resource waits for, or what failed, is always worth saying.
+                        EngineError::Dependency(_) | EngineError::DependencyFailed(_) => Some(
+                            ConditionValue::new(false, error.ready_reason(), message.clone()),
+                        ),
                         // A passing upstream fault says nothing about the object: keep Ready as it was.
                         _ if !error.is_terminal()
                             && conditions::get(&previous.conditions, READY).is_some() =>
@@ -920,7 +921,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         _ if !error.is_terminal() && status.id.is_none() => Some(
                             ConditionValue::new(false, reason::CREATING, message.clone()),
                         ),
-                        _ => Some(ConditionValue::new(false, reason::ERROR, message.clone())),
+                        _ => Some(ConditionValue::new(
+                            false,
+                            error.ready_reason(),
+                            message.clone(),
+                        )),
                     };
                 if let Some(ready) = ready {
                     conditions::set(&mut status.conditions, READY, &ready, generation, now);

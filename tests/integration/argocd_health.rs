@@ -270,6 +270,17 @@ fn retried_errors_are_progressing() {
     );
     expect(&obj, "Progressing", "429 Too Many Requests");
 
+    // A failed dependency is retried with backoff: Ready says what failed.
+    let failed = "MCP Gateway cluster gw-1: its last operation failed (status RUNNING)";
+    let obj = object(
+        "PersonaAccessControl",
+        vec![
+            ready(false, reason::DEPENDENCY_FAILED, failed),
+            synced_err(reason::RECONCILE_ERROR, failed),
+        ],
+    );
+    expect(&obj, "Progressing", failed);
+
     // Ready=Error with a retryable Synced: the operator retries, Synced says why.
     let obj = object(
         "PersonaAccessControl",
@@ -294,11 +305,31 @@ fn errors_that_need_a_person_are_degraded() {
     let obj = object(
         "AccessProfile",
         vec![
-            ready(false, reason::ERROR, terminal),
+            ready(false, reason::UPSTREAM_REJECTED, terminal),
             synced_err(reason::TERMINAL_ERROR, terminal),
         ],
     );
     expect(&obj, "Degraded", terminal);
+
+    // Each reason of a refusal is Degraded on its own, also once a later transient
+    // failure has left Ready as it was and Synced says the operator is retrying.
+    for r in [
+        reason::UPSTREAM_REJECTED,
+        reason::PERMISSION_DENIED,
+        reason::TOOL_NOT_APPROVED,
+        reason::TOOL_NOT_FOUND,
+        reason::REFUSED,
+        reason::CREATE_AMBIGUOUS,
+    ] {
+        let message = format!("{r}: see the message");
+        for synced in [
+            synced_err(reason::TERMINAL_ERROR, &message),
+            synced_err(reason::RECONCILE_ERROR, "503 Service Unavailable"),
+        ] {
+            let obj = object("McpToolset", vec![ready(false, r, &message), synced]);
+            expect(&obj, "Degraded", &message);
+        }
+    }
 
     // Terminal even while Ready still says True from before (e.g. 403 on a resync).
     let obj = object(

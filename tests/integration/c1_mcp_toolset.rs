@@ -375,8 +375,41 @@ async fn unapproved_and_unknown_tools_are_named_and_the_rest_bound() {
         )),
         "{message}"
     );
-    assert_eq!(env.ready("partial").0, "False");
+    // Ready names them all, with the reason of the first (in spec order).
+    let (status, reason, ready) = env.ready("partial");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ToolNotApproved")
+    );
+    assert_eq!(ready, message);
     assert_eq!(env.e.c1.bindings(&env.id("partial")), vec![read]);
+}
+
+#[tokio::test]
+async fn a_tool_missing_from_the_catalogue_is_tool_not_found() {
+    let env = Env::new().await;
+    let read = env.tool("read_repo", TOOL_APPROVED);
+    env.apply(
+        "missing",
+        json!({"displayName": "Missing", "tools": [{"toolName": "nope"}, {"toolName": "read_repo"}]}),
+    )
+    .await;
+    env.settle("missing").await;
+
+    let (status, reason, message) = env.ready("missing");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "ToolNotFound")
+    );
+    assert_eq!(
+        message,
+        format!(
+            "tool \"nope\" does not exist on connector {}",
+            env.connector
+        )
+    );
+    assert_eq!(env.synced("missing").1, "TerminalError");
+    assert_eq!(env.e.c1.bindings(&env.id("missing")), vec![read]);
 }
 
 #[tokio::test]
@@ -548,6 +581,10 @@ async fn builtin_toolset_is_never_written() {
         ("False", "TerminalError")
     );
     assert!(message.contains("built into ConductorOne"), "{message}");
+    assert_eq!(
+        env.ready("builtin"),
+        ("False".into(), "Refused".into(), message)
+    );
 
     env.delete("builtin").await;
     env.settle("builtin").await;

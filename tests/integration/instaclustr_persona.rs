@@ -262,7 +262,7 @@ async fn busy_cluster_gets_no_writes_until_it_runs() {
     let (_, reason, message) = env
         .h
         .condition_of("personaaccesscontrols", "analysts", "Ready");
-    assert_eq!(reason, "Error");
+    assert_eq!(reason, "DependencyFailed");
     assert!(message.contains("last operation failed"), "{message}");
 }
 

@@ -361,6 +361,10 @@ async fn ambiguous_recovery_stops_with_create_ambiguous() {
         ("False", "CreateAmbiguous")
     );
     assert!(message.contains("spec.externalId"), "{message}");
+    assert_eq!(
+        h.cond("oncall", "Ready"),
+        ("False".into(), "CreateAmbiguous".into(), message)
+    );
     assert_eq!(h.serval.profiles().len(), 2, "no third object");
 }
 

@@ -238,7 +238,7 @@ async fn upstream_refuses_the_delete() {
     assert_blocked(
         &h,
         "oncall",
-        "Error",
+        "PermissionDenied",
         &["caller may not delete access profiles"],
     );
     assert!(h.event_reasons().iter().any(|r| r == "TerminalError"));

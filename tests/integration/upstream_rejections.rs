@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessplane::api::{AppEntitlement, Connector, McpToolset, PersonaAccessControl};
+use accessplane::engine::conditions::reason;
 use accessplane::engine::{Engine, ManagedObject, Provider};
 use accessplane::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
@@ -59,15 +60,16 @@ async fn edit<K: ManagedObject>(h: &Harness, name: &str, patch: Value) {
 }
 
 /// Reconciles `name` until its `Synced` condition is `TerminalError` (at most 5 passes),
-/// asserts the condition carries `message`, then that [`QUIET_PASSES`] more passes at the
-/// same generation send nothing at all upstream (`calls` counts the upstream's requests,
-/// token requests included) and ask to come back only after minutes.
+/// asserts the condition carries `message` and `Ready` says `False/{ready_reason}`, then
+/// that [`QUIET_PASSES`] more passes at the same generation send nothing at all upstream
+/// (`calls` counts the upstream's requests, token requests included) and ask to come
+/// back only after minutes.
 async fn assert_terminal_and_quiet<K: ManagedObject, P: Provider<K>>(
     h: &Harness,
     engine: &Arc<Engine<K, P>>,
     plural: &str,
     name: &str,
-    message: &str,
+    (message, ready_reason): (&str, &str),
     calls: &dyn Fn() -> usize,
 ) {
     let before = calls();
@@ -88,6 +90,16 @@ async fn assert_terminal_and_quiet<K: ManagedObject, P: Provider<K>>(
         "{plural}/{name}: the upstream's message {message:?} in {text:?}"
     );
     assert!(calls() > before, "the upstream was asked once");
+    let (ready, why, ready_text) = h.condition_of(plural, name, "Ready");
+    assert_eq!(
+        (ready.as_str(), why.as_str()),
+        ("False", ready_reason),
+        "{plural}/{name}: {ready_text}"
+    );
+    assert!(
+        ready_text.contains(message),
+        "{plural}/{name}: Ready names the upstream's message {message:?}: {ready_text:?}"
+    );
 
     let refused_at = calls();
     for _ in 0..QUIET_PASSES {
@@ -173,7 +185,7 @@ async fn c1_refused_entitlement_create_is_terminal_until_the_spec_changes() {
         &engine,
         "appentitlements",
         "db-read",
-        message,
+        (message, reason::UPSTREAM_REJECTED),
         &c.calls(),
     )
     .await;
@@ -232,7 +244,7 @@ async fn c1_refused_entitlement_update_is_terminal_until_the_spec_changes() {
         &engine,
         "appentitlements",
         "db-read",
-        message,
+        (message, reason::UPSTREAM_REJECTED),
         &c.calls(),
     )
     .await;
@@ -272,7 +284,15 @@ async fn c1_refused_connector_create_is_terminal_until_the_spec_changes() {
         json!({"catalogId": "catalog-github", "displayName": "GitHub", "userIds": ["u-gone"]}),
     )
     .await;
-    assert_terminal_and_quiet(h, &engine, "connectors", "github", message, &c.calls()).await;
+    assert_terminal_and_quiet(
+        h,
+        &engine,
+        "connectors",
+        "github",
+        (message, reason::UPSTREAM_REJECTED),
+        &c.calls(),
+    )
+    .await;
     assert!(c.e.c1.connectors(&c.e.app).is_empty(), "nothing created");
 
     c.e.c1.clear_requests();
@@ -307,7 +327,15 @@ async fn c1_refused_toolset_create_is_terminal_until_the_spec_changes() {
         json!({"connectorId": connector, "displayName": "c1 admin", "tools": [{"id": tool}]}),
     )
     .await;
-    assert_terminal_and_quiet(h, &engine, "mcptoolsets", "search", message, &c.calls()).await;
+    assert_terminal_and_quiet(
+        h,
+        &engine,
+        "mcptoolsets",
+        "search",
+        (message, reason::UPSTREAM_REJECTED),
+        &c.calls(),
+    )
+    .await;
 
     c.e.c1.clear_requests();
     edit::<McpToolset>(h, "search", json!({"displayName": "Search only"})).await;
@@ -420,7 +448,7 @@ async fn ic_unknown_virtual_server_is_terminal_and_deletes_cleanly() {
         &env.engine,
         "personaaccesscontrols",
         "ghost",
-        "virtual server not found",
+        ("virtual server not found", reason::UPSTREAM_REJECTED),
         &env.calls(),
     )
     .await;
@@ -449,7 +477,7 @@ async fn ic_refused_create_is_terminal_until_the_spec_changes() {
         &env.engine,
         "personaaccesscontrols",
         "analysts",
-        &message,
+        (&message, reason::UPSTREAM_REJECTED),
         &env.calls(),
     )
     .await;
@@ -461,6 +489,45 @@ async fn ic_refused_create_is_terminal_until_the_spec_changes() {
     env.until_ready("analysts").await;
     assert_eq!(env.ic.count("POST", CONTROLS_PATH), 1, "one create");
     assert_eq!(env.tools("analyst"), vec![TOOL_A, TOOL_B]);
+}
+
+/// Credentials that work but lack permission (403): its own Ready reason, so an alert
+/// can tell it from a rejected spec; nothing is retried hot, and once the permission is
+/// granted the create goes through after the terminal hold.
+#[tokio::test]
+async fn ic_forbidden_create_is_permission_denied() {
+    let env = Ic::new().await;
+    let message = "API key ops may not manage persona access controls";
+    env.ic.push_fault(
+        FaultMatch::exactly("POST", CONTROLS_PATH),
+        Fault::Status {
+            code: 403,
+            retry_after: None,
+            retry_after_ms: None,
+            body: Some(json!({"errors": [{"name": "authorization", "message": message}]})),
+        },
+    );
+    env.apply("analysts", VS, "analyst", &[TOOL_A]).await;
+    assert_terminal_and_quiet(
+        &env.h,
+        &env.engine,
+        "personaaccesscontrols",
+        "analysts",
+        (message, reason::PERMISSION_DENIED),
+        &env.calls(),
+    )
+    .await;
+    assert!(env.ic.controls(CLUSTER).is_empty());
+
+    // Permission granted (the fault was used up): retried once the hold has passed.
+    env.h.advance(Duration::from_secs(15 * 60));
+    env.until_ready("analysts").await;
+    assert_eq!(
+        env.ic.count("POST", CONTROLS_PATH),
+        2,
+        "refused, then created"
+    );
+    assert_eq!(env.tools("analyst"), vec![TOOL_A]);
 }
 
 #[tokio::test]
@@ -481,7 +548,7 @@ async fn ic_refused_update_is_terminal_until_the_spec_changes() {
         &env.engine,
         "personaaccesscontrols",
         "analysts",
-        &message,
+        (&message, reason::UPSTREAM_REJECTED),
         &env.calls(),
     )
     .await;

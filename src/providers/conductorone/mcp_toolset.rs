@@ -23,7 +23,10 @@ use super::api::{self, is_deleted};
 use crate::api::connection::UpstreamKind;
 use crate::api::mcp_toolset::ToolSelector;
 use crate::api::{Connector, McpToolset};
-use crate::engine::{Created, Cx, Diff, EngineError, Provider, Reference, Written, is_adopted};
+use crate::engine::conditions::reason;
+use crate::engine::{
+    Created, Cx, Diff, EngineError, Provider, Reference, Unresolved, Written, is_adopted,
+};
 use crate::providers::segment;
 use crate::upstream::{Call, UpstreamError};
 
@@ -121,7 +124,7 @@ struct Tools {
 /// Which tools the spec asks for that can be bound, and why the others cannot.
 struct ToolPlan {
     wanted: BTreeSet<String>,
-    unresolved: Vec<String>,
+    unresolved: Vec<Unresolved>,
 }
 
 /// Resolves the spec's tools against the catalogue. A tool that is already bound stays
@@ -152,12 +155,16 @@ fn plan(selectors: &[ToolSelector], tools: &Tools, connector_id: &str) -> ToolPl
             (Some(tool), _) if tool.state.as_deref() == Some(TOOL_APPROVED) => {
                 plan.wanted.insert(tool.id.clone());
             }
-            (Some(tool), _) => plan.unresolved.push(format!(
-                "tool \"{label}\" is not approved ({})",
-                tool.state.as_deref().unwrap_or("no state")
+            (Some(tool), _) => plan.unresolved.push(Unresolved::new(
+                reason::TOOL_NOT_APPROVED,
+                format!(
+                    "tool \"{label}\" is not approved ({})",
+                    tool.state.as_deref().unwrap_or("no state")
+                ),
             )),
-            (None, _) => plan.unresolved.push(format!(
-                "tool \"{label}\" does not exist on connector {connector_id}"
+            (None, _) => plan.unresolved.push(Unresolved::new(
+                reason::TOOL_NOT_FOUND,
+                format!("tool \"{label}\" does not exist on connector {connector_id}"),
             )),
         }
     }
@@ -606,8 +613,14 @@ mod tests {
         assert_eq!(
             plan.unresolved,
             vec![
-                "tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING)".to_string(),
-                "tool \"nope\" does not exist on connector conn-1".to_string(),
+                Unresolved::new(
+                    reason::TOOL_NOT_APPROVED,
+                    "tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING)"
+                ),
+                Unresolved::new(
+                    reason::TOOL_NOT_FOUND,
+                    "tool \"nope\" does not exist on connector conn-1"
+                ),
             ]
         );
     }
