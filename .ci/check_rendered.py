@@ -1,6 +1,10 @@
 """Invariants of rendered chart manifests that schema validation cannot see.
 
-usage: check_rendered.py default.yaml all-features.yaml
+usage: check_rendered.py default.yaml all-features.yaml default-elsewhere.yaml all-features-elsewhere.yaml
+
+The last two are the same renders with the same release name in another release
+namespace: no object of theirs may have the kind, namespace and name of one of the
+first two's (cluster-scoped RBAC, Roles in watchNamespace or the lease namespace).
 """
 
 import sys
@@ -8,6 +12,8 @@ import sys
 import yaml
 
 RBAC_KINDS = {"Role", "ClusterRole"}
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+TEST_HOOK = "helm.sh/hook"
 
 
 def load(path):
@@ -24,18 +30,69 @@ def no_wildcards(docs, path):
                 assert "*" not in rule.get(field, []), f"{path}: {doc['kind']} {doc['metadata']['name']} has '*' in {field}"
 
 
-def hardened(docs, path):
-    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
-    pod = deploy["spec"]["template"]["spec"]
+def hardened_pod(pod, path):
     (container,) = pod["containers"]
     psc, csc = pod["securityContext"], container["securityContext"]
     assert psc["runAsNonRoot"] is True and psc["runAsUser"] == 65532, path
     assert psc["seccompProfile"]["type"] == "RuntimeDefault", path
     assert csc["readOnlyRootFilesystem"] is True and csc["allowPrivilegeEscalation"] is False, path
     assert csc["capabilities"]["drop"] == ["ALL"], path
+    assert {"requests", "limits"} <= container["resources"].keys(), path
+    return container
+
+
+def strategy(docs, path, leader_election):
+    """Both branches render the whole strategy: with server-side apply, a rollingUpdate
+    the apiserver defaulted has no owner, and a later switch to Recreate cannot drop it."""
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    got = deploy["spec"].get("strategy")
+    if leader_election:
+        assert got == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}, (path, got)
+    else:
+        assert got == {"type": "Recreate"}, (path, got)
+
+
+def test_hook(docs, path):
+    """`helm test` runs the image's own probe against the metrics Service's /readyz."""
+    hooks = [d for d in docs if TEST_HOOK in d["metadata"].get("annotations", {})]
+    assert [h["kind"] for h in hooks] == ["Pod"], f"{path}: expected one test Pod, got {kinds(hooks)}"
+    (pod,) = hooks
+    assert pod["metadata"]["annotations"][TEST_HOOK] == "test", path
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False, path
+    container = hardened_pod(spec, path)
+    (service,) = [d for d in docs if d["kind"] == "Service"]
+    port = service["spec"]["ports"][0]["port"]
+    url = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc:{port}/readyz"
+    assert container["args"] == ["probe", url], (path, container["args"])
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    assert container["image"] == deploy["spec"]["template"]["spec"]["containers"][0]["image"], path
+    selector = service["spec"]["selector"]
+    labels = pod["metadata"]["labels"]
+    assert not selector.items() <= labels.items(), f"{path}: the metrics Service would select the test Pod"
+
+
+def distinct_names(one, other, paths):
+    """The same release name in two namespaces: no object in common but the CRDs."""
+
+    def keys(docs):
+        return {
+            (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])
+            for d in docs
+            if d["kind"] != "CustomResourceDefinition"
+        }
+
+    shared = keys(one) & keys(other)
+    assert any(k[0] in CLUSTER_SCOPED for k in keys(one)), paths
+    assert not shared, f"{paths}: objects collide: {sorted(shared)}"
+
+
+def hardened(docs, path):
+    (deploy,) = [d for d in docs if d["kind"] == "Deployment"]
+    pod = deploy["spec"]["template"]["spec"]
+    container = hardened_pod(pod, path)
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz", path
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", path
-    assert {"requests", "limits"} <= container["resources"].keys(), path
     return {e["name"]: e.get("value") for e in container["env"]}
 
 
@@ -43,14 +100,19 @@ def kinds(docs):
     return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 
 
-def main(default_path, all_path):
+def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path):
     default, everything = load(default_path), load(all_path)
     for docs, path in ((default, default_path), (everything, all_path)):
         no_wildcards(docs, path)
+        test_hook(docs, path)
+    strategy(default, default_path, leader_election=False)
+    strategy(everything, all_path, leader_election=True)
+    distinct_names(default, load(default_elsewhere_path), (default_path, default_elsewhere_path))
+    distinct_names(everything, load(all_elsewhere_path), (all_path, all_elsewhere_path))
     env = hardened(default, default_path)
     assert env["ACCESSPLANE_LEADER_ELECTION"] == "false", env
     assert "ACCESSPLANE_NAMESPACE" not in env, env
-    optional = ("Role/", "RoleBinding/", "ServiceMonitor/", "PodDisruptionBudget/", "NetworkPolicy/", "ClusterRole/ap-accessplane-crds")
+    optional = ("Role/", "RoleBinding/", "ServiceMonitor/", "PodDisruptionBudget/", "NetworkPolicy/", "ClusterRole/ap-accessplane:accessplane-system:crds")
     extra = [k for k in kinds(default) if k.startswith(optional)]
     assert not extra, f"{default_path}: optional objects rendered by default: {extra}"
 

@@ -6,3 +6,6 @@ pub mod engine;
 pub mod providers;
 pub mod runtime;
 pub mod upstream;
+
+/// `User-Agent` of every request the operator sends, to Kubernetes and to the upstream APIs.
+pub const USER_AGENT: &str = concat!("accessplane/", env!("CARGO_PKG_VERSION"));

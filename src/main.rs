@@ -1,4 +1,4 @@
-//! The `accessplane` command: run the operator, print the CRDs, print the version.
+//! The `accessplane` command: run the operator, print the CRDs, print the version, probe.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +33,15 @@ enum Command {
     },
     /// Print the version.
     Version,
+    /// GET a URL and exit 0 only on a 2xx answer (the chart's `helm test` runs
+    /// `probe http://<release>-metrics.<namespace>.svc:<port>/readyz`).
+    Probe {
+        /// e.g. http://accessplane-metrics.accessplane-system.svc:8080/readyz
+        url: String,
+        /// Give up after this long (Go duration, e.g. 5s).
+        #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +96,12 @@ fn parse_resync(text: &str) -> Result<Duration, String> {
         return Err(format!("must be at least {}s", MIN_RESYNC.as_secs()));
     }
     Ok(interval)
+}
+
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    parse_interval(text)
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| format!("{text:?} is not a duration such as 5s"))
 }
 
 fn parse_rate(text: &str) -> Result<f64, String> {
@@ -147,6 +162,25 @@ fn main() -> ExitCode {
             println!("{}", version());
             ExitCode::SUCCESS
         }
+        Command::Probe { url, timeout } => probe(&url, timeout),
+    }
+}
+
+fn probe(url: &str, timeout: Duration) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            rt.block_on(runtime::probe::probe(url, timeout))
+                .map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(body) => {
+            println!("{url}: {body}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => fail(error),
     }
 }
 

@@ -4,6 +4,7 @@ mod changes;
 pub mod controllers;
 pub mod crds;
 pub mod leader;
+pub mod probe;
 pub mod server;
 pub mod telemetry;
 
@@ -141,10 +142,22 @@ impl Shared {
 /// Runs the operator until SIGTERM or Ctrl-C, then lets running reconciles finish.
 pub async fn run(config: RunConfig) -> Result<(), RuntimeError> {
     let shutdown = shutdown_signal()?;
-    let client = kube::Client::try_default()
-        .await
-        .map_err(RuntimeError::Client)?;
+    let client = kube_client().await.map_err(RuntimeError::Client)?;
     run_with(client, config, shutdown).await
+}
+
+/// The operator's Kubernetes client: the inferred configuration (in-cluster, or the
+/// current kubeconfig) plus `User-Agent: accessplane/<version>` on every request, so that
+/// audit logs and API Priority and Fairness flow schemas can tell the operator apart.
+pub async fn kube_client() -> Result<kube::Client, kube::Error> {
+    let mut config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(crate::USER_AGENT),
+    ));
+    kube::Client::try_from(config)
 }
 
 /// Runs the operator against `client` until `shutdown` resolves (tests pass a fake API server).

@@ -258,7 +258,7 @@ impl UpstreamClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(headers)
-            .user_agent(concat!("accessplane/", env!("CARGO_PKG_VERSION")))
+            .user_agent(crate::USER_AGENT)
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(MAX_CONNECT_TIMEOUT))
             // APIs do not redirect; following one could carry credentials elsewhere.

@@ -250,6 +250,19 @@ async fn custom_resource_status_and_generation() {
         .unwrap();
     assert_eq!(stored["spec"]["size"], 3);
     assert_eq!(stored["kind"], "Widget");
+    // Like the real apiserver, an apply configuration must say what it is.
+    let untyped = api
+        .patch(
+            "w2",
+            &ssa,
+            &Patch::Apply(json!({"metadata": {"name": "w2"}, "spec": {"size": 4}})),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&untyped, kube::Error::Api(s) if s.code == 400 && s.message.contains("invalid object type")),
+        "{untyped}"
+    );
 
     // A failed JSON-patch test op is an API error (422), and nothing changes.
     let before = fake.resource_version();

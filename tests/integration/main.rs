@@ -2,6 +2,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod argocd_application;
 mod argocd_health;
 mod c1_app_entitlement;
 mod c1_connector;
@@ -20,9 +21,11 @@ mod harness;
 mod instaclustr_persona;
 mod kube_faults;
 mod leader_election;
+mod probe;
 mod runtime_tests;
 mod scale;
 mod secret_leaks;
 mod serval_access_profile;
 mod stuck_deletion;
 mod upstream_rejections;
+mod user_agent;

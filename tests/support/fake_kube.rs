@@ -41,6 +41,8 @@ pub struct RecordedRequest {
     pub content_type: Option<String>,
     /// Request body parsed as JSON (or YAML for apply patches); `None` if empty.
     pub body: Option<Value>,
+    /// The `User-Agent` header, `None` if absent (a client with no identity).
+    pub user_agent: Option<String>,
 }
 
 impl RecordedRequest {
@@ -336,6 +338,14 @@ impl FakeKube {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(String::from);
+        // All values, comma-joined, so a header sent twice does not go unnoticed.
+        let user_agents: Vec<&str> = parts
+            .headers
+            .get_all(http::header::USER_AGENT)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("<non-ascii>"))
+            .collect();
+        let user_agent = (!user_agents.is_empty()).then(|| user_agents.join(", "));
         let body = parse_body(&body);
         let mut st = self.lock();
         st.requests.push(RecordedRequest {
@@ -344,6 +354,7 @@ impl FakeKube {
             query: query.clone(),
             content_type: content_type.clone(),
             body: body.clone(),
+            user_agent,
         });
         let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
         if let Some(code) = st.take_fault(parts.method.as_str(), &path, &body_text) {
@@ -723,6 +734,17 @@ impl State {
             .next()
             .unwrap_or("")
             .trim();
+        // The real apiserver refuses an apply configuration without its type (400
+        // "invalid object type: /, Kind="), for creates and updates alike.
+        if ct == "application/apply-patch+yaml"
+            && (body["apiVersion"].as_str().is_none() || body["kind"].as_str().is_none())
+        {
+            return Err(ApiError::bad_request(format!(
+                "invalid object type: {}, Kind={}",
+                body["apiVersion"].as_str().unwrap_or("/"),
+                body["kind"].as_str().unwrap_or("")
+            )));
+        }
         let Some(old) = self.objects.get(&key).cloned() else {
             // Server-side apply creates missing objects.
             if ct == "application/apply-patch+yaml" && !status_only {

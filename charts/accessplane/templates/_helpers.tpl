@@ -17,6 +17,16 @@
 {{- end }}
 {{- end }}
 
+{{/*
+Name of RBAC objects that may live outside the release namespace (ClusterRoles and
+their bindings, Roles in watchNamespace or the lease namespace): the full name plus
+the release namespace, so the same release name installed in two namespaces does not
+collide. ':' cannot occur in either part, so no two releases map to one name.
+*/}}
+{{- define "accessplane.rbacName" -}}
+{{- printf "%s:%s" (include "accessplane.fullname" .) .Release.Namespace }}
+{{- end }}
+
 {{- define "accessplane.chart" -}}
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
@@ -33,6 +43,33 @@ app.kubernetes.io/version: {{ include "accessplane.tag" . | quote }}
 app.kubernetes.io/component: operator
 app.kubernetes.io/part-of: accessplane
 app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels of the `helm test` Pod (not the operator's selector: the Service must not pick it). */}}
+{{- define "accessplane.testLabels" -}}
+helm.sh/chart: {{ include "accessplane.chart" . }}
+app.kubernetes.io/name: {{ include "accessplane.name" . }}-test
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: test
+app.kubernetes.io/part-of: accessplane
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Pod and container hardening (restricted PodSecurity), shared by the operator and the test Pod. */}}
+{{- define "accessplane.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "accessplane.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
 {{- end }}
 
 {{- define "accessplane.tag" -}}
