@@ -1,5 +1,6 @@
-//! End to end against a real cluster: `ACCESSPLANE_E2E=1` and a kubeconfig (current
-//! context). Each script installs the CRDs, runs the operator in-process (so it can reach
+//! End to end against a real apiserver: the real-apiserver tier's (`KUBEBUILDER_ASSETS`,
+//! see `support/envtest.rs`), or any cluster with `ACCESSPLANE_E2E=1` and a kubeconfig
+//! (current context). Each script installs the CRDs, runs the operator in-process (so it can reach
 //! the fake upstream on 127.0.0.1) in a fresh namespace, applies an example, waits for
 //! Ready, deletes, and checks the upstream. Without a cluster the cluster tests are
 //! skipped (they pass with a note); every script also runs against the in-memory
@@ -12,56 +13,84 @@ use accessplane::engine::ManagedObject;
 use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
+use crate::support::envtest::Envtest;
 use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
-/// The cluster of an enabled e2e run, or `None` (skip) without `ACCESSPLANE_E2E=1`.
-pub async fn cluster() -> Option<kube::Client> {
-    if std::env::var("ACCESSPLANE_E2E").as_deref() != Ok("1") {
-        eprintln!("skipped: set ACCESSPLANE_E2E=1 with a kubeconfig to run the end-to-end tests");
-        return None;
-    }
+/// Where a script runs: a client, and the real-apiserver tier when it is that (then
+/// `kubectl` can check what Argo CD would see).
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub envtest: Option<&'static Envtest>,
+}
+
+/// The cluster of an e2e run: the current kubeconfig context with `ACCESSPLANE_E2E=1`,
+/// else the real-apiserver tier's apiserver (`KUBEBUILDER_ASSETS`), else `None` (skip).
+pub async fn cluster() -> Option<Cluster> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    Some(
-        kube::Client::try_default()
+    if std::env::var("ACCESSPLANE_E2E").as_deref() == Ok("1") {
+        let client = kube::Client::try_default()
             .await
-            .expect("ACCESSPLANE_E2E=1 needs a reachable cluster"),
-    )
+            .expect("ACCESSPLANE_E2E=1 needs a reachable cluster");
+        return Some(Cluster {
+            client,
+            envtest: None,
+        });
+    }
+    let envtest = crate::support::envtest::envtest()?;
+    Some(Cluster {
+        client: envtest.admin().await,
+        envtest: Some(envtest),
+    })
 }
 
 /// The in-memory apiserver, for checking the scripts themselves.
-pub fn fake_cluster() -> kube::Client {
+pub fn fake_cluster() -> Cluster {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    FakeKube::new().client()
+    Cluster {
+        client: FakeKube::new().client(),
+        envtest: None,
+    }
 }
+
+/// Argo CD's field manager with `ServerSideApply=true`.
+const ARGOCD_MANAGER: &str = "argocd-controller";
+/// The resync interval of [`Operator::start`]: short, so that [`Operator::settled`]
+/// sees several resyncs.
+const E2E_RESYNC: Duration = Duration::from_secs(1);
 
 /// The operator running in its own fresh namespace.
 pub struct Operator {
     pub client: kube::Client,
     pub ns: String,
+    envtest: Option<&'static Envtest>,
+    resync: Duration,
     stop: tokio::sync::oneshot::Sender<()>,
     handle: JoinHandle<Result<(), RuntimeError>>,
 }
 
 impl Operator {
-    pub async fn start(client: kube::Client) -> Self {
+    pub async fn start(cluster: Cluster) -> Self {
         let timing = accessplane::engine::requeue::Timing {
-            resync: Duration::from_secs(60),
+            resync: E2E_RESYNC,
             ..Default::default()
         };
-        Self::start_with(client, timing).await
+        Self::start_with(cluster, timing).await
     }
 
     pub async fn start_with(
-        client: kube::Client,
+        cluster: Cluster,
         timing: accessplane::engine::requeue::Timing,
     ) -> Self {
+        let Cluster { client, envtest } = cluster;
+        let resync = timing.resync;
         let ns = format!("accessplane-e2e-{}", rand::random::<u32>());
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
@@ -86,6 +115,8 @@ impl Operator {
         let operator = Self {
             client,
             ns,
+            envtest,
+            resync,
             stop,
             handle,
         };
@@ -104,7 +135,8 @@ impl Operator {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
-    /// Creates an object (Secret, Connection or any kind of the group) in the namespace.
+    /// Applies an object (Secret, Connection or any kind of the group) in the namespace
+    /// as Argo CD does with `ServerSideApply=true`: server-side apply, its field manager.
     pub async fn apply<K>(&self, mut value: Value)
     where
         K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
@@ -113,12 +145,67 @@ impl Operator {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
+        value["apiVersion"] = json!(K::api_version(&()));
+        value["kind"] = json!(K::kind(&()));
         value["metadata"]["namespace"] = json!(self.ns);
-        let obj: K = serde_json::from_value(value).unwrap();
+        let name = value["metadata"]["name"].as_str().unwrap().to_string();
         self.api::<K>()
-            .create(&PostParams::default(), &obj)
+            .patch(
+                &name,
+                &PatchParams::apply(ARGOCD_MANAGER),
+                &Patch::Apply(&value),
+            )
             .await
             .unwrap();
+    }
+
+    /// After Ready: over several resyncs nothing is written to the object (its
+    /// resourceVersion stays), and on the real apiserver `kubectl diff --server-side`
+    /// of `manifest` as Argo CD's field manager finds nothing (no OutOfSync).
+    pub async fn settled<K: ManagedObject>(&self, mut manifest: Value) {
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        let api = self.api::<K>();
+        let version = async || {
+            api.get(&name)
+                .await
+                .unwrap()
+                .meta()
+                .resource_version
+                .clone()
+        };
+        let before = version().await;
+        // Three resyncs at E2E_RESYNC; scripts that need a long resync wait as long.
+        tokio::time::sleep(
+            (self.resync * 3).min(Duration::from_secs(3)) + Duration::from_millis(500),
+        )
+        .await;
+        assert_eq!(
+            version().await,
+            before,
+            "{} {name} was written to while converged",
+            K::kind(&())
+        );
+        let Some(env) = self.envtest else { return };
+        manifest["metadata"]["namespace"] = json!(self.ns);
+        let out = env.kubectl(
+            &[
+                "diff",
+                "--server-side",
+                "--field-manager",
+                ARGOCD_MANAGER,
+                "-f",
+                "-",
+            ],
+            Some(&manifest.to_string()),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "kubectl diff --server-side of {} {name} is not empty:\n{}{}",
+            K::kind(&()),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A Secret and a Connection named `name` with the given upstream spec.
@@ -208,8 +295,8 @@ pub async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn e2e_serval_access_profile() {
-    if let Some(client) = cluster().await {
-        serval_access_profile(client).await;
+    if let Some(cluster) = cluster().await {
+        serval_access_profile(cluster).await;
     }
 }
 
@@ -218,19 +305,20 @@ async fn e2e_script_serval_access_profile() {
     serval_access_profile(fake_cluster()).await;
 }
 
-async fn serval_access_profile(client: kube::Client) {
+async fn serval_access_profile(cluster: Cluster) {
     let serval = FakeServal::start().await;
     serval.add_client("e2e-operator", "e2e-secret");
-    let op = Operator::start(client).await;
+    let op = Operator::start(cluster).await;
     op.connect(
         "serval-prod",
         json!({"clientId": "e2e-operator", "clientSecret": "e2e-secret"}),
         json!({"serval": {"baseUrl": serval.base_url()}}),
     )
     .await;
-    op.apply::<AccessProfile>(example("serval/accessprofile.yaml"))
-        .await;
+    let profile = example("serval/accessprofile.yaml");
+    op.apply::<AccessProfile>(profile.clone()).await;
     op.wait_ready::<AccessProfile>("payments-oncall").await;
+    op.settled::<AccessProfile>(profile).await;
     assert_eq!(serval.profiles().len(), 1);
     assert_eq!(serval.profiles()[0]["name"], "Payments on-call");
 
@@ -244,8 +332,8 @@ async fn serval_access_profile(client: kube::Client) {
 
 #[tokio::test]
 async fn e2e_c1_app_entitlement() {
-    if let Some(client) = cluster().await {
-        c1_app_entitlement(client).await;
+    if let Some(cluster) = cluster().await {
+        c1_app_entitlement(cluster).await;
     }
 }
 
@@ -254,10 +342,10 @@ async fn e2e_script_c1_app_entitlement() {
     c1_app_entitlement(fake_cluster()).await;
 }
 
-async fn c1_app_entitlement(client: kube::Client) {
+async fn c1_app_entitlement(cluster: Cluster) {
     let c1 = FakeC1::start().await;
     let app = c1.seed_app();
-    let op = Operator::start(client).await;
+    let op = Operator::start(cluster).await;
     op.connect_c1(&c1).await;
     let mut entitlement = example("conductorone/appentitlement.yaml");
     entitlement["spec"]["appId"] = json!(app);
@@ -265,8 +353,9 @@ async fn c1_app_entitlement(client: kube::Client) {
         .as_object_mut()
         .unwrap()
         .remove("grantPolicyId");
-    op.apply::<AppEntitlement>(entitlement).await;
+    op.apply::<AppEntitlement>(entitlement.clone()).await;
     op.wait_ready::<AppEntitlement>("prod-db-read").await;
+    op.settled::<AppEntitlement>(entitlement).await;
     let created = c1.entitlements(&app);
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["displayName"], "Production DB read");
@@ -281,8 +370,8 @@ async fn c1_app_entitlement(client: kube::Client) {
 
 #[tokio::test]
 async fn e2e_instaclustr_persona_access_control() {
-    if let Some(client) = cluster().await {
-        instaclustr_persona_access_control(client).await;
+    if let Some(cluster) = cluster().await {
+        instaclustr_persona_access_control(cluster).await;
     }
 }
 
@@ -291,12 +380,12 @@ async fn e2e_script_instaclustr_persona_access_control() {
     instaclustr_persona_access_control(fake_cluster()).await;
 }
 
-async fn instaclustr_persona_access_control(client: kube::Client) {
+async fn instaclustr_persona_access_control(cluster: Cluster) {
     let ic = FakeInstaclustr::start().await;
     ic.add_account("e2e", "e2e-key");
     ic.add_virtual_server("gw-e2e", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
     ic.set_visibility_delay(Duration::from_millis(500));
-    let op = Operator::start(client).await;
+    let op = Operator::start(cluster).await;
     op.connect(
         "instaclustr-prod",
         json!({"username": "e2e", "apiKey": "e2e-key"}),
@@ -305,9 +394,10 @@ async fn instaclustr_persona_access_control(client: kube::Client) {
     .await;
     let mut control = example("instaclustr/personaaccesscontrol.yaml");
     control["spec"]["clusterId"] = json!("gw-e2e");
-    op.apply::<PersonaAccessControl>(control).await;
+    op.apply::<PersonaAccessControl>(control.clone()).await;
     op.wait_ready::<PersonaAccessControl>("analysts-allowlist")
         .await;
+    op.settled::<PersonaAccessControl>(control).await;
     let id = "b2c3d4e5-f6a7-8901-bcde-f12345678901_analyst";
     assert_eq!(ic.control(id).unwrap()["type"], "ALLOWLIST");
 

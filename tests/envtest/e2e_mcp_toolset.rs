@@ -7,13 +7,13 @@ use accessplane::api::{Connector, McpToolset};
 use accessplane::engine::requeue::Timing;
 use serde_json::json;
 
-use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
+use crate::e2e::{Cluster, Operator, cluster, example, fake_cluster, wait_for};
 use crate::support::fake_c1::{FakeC1, TOOL_APPROVED};
 
 #[tokio::test]
 async fn e2e_mcp_toolset() {
-    if let Some(client) = cluster().await {
-        mcp_toolset(client).await;
+    if let Some(cluster) = cluster().await {
+        mcp_toolset(cluster).await;
     }
 }
 
@@ -22,7 +22,7 @@ async fn e2e_script_mcp_toolset() {
     mcp_toolset(fake_cluster()).await;
 }
 
-async fn mcp_toolset(client: kube::Client) {
+async fn mcp_toolset(cluster: Cluster) {
     let c1 = FakeC1::start().await;
     let app = c1.seed_app();
     let connector = c1.seed_connector(&app, "GitHub MCP");
@@ -36,13 +36,13 @@ async fn mcp_toolset(client: kube::Client) {
         error_backoff_max: Duration::from_secs(300),
         ..Timing::default()
     };
-    let op = Operator::start_with(client, timing).await;
+    let op = Operator::start_with(cluster, timing).await;
     op.connect_c1(&c1).await;
 
     let mut toolset = example("conductorone/mcptoolset.yaml");
     // The example's tool id belongs to some tenant; use one of the fake's.
     toolset["spec"]["tools"][2] = json!({"id": tools[2]});
-    op.apply::<McpToolset>(toolset).await;
+    op.apply::<McpToolset>(toolset.clone()).await;
     let toolsets = op.api::<McpToolset>();
     wait_for("the toolset to wait for its Connector", async || {
         let obj = serde_json::to_value(toolsets.get("github-readers").await.unwrap()).unwrap();
@@ -62,6 +62,7 @@ async fn mcp_toolset(client: kube::Client) {
     )
     .await;
     op.wait_ready::<McpToolset>("github-readers").await;
+    op.settled::<McpToolset>(toolset).await;
     let id = toolsets
         .get("github-readers")
         .await

@@ -9,13 +9,13 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::e2e::{Operator, cluster, example, fake_cluster, wait_for};
+use crate::e2e::{Cluster, Operator, cluster, example, fake_cluster, wait_for};
 use crate::support::fake_c1::FakeC1;
 
 #[tokio::test]
 async fn e2e_c1_connector() {
-    if let Some(client) = cluster().await {
-        c1_connector(client).await;
+    if let Some(cluster) = cluster().await {
+        c1_connector(cluster).await;
     }
 }
 
@@ -24,10 +24,15 @@ async fn e2e_script_c1_connector() {
     c1_connector(fake_cluster()).await;
 }
 
-async fn c1_connector(client: kube::Client) {
+async fn c1_connector(cluster: Cluster) {
     let c1 = FakeC1::start().await;
     let app = c1.seed_app();
-    let op = Operator::start(client).await;
+    // A long resync: the Secret rotation below must arrive through the watch.
+    let timing = accessplane::engine::requeue::Timing {
+        resync: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let op = Operator::start_with(cluster, timing).await;
     op.connect_c1(&c1).await;
     let mut secret = example("conductorone/connector-config-secret.yaml");
     secret["stringData"] = json!({"token": "e2e-token", "orgs": "acme"});
@@ -36,8 +41,9 @@ async fn c1_connector(client: kube::Client) {
     connector["spec"]["appId"] = json!(app);
     connector["spec"]["catalogId"] = json!("catalog-github");
     connector["spec"]["userIds"] = json!(["u-owner"]);
-    op.apply::<Connector>(connector).await;
+    op.apply::<Connector>(connector.clone()).await;
     op.wait_ready::<Connector>("github").await;
+    op.settled::<Connector>(connector).await;
 
     let live: Vec<Value> = c1
         .connectors(&app)
