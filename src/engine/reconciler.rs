@@ -552,10 +552,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         generation,
                         requested_at: now.to_string(),
                     });
-                    v.event = Some((
-                        "UpdateRequested",
-                        format!("requested update of upstream {id}: {fields}"),
-                    ));
+                    // An Event says whether the user's change or drift caused the write.
+                    v.event = Some(if spec_changed {
+                        (
+                            "UpdateRequested",
+                            format!("requested update of upstream {id}: {fields}"),
+                        )
+                    } else {
+                        (
+                            "DriftCorrectionRequested",
+                            format!("requested correction of drift of upstream {id}: {fields}"),
+                        )
+                    });
                     v
                 }
             }

@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
-use accessplane::api::{AccessProfile, AppEntitlement, Connection, PersonaAccessControl};
+use accessplane::api::{
+    AccessProfile, AppEntitlement, Connection, Connector, McpToolset, PersonaAccessControl,
+};
 use accessplane::engine::ManagedObject;
 use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
@@ -60,11 +62,33 @@ pub fn fake_cluster() -> Cluster {
     }
 }
 
+/// A namespaced kind of the API (any of the group's, Secrets, Events).
+pub trait Namespaced:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + serde::Serialize
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
+    K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+{
+}
+
 /// Argo CD's field manager with `ServerSideApply=true`.
 const ARGOCD_MANAGER: &str = "argocd-controller";
 /// The resync interval of [`Operator::start`]: short, so that [`Operator::settled`]
 /// sees several resyncs.
 const E2E_RESYNC: Duration = Duration::from_secs(1);
+/// The resync interval [`Operator::drift_corrected`] asks for when the operator's is longer
+/// (the shortest the annotation allows).
+const DRIFT_RESYNC: Duration = Duration::from_secs(10);
 
 /// The operator running in its own fresh namespace.
 pub struct Operator {
@@ -120,31 +144,29 @@ impl Operator {
             stop,
             handle,
         };
-        // The operator installs the CRDs; wait until the API serves them.
-        let connections = operator.api::<Connection>();
-        wait_for("the CRDs", async || {
-            connections.list(&Default::default()).await.is_ok()
-        })
-        .await;
+        // The operator installs the CRDs; wait until the API serves every kind (another
+        // test's operator may have installed some of them a moment ago, not all yet).
+        wait_for("the CRDs", async || operator.serves_every_kind().await).await;
         operator
     }
 
-    pub fn api<K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>>(
-        &self,
-    ) -> Api<K> {
+    async fn serves_every_kind(&self) -> bool {
+        let lp = kube::api::ListParams::default().limit(1);
+        self.api::<Connection>().list(&lp).await.is_ok()
+            && self.api::<AccessProfile>().list(&lp).await.is_ok()
+            && self.api::<AppEntitlement>().list(&lp).await.is_ok()
+            && self.api::<Connector>().list(&lp).await.is_ok()
+            && self.api::<McpToolset>().list(&lp).await.is_ok()
+            && self.api::<PersonaAccessControl>().list(&lp).await.is_ok()
+    }
+
+    pub fn api<K: Namespaced>(&self) -> Api<K> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
     /// Applies an object (Secret, Connection or any kind of the group) in the namespace
     /// as Argo CD does with `ServerSideApply=true`: server-side apply, its field manager.
-    pub async fn apply<K>(&self, mut value: Value)
-    where
-        K: kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
-            + Clone
-            + serde::Serialize
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-    {
+    pub async fn apply<K: Namespaced>(&self, mut value: Value) {
         value["apiVersion"] = json!(K::api_version(&()));
         value["kind"] = json!(K::kind(&()));
         value["metadata"]["namespace"] = json!(self.ns);
@@ -162,7 +184,7 @@ impl Operator {
     /// After Ready: over several resyncs nothing is written to the object (its
     /// resourceVersion stays), and on the real apiserver `kubectl diff --server-side`
     /// of `manifest` as Argo CD's field manager finds nothing (no OutOfSync).
-    pub async fn settled<K: ManagedObject>(&self, mut manifest: Value) {
+    pub async fn settled<K: Namespaced>(&self, mut manifest: Value) {
         let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
         let api = self.api::<K>();
         let version = async || {
@@ -231,19 +253,109 @@ impl Operator {
         .await;
     }
 
-    pub async fn wait_ready<K: ManagedObject>(&self, name: &str) {
+    /// Waits until `Ready` is True for the object's current generation (the status and
+    /// its `Ready` condition both carry `observedGeneration == metadata.generation`).
+    pub async fn wait_ready<K: Namespaced>(&self, name: &str) {
         let api = self.api::<K>();
         wait_for(
             &format!("{} {name} to be Ready", K::kind(&())),
             async || {
                 let obj = serde_json::to_value(api.get(name).await.unwrap()).unwrap();
-                obj["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
+                let generation = &obj["metadata"]["generation"];
+                obj["status"]["observedGeneration"] == *generation
+                    && obj["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter().any(|c| {
+                            c["type"] == "Ready"
+                                && c["status"] == "True"
+                                && c["observedGeneration"] == *generation
+                        })
+                    })
             },
         )
         .await;
+    }
+
+    /// Drift: `drift` changes the upstream object behind the operator's back; a resync
+    /// must put it back (`restored` holds) and say so with a `DriftCorrected` Event
+    /// (`DriftCorrectionRequested` where the upstream applies writes later), and
+    /// the object must settle again. An operator with a long resync is asked for a
+    /// shorter one on this object, as a user would: the resync-interval annotation.
+    pub async fn drift_corrected<K: ManagedObject>(
+        &self,
+        manifest: Value,
+        drift: impl FnOnce(),
+        restored: impl Fn() -> bool,
+    ) {
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        if self.resync > DRIFT_RESYNC {
+            let annotation = json!({"metadata": {"annotations": {
+                accessplane::engine::requeue::RESYNC_ANNOTATION: "10s"}}});
+            self.api::<K>()
+                .patch(
+                    &name,
+                    &PatchParams {
+                        field_manager: Some("kubectl-annotate".into()),
+                        ..Default::default()
+                    },
+                    &Patch::Merge(annotation),
+                )
+                .await
+                .unwrap();
+        }
+        drift();
+        assert!(!restored(), "the drift took effect upstream");
+        wait_for(
+            &format!("the drift of {} {name} to be corrected", K::kind(&())),
+            async || restored(),
+        )
+        .await;
+        wait_for(
+            &format!("a DriftCorrected Event about {} {name}", K::kind(&())),
+            async || {
+                self.events_about(&name)
+                    .await
+                    .iter()
+                    .any(|r| r == "DriftCorrected" || r == "DriftCorrectionRequested")
+            },
+        )
+        .await;
+        self.wait_ready::<K>(&name).await;
+        self.settled::<K>(manifest).await;
+    }
+
+    /// Reasons of the Events about objects named `name` in the namespace.
+    pub async fn events_about(&self, name: &str) -> Vec<String> {
+        let events: Api<k8s_openapi::api::events::v1::Event> = self.api();
+        let list = events.list(&Default::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| {
+                e.regarding
+                    .as_ref()
+                    .is_some_and(|r| r.name.as_deref() == Some(name))
+            })
+            .filter_map(|e| e.reason)
+            .collect()
+    }
+
+    /// `deletionPolicy: Orphan`: applies `manifest` with it, waits for Ready, deletes the
+    /// object and checks that the upstream object is still there (`exists`).
+    pub async fn orphaned<K: ManagedObject>(
+        &self,
+        mut manifest: Value,
+        exists: impl AsyncFn() -> bool,
+    ) {
+        let name = manifest["metadata"]["name"].as_str().unwrap().to_string();
+        manifest["spec"]["deletionPolicy"] = json!("Orphan");
+        self.apply::<K>(manifest).await;
+        self.wait_ready::<K>(&name).await;
+        assert!(exists().await, "Ready means the upstream object exists");
+        self.delete_and_wait::<K>(&name).await;
+        assert!(
+            exists().await,
+            "{} {name} with deletionPolicy Orphan: the upstream object stays",
+            K::kind(&())
+        );
     }
 
     pub async fn delete_and_wait<K: ManagedObject>(&self, name: &str) {
@@ -318,15 +430,26 @@ async fn serval_access_profile(cluster: Cluster) {
     let profile = example("serval/accessprofile.yaml");
     op.apply::<AccessProfile>(profile.clone()).await;
     op.wait_ready::<AccessProfile>("payments-oncall").await;
-    op.settled::<AccessProfile>(profile).await;
+    op.settled::<AccessProfile>(profile.clone()).await;
     assert_eq!(serval.profiles().len(), 1);
     assert_eq!(serval.profiles()[0]["name"], "Payments on-call");
+    let id = serval.profiles()[0]["id"].as_str().unwrap().to_string();
+
+    let description = || serval.profile(&id).unwrap()["description"].clone();
+    op.drift_corrected::<AccessProfile>(
+        profile.clone(),
+        || serval.edit_profile(&id, |p| p["description"] = json!("edited in the UI")),
+        || description() == profile["spec"]["description"],
+    )
+    .await;
 
     op.delete_and_wait::<AccessProfile>("payments-oncall").await;
     assert!(
         serval.profiles().is_empty(),
         "deleted upstream (the operator created it)"
     );
+    op.orphaned::<AccessProfile>(profile, async || serval.profiles().len() == 1)
+        .await;
     op.finish("serval-prod").await;
 }
 
@@ -355,16 +478,31 @@ async fn c1_app_entitlement(cluster: Cluster) {
         .remove("grantPolicyId");
     op.apply::<AppEntitlement>(entitlement.clone()).await;
     op.wait_ready::<AppEntitlement>("prod-db-read").await;
-    op.settled::<AppEntitlement>(entitlement).await;
+    op.settled::<AppEntitlement>(entitlement.clone()).await;
     let created = c1.entitlements(&app);
     assert_eq!(created.len(), 1);
     assert_eq!(created[0]["displayName"], "Production DB read");
+    let id = created[0]["id"].as_str().unwrap().to_string();
+
+    let display_name = || c1.entitlement(&app, &id).unwrap()["displayName"].clone();
+    op.drift_corrected::<AppEntitlement>(
+        entitlement.clone(),
+        || c1.edit_entitlement(&app, &id, |e| e["displayName"] = json!("Renamed in the UI")),
+        || display_name() == "Production DB read",
+    )
+    .await;
 
     op.delete_and_wait::<AppEntitlement>("prod-db-read").await;
     assert!(
         c1.entitlements(&app)[0]["deletedAt"].is_string(),
         "deleted upstream (the operator created it)"
     );
+    let live = || {
+        let all = c1.entitlements(&app).into_iter();
+        all.filter(|e| e["deletedAt"].is_null()).count()
+    };
+    op.orphaned::<AppEntitlement>(entitlement, async || live() == 1)
+        .await;
     op.finish("c1-prod").await;
 }
 
@@ -397,9 +535,23 @@ async fn instaclustr_persona_access_control(cluster: Cluster) {
     op.apply::<PersonaAccessControl>(control.clone()).await;
     op.wait_ready::<PersonaAccessControl>("analysts-allowlist")
         .await;
-    op.settled::<PersonaAccessControl>(control).await;
+    op.settled::<PersonaAccessControl>(control.clone()).await;
     let id = "b2c3d4e5-f6a7-8901-bcde-f12345678901_analyst";
     assert_eq!(ic.control(id).unwrap()["type"], "ALLOWLIST");
+
+    // The gateway keeps tools in an order of its own: compare them as sets.
+    let sorted = |tools: &Value| {
+        let mut tools: Vec<String> = serde_json::from_value(tools.clone()).unwrap();
+        tools.sort();
+        tools
+    };
+    let tools = || sorted(&ic.control(id).unwrap()["tools"]);
+    op.drift_corrected::<PersonaAccessControl>(
+        control.clone(),
+        || ic.edit_control(id, |c| c["tools"] = json!([])),
+        || tools() == sorted(&control["spec"]["tools"]),
+    )
+    .await;
 
     op.delete_and_wait::<PersonaAccessControl>("analysts-allowlist")
         .await;
@@ -407,5 +559,57 @@ async fn instaclustr_persona_access_control(cluster: Cluster) {
         ic.control(id).is_none(),
         "deleted on the gateway before the finalizer went"
     );
+    op.orphaned::<PersonaAccessControl>(control, async || ic.control(id).is_some())
+        .await;
     op.finish("instaclustr-prod").await;
+}
+
+#[tokio::test]
+async fn e2e_connection() {
+    if let Some(cluster) = cluster().await {
+        connection(cluster).await;
+    }
+}
+
+#[tokio::test]
+async fn e2e_script_connection() {
+    connection(fake_cluster()).await;
+}
+
+/// A `Connection` on its own: verified, quiet while nothing changes, a broken and then
+/// repaired credentials Secret reflected in `Ready` through the Secret watch, deleted.
+async fn connection(cluster: Cluster) {
+    let serval = FakeServal::start().await;
+    serval.add_client("e2e-operator", "e2e-secret");
+    let op = Operator::start(cluster).await;
+    // The example Connection, pointed at the fake, and its Secret.
+    let credentials = |secret: &str| {
+        json!({"metadata": {"name": "serval-credentials"},
+               "stringData": {"clientId": "e2e-operator", "clientSecret": secret}})
+    };
+    op.apply::<Secret>(credentials("e2e-secret")).await;
+    let mut manifest = example("serval/connection.yaml");
+    manifest["spec"]["serval"]["baseUrl"] = json!(serval.base_url());
+    op.apply::<Connection>(manifest.clone()).await;
+    op.wait_ready::<Connection>("serval-prod").await;
+    op.settled::<Connection>(manifest).await;
+
+    let ready_reason = async || {
+        let obj = op.api::<Connection>().get("serval-prod").await.unwrap();
+        let obj = serde_json::to_value(obj).unwrap();
+        let conditions = obj["status"]["conditions"].as_array().cloned();
+        let ready = conditions.unwrap_or_default().into_iter();
+        ready
+            .filter(|c| c["type"] == "Ready")
+            .map(|c| c["reason"].as_str().unwrap_or_default().to_string())
+            .next()
+    };
+    op.apply::<Secret>(credentials("wrong")).await;
+    wait_for("the Connection to fail authentication", async || {
+        ready_reason().await.as_deref() == Some("AuthenticationFailed")
+    })
+    .await;
+    op.apply::<Secret>(credentials("e2e-secret")).await;
+    op.wait_ready::<Connection>("serval-prod").await;
+    op.finish("serval-prod").await;
 }

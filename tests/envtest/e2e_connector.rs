@@ -43,7 +43,7 @@ async fn c1_connector(cluster: Cluster) {
     connector["spec"]["userIds"] = json!(["u-owner"]);
     op.apply::<Connector>(connector.clone()).await;
     op.wait_ready::<Connector>("github").await;
-    op.settled::<Connector>(connector).await;
+    op.settled::<Connector>(connector.clone()).await;
 
     let live: Vec<Value> = c1
         .connectors(&app)
@@ -83,10 +83,24 @@ async fn c1_connector(cluster: Cluster) {
         Some(json!({"stringValue": "e2e-token-rotated"}))
     );
 
+    let display_name = || c1.connector(&id).unwrap()["displayName"].clone();
+    op.drift_corrected::<Connector>(
+        connector.clone(),
+        || c1.edit_connector(&id, |c| c["displayName"] = json!("Renamed in the UI")),
+        || display_name() == "GitHub",
+    )
+    .await;
+
     op.delete_and_wait::<Connector>("github").await;
     assert!(
         c1.connector(&id).unwrap()["deletedAt"].is_string(),
         "deleted upstream (the operator created it)"
     );
+    let live = || {
+        let all = c1.connectors(&app).into_iter();
+        all.filter(|c| c["deletedAt"].is_null()).count()
+    };
+    op.orphaned::<Connector>(connector, async || live() == 1)
+        .await;
     op.finish("c1-prod").await;
 }

@@ -62,7 +62,7 @@ async fn mcp_toolset(cluster: Cluster) {
     )
     .await;
     op.wait_ready::<McpToolset>("github-readers").await;
-    op.settled::<McpToolset>(toolset).await;
+    op.settled::<McpToolset>(toolset.clone()).await;
     let id = toolsets
         .get("github-readers")
         .await
@@ -79,11 +79,30 @@ async fn mcp_toolset(cluster: Cluster) {
     want.sort();
     assert_eq!(bound, want);
 
+    // A binding removed in the UI is bound again.
+    let bound = || c1.bindings(&id).len();
+    op.drift_corrected::<McpToolset>(
+        toolset.clone(),
+        || c1.unbind_tool_directly(&id, &tools[0]),
+        || bound() == tools.len(),
+    )
+    .await;
+
     op.delete_and_wait::<McpToolset>("github-readers").await;
     assert!(
         c1.toolset(&id).unwrap()["deletedAt"].is_string(),
         "deleted upstream (the operator created it)"
     );
+    let live = || {
+        let all = c1.toolsets(&app, &connector).into_iter();
+        let builtins = c1.builtin_toolsets(&app, &connector);
+        all.filter(|p| {
+            p["deletedAt"].is_null() && !builtins.contains(&p["id"].as_str().unwrap().to_string())
+        })
+        .count()
+    };
+    op.orphaned::<McpToolset>(toolset, async || live() == 1)
+        .await;
     op.delete_and_wait::<Connector>("github").await;
     op.finish("c1-prod").await;
 }

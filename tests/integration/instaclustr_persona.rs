@@ -196,6 +196,12 @@ async fn adopts_existing_control_and_corrects_drift() {
         1,
         "drift corrected"
     );
+    let reasons = env.h.event_reasons();
+    assert!(
+        reasons.contains(&"DriftCorrectionRequested".to_string())
+            && !reasons.contains(&"UpdateRequested".to_string()),
+        "the Event says the write corrects drift: {reasons:?}"
+    );
     env.until_ready("auditors", 20).await;
     assert_eq!(env.ic.control(&id("auditor")).unwrap()["tools"], json!([]));
 

@@ -297,6 +297,21 @@ impl FakeC1 {
         live.map(|b| str_of(&b["mcpToolId"])).collect()
     }
 
+    /// Removes a tool binding behind the client's back (drift made in the C1 UI).
+    /// Panics if the tool is not bound to the toolset.
+    pub fn unbind_tool_directly(&self, toolset_id: &str, tool_id: &str) {
+        let mut s = self.lock();
+        let now = s.timestamp();
+        let binding = s.bindings.iter_mut().find(|b| {
+            b["accessProfileId"] == toolset_id
+                && b["mcpToolId"] == tool_id
+                && b["deletedAt"].is_null()
+        });
+        let binding =
+            binding.unwrap_or_else(|| panic!("tool {tool_id} is not bound to {toolset_id}"));
+        merge(binding, json!({"deletedAt": now, "updatedAt": now}));
+    }
+
     /// Adds a tool to the connector's catalogue (`state` e.g. `MCP_TOOL_STATE_APPROVED`).
     pub fn seed_tool(
         &self,
