@@ -101,17 +101,23 @@ pub async fn set_annotations<K: Object>(
     .map_err(EngineError::kube("writing annotations"))
 }
 
-/// Sets annotations only if the object is still at `obj`'s resourceVersion (409 otherwise):
-/// a decision taken on a stale cached copy must not be acted upon.
-pub async fn set_annotations_if_unchanged<K: Object>(
+/// Sets annotations, and adds the finalizer when it is missing, in one write, only if the
+/// object is still at `obj`'s resourceVersion (409 otherwise): a decision taken on a
+/// stale cached copy must not be acted upon (and the finalizer list it replaces is current).
+pub async fn mark_if_unchanged<K: Object>(
     api: &Api<K>,
     obj: &K,
     changes: BTreeMap<&str, Option<String>>,
 ) -> Result<K, EngineError> {
-    let patch = json!({"metadata": {
+    let mut patch = json!({"metadata": {
         "resourceVersion": obj.resource_version(),
         "annotations": changes,
     }});
+    if !has_finalizer(obj) {
+        let mut finalizers = obj.finalizers().to_vec();
+        finalizers.push(FINALIZER.to_string());
+        patch["metadata"]["finalizers"] = json!(finalizers);
+    }
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),

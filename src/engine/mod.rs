@@ -31,9 +31,17 @@ pub use reconciler::{Engine, reconcile};
 
 /// Finalizer on every managed resource (and on Connections still in use).
 pub const FINALIZER: &str = "accessplane.io/finalizer";
-/// Set just before a create is sent; cleared once the id is recorded.
-pub const CREATE_PENDING_ANNOTATION: &str = "accessplane.io/create-pending";
-/// The id of an upstream object the operator created (survives a restore that drops status).
+/// The create mark: written together with the finalizer, in the resource's one metadata
+/// write, just before a create is sent (its value: when), and kept. While the status
+/// records no id it says a create may have made an upstream object whose id was lost (a
+/// crash, a lost response): the natural-key lookup recovers it instead of creating twice.
+/// Afterwards it says the operator made the upstream object (not adopted it).
+pub const CREATE_MARK_ANNOTATION: &str = "accessplane.io/create-attempted";
+/// The create mark of earlier versions, removed once the id was recorded: read as the
+/// mark, so that a create in doubt across an upgrade is still recovered.
+pub const LEGACY_CREATE_PENDING_ANNOTATION: &str = "accessplane.io/create-pending";
+/// An upstream object's id recorded in metadata: written when a deterministic id is
+/// adopted; earlier versions wrote it after every create. Read like `status.id`.
 pub const EXTERNAL_ID_ANNOTATION: &str = "accessplane.io/external-id";
 /// Marks an object whose upstream twin existed before the operator looked for it.
 pub const ADOPTED_ANNOTATION: &str = "accessplane.io/adopted";
@@ -307,6 +315,27 @@ pub fn is_adopted<K: ManagedObject>(obj: &K) -> bool {
 }
 
 /// An annotation's value.
+/// When a create was attempted (the create mark), if ever.
+pub fn create_mark<K: kube::Resource>(obj: &K) -> Option<&str> {
+    annotation(obj, CREATE_MARK_ANNOTATION)
+        .or_else(|| annotation(obj, LEGACY_CREATE_PENDING_ANNOTATION))
+}
+
+/// The id of an upstream object this resource was given, adopted or created.
+pub fn recorded_id<K: ManagedObject>(obj: &K) -> Option<String> {
+    obj.managed()
+        .external_id
+        .clone()
+        .or_else(|| annotation(obj, EXTERNAL_ID_ANNOTATION).map(str::to_string))
+        .or_else(|| obj.managed_status().and_then(|s| s.id.clone()))
+}
+
+/// A create was attempted whose outcome the resource does not record (no id): it may
+/// have made an upstream object that only the natural-key lookup can find.
+pub fn create_in_doubt<K: ManagedObject>(obj: &K) -> bool {
+    create_mark(obj).is_some() && recorded_id(obj).is_none()
+}
+
 pub fn annotation<'a, K: kube::Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
     obj.meta()
         .annotations

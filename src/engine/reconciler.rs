@@ -21,9 +21,10 @@ use super::observation::{Listed, Lookup, Observations, Purpose};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
 use super::schedule::ResyncSlots;
 use super::{
-    ADOPTED_ANNOTATION, CREATE_PENDING_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION,
-    EngineError, ManagedObject, Provider, Written, annotation, clock::Clock, clock::elapsed,
-    effective_deletion_policy, metrics::ReconcileMetrics,
+    ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION, EngineError,
+    LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written, annotation, clock::Clock,
+    clock::elapsed, create_in_doubt, create_mark, effective_deletion_policy,
+    metrics::ReconcileMetrics, recorded_id,
 };
 use crate::api::envelope::{DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite};
 use crate::connections::Connections;
@@ -55,9 +56,25 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     /// Recheck requests per object (see [`Engine::recheck`]), counted: a pass remembers the
     /// count it started with, so a request arriving while it runs outdates its result.
     rechecks: Mutex<HashMap<ObjectKey, u64>>,
+    /// What passes learned of objects' upstream twins that their status must record (see
+    /// [`Learned`]), until the cached object shows it.
+    learned: Mutex<HashMap<ObjectKey, Learned>>,
     /// When the per-object maps were last pruned of objects gone from the cache.
     pruned: Mutex<Timestamp>,
     kind: PhantomData<fn() -> K>,
+}
+
+/// What a pass learned of an object's upstream twin that its status must record: the id
+/// (it created or recovered the object) and an accepted create still to be confirmed.
+/// Kept until the cached object's status shows it, so that a failed status write, or a
+/// cache that lags behind the write, neither loses it nor makes the next pass act as if
+/// it did not know (look the object up again, or send an accepted create once more).
+/// In memory only: after a restart the create mark and the natural-key lookup (or, for
+/// deterministic ids, the upstream's 409 to a repeated create) stand in for it.
+#[derive(Clone)]
+struct Learned {
+    id: String,
+    pending_create: Option<PendingWrite>,
 }
 
 /// An object found converged: at which generation, when, and after how many rechecks.
@@ -182,6 +199,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             resync_slots,
             confirmed: Mutex::default(),
             rechecks: Mutex::default(),
+            learned: Mutex::default(),
             pruned,
             kind: PhantomData,
         }
@@ -226,6 +244,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .unwrap()
             .retain(|key, _| live.contains(key));
         self.rechecks
+            .lock()
+            .unwrap()
+            .retain(|key, _| live.contains(key));
+        self.learned
             .lock()
             .unwrap()
             .retain(|key, _| live.contains(key));
@@ -278,7 +300,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 .finish(&api, obj, rechecks, self.finalize(&api, obj).await)
                 .await;
         }
-        let obj = if has_finalizer(obj) {
+        // A new resource gets its finalizer in the same write as its create mark (or its
+        // adoption mark): until then nothing upstream depends on it. One metadata write
+        // per created resource.
+        let obj = if has_finalizer(obj) || brand_new(obj) {
             obj.clone()
         } else {
             kube_ops::add_finalizer(&api, obj).await?
@@ -367,13 +392,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 observed = self.provider.observe(&cx, id).await?;
             }
             if observed.is_none() {
-                // An accepted create is remembered in status and, because that status
-                // write may fail or the cache may not show it yet, in the annotations.
-                let pending = self
-                    .pending_within_grace(obj, "Create", now)
-                    .cloned()
-                    .or_else(|| self.accepted_create(obj, id, now));
-                if let Some(pending) = pending {
+                // An accepted create is remembered in status. (Where that status write
+                // failed, the create is sent again: only deterministic ids are created
+                // asynchronously, and their upstream answers a repeated create with 409.)
+                if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
                     let waited = pending_wait(&pending, now);
                     let mut v = Verdict::new(
                         ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
@@ -393,7 +415,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         self.resync(obj),
                     ));
                 }
-                if annotation(obj, EXTERNAL_ID_ANNOTATION).is_some() {
+                if recorded_id(obj).is_some() {
                     // The object the operator created is gone (deleted out of band): recreate it.
                     tracing::info!(id, "upstream object is gone; creating it again");
                 }
@@ -404,7 +426,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let observed = match observed {
             Some(o) => o,
             None => {
-                let pending_create = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+                let pending_create = self.create_in_doubt(obj);
                 let deterministic = self.provider.deterministic_id(obj).is_some();
                 let candidates = if (pending_create || observe_only) && !deterministic {
                     self.provider.find(&cx).await?
@@ -426,10 +448,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     1 => {
                         let found = candidates.into_iter().next().unwrap();
                         if !observe_only {
-                            // A create whose response was lost: the object is ours, record it.
+                            // A create whose response was lost: the object is ours; the
+                            // status records its id.
                             let id = self.provider.id_of(&found);
                             tracing::info!(id, "recovered an interrupted create");
-                            self.record_id(api, obj, &id).await?;
+                            self.learned(obj, &id, None);
                             recorded_adoption = true;
                         }
                         found
@@ -446,15 +469,12 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
         };
         let id = self.provider.id_of(&observed);
-        if !recorded_adoption && !observe_only && known_id.is_some() {
-            if self.provider.deterministic_id(obj).is_some() {
-                self.note_deterministic_owner(api, obj, &id).await?;
-            } else if annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id.as_str())
-                && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
-            {
-                // An accepted create became visible: it is no longer pending.
-                self.record_id(api, obj, &id).await?;
-            }
+        if !recorded_adoption
+            && !observe_only
+            && known_id.is_some()
+            && self.provider.deterministic_id(obj).is_some()
+        {
+            self.note_deterministic_owner(api, obj, &id).await?;
         }
         self.compare(&cx, obj, observed, observe_only, now).await
     }
@@ -497,9 +517,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         {
             let mut v = Verdict::new(
                 ConditionValue::new(false, reason::PENDING, ACCEPTED_UPDATE),
-                self.timing.pending_poll(pending_wait(pending, now)),
+                self.timing.pending_poll(pending_wait(&pending, now)),
             );
-            v.pending = Some(pending.clone());
+            v.pending = Some(pending);
             v
         } else {
             let spec_changed = obj.managed_status().and_then(|s| s.observed_generation)
@@ -595,12 +615,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let now = self.clock.now();
         // Gate first: a create that waits for a dependency has not been attempted.
         self.provider.write_gate(cx).await?;
+        // The create mark and the finalizer, in one write before anything is sent.
         // Guarded by the resourceVersion: the decision to create must not rest on a stale
         // cached copy (one that does not show an earlier create's id yet).
-        let obj = &kube_ops::set_annotations_if_unchanged(
+        let obj = &kube_ops::mark_if_unchanged(
             api,
             obj,
-            BTreeMap::from([(CREATE_PENDING_ANNOTATION, Some(now.to_string()))]),
+            BTreeMap::from([
+                (CREATE_MARK_ANNOTATION, Some(now.to_string())),
+                (LEGACY_CREATE_PENDING_ANNOTATION, None),
+            ]),
         )
         .await?;
         let cx = Cx {
@@ -618,7 +642,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 kube_ops::set_annotations(
                     api,
                     obj,
-                    BTreeMap::from([(CREATE_PENDING_ANNOTATION, None)]),
+                    BTreeMap::from([(CREATE_MARK_ANNOTATION, None)]),
                 )
                 .await?;
                 return Err(e.into());
@@ -629,7 +653,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Created::Done(created) => {
                 let id = self.provider.id_of(&created);
                 self.wrote(&cx, &id, false);
-                self.record_id(api, obj, &id).await?;
+                // Recorded in status, with the rest of this pass's outcome.
+                self.learned(obj, &id, None);
                 self.publish(
                     obj,
                     false,
@@ -643,23 +668,19 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
             Created::Accepted { id } => {
                 self.wrote(&cx, &id, true);
-                // Keep create-pending (the request time) next to the id until the object
-                // is visible: a retried or stale reconcile then waits instead of re-sending.
-                kube_ops::set_annotations(
-                    api,
-                    obj,
-                    BTreeMap::from([(EXTERNAL_ID_ANNOTATION, Some(id.clone()))]),
-                )
-                .await?;
+                // The status records the id and the pending create (the request time): a
+                // later pass waits for it to become visible instead of re-sending.
+                let pending = PendingWrite {
+                    operation: "Create".into(),
+                    generation,
+                    requested_at: now.to_string(),
+                };
+                self.learned(obj, &id, Some(pending.clone()));
                 let mut v = Verdict::new(
                     ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
                     self.timing.pending_poll(Duration::ZERO),
                 );
-                v.pending = Some(PendingWrite {
-                    operation: "Create".into(),
-                    generation,
-                    requested_at: now.to_string(),
-                });
+                v.pending = Some(pending);
                 v.id = Some(id.clone());
                 v.event = Some((
                     "CreateRequested",
@@ -676,13 +697,15 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             kube_ops::remove_finalizer(api, obj).await?;
             return Ok(Verdict::released(None));
         }
-        let pending_create = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
+        let pending_create = self.create_in_doubt(obj);
         // A deterministic id says where the object would be, not that it was ever made.
-        let known_id = self.recorded_id(obj).or_else(|| {
-            pending_create
-                .then(|| self.provider.deterministic_id(obj))
-                .flatten()
-        });
+        let known_id = recorded_id(obj)
+            .or_else(|| self.learned_of(obj).map(|l| l.id))
+            .or_else(|| {
+                pending_create
+                    .then(|| self.provider.deterministic_id(obj))
+                    .flatten()
+            });
         // Nothing was ever created or adopted upstream: there is nothing to delete, so
         // neither the Connection nor referenced resources are needed (they may be gone).
         if known_id.is_none() && !pending_create {
@@ -747,13 +770,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             // crash or a quick delete can come before it is): reading "absent" then proves
             // nothing, and releasing would orphan it. Ask the upstream to delete it by its
             // deterministic id instead; a 404 means nothing was made.
+            let create_sent = self.create_sent_within_grace(obj, now);
             let create_in_flight = self.provider.deterministic_id(obj).is_some()
-                && annotation(obj, CREATE_PENDING_ANNOTATION).is_some()
+                && (create_sent.is_some() || self.create_in_doubt(obj))
                 && self.pending_within_grace(obj, "Delete", now).is_none();
             if create_in_flight {
                 // Until the create's grace has passed, a 404 to the delete proves as little
                 // as the absent read: the create may still be on its way.
-                let create_sent = self.create_sent_within_grace(obj, now);
                 return self
                     .request_delete(api, obj, &cx, &id, now, create_sent)
                     .await;
@@ -777,9 +800,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     reason::DELETING,
                     "delete accepted upstream; waiting for the object to disappear",
                 ),
-                self.timing.pending_poll(pending_wait(pending, now)),
+                self.timing.pending_poll(pending_wait(&pending, now)),
             );
-            v.pending = Some(pending.clone());
+            v.pending = Some(pending);
             return Ok(v);
         }
         self.request_delete(api, obj, &cx, &id, now, None).await
@@ -859,6 +882,23 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let previous = obj.managed_status().cloned().unwrap_or_default();
         let mut status = previous.clone();
         status.observed_generation = generation;
+        // What was learned (by this pass or one whose status write did not show yet) is
+        // newer than the cached status.
+        let learned = self.learned.lock().unwrap().remove(&Self::key(obj));
+        if let Some(learned) = &learned {
+            status.id = Some(learned.id.clone());
+            if status.pending.is_none() {
+                status.pending.clone_from(&learned.pending_create);
+            }
+        }
+        let keep_learned = |status: &ManagedStatus| {
+            let learned = Learned {
+                id: status.id.clone()?,
+                pending_create: status.pending.clone().filter(|p| p.operation == "Create"),
+            };
+            self.learned.lock().unwrap().insert(Self::key(obj), learned);
+            Some(())
+        };
         // Whether this pass found the object converged (remembered once status says so).
         let mut converged = false;
         self.confirmed.lock().unwrap().remove(&Self::key(obj));
@@ -873,6 +913,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
             Ok(verdict) if verdict.waiting => {
                 self.clear_failures(obj);
+                if learned.is_some() {
+                    keep_learned(&status);
+                }
                 return Ok(Action::requeue(verdict.requeue));
             }
             Ok(verdict) => {
@@ -907,6 +950,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 (requeue, verdict.facts)
             }
             Err(EngineError::Kube { context, source }) => {
+                if learned.is_some() {
+                    keep_learned(&status);
+                }
                 return Err(EngineError::Kube { context, source });
             }
             Err(error) => {
@@ -944,7 +990,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 (requeue, None)
             }
         };
-        kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await?;
+        let written = kube_ops::write_status(api, obj, status_json(obj, &status, facts)).await;
+        // Until the cache shows the status, what was learned stays (a converged object
+        // needs no more: the next pass of its echo checks nothing).
+        if learned.is_some() && (written.is_err() || !converged) {
+            keep_learned(&status);
+        }
+        written?;
         if converged {
             let confirmed = Confirmed {
                 generation: generation.unwrap_or_default(),
@@ -1051,10 +1103,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// create attempted at the deterministic id).
     fn reads_back_accepted_write(&self, obj: &K, id: &str, now: Timestamp) -> bool {
         let generation = obj.meta().generation.unwrap_or_default();
-        let attempted = annotation(obj, CREATE_PENDING_ANNOTATION)
-            .and_then(|at| at.parse::<Timestamp>().ok())
-            .is_some_and(|at| elapsed(at, now) < self.timing.pending_grace);
-        let ours = annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id)
+        let attempted = self.create_sent_within_grace(obj, now).is_some();
+        let ours = recorded_id(obj).as_deref() == Some(id)
             || self.provider.deterministic_id(obj).as_deref() == Some(id);
         (attempted && ours)
             || self.pending_within_grace(obj, "Create", now).is_some()
@@ -1122,26 +1172,40 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// The upstream id this resource points at, if known.
     fn known_id(&self, obj: &K) -> Option<String> {
-        self.recorded_id(obj)
+        recorded_id(obj)
+            .or_else(|| self.learned_of(obj).map(|l| l.id))
             .or_else(|| self.provider.deterministic_id(obj))
     }
 
-    /// The id of an upstream object this resource was given, adopted or created.
-    fn recorded_id(&self, obj: &K) -> Option<String> {
-        obj.managed()
-            .external_id
-            .clone()
-            .or_else(|| annotation(obj, EXTERNAL_ID_ANNOTATION).map(str::to_string))
-            .or_else(|| obj.managed_status().and_then(|s| s.id.clone()))
+    /// A create was attempted whose outcome neither the resource nor this engine knows.
+    fn create_in_doubt(&self, obj: &K) -> bool {
+        create_in_doubt(obj) && self.learned_of(obj).is_none()
     }
 
-    /// Records the id of an object the operator created.
-    async fn record_id(&self, api: &Api<K>, obj: &K, id: &str) -> Result<K, EngineError> {
-        let changes = BTreeMap::from([
-            (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
-            (CREATE_PENDING_ANNOTATION, None),
-        ]);
-        kube_ops::set_annotations(api, obj, changes).await
+    /// This pass learned the id of the object's upstream twin (and, for an accepted
+    /// create, that it is pending): the status records it.
+    fn learned(&self, obj: &K, id: &str, pending_create: Option<PendingWrite>) {
+        let learned = Learned {
+            id: id.to_string(),
+            pending_create,
+        };
+        self.learned.lock().unwrap().insert(Self::key(obj), learned);
+    }
+
+    /// What this engine learned of `obj` that its cached status does not show yet.
+    fn learned_of(&self, obj: &K) -> Option<Learned> {
+        let mut all = self.learned.lock().unwrap();
+        let key = Self::key(obj);
+        let learned = all.get(&key)?;
+        let status = obj.managed_status();
+        let shown = status.is_some_and(|s| {
+            s.id.as_ref() == Some(&learned.id) && s.pending == learned.pending_create
+        });
+        if shown {
+            all.remove(&key);
+            return None;
+        }
+        Some(learned.clone())
     }
 
     /// Deterministic ids need no recovery lookup, but provenance still matters for the
@@ -1152,60 +1216,45 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         obj: &K,
         id: &str,
     ) -> Result<(), EngineError> {
-        let recorded = annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id);
-        let pending = annotation(obj, CREATE_PENDING_ANNOTATION).is_some();
-        if recorded && !pending {
+        // Ours when we tried to create it (or recorded it), whether or not it is visible yet.
+        if create_mark(obj).is_some() || annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id) {
             return Ok(());
         }
-        // Ours when we recorded it (an accepted create now visible) or were creating it.
-        let ours = recorded || pending;
-        if ours {
-            self.record_id(api, obj, id).await?;
-        } else {
-            // Adopting changes the default deletion policy to Orphan, so it must not rest
-            // on a stale cached copy that does not show our own create marks yet: written
-            // only if the object is unchanged since it was read (409 otherwise, and the
-            // next pass sees the marks).
-            kube_ops::set_annotations_if_unchanged(
-                api,
-                obj,
-                BTreeMap::from([
-                    (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
-                    (CREATE_PENDING_ANNOTATION, None),
-                    (ADOPTED_ANNOTATION, Some("true".into())),
-                ]),
-            )
-            .await?;
-            self.publish(
-                obj,
-                false,
-                "Adopted",
-                format!("adopted existing upstream object {id}"),
-            )
-            .await;
-        }
+        // Adopting changes the default deletion policy to Orphan, so it must not rest on a
+        // stale cached copy that does not show our own create mark yet: written only if the
+        // object is unchanged since it was read (409 otherwise, and the next pass sees the
+        // mark). A new resource gets its finalizer with it.
+        kube_ops::mark_if_unchanged(
+            api,
+            obj,
+            BTreeMap::from([
+                (EXTERNAL_ID_ANNOTATION, Some(id.to_string())),
+                (ADOPTED_ANNOTATION, Some("true".into())),
+            ]),
+        )
+        .await?;
+        self.publish(
+            obj,
+            false,
+            "Adopted",
+            format!("adopted existing upstream object {id}"),
+        )
+        .await;
         Ok(())
     }
 
-    /// When the create-pending mark (written just before a create is sent) says a create
-    /// went out, if that is still within the grace period.
+    /// When the create mark (written just before a create is sent) says a create went
+    /// out, if that is within the grace period and the status does not show the object
+    /// upstream yet (no id, or an accepted create still pending).
     fn create_sent_within_grace(&self, obj: &K, now: Timestamp) -> Option<Timestamp> {
-        let sent: Timestamp = annotation(obj, CREATE_PENDING_ANNOTATION)?.parse().ok()?;
-        (elapsed(sent, now) < self.timing.pending_grace).then_some(sent)
-    }
-
-    /// A create the upstream accepted as `id` (external-id annotation) whose
-    /// create-pending mark, written just before it was sent, is still within the grace period.
-    fn accepted_create(&self, obj: &K, id: &str, now: Timestamp) -> Option<PendingWrite> {
-        if annotation(obj, EXTERNAL_ID_ANNOTATION) != Some(id) {
+        let seen = obj.managed_status().is_some_and(|s| {
+            s.id.is_some() && s.pending.as_ref().is_none_or(|p| p.operation != "Create")
+        });
+        if seen || self.learned_of(obj).is_some() {
             return None;
         }
-        let requested = self.create_sent_within_grace(obj, now)?;
-        Some(PendingWrite {
-            operation: "Create".into(),
-            generation: obj.meta().generation.unwrap_or_default(),
-            requested_at: requested.to_string(),
-        })
+        let sent: Timestamp = create_mark(obj)?.parse().ok()?;
+        (elapsed(sent, now) < self.timing.pending_grace).then_some(sent)
     }
 
     /// Found converged at this generation within [`Timing::converged_quiet`].
@@ -1227,16 +1276,18 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             })
     }
 
-    fn pending_within_grace<'a>(
+    /// An accepted `operation` (Create, Update, Delete) still within its grace period, as
+    /// the status records it (or, for a create, as this engine learned it).
+    fn pending_within_grace(
         &self,
-        obj: &'a K,
+        obj: &K,
         operation: &str,
         now: Timestamp,
-    ) -> Option<&'a PendingWrite> {
-        let pending = obj.managed_status()?.pending.as_ref()?;
-        if pending.operation != operation {
-            return None;
-        }
+    ) -> Option<PendingWrite> {
+        let recorded = obj.managed_status().and_then(|s| s.pending.clone());
+        let pending = recorded
+            .or_else(|| self.learned_of(obj).and_then(|l| l.pending_create))
+            .filter(|p| p.operation == operation)?;
         let requested: Timestamp = pending.requested_at.parse().ok()?;
         (elapsed(requested, now) < self.timing.pending_grace).then_some(pending)
     }
@@ -1332,9 +1383,17 @@ fn converged<K: ManagedObject>(obj: &K) -> bool {
         |type_| conditions::get(&status.conditions, type_).is_some_and(|c| c.status == "True");
     status.observed_generation == obj.meta().generation
         && status.pending.is_none()
-        && annotation(obj, CREATE_PENDING_ANNOTATION).is_none()
+        && !create_in_doubt(obj)
         && is_true(READY)
         && is_true(SYNCED)
+}
+
+/// Never marked nor given an id: the pass may create it, and the finalizer comes with the
+/// create mark (see [`Engine::create`]).
+fn brand_new<K: ManagedObject>(obj: &K) -> bool {
+    create_mark(obj).is_none()
+        && recorded_id(obj).is_none()
+        && obj.managed().management() == ManagementPolicy::Manage
 }
 
 fn deleting<K: ManagedObject>(obj: &K) -> bool {

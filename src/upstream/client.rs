@@ -85,6 +85,8 @@ pub struct Call {
     /// Values the body carries that must not come back in an error message (see
     /// [`Call::redacting`]).
     pub redact: Vec<SecretString>,
+    /// Error statuses the caller takes as an answer (see [`Call::answered_by`]).
+    pub answers: Vec<u16>,
 }
 
 impl std::fmt::Debug for Call {
@@ -116,6 +118,7 @@ impl Call {
             body: None,
             retry,
             redact: Vec::new(),
+            answers: Vec::new(),
         }
     }
 
@@ -155,6 +158,13 @@ impl Call {
     /// them replaced by `[redacted]` before the error is logged or shown anywhere.
     pub fn redacting(mut self, secrets: Vec<SecretString>) -> Self {
         self.redact = secrets;
+        self
+    }
+
+    /// An error status that is an answer to this call, not a failure to retry: returned at
+    /// once (e.g. the 409 an Instaclustr create gets when the object exists already).
+    pub fn answered_by(mut self, status: u16) -> Self {
+        self.answers.push(status);
         self
     }
 
@@ -368,7 +378,8 @@ impl UpstreamClient {
             }
             retry.record_attempt();
 
-            if error.class() != ErrorClass::Retryable {
+            let answer = error.status().is_some_and(|s| call.answers.contains(&s));
+            if answer || error.class() != ErrorClass::Retryable {
                 return Err(error);
             }
             if call.retry == RetryMode::NonIdempotent

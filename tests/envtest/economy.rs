@@ -264,8 +264,8 @@ async fn kubernetes_requests_per_object_for_a_burst_of_creates_and_a_quiet_resyn
         .filter(|(k, _)| is_write(k))
         .map(|(_, c)| c)
         .sum();
-    // Bounds of today's operator (issue #16 lowers the metadata ones to 1): status once
-    // per visible transition (PersonaAccessControl: Pending, then Ready), one Event.
+    // One metadata write per created object (finalizer and create mark together), status
+    // once per visible transition (PersonaAccessControl: Pending, then Ready), one Event.
     for (kind, plural, _) in MIX {
         let status = per_object(&burst, &format!("patch {plural}/status"), n);
         let limit = if kind == "PersonaAccessControl" {
@@ -279,7 +279,7 @@ async fn kubernetes_requests_per_object_for_a_burst_of_creates_and_a_quiet_resyn
         );
         let metadata = per_object(&burst, &format!("patch {plural}"), n);
         assert!(
-            metadata <= 4.0,
+            metadata <= 1.0,
             "{kind}: metadata patches per object {metadata:.2}"
         );
     }
@@ -288,7 +288,7 @@ async fn kubernetes_requests_per_object_for_a_burst_of_creates_and_a_quiet_resyn
         "events per object"
     );
     assert!(
-        writes as f64 / n as f64 <= 6.0,
+        writes as f64 / n as f64 <= 3.5,
         "writes per object: {writes}"
     );
     // A quiet resync writes nothing to the apiserver (it re-reads the Connections' Secrets).

@@ -342,7 +342,7 @@ pub fn condition_pair(obj: &Value, kind: &str) -> Option<(String, String)> {
 }
 
 /// Ready=True/Available and Synced=True at the current generation, the id recorded in
-/// status and annotation, no create left pending.
+/// status (the only place it is written), nothing pending.
 pub fn converged_status(obj: &Value) -> Result<(), String> {
     let ready = condition_pair(obj, "Ready");
     if ready != Some(("True".into(), "Available".into())) {
@@ -359,15 +359,17 @@ pub fn converged_status(obj: &Value) -> Result<(), String> {
             obj["status"]["observedGeneration"]
         ));
     }
-    let annotations = &obj["metadata"]["annotations"];
-    if annotations["accessplane.io/external-id"] != obj["status"]["id"] {
-        return Err(format!(
-            "external-id annotation {} ≠ status.id {}",
-            annotations["accessplane.io/external-id"], obj["status"]["id"]
-        ));
+    if !obj["status"]["id"].is_string() {
+        return Err("no status.id".into());
     }
-    if !annotations["accessplane.io/create-pending"].is_null() {
-        return Err("create-pending annotation still set".into());
+    let annotations = &obj["metadata"]["annotations"];
+    let created = annotations["accessplane.io/create-attempted"].is_string();
+    let adopted =
+        annotations["accessplane.io/adopted"] == "true" || obj["spec"]["externalId"].is_string();
+    if created == adopted {
+        return Err(format!(
+            "neither or both created and adopted: {annotations}"
+        ));
     }
     if obj["status"].get("pending").is_some() {
         return Err("status.pending still set".into());

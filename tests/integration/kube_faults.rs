@@ -97,6 +97,14 @@ impl Env {
         self.stop = Some(stop);
     }
 
+    /// kill -9: the operator stops at once, wherever it is (its task is dropped).
+    async fn kill(&mut self) {
+        let operator = self.operator.take().expect("operator started");
+        operator.abort();
+        let _ = operator.await;
+        self.stop = None;
+    }
+
     /// The operator is still the same, running process (no crash, no restart).
     fn assert_running(&self) {
         let operator = self.operator.as_ref().expect("operator started");
@@ -373,62 +381,63 @@ async fn status_conflicts_neither_duplicate_creates_nor_lose_conditions() {
     env.shutdown().await;
 }
 
-/// (3) Conflicts on the finalizer and annotation patches. A failed create-pending write
-/// prevents the create; a failed external-id write after the create is recovered by the
-/// natural-key lookup instead of a second create.
+/// (3) Conflicts on the operator's writes at each step of a create: the one metadata
+/// write (finalizer and create mark) and the status write after the upstream create.
+/// A failed mark write prevents the create; a failed status write after it is recovered
+/// by the natural-key lookup (server-assigned ids) or by the gateway's 409 to a repeated
+/// create (deterministic ids) instead of a second upstream object.
 #[tokio::test]
 async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
     let mut env = Env::new().await;
     let kube = &env.kube;
-    kube.fail_next_with_body("PATCH", "accessprofiles/m-finalizer", "finalizers", 409, 2);
     kube.fail_next_with_body(
         "PATCH",
-        "accessprofiles/m-pending",
-        "create-pending\":\"",
+        "accessprofiles/m-mark",
+        "create-attempted\":\"",
         409,
         2,
     );
-    kube.fail_next_with_body("PATCH", "accessprofiles/m-idonce", "external-id", 409, 1);
-    kube.fail_next_with_body("PATCH", "accessprofiles/m-idtwice", "external-id", 409, 2);
+    kube.fail_next_with_body("PATCH", "accessprofiles/m-idonce/status", "\"id\"", 409, 1);
+    kube.fail_next_with_body("PATCH", "accessprofiles/m-idtwice/status", "\"id\"", 409, 2);
     kube.fail_next_with_body(
         "PATCH",
-        "personaaccesscontrols/m-persona",
-        "external-id",
+        "personaaccesscontrols/m-persona/status",
+        "\"id\"",
         409,
         1,
     );
-    let names = ["m-finalizer", "m-pending", "m-idonce", "m-idtwice"];
+    let names = ["m-mark", "m-idonce", "m-idtwice"];
     for name in names {
         env.apply_ap(name, "v1");
     }
     env.apply_persona("m-persona", "analyst");
     env.run();
 
-    // While the create-pending write keeps failing nothing is sent upstream.
-    let pending_patches = |env: &Env| {
+    // While the create-mark write keeps failing nothing is sent upstream.
+    let mark_patches = |env: &Env| {
         env.kube
             .requests()
             .iter()
-            .filter(|r| r.method == "PATCH" && r.path.ends_with("accessprofiles/m-pending"))
+            .filter(|r| r.method == "PATCH" && r.path.ends_with("accessprofiles/m-mark"))
             .filter(|r| {
                 r.body
                     .as_ref()
-                    .is_some_and(|b| b.to_string().contains("create-pending\":\""))
+                    .is_some_and(|b| b.to_string().contains("create-attempted\":\""))
             })
             .count()
     };
-    env.wait("both create-pending writes to fail", |e| {
-        if pending_patches(e) >= 2 {
+    env.wait("both create-mark writes to fail", |e| {
+        if mark_patches(e) >= 2 {
             Ok(())
         } else {
-            Err(format!("{} attempts", pending_patches(e)))
+            Err(format!("{} attempts", mark_patches(e)))
         }
     })
     .await;
     assert_eq!(
-        env.ap_creates("m-pending"),
+        env.ap_creates("m-mark"),
         0,
-        "created although create-pending was not recorded"
+        "created although the create mark was not recorded"
     );
 
     env.wait_aps(&names).await;
@@ -437,7 +446,7 @@ async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
     })
     .await;
     env.assert_one_create_each(&names);
-    assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
+    assert_eq!(env.ic.controls(CLUSTER).len(), 1, "one persona control");
     assert_eq!(env.serval.profiles().len(), names.len());
     // The recovered ones were found by natural key, not adopted.
     for name in ["m-idonce", "m-idtwice"] {
@@ -447,6 +456,85 @@ async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
             "{name} marked adopted"
         );
     }
+    // Every resource's metadata was written once (the failed attempts aside).
+    for (plural, name) in names.iter().map(|n| (APS, *n)).chain([(PACS, "m-persona")]) {
+        let written = env
+            .kube
+            .requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.ends_with(&format!("{plural}/{name}")))
+            .count();
+        let failed = if name == "m-mark" { 2 } else { 0 };
+        assert_eq!(written - failed, 1, "metadata writes of {name}");
+    }
+    env.shutdown().await;
+}
+
+/// (3b) kill -9 between any two steps of a create (one metadata write with the finalizer
+/// and the create mark → the upstream create → the status write with the id) ends with one
+/// upstream object after the restart: a kill right after the mark (nothing sent yet)
+/// creates once after the restart; a kill after a server-assigned create, before its id
+/// reached the status, is recovered by the natural-key lookup; a kill after an accepted
+/// asynchronous create, before the status says so, is answered by the gateway's 409 to
+/// the repeated create.
+#[tokio::test]
+async fn a_kill_between_the_steps_of_a_create_leaves_one_upstream_object() {
+    let mut env = Env::new().await;
+    env.ic.set_visibility_delay(Duration::from_secs(2));
+    // Step 1 done (the mark is stored, its answer lost), step 2 not begun.
+    env.kube.hold_answers("accessprofiles/k-marked", true);
+    // Step 2 done, step 3 not begun (status writes never arrive).
+    env.kube.stall("accessprofiles/k-created/status", true);
+    env.kube
+        .stall("personaaccesscontrols/k-persona/status", true);
+    env.apply_ap("k-marked", "v1");
+    env.apply_ap("k-created", "v1");
+    env.apply_persona("k-persona", "analyst");
+    env.run();
+    env.wait("the three steps to be reached", |e| {
+        let marked = e.get(APS, "k-marked").unwrap();
+        let mark = &marked["metadata"]["annotations"]["accessplane.io/create-attempted"];
+        if !mark.is_string() || marked["metadata"]["finalizers"].as_array().is_none() {
+            return Err("k-marked has no mark and finalizer".into());
+        }
+        if e.upstream_aps("k-created").len() != 1 {
+            return Err("k-created not created upstream".into());
+        }
+        if e.persona_creates("analyst") != 1 {
+            return Err("the persona create not sent".into());
+        }
+        Ok(())
+    })
+    .await;
+    assert_eq!(
+        env.ap_creates("k-marked"),
+        0,
+        "nothing sent after the mark yet"
+    );
+    env.kill().await;
+    for path in [
+        "accessprofiles/k-created/status",
+        "personaaccesscontrols/k-persona/status",
+    ] {
+        env.kube.stall(path, false);
+    }
+    env.kube.hold_answers("accessprofiles/k-marked", false);
+    for name in ["k-marked", "k-created"] {
+        assert!(env.get(APS, name).unwrap()["status"]["id"].is_null());
+    }
+
+    env.run();
+    env.wait_aps(&["k-marked", "k-created"]).await;
+    env.wait("the persona to converge", |e| {
+        e.persona_converged("k-persona")
+    })
+    .await;
+    env.assert_one_create_each(&["k-marked", "k-created"]);
+    assert_eq!(env.ic.controls(CLUSTER).len(), 1, "one persona control");
+    assert!(
+        env.persona_creates("analyst") <= 2,
+        "the accepted create is sent at most once more (answered 409)"
+    );
     env.shutdown().await;
 }
 

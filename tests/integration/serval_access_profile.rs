@@ -30,19 +30,23 @@ async fn create_records_id_and_becomes_ready() {
     let id = profiles[0]["id"].as_str().unwrap();
     assert_eq!(h.status_id("oncall").as_deref(), Some(id));
     let obj = h.object("oncall").unwrap();
-    assert_eq!(
-        obj["metadata"]["annotations"]["accessplane.io/external-id"],
-        id
-    );
-    assert!(
-        obj["metadata"]["annotations"]
-            .get("accessplane.io/create-pending")
-            .is_none()
-    );
+    // One metadata write: the finalizer and the create mark, before the create. The id
+    // is in status only.
+    let annotations = &obj["metadata"]["annotations"];
+    assert!(annotations["accessplane.io/create-attempted"].is_string());
+    assert!(annotations.get("accessplane.io/external-id").is_none());
+    assert!(annotations.get("accessplane.io/create-pending").is_none());
     assert_eq!(
         obj["metadata"]["finalizers"],
         json!(["accessplane.io/finalizer"])
     );
+    let metadata_writes: Vec<_> = h
+        .kube
+        .writes()
+        .into_iter()
+        .filter(|r| r.path.contains("/accessprofiles/") && !r.path.ends_with("/status"))
+        .collect();
+    assert_eq!(metadata_writes.len(), 1, "{metadata_writes:#?}");
     assert_eq!(obj["status"]["isTeamDefault"], false);
     assert_eq!(obj["status"]["observedGeneration"], 1);
     assert_eq!(profiles[0]["teamId"], TEAM);
@@ -325,7 +329,7 @@ async fn lost_create_response_leaves_exactly_one_object() {
     assert_eq!(h.serval.profiles().len(), 1, "but the server applied it");
     assert_eq!(h.cond("oncall", "Ready").1, "Creating");
     let pending =
-        &h.object("oncall").unwrap()["metadata"]["annotations"]["accessplane.io/create-pending"];
+        &h.object("oncall").unwrap()["metadata"]["annotations"]["accessplane.io/create-attempted"];
     assert!(pending.is_string(), "attempt recorded before the create");
 
     h.settle("oncall", 4).await;

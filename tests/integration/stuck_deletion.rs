@@ -182,7 +182,7 @@ async fn never_created_because_the_create_was_refused() {
     let annotations = &h.object("refused").unwrap()["metadata"]["annotations"];
     assert!(
         annotations
-            .get("accessplane.io/create-pending")
+            .get("accessplane.io/create-attempted")
             .is_none_or(|v| v.is_null()),
         "a refused create is not in doubt: {annotations}"
     );

@@ -78,6 +78,7 @@ impl FakeKube {
             requests: Vec::new(),
             faults: Vec::new(),
             stalled: Vec::new(),
+            held: Vec::new(),
             // CRDs themselves have a status subresource in the real apiserver too.
             status_groups: ["accessplane.io", "apiextensions.k8s.io"]
                 .map(String::from)
@@ -261,6 +262,21 @@ impl FakeKube {
             .any(|p| path.contains(p.as_str()))
     }
 
+    /// While `held`, requests whose path contains `path_contains` are applied but their
+    /// answer is held back (as from an apiserver whose response is lost on the way):
+    /// a client killed meanwhile never learns that its write took effect.
+    pub fn hold_answers(&self, path_contains: &str, held: bool) {
+        let mut st = self.lock();
+        st.held.retain(|p| p != path_contains);
+        if held {
+            st.held.push(path_contains.to_string());
+        }
+    }
+
+    fn is_held(&self, path: &str) -> bool {
+        self.lock().held.iter().any(|p| path.contains(p.as_str()))
+    }
+
     /// Drops every fault not yet consumed.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();
@@ -400,7 +416,12 @@ impl tower::Service<Request<kube::client::Body>> for FakeKube {
                 .await
                 .map(|c| c.to_bytes())
                 .unwrap_or_default();
-            Ok(this.handle(parts, bytes))
+            let path = parts.uri.path().to_string();
+            let response = this.handle(parts, bytes);
+            while this.is_held(&path) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(response)
         })
     }
 }
@@ -461,6 +482,8 @@ struct State {
     faults: Vec<Fault>,
     /// Path fragments whose requests get no answer for now.
     stalled: Vec<String>,
+    /// Path fragments whose requests are applied but get no answer for now.
+    held: Vec<String>,
     status_groups: BTreeSet<String>,
 }
 

@@ -201,7 +201,9 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         cx: &Cx<'_, PersonaAccessControl>,
     ) -> Result<Created<Control>, UpstreamError> {
         let id = self.deterministic_id(cx.obj).expect("deterministic");
-        let call = Call::post("create_persona_access_control", CONTROLS).json(body(cx.obj, None));
+        let call = Call::post("create_persona_access_control", CONTROLS)
+            .json(body(cx.obj, None))
+            .answered_by(409);
         match cx.upstream.send(call).await {
             Ok(response) => {
                 // Prefer the id the gateway reports, when the 202 body carries one.

@@ -263,6 +263,25 @@ async fn service_unavailable_twice_then_success() {
 }
 
 #[tokio::test]
+async fn a_status_the_call_takes_as_an_answer_is_not_retried() {
+    let conflict = r#"{"name":"Conflict","message":"already exists"}"#;
+    let up = Upstream::scripted(vec![(409, vec![], conflict), (409, vec![], conflict)]);
+    let root = serve(up.clone()).await;
+    let client = UpstreamClient::new(config(&root, Credentials::StaticBearer("t".into()))).unwrap();
+
+    let answered = client
+        .send(Call::post("create", "/things").answered_by(409))
+        .await;
+    assert_eq!(answered.unwrap_err().status(), Some(409));
+    assert_eq!(up.arrivals().len(), 1, "answered at once");
+
+    // Without it, a 409 is a race worth retrying.
+    let retried = client.send(Call::put("update", "/things/1")).await;
+    assert!(retried.is_ok(), "the third reply is a 200");
+    assert_eq!(up.arrivals().len(), 3);
+}
+
+#[tokio::test]
 async fn persistent_errors_exhaust_the_attempts() {
     let up = Upstream::scripted(vec![(502, vec![], ""); 10]);
     let root = serve(up.clone()).await;
