@@ -14,6 +14,7 @@ pub mod observation;
 pub mod reconciler;
 pub mod requeue;
 pub mod schedule;
+pub mod visibility;
 
 use std::fmt::Debug;
 use std::future::Future;

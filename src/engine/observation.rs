@@ -11,19 +11,16 @@
 //! - **Current** reads (start-up of unconverged objects, user edits) accept a snapshot
 //!   only within `Timing::list_window`, and list only when at least `max(2, pages)`
 //!   current reads of the scope arrived in that window; a lone read is a GET.
-//! - **Confirm** reads (read-backs of the operator's own accepted asynchronous writes)
-//!   are current reads that need a List newer than their object's write. While the
-//!   scope is being written (a create burst), such a List taken at once would answer
-//!   only the writes made so far, and the next confirmation would need another one; so
-//!   the confirmations of a scope instead wait — by requeueing, never holding a worker —
-//!   for one List taken at a shared instant (`Lookup::Later`), at most
-//!   `Timing::confirm_list_delay` away, which confirms every write made before it. The
-//!   demand that makes this worth a List also counts the scope's recently accepted
-//!   writes (each is a confirmation to come). A lone write is still confirmed with one
-//!   GET, and once the scope's writes have stopped a confirmation lists at once. A
-//!   current read of an object whose write was accepted moments ago is taken for a
-//!   confirmation too: it is typically the echo of that write, through a cache that does
-//!   not show it yet.
+//! - **Confirm** reads (read-backs of the operator's own accepted asynchronous writes;
+//!   a current read of an object awaiting one is taken for one too: typically the echo of
+//!   the write, through a cache that does not show it yet) wait — by requeueing, never
+//!   holding a worker — until the write is due to show: the delay the upstream has lately
+//!   been showing on this Connection (see `visibility`), then a step at a time while it
+//!   does not show. A due write whose scope has other writes due at about the same time is
+//!   answered by one List they share, at most one per `Timing::confirm_round` per scope,
+//!   which also answers every earlier write it shows; a write due alone is read with a
+//!   GET. The engine says what each read-back found ([`Observations::looked`]): the
+//!   object may be listed but not updated yet, which only it can tell.
 //!
 //! A snapshot answers "found, and this is its state" for what it lists. Objects the
 //! operator wrote since the List started, or wrote before it but do not appear in it (an
@@ -36,11 +33,12 @@
 //! object again before correcting drift a resync's snapshot showed (updates complete
 //! replace-all sub-objects from the observed state, which must be current).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::visibility::Visibility;
 use crate::upstream::UpstreamError;
 
 /// Why an object is observed; decides how old a snapshot may be and when to list.
@@ -107,15 +105,11 @@ struct ScopeState<O> {
     /// Objects the operator wrote, and when (pruned at each List to those younger than
     /// the oldest snapshot a resync accepts).
     written: HashMap<String, Instant>,
-    /// Objects whose last write the upstream accepted to apply later, and when.
-    accepted: HashMap<String, Instant>,
-    /// When the upstream accepted writes to the scope within the last list window,
-    /// oldest first: each is a confirmation to come.
-    recent_writes: VecDeque<Instant>,
+    /// Objects whose last write the upstream accepted to apply later and that have not
+    /// been confirmed yet.
+    accepted: HashMap<String, Awaited>,
     /// Objects with a recent current read, and when.
     current_reads: HashMap<String, Instant>,
-    /// When the List that waiting confirmations were told to come back for is due.
-    due: Option<Instant>,
     /// When the List under way, if any, started.
     listing_since: Option<Instant>,
     /// Pages of the last List (1 until a List has run).
@@ -128,9 +122,7 @@ impl<O> Default for ScopeState<O> {
             snapshot: None,
             written: HashMap::new(),
             accepted: HashMap::new(),
-            recent_writes: VecDeque::new(),
             current_reads: HashMap::new(),
-            due: None,
             listing_since: None,
             pages: 1,
         }
@@ -147,18 +139,17 @@ impl<O> ScopeState<O> {
             self.snapshot = None;
         }
     }
+}
 
-    /// Forgets writes older than `window`; returns how many remain.
-    fn recent_writes(&mut self, window: Duration) -> usize {
-        while self
-            .recent_writes
-            .front()
-            .is_some_and(|at| at.elapsed() >= window)
-        {
-            self.recent_writes.pop_front();
-        }
-        self.recent_writes.len()
-    }
+/// An accepted write awaiting its read-back.
+#[derive(Clone, Copy, Debug)]
+struct Awaited {
+    /// When the upstream accepted it.
+    at: Instant,
+    /// When it is due to be looked at (again).
+    next_look: Instant,
+    /// An earlier look did not find it applied.
+    missed: bool,
 }
 
 struct Scope<O> {
@@ -167,15 +158,17 @@ struct Scope<O> {
     listing: tokio::sync::Mutex<()>,
 }
 
-/// What a confirm read that the snapshot cannot answer does.
-enum Plan {
+/// What a confirm read does.
+enum Plan<O> {
+    /// A List taken after the write shows the object.
+    Found(O),
     /// Read the object alone (a GET).
     Read,
     /// List now (or use a List someone takes meanwhile).
     List,
     /// Use the List under way, which started at this instant.
     Join(Instant),
-    /// Come back for the List due after this delay.
+    /// Not due yet, or waiting for the scope's next shared List: come back after this.
     Wait(Duration),
 }
 
@@ -191,18 +184,24 @@ pub struct Observations<O> {
     window: Duration,
     /// Oldest snapshot a resync accepts.
     resync_age: Duration,
-    /// Longest a confirm read waits for the scope's next List.
-    confirm_delay: Duration,
+    /// Shortest interval between two Lists answering a scope's confirmations.
+    confirm_round: Duration,
+    /// How long an accepted write is awaited at most (`Timing::pending_grace`).
+    grace: Duration,
+    /// How long accepted writes take to show, per Connection.
+    visibility: Visibility,
 }
 
 impl<O: Clone> Observations<O> {
-    pub fn new(window: Duration, resync_age: Duration, confirm_delay: Duration) -> Self {
+    pub fn new(window: Duration, resync_age: Duration, confirm: Confirming) -> Self {
         Self {
             scopes: Mutex::default(),
             swept: Mutex::new(Instant::now()),
             window,
             resync_age: resync_age.max(window),
-            confirm_delay: confirm_delay.min(window),
+            confirm_round: confirm.round.min(window),
+            grace: confirm.grace,
+            visibility: Visibility::new(confirm.first_look, confirm.max_step),
         }
     }
 
@@ -244,15 +243,13 @@ impl<O: Clone> Observations<O> {
                 .map_or_else(Instant::now, |s| s.started);
             let oldest_useful = since.checked_sub(self.resync_age).unwrap_or(since);
             state.written.retain(|_, at| *at >= oldest_useful);
-            let window = self.window;
-            state.accepted.retain(|_, at| at.elapsed() < window);
+            let (window, grace) = (self.window, self.grace);
+            state.accepted.retain(|_, a| a.at.elapsed() < grace);
             state.current_reads.retain(|_, at| at.elapsed() < window);
             let idle = state.snapshot.is_none()
                 && state.written.is_empty()
                 && state.accepted.is_empty()
                 && state.current_reads.is_empty()
-                && state.recent_writes(window) == 0
-                && state.due.is_none()
                 && state.listing_since.is_none();
             !idle
         });
@@ -290,65 +287,55 @@ impl<O: Clone> Observations<O> {
             let mut state = scope.state.lock().unwrap();
             // Too old for any read: free it rather than keep it until the next List.
             state.drop_snapshot_older_than(self.resync_age);
-            let answered = answer(&state, id, max_age);
-            let unlisted = matches!(answered, Answer::Unlisted);
-            match answered {
-                Answer::Found(item) => return Ok(Lookup::Found(item)),
-                // Absent from a List of the last moments (current reads), or of a whole
-                // wave (resyncs: maybe created since; a GET settles it).
-                Answer::Absent => {
-                    return Ok(if current {
-                        Lookup::Absent
-                    } else {
-                        Lookup::Unknown
-                    });
-                }
-                // Written since a fresh List: one resync is not worth a new List, but
-                // current reads of many written objects (accepted writes being
-                // confirmed) may be.
-                Answer::Written | Answer::Unlisted if purpose == Purpose::Resync => {
-                    return Ok(Lookup::Unknown);
-                }
-                Answer::Written | Answer::Unlisted | Answer::NoSnapshot => {}
-            }
-            let needed = state.pages.max(2);
-            match purpose {
-                Purpose::Resync => members() >= needed,
-                // Demand is counted in distinct objects: one object polled twice is no reason to list.
-                Purpose::Current | Purpose::Confirm => {
-                    let reads = &mut state.current_reads;
-                    if reads.len() > 4 * needed + 64 {
-                        reads.retain(|_, at| at.elapsed() < self.window);
+            let awaited = purpose != Purpose::Resync
+                && (purpose == Purpose::Confirm || state.accepted.contains_key(id));
+            if awaited {
+                match self.plan_confirm(&mut state, key, id) {
+                    Plan::Found(item) => return Ok(Lookup::Found(item)),
+                    Plan::Read => return Ok(Lookup::Unknown),
+                    Plan::Wait(wait) => return Ok(Lookup::Later(wait)),
+                    Plan::List => true,
+                    Plan::Join(since) => {
+                        fresh_from = since;
+                        true
                     }
-                    reads.insert(id.to_string(), Instant::now());
-                    let demand = reads
-                        .values()
-                        .filter(|at| at.elapsed() < self.window)
-                        .take(needed)
-                        .count();
-                    let written = state.written.get(id).copied();
-                    // A current read of an object whose write the upstream accepted moments
-                    // ago reads that write back too (typically the echo of it, seen through
-                    // a cache that does not show the write yet).
-                    let confirm = purpose == Purpose::Confirm
-                        || state
-                            .accepted
-                            .get(id)
-                            .is_some_and(|at| at.elapsed() < self.confirm_delay);
-                    // Confirmations of writes the last List came too early for (those it
-                    // does not show although it started after them) go as current reads.
-                    if !confirm || unlisted {
-                        demand >= needed
-                    } else {
-                        match self.plan_confirm(&mut state, written, demand, needed) {
-                            Plan::Read => false,
-                            Plan::List => true,
-                            Plan::Join(since) => {
-                                fresh_from = since;
-                                true
-                            }
-                            Plan::Wait(wait) => return Ok(Lookup::Later(wait)),
+                }
+            } else {
+                let answered = answer(&state, id, max_age);
+                match answered {
+                    Answer::Found(item) => return Ok(Lookup::Found(item)),
+                    // Absent from a List of the last moments (current reads), or of a
+                    // whole wave (resyncs: maybe created since; a GET settles it).
+                    Answer::Absent => {
+                        return Ok(if current {
+                            Lookup::Absent
+                        } else {
+                            Lookup::Unknown
+                        });
+                    }
+                    // Written since a fresh List: one resync is not worth a new List.
+                    Answer::Written | Answer::Unlisted if purpose == Purpose::Resync => {
+                        return Ok(Lookup::Unknown);
+                    }
+                    Answer::Written | Answer::Unlisted | Answer::NoSnapshot => {}
+                }
+                let needed = state.pages.max(2);
+                match purpose {
+                    Purpose::Resync => members() >= needed,
+                    // Demand is counted in distinct objects: one object polled twice is
+                    // no reason to list.
+                    Purpose::Current | Purpose::Confirm => {
+                        let reads = &mut state.current_reads;
+                        if reads.len() > 4 * needed + 64 {
+                            reads.retain(|_, at| at.elapsed() < self.window);
                         }
+                        reads.insert(id.to_string(), Instant::now());
+                        let demand = reads
+                            .values()
+                            .filter(|at| at.elapsed() < self.window)
+                            .take(needed)
+                            .count();
+                        demand >= needed
                     }
                 }
             }
@@ -359,12 +346,23 @@ impl<O: Clone> Observations<O> {
         let _listing = scope.listing.lock().await;
         {
             // Someone may have listed while this observe waited: use that List.
-            let state = scope.state.lock().unwrap();
+            let mut state = scope.state.lock().unwrap();
+            if state.accepted.contains_key(id) {
+                // A read-back: what that List says of it, or when to look again.
+                match self.plan_confirm(&mut state, key, id) {
+                    Plan::Found(item) => return Ok(Lookup::Found(item)),
+                    Plan::Wait(wait) => return Ok(Lookup::Later(wait)),
+                    Plan::Read => return Ok(Lookup::Unknown),
+                    // No List since its write: take one.
+                    Plan::List | Plan::Join(_) => {}
+                }
+            }
             let listed_since = state
                 .snapshot
                 .as_ref()
                 .is_some_and(|s| s.started >= fresh_from);
             match answer(&state, id, max_age) {
+                _ if state.accepted.contains_key(id) => {}
                 Answer::Found(item) => return Ok(Lookup::Found(item)),
                 // As on entry: a List that started just before this read is as good as one
                 // taken for it.
@@ -375,12 +373,7 @@ impl<O: Clone> Observations<O> {
             }
         }
         let started = Instant::now();
-        {
-            let mut state = scope.state.lock().unwrap();
-            // This List answers every confirmation that was waiting for one.
-            state.due = None;
-            state.listing_since = Some(started);
-        }
+        scope.state.lock().unwrap().listing_since = Some(started);
         let listed = list().await;
         let mut state = scope.state.lock().unwrap();
         state.listing_since = None;
@@ -389,8 +382,17 @@ impl<O: Clone> Observations<O> {
         state.current_reads.clear();
         let oldest_useful = started.checked_sub(self.resync_age).unwrap_or(started);
         state.written.retain(|_, at| *at >= oldest_useful);
-        state.accepted.retain(|_, at| at.elapsed() < self.window);
+        let grace = self.grace;
+        state.accepted.retain(|_, a| a.at.elapsed() < grace);
         state.snapshot = Some(Snapshot::new(started, listed.items));
+        if state.accepted.contains_key(id) {
+            // A read-back: what this List says of it, or when to look again.
+            return Ok(match self.plan_confirm(&mut state, key, id) {
+                Plan::Found(item) => Lookup::Found(item),
+                Plan::Wait(wait) => Lookup::Later(wait),
+                Plan::Read | Plan::List | Plan::Join(_) => Lookup::Unknown,
+            });
+        }
         Ok(match answer(&state, id, Duration::MAX) {
             Answer::Found(item) => Lookup::Found(item),
             Answer::Absent if current => Lookup::Absent,
@@ -398,60 +400,152 @@ impl<O: Clone> Observations<O> {
         })
     }
 
-    /// A confirm read of an object written at `written` that no snapshot answers yet:
-    /// read it alone when there is no demand for a List; wait for the List under way
-    /// when it started after that write; otherwise come back for the scope's next List —
-    /// scheduled now while the scope is being written, so that it confirms the writes
-    /// still to come too — or list now (the List is due, or the writes have stopped).
-    fn plan_confirm(
-        &self,
-        state: &mut ScopeState<O>,
-        written: Option<Instant>,
-        reads: usize,
-        needed: usize,
-    ) -> Plan {
-        if reads.max(state.recent_writes(self.window)) < needed {
-            return Plan::Read;
+    /// A read-back of object `id` of scope `key`: found in a List taken after its write;
+    /// not due yet (come back then); or due, and then read alone, or listed with the
+    /// scope's other due writes (at most one List per round).
+    fn plan_confirm(&self, state: &mut ScopeState<O>, key: &str, id: &str) -> Plan<O> {
+        let now = Instant::now();
+        // A read-back the engine asked for that no write of this process announced (after
+        // a restart): awaited from now on.
+        let mut awaited = *state
+            .accepted
+            .entry(id.to_string())
+            .or_insert_with(|| Awaited {
+                at: now,
+                next_look: now,
+                missed: false,
+            });
+        if let Some(snapshot) = state
+            .snapshot
+            .as_ref()
+            .filter(|s| s.started >= awaited.at && s.started.elapsed() < self.window)
+        {
+            if let Some(item) = snapshot.get(id) {
+                return Plan::Found(item.clone());
+            }
+            // Not shown by a List taken when it was due: not visible yet.
+            if snapshot.started + DUE_SLACK >= awaited.next_look {
+                let age = snapshot.started - awaited.at;
+                let again = self.visibility.not_yet(connection_of(key), age);
+                awaited.missed = true;
+                awaited.next_look = awaited.at + again;
+                state.accepted.insert(id.to_string(), awaited);
+            }
+        }
+        if awaited.next_look > now + DUE_SLACK {
+            return Plan::Wait(awaited.next_look - now);
         }
         if let Some(since) = state.listing_since
-            && written.is_some_and(|at| at <= since)
+            && since >= awaited.at
         {
             return Plan::Join(since);
         }
-        let now = Instant::now();
-        match state.due {
-            Some(due) if due > now + DUE_SLACK => Plan::Wait(due - now),
-            Some(_) => Plan::List,
-            None => {
-                let writing = state
-                    .recent_writes
-                    .back()
-                    .is_some_and(|at| at.elapsed() < self.confirm_delay);
-                if writing {
-                    state.due = Some(now + self.confirm_delay);
-                    Plan::Wait(self.confirm_delay)
-                } else {
-                    Plan::List
-                }
-            }
+        let round = self.confirm_round;
+        let others_due = state
+            .accepted
+            .iter()
+            .any(|(other, a)| other != id && a.next_look <= now + round);
+        if !others_due {
+            return Plan::Read;
+        }
+        let last_list = state.snapshot.as_ref().map(|s| s.started);
+        match last_list {
+            Some(last) if last + round > now + DUE_SLACK => Plan::Wait(last + round - now),
+            _ => Plan::List,
         }
     }
 
     /// Records a write to object `id` of scope `key`: snapshots taken before it no
     /// longer answer for that object. `accepted`: the upstream accepted it to apply later,
-    /// so it is to be read back (confirmed).
+    /// so it is to be read back (confirmed) once it is due to show.
     pub fn wrote(&self, key: &str, id: &str, accepted: bool) {
         let scope = self.scope(key);
         let mut state = scope.state.lock().unwrap();
         let now = Instant::now();
         state.written.insert(id.to_string(), now);
         if accepted {
-            state.accepted.insert(id.to_string(), now);
-            state.recent_writes(self.window);
-            state.recent_writes.push_back(now);
+            let first_look = self.visibility.first_look(connection_of(key));
+            let awaited = Awaited {
+                at: now,
+                next_look: now + first_look,
+                missed: false,
+            };
+            state.accepted.insert(id.to_string(), awaited);
         } else {
             state.accepted.remove(id);
         }
+    }
+
+    /// A read-back the engine is about to make of a write accepted `age` ago that this
+    /// process did not announce with [`Observations::wrote`] (it was made before a
+    /// restart): it is awaited like one.
+    pub fn awaiting(&self, key: &str, id: &str, age: Duration) {
+        let scope = self.scope(key);
+        let mut state = scope.state.lock().unwrap();
+        let now = Instant::now();
+        state.accepted.entry(id.to_string()).or_insert_with(|| {
+            let at = now.checked_sub(age).unwrap_or(now);
+            let first_look = self.visibility.first_look(connection_of(key));
+            Awaited {
+                at,
+                next_look: (at + first_look).max(now),
+                missed: false,
+            }
+        });
+    }
+
+    /// What a read-back of `id` found: the accepted write applied (`visible`), or not yet
+    /// (then it is looked at again a step later). Only the engine can tell: the object
+    /// may be listed, or read, with its old content.
+    pub fn looked(&self, key: &str, id: &str, visible: bool) {
+        let scope = self.scope(key);
+        let mut state = scope.state.lock().unwrap();
+        let Some(mut awaited) = state.accepted.get(id).copied() else {
+            return;
+        };
+        let age = awaited.at.elapsed();
+        let connection = connection_of(key);
+        if visible {
+            self.visibility.visible(connection, age, !awaited.missed);
+            state.accepted.remove(id);
+        } else if awaited.next_look <= Instant::now() + DUE_SLACK {
+            // Looked at when due (not a passing echo): the write does not show yet.
+            awaited.missed = true;
+            awaited.next_look = awaited.at + self.visibility.not_yet(connection, age);
+            state.accepted.insert(id.to_string(), awaited);
+        }
+    }
+
+    /// How long until an awaited write of `id` is due to be looked at, if one is awaited.
+    pub fn next_look(&self, key: &str, id: &str) -> Option<Duration> {
+        let scope = self.scope(key);
+        let state = scope.state.lock().unwrap();
+        let awaited = state.accepted.get(id)?;
+        Some(awaited.next_look.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// Confirmation timing (from `Timing`).
+#[derive(Clone, Copy, Debug)]
+pub struct Confirming {
+    /// Shortest interval between two Lists answering a scope's confirmations.
+    pub round: Duration,
+    /// The first look's delay before anything was observed.
+    pub first_look: Duration,
+    /// Longest step between looks at a write that is late.
+    pub max_step: Duration,
+    /// How long an accepted write is awaited at most.
+    pub grace: Duration,
+}
+
+/// The Connection part of a scope key (`namespace/connection/scope`): visibility delays
+/// are learned per Connection.
+fn connection_of(key: &str) -> &str {
+    let mut slashes = key.match_indices('/').map(|(at, _)| at);
+    let _namespace_end = slashes.next();
+    match slashes.next() {
+        Some(end) => &key[..end],
+        None => key,
     }
 }
 
@@ -501,8 +595,24 @@ mod tests {
         })
     }
 
+    /// Observations with a list window, a resync age and read-backs first looked at
+    /// after `first_look`, in rounds of 50 ms.
+    fn observations_with(
+        window: Duration,
+        resync_age: Duration,
+        first_look: Duration,
+    ) -> Observations<u32> {
+        let confirming = Confirming {
+            round: Duration::from_millis(50),
+            first_look,
+            max_step: Duration::from_secs(60),
+            grace: Duration::from_secs(600),
+        };
+        Observations::new(window, resync_age, confirming)
+    }
+
     fn observations() -> Observations<u32> {
-        Observations::new(
+        observations_with(
             Duration::from_secs(2),
             Duration::from_secs(300),
             Duration::from_millis(50),
@@ -566,7 +676,7 @@ mod tests {
 
     #[tokio::test]
     async fn snapshots_answer_by_id_in_any_list_order_and_are_freed_once_too_old() {
-        let observations: Observations<u32> = Observations::new(
+        let observations = observations_with(
             Duration::from_millis(20),
             Duration::from_millis(40),
             Duration::from_millis(10),
@@ -604,7 +714,7 @@ mod tests {
     /// written is kept.
     #[tokio::test]
     async fn scopes_nobody_reads_any_more_are_freed() {
-        let observations: Observations<u32> = Observations::new(
+        let observations = observations_with(
             Duration::from_millis(20),
             Duration::from_millis(300),
             Duration::from_millis(10),
@@ -666,11 +776,9 @@ mod tests {
         observations.wrote("team-a", "id-1", false);
         assert_eq!(get("id-1").await, Lookup::Unknown);
         assert_eq!(get("id-2").await, Lookup::Found(2));
-        // Current reads of several written objects list again (confirming accepted
-        // writes), once the writes are over (see the confirmation tests below for reads
-        // while a scope is being written).
-        observations.wrote("team-a", "id-2", true);
-        tokio::time::sleep(Duration::from_millis(60)).await;
+        // Current reads of several written objects list again (see the confirmation
+        // tests below for read-backs of accepted writes).
+        observations.wrote("team-a", "id-2", false);
         let current = |id: &'static str| {
             let lists = lists.clone();
             let observations = &observations;
@@ -707,83 +815,151 @@ mod tests {
         assert_eq!(lists.load(Ordering::SeqCst), 3);
     }
 
-    /// A list window of 400 ms: confirmations wait at most 200 ms for a List.
-    /// A short confirmation delay, but a list window that a starved machine cannot
-    /// outrun between a test's writes and its lookups.
-    fn short_observations() -> Observations<u32> {
-        Observations::new(
-            Duration::from_secs(5),
-            Duration::from_secs(300),
-            Duration::from_millis(200),
-        )
+    /// A List of ids 0–49 without `missing`.
+    async fn list_without(
+        lists: Arc<AtomicU32>,
+        missing: &'static str,
+    ) -> Result<Listed<u32>, UpstreamError> {
+        let mut listed = counting_list(lists).await?;
+        listed.items.retain(|(id, _)| id != missing);
+        Ok(listed)
+    }
+
+    async fn confirm(
+        observations: &Observations<u32>,
+        lists: &Arc<AtomicU32>,
+        scope: &str,
+        id: &str,
+        missing: &'static str,
+    ) -> Lookup<u32> {
+        observations
+            .get(
+                scope,
+                id,
+                Purpose::Confirm,
+                || 0,
+                || list_without(lists.clone(), missing),
+            )
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
-    async fn confirmations_of_a_write_burst_share_one_list_taken_after_it() {
-        let observations = short_observations();
+    async fn a_write_is_read_back_only_once_it_is_due_to_show() {
+        let observations = observations_with(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            Duration::from_millis(300),
+        );
         let lists = Arc::new(AtomicU32::new(0));
-        // Writes and their read-backs interleave, as in a create burst.
-        let mut waits = vec![];
-        for i in 0..5 {
-            let id = format!("id-{i}");
-            observations.wrote("team-a", &id, true);
-            match look(&observations, &lists, &id, Purpose::Confirm, 0).await {
-                Lookup::Later(wait) => waits.push(wait),
-                // The first read-back, before a second write shows demand, reads alone.
-                Lookup::Unknown if i == 0 => {}
-                other => panic!("id-{i}: {other:?}"),
-            }
-        }
-        assert_eq!(waits.len(), 4);
-        assert!(waits.iter().all(|w| *w <= Duration::from_millis(200)));
-        // The later ones wait for the same List: their waits end at the same instant.
-        assert!(waits.windows(2).all(|w| w[1] <= w[0]), "{waits:?}");
-        // An echo of a write (a current read moments after it) waits for it too.
-        assert!(matches!(
-            look(&observations, &lists, "id-4", Purpose::Current, 0).await,
-            Lookup::Later(_)
-        ));
+        observations.wrote("ns/ic/gw", "id-1", true);
+        let Lookup::Later(wait) = confirm(&observations, &lists, "ns/ic/gw", "id-1", "").await
+        else {
+            panic!("not due yet")
+        };
+        assert!(wait > Duration::from_millis(250) && wait <= Duration::from_millis(330));
+        // Its echo (a current read moments later) waits too.
+        let echo = look_in(
+            &observations,
+            &lists,
+            "ns/ic/gw",
+            "id-1",
+            Purpose::Current,
+            0,
+        );
+        assert!(matches!(echo.await, Lookup::Later(_)));
         assert_eq!(lists.load(Ordering::SeqCst), 0);
+        let due = observations.next_look("ns/ic/gw", "id-1").unwrap();
+        assert!(due <= wait);
 
-        tokio::time::sleep(waits[0]).await;
+        // Due, and alone in its scope: read with a GET.
+        tokio::time::sleep(wait).await;
+        let lookup = confirm(&observations, &lists, "ns/ic/gw", "id-1", "").await;
+        assert_eq!(lookup, Lookup::Unknown);
+        // The GET found it applied: it is no longer awaited, and reads are plain again.
+        observations.looked("ns/ic/gw", "id-1", true);
+        assert_eq!(observations.next_look("ns/ic/gw", "id-1"), None);
+        // A read-back the engine asks for without a write of this process (a restart):
+        // awaited from its age.
+        observations.awaiting("ns/ic/gw", "id-2", Duration::from_secs(10));
+        assert_eq!(
+            observations.next_look("ns/ic/gw", "id-2"),
+            Some(Duration::ZERO)
+        );
+    }
+
+    #[tokio::test]
+    async fn due_writes_of_a_scope_share_one_list_per_round() {
+        let observations = observations_with(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            Duration::from_millis(100),
+        );
+        let lists = Arc::new(AtomicU32::new(0));
+        for i in 0..5 {
+            observations.wrote("ns/ic/gw", &format!("id-{i}"), true);
+        }
+        tokio::time::sleep(Duration::from_millis(120)).await;
         let ids: Vec<String> = (0..5).map(|i| format!("id-{i}")).collect();
         let found = futures::future::join_all(
             ids.iter()
-                .map(|id| look(&observations, &lists, id, Purpose::Confirm, 0)),
+                .map(|id| confirm(&observations, &lists, "ns/ic/gw", id, "")),
         )
         .await;
         assert_eq!(
             found,
             (0..5).map(Lookup::Found).collect::<Vec<_>>(),
-            "one List confirms the whole burst"
+            "one List answers the writes due together"
         );
         assert_eq!(lists.load(Ordering::SeqCst), 1);
 
-        // A write after that List needs a newer one: it is scheduled anew.
-        observations.wrote("team-a", "id-5", true);
-        assert!(matches!(
-            look(&observations, &lists, "id-5", Purpose::Confirm, 0).await,
-            Lookup::Later(_)
-        ));
-        assert_eq!(lists.load(Ordering::SeqCst), 1);
+        // Writes made after that List need a newer one.
+        observations.wrote("ns/ic/gw", "id-5", true);
+        observations.wrote("ns/ic/gw", "id-6", true);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        assert_eq!(
+            confirm(&observations, &lists, "ns/ic/gw", "id-5", "").await,
+            Lookup::Found(5)
+        );
+        assert_eq!(lists.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
-    async fn a_lone_write_is_confirmed_alone_and_a_finished_burst_at_once() {
-        let observations = short_observations();
+    async fn a_due_write_a_list_does_not_show_is_looked_at_a_step_later() {
+        let observations = observations_with(
+            Duration::from_secs(5),
+            Duration::from_secs(300),
+            Duration::from_millis(100),
+        );
         let lists = Arc::new(AtomicU32::new(0));
-        observations.wrote("team-a", "id-1", true);
-        let lookup = look(&observations, &lists, "id-1", Purpose::Confirm, 0).await;
-        assert_eq!(lookup, Lookup::Unknown, "one write: a GET");
-        assert_eq!(lists.load(Ordering::SeqCst), 0);
-
-        // Writes that stopped a while ago: nothing more to wait for, list now.
-        observations.wrote("team-b", "id-1", true);
-        observations.wrote("team-b", "id-2", true);
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let lookup = look_in(&observations, &lists, "team-b", "id-1", Purpose::Confirm, 0);
-        assert_eq!(lookup.await, Lookup::Found(1));
+        observations.wrote("ns/ic/gw", "id-1", true);
+        observations.wrote("ns/ic/gw", "id-2", true);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        // The List shows id-2 but not id-1 yet.
+        let lookup = confirm(&observations, &lists, "ns/ic/gw", "id-1", "id-1").await;
+        let Lookup::Later(wait) = lookup else {
+            panic!("{lookup:?}")
+        };
+        // Looked at again one step (at least 250 ms) later; the Connection's estimate
+        // rose to the age of the miss plus that step.
+        assert!(wait >= Duration::from_millis(200), "{wait:?}");
+        let estimate = observations.visibility.estimate("ns/ic");
+        assert!(estimate >= Duration::from_millis(350), "{estimate:?}");
+        assert_eq!(
+            confirm(&observations, &lists, "ns/ic/gw", "id-2", "id-1").await,
+            Lookup::Found(2)
+        );
         assert_eq!(lists.load(Ordering::SeqCst), 1);
+        // The next write of that Connection (another scope too) is first looked at later.
+        observations.wrote("ns/ic/other", "id-3", true);
+        let first = observations.next_look("ns/ic/other", "id-3").unwrap();
+        assert!(first >= Duration::from_millis(340), "{first:?}");
+    }
+
+    #[test]
+    fn visibility_is_learned_per_connection() {
+        assert_eq!(connection_of("ns/ic/gw-1"), "ns/ic");
+        assert_eq!(connection_of("ns/ic"), "ns/ic");
     }
 
     #[tokio::test]

@@ -180,7 +180,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let observations = Observations::new(
             timing.list_window,
             timing.resync_snapshot_age(),
-            timing.confirm_list_delay(),
+            timing.confirming(),
         );
         let resync_slots = ResyncSlots::new(timing.resync_rate);
         let pruned = Mutex::new(clock.now());
@@ -363,9 +363,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let known_id = self.known_id(obj);
         let mut observed = None;
         if let Some(id) = &known_id {
-            // Reading back an accepted write may wait for the scope's next List.
+            // Reading back an accepted write waits until it is due to show.
             let purpose = match purpose {
                 Purpose::Current if self.reads_back_accepted_write(obj, id, now) => {
+                    self.awaiting(obj, id, now);
                     Purpose::Confirm
                 }
                 other => other,
@@ -396,10 +397,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 // failed, the create is sent again: only deterministic ids are created
                 // asynchronously, and their upstream answers a repeated create with 409.)
                 if let Some(pending) = self.pending_within_grace(obj, "Create", now) {
-                    let waited = pending_wait(&pending, now);
                     let mut v = Verdict::new(
                         ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
-                        self.timing.pending_poll(waited),
+                        self.not_visible_yet(obj, id, &pending, now),
                     );
                     v.id = Some(id.clone());
                     v.pending = Some(pending);
@@ -494,6 +494,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
         let diff = self.provider.diff(cx, &observed);
         let generation = obj.meta().generation.unwrap_or_default();
+        if diff.is_empty() {
+            // An accepted write awaited for this object shows now.
+            self.looked(cx.obj, &id, true);
+        }
         let mut verdict = if diff.is_empty() {
             Verdict::new(
                 ConditionValue::new(true, reason::AVAILABLE, "upstream object matches the spec"),
@@ -517,7 +521,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         {
             let mut v = Verdict::new(
                 ConditionValue::new(false, reason::PENDING, ACCEPTED_UPDATE),
-                self.timing.pending_poll(pending_wait(&pending, now)),
+                self.not_visible_yet(obj, &id, &pending, now),
             );
             v.pending = Some(pending);
             v
@@ -565,7 +569,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                                 "update of {fields} accepted upstream; waiting for it to become visible"
                             ),
                         ),
-                        self.timing.pending_poll(Duration::ZERO),
+                        self.first_look(obj, &id),
                     );
                     v.pending = Some(PendingWrite {
                         operation: "Update".into(),
@@ -678,7 +682,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 self.learned(obj, &id, Some(pending.clone()));
                 let mut v = Verdict::new(
                     ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
-                    self.timing.pending_poll(Duration::ZERO),
+                    self.first_look(obj, &id),
                 );
                 v.pending = Some(pending);
                 v.id = Some(id.clone());
@@ -821,7 +825,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         self.provider.write_gate(cx).await?;
         let deleted = self.provider.delete(cx, id).await;
-        self.wrote(cx, id, matches!(deleted, Ok(Written::Accepted)));
+        // An accepted delete is read back by GETs (deleting never waits for a List).
+        self.wrote(cx, id, false);
         let deleted = deleted?;
         if let (Written::Done(_), Some(sent)) = (&deleted, create_sent) {
             return Ok(Verdict::new(
@@ -1119,6 +1124,48 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if let Some(key) = self.scope_key(cx.obj) {
             self.observations.wrote(&key, id, accepted);
         }
+    }
+
+    /// This pass reads back an accepted write of `id` (its status or this engine says
+    /// so); a write made before a restart is awaited from its request time.
+    fn awaiting(&self, obj: &K, id: &str, now: Timestamp) {
+        let Some(key) = self.scope_key(obj) else {
+            return;
+        };
+        let requested = ["Create", "Update"]
+            .into_iter()
+            .find_map(|operation| self.pending_within_grace(obj, operation, now))
+            .map(|pending| pending_wait(&pending, now));
+        self.observations
+            .awaiting(&key, id, requested.unwrap_or_default());
+    }
+
+    /// What reading back an awaited write of `id` found (see [`Observations::looked`]).
+    fn looked(&self, obj: &K, id: &str, visible: bool) {
+        if let Some(key) = self.scope_key(obj) {
+            self.observations.looked(&key, id, visible);
+        }
+    }
+
+    /// When to look first at a write of `id` the upstream just accepted.
+    fn first_look(&self, obj: &K, id: &str) -> Duration {
+        self.scope_key(obj)
+            .and_then(|key| self.observations.next_look(&key, id))
+            .unwrap_or_else(|| self.timing.pending_poll(Duration::ZERO))
+    }
+
+    /// A read-back found the accepted write `pending` not applied yet: when to look again.
+    fn not_visible_yet(
+        &self,
+        obj: &K,
+        id: &str,
+        pending: &PendingWrite,
+        now: Timestamp,
+    ) -> Duration {
+        self.looked(obj, id, false);
+        self.scope_key(obj)
+            .and_then(|key| self.observations.next_look(&key, id))
+            .unwrap_or_else(|| self.timing.pending_poll(pending_wait(pending, now)))
     }
 
     /// Snapshots are per Connection and scope.

@@ -21,6 +21,9 @@ pub struct Timing {
     pub terminal_retry: Duration,
     /// Longest delay between read-backs of an accepted asynchronous write.
     pub pending_poll_max: Duration,
+    /// How long after an asynchronous write was accepted to read it back first, until
+    /// the upstream's own delay is known (it is then learned per Connection).
+    pub first_look: Duration,
     /// How long an accepted write may stay invisible before it is sent again.
     pub pending_grace: Duration,
     /// How long one List of a scope answers current reads of that scope.
@@ -42,6 +45,7 @@ impl Default for Timing {
             error_backoff_max: Duration::from_secs(300),
             terminal_retry: Duration::from_secs(900),
             pending_poll_max: Duration::from_secs(60),
+            first_look: Duration::from_secs(2),
             pending_grace: Duration::from_secs(600),
             list_window: Duration::from_secs(2),
             resync_rate: 50.0,
@@ -80,10 +84,15 @@ impl Timing {
         jitter(exp.min(self.error_backoff_max), 0.2)
     }
 
-    /// Longest a read-back of an accepted write waits for the List of its scope that
-    /// confirms a whole burst of writes (see `observation`): half a list window.
-    pub fn confirm_list_delay(&self) -> Duration {
-        self.list_window / 2
+    /// How read-backs of accepted writes are timed (see `observation`, `visibility`):
+    /// one shared List per quarter list window while many are due.
+    pub fn confirming(&self) -> super::observation::Confirming {
+        super::observation::Confirming {
+            round: self.list_window / 4,
+            first_look: self.first_look,
+            max_step: self.pending_poll_max,
+            grace: self.pending_grace,
+        }
     }
 
     /// Delay before reading back an accepted write, growing with the time already waited:

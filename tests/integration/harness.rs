@@ -58,6 +58,8 @@ impl Harness {
             list_window: Duration::from_millis(400),
             resync_rate: 0.0,
             converged_quiet: Duration::ZERO,
+            // Tests that drive passes one by one read accepted writes back at once.
+            first_look: Duration::ZERO,
             ..Timing::default()
         };
         let engine = Arc::new(Engine::new(

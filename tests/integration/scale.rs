@@ -23,7 +23,7 @@ use serde_json::json;
 
 use crate::harness::{C1Env, Harness, NS, requeue_of};
 use crate::support::fake_http::Recorded;
-use crate::support::fake_instaclustr::{FakeInstaclustr, list_path};
+use crate::support::fake_instaclustr::{self, FakeInstaclustr, list_path};
 
 /// Objects per scope in the wave tests.
 const N: usize = 12;
@@ -109,9 +109,9 @@ async fn check_resync_wave<K: ManagedObject, P: Provider<K>>(
             if h.condition_of(plural, name, "Ready").0 == "True" {
                 break;
             }
-            // An accepted asynchronous write may wait for its scope's next List (the
+            // An accepted asynchronous write is read back once it is due to show (the
             // operator requeues it until then).
-            tokio::time::sleep(h.engine.timing.confirm_list_delay()).await;
+            tokio::time::sleep(h.engine.timing.confirming().round).await;
         }
         assert_eq!(
             h.condition_of(plural, name, "Ready").0,
@@ -507,57 +507,67 @@ async fn resyncs_run_at_their_own_rate_while_a_change_goes_first() {
     assert_eq!(h.serval.profile(&id).unwrap()["description"], "changed now");
 }
 
-/// The whole operator against an asynchronous upstream: a burst of persona access
-/// control creates, each accepted (202) and confirmed later by reading back, costs one
-/// POST per resource plus a few Lists of the gateway cluster, shared by all the
-/// confirmations — not a GET or a List of its own for every other one.
-#[tokio::test]
-async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_lists() {
-    use crate::support::fake_kube::FakeKube;
-    use accessplane::runtime::{RunConfig, run_with};
-    use futures::FutureExt;
-
-    const API: &str = "accessplane.io/v1alpha1";
-    const COUNT: usize = 60;
-    let (cluster, vs) = ("gw-1", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
+/// A fake gateway (20 ms latency, writes visible after `visibility`) and a fake
+/// apiserver holding its Connection (`rps` requests/s, burst 10), in namespace team-a.
+async fn gateway_world(
+    visibility: Duration,
+    rps: u32,
+) -> (crate::support::fake_kube::FakeKube, FakeInstaclustr) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let ic = FakeInstaclustr::start().await;
     ic.add_account("ops", "key");
-    ic.add_virtual_server(cluster, vs);
-    // As in the scale benchmark: some latency, and a Connection rate limit that spreads
-    // the creates over more than a second, so that confirmations and creates interleave.
+    ic.add_virtual_server(GATEWAY, GATEWAY_VS);
     ic.set_latency(Duration::from_millis(20));
-    let kube = FakeKube::new();
+    ic.set_visibility_delay(visibility);
+    let kube = crate::support::fake_kube::FakeKube::new();
     kube.put_object(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "ic-creds", "namespace": "team-a"},
         "data": {"username": "b3Bz", "apiKey": "a2V5"},
     }));
     kube.put_object(json!({
-        "apiVersion": API, "kind": "Connection",
+        "apiVersion": LIVE_API, "kind": "Connection",
         "metadata": {"name": "ic", "namespace": "team-a"},
         "spec": {"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic-creds"}},
-                 "rateLimit": {"requestsPerSecond": 40, "burst": 10}},
+                 "rateLimit": {"requestsPerSecond": rps, "burst": 10}},
     }));
-    for i in 0..COUNT {
-        kube.put_object(json!({
-            "apiVersion": API, "kind": "PersonaAccessControl",
-            "metadata": {"name": format!("persona-{i}"), "namespace": "team-a", "generation": 1},
-            "spec": {"connectionRef": {"name": "ic"}, "clusterId": cluster, "virtualServerId": vs,
-                     "personaRole": format!("role-{i}"), "type": "ALLOWLIST"},
-        }));
-    }
-    let ready = |i: usize| {
-        kube.get(
-            API,
-            "personaaccesscontrols",
-            "team-a",
-            &format!("persona-{i}"),
-        )
-        .as_ref()
-        .and_then(|o| crate::harness::condition(o, "Ready"))
-        .is_some_and(|c| c["status"] == "True")
-    };
+    (kube, ic)
+}
+
+const LIVE_API: &str = "accessplane.io/v1alpha1";
+const GATEWAY: &str = "gw-1";
+const GATEWAY_VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+
+fn put_persona(kube: &crate::support::fake_kube::FakeKube, i: usize) {
+    kube.put_object(json!({
+        "apiVersion": LIVE_API, "kind": "PersonaAccessControl",
+        "metadata": {"name": format!("persona-{i}"), "namespace": "team-a", "generation": 1},
+        "spec": {"connectionRef": {"name": "ic"}, "clusterId": GATEWAY, "virtualServerId": GATEWAY_VS,
+                 "personaRole": format!("role-{i}"), "type": "ALLOWLIST"},
+    }));
+}
+
+fn persona_ready(kube: &crate::support::fake_kube::FakeKube, i: usize) -> bool {
+    kube.get(
+        LIVE_API,
+        "personaaccesscontrols",
+        "team-a",
+        &format!("persona-{i}"),
+    )
+    .as_ref()
+    .and_then(|o| crate::harness::condition(o, "Ready"))
+    .is_some_and(|c| c["status"] == "True")
+}
+
+/// The whole operator in namespace team-a; send on the sender to stop it.
+fn start_live_operator(
+    kube: &crate::support::fake_kube::FakeKube,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), accessplane::runtime::RuntimeError>>,
+) {
+    use accessplane::runtime::{RunConfig, run_with};
+    use futures::FutureExt;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = RunConfig {
         namespace: Some("team-a".into()),
@@ -569,22 +579,49 @@ async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_li
         config,
         stopped.map(|_| ()).boxed().shared(),
     ));
-    for _ in 0..600 {
-        if (0..COUNT).all(ready) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let not_ready: Vec<usize> = (0..COUNT).filter(|i| !ready(*i)).collect();
-    assert!(not_ready.is_empty(), "not Ready: {not_ready:?}");
-    // Let the echoes of the last writes run.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    (stop, operator)
+}
+
+/// Persona access control calls the gateway received (the Connection's credential check
+/// and the gateway cluster's state are counted apart).
+fn persona_traffic(ic: &FakeInstaclustr) -> Traffic {
     let controls: Vec<Recorded> = ic
         .requests()
         .into_iter()
         .filter(|r| r.path.contains("persona-access-controls"))
         .collect();
-    let seen = traffic(controls, &list_path(cluster));
+    traffic(controls, &list_path(GATEWAY))
+}
+
+async fn wait_personas_ready(kube: &crate::support::fake_kube::FakeKube, count: usize) {
+    for _ in 0..1200 {
+        if (0..count).all(|i| persona_ready(kube, i)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let not_ready: Vec<usize> = (0..count).filter(|i| !persona_ready(kube, *i)).collect();
+    assert!(not_ready.is_empty(), "not Ready: {not_ready:?}");
+    // Let the echoes of the last writes run.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}
+
+/// The whole operator against an asynchronous upstream: a burst of persona access
+/// control creates, each accepted (202) and confirmed later by reading back, costs one
+/// POST per resource plus a few Lists of the gateway cluster, shared by all the
+/// confirmations — not a GET or a List of its own for every other one.
+#[tokio::test]
+async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_lists() {
+    const COUNT: usize = 60;
+    // As in the scale benchmark: some latency, and a Connection rate limit that spreads
+    // the creates over more than a second, so that confirmations and creates interleave.
+    let (kube, ic) = gateway_world(Duration::ZERO, 40).await;
+    for i in 0..COUNT {
+        put_persona(&kube, i);
+    }
+    let (stop, operator) = start_live_operator(&kube);
+    wait_personas_ready(&kube, COUNT).await;
+    let seen = persona_traffic(&ic);
     assert_eq!(seen.writes, COUNT, "one POST per resource: {seen:?}");
     // The gateway's List has no paging: one page answers the whole cluster. The few
     // extra reads are the first absence checks (a GET, then a List once two show demand)
@@ -600,6 +637,54 @@ async fn live_operator_confirms_a_burst_of_accepted_creates_with_a_few_shared_li
     );
     stop.send(()).unwrap();
     operator.await.unwrap().unwrap();
+}
+
+/// Creates streamed in (as `kubectl create` of many objects sends them) to a gateway that
+/// shows writes only after a delay: the confirmations wait for the delay the gateway
+/// has been showing and share Lists, so reads stay a small share of the writes (≤ 1.15
+/// calls per object in all, the gateway's cluster state included) whether writes take
+/// 1 s or 3 s to show; a lone create afterwards is read back once.
+#[tokio::test]
+async fn live_operator_confirms_streamed_creates_at_the_pace_the_gateway_shows() {
+    const COUNT: usize = 150;
+    for visibility in [Duration::from_secs(1), Duration::from_secs(3)] {
+        let (kube, ic) = gateway_world(visibility, 50).await;
+        let (stop, operator) = start_live_operator(&kube);
+        // 30 per second for 5 s, as kubectl creates them on a busy apiserver.
+        for i in 0..COUNT {
+            put_persona(&kube, i);
+            tokio::time::sleep(Duration::from_millis(33)).await;
+        }
+        wait_personas_ready(&kube, COUNT).await;
+        let seen = persona_traffic(&ic);
+        let state_reads = ic.count("GET", fake_instaclustr::CLUSTERS_PATH);
+        let calls = seen.lists + seen.gets + seen.writes + state_reads;
+        eprintln!(
+            "visibility {visibility:?}: {calls} calls for {COUNT} creates ({seen:?}, {state_reads} cluster state reads)"
+        );
+        assert_eq!(seen.writes, COUNT, "one POST per resource: {seen:?}");
+        assert!(
+            calls as f64 <= COUNT as f64 * 1.15,
+            "visibility {visibility:?}: {calls} calls for {COUNT} creates ({seen:?}, {state_reads} cluster state reads)"
+        );
+
+        // A lone create, once every cache has expired (the List snapshot after the list
+        // window, the gateway state after its 2 s): an existence check, the cluster state,
+        // the write and one read-back at the delay the burst taught.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        ic.clear_requests();
+        put_persona(&kube, COUNT);
+        wait_personas_ready(&kube, COUNT + 1).await;
+        let lone = persona_traffic(&ic);
+        let state_reads = ic.count("GET", fake_instaclustr::CLUSTERS_PATH);
+        assert_eq!(
+            (lone.writes, lone.lists + lone.gets, state_reads),
+            (1, 2, 1),
+            "visibility {visibility:?}: a lone create is its existence check, the cluster state, the write and one read-back: {lone:?}"
+        );
+        stop.send(()).unwrap();
+        operator.await.unwrap().unwrap();
+    }
 }
 
 /// The whole operator: creating a batch costs one upstream call per resource (the echoes
