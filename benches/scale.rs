@@ -17,15 +17,19 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
+
+use common::{Operator, clock_ticks};
 
 use support::fake_c1::{self, FakeC1, test_credentials};
 use support::fake_http::Recorded;
@@ -607,132 +611,6 @@ fn is_ready(obj: &Value) -> bool {
         && ready["observedGeneration"].as_i64() == obj["metadata"]["generation"].as_i64()
 }
 
-/// The operator as a child process.
-struct Operator {
-    child: Child,
-    metrics_url: String,
-}
-
-impl Operator {
-    fn spawn(env: &Env, log: &Path) -> Self {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-            l.local_addr().unwrap().port()
-        };
-        let log = std::fs::File::create(log).expect("operator log");
-        let operator = env!("CARGO_BIN_EXE_accessplane");
-        let wrapper = std::env::var("ACCESSPLANE_BENCH_WRAPPER").unwrap_or_default();
-        let mut command = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(operator);
-                c
-            }
-            None => Command::new(operator),
-        };
-        let child = command
-            .args([
-                "run",
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-                "--log-level",
-                "warn",
-            ])
-            .env("KUBECONFIG", &env.kubeconfig)
-            .env_remove("KUBERNETES_SERVICE_HOST")
-            .env_remove("KUBERNETES_SERVICE_PORT")
-            .env_remove("RUST_LOG")
-            .env_remove("ACCESSPLANE_RESYNC_INTERVAL")
-            .env_remove("ACCESSPLANE_CONCURRENCY")
-            .env_remove("ACCESSPLANE_NAMESPACE")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("spawn the operator");
-        Self {
-            child,
-            metrics_url: format!("http://127.0.0.1:{port}/metrics"),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Peak resident set size (VmHWM) in KiB.
-    fn vm_hwm_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    /// utime + stime in seconds.
-    fn cpu_seconds(&self, ticks: f64) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // After the command name: state is field 3, utime 14, stime 15.
-        (t(11) + t(12)) / ticks
-    }
-
-    /// `accessplane_reconcile_total` over all managed kinds: (all results, `ok` only);
-    /// `None` while the metrics server is not up.
-    async fn reconciles(&self, http: &reqwest::Client) -> Option<(u64, u64)> {
-        let text = http
-            .get(&self.metrics_url)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let count = |ok_only: bool| {
-            text.lines()
-                .filter(|l| l.starts_with("accessplane_reconcile_total{"))
-                .filter(|l| !ok_only || l.contains("result=\"ok\""))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum::<f64>() as u64
-        };
-        Some((count(false), count(true)))
-    }
-
-    /// SIGTERM, then SIGKILL if it has not stopped within 15 s.
-    async fn stop(mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        for _ in 0..150 {
-            if !self.alive() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 // ---------------------------------------------------------------------------------
 // Classifying upstream requests.
 
@@ -905,7 +783,7 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
     let env = Env::start(dir).await;
 
     // --- Create path.
-    let mut op = Operator::spawn(&env, &dir.join("operator-create.log"));
+    let mut op = Operator::spawn(&env.kubeconfig, &dir.join("operator-create.log"));
     let started = Instant::now();
     while !env.connections_ready() {
         if started.elapsed() > Duration::from_secs(60) || !op.alive() {
@@ -982,7 +860,7 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
         .expect("edit target");
     let edit_id = edit_obj["status"]["id"].as_str().unwrap_or("").to_string();
 
-    let op = Operator::spawn(&env, &dir.join("operator-resync.log"));
+    let op = Operator::spawn(&env.kubeconfig, &dir.join("operator-resync.log"));
     let t_start = Instant::now();
     // The wave begins with the first reconcile.
     let (cpu0, rec0) = loop {

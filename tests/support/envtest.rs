@@ -492,6 +492,12 @@ impl Envtest {
         succeeded(&self.kubectl, args, self.kubectl(args, stdin))
     }
 
+    /// The `kubectl` binary (for callers that run it with their own stdin/stdout, e.g.
+    /// a large stream whose output would fill a pipe).
+    pub fn kubectl_binary(&self) -> &Path {
+        &self.kubectl
+    }
+
     /// The `helm` binary, or `None` (the caller skips, saying so) when there is none.
     pub fn helm_binary(&self) -> Option<&Path> {
         if self.helm.is_none() {

@@ -234,6 +234,13 @@ impl FakeInstaclustr {
         assert!(removed.is_some(), "no control {id}");
     }
 
+    /// When each control's visible state became visible: the instant its latest write
+    /// accepted through the API became due (whether or not anything read it then).
+    /// Seeded and directly edited controls are not in it.
+    pub fn visible_since(&self) -> HashMap<String, Instant> {
+        self.lock().visible_since.clone()
+    }
+
     /// Writes accepted but not visible yet.
     pub fn pending_changes(&self) -> usize {
         self.lock().pending.len()
@@ -304,6 +311,8 @@ pub struct Inner {
     pending: Vec<Pending>,
     visibility_delay: Duration,
     delete_sees_only_visible: bool,
+    /// id -> when its latest accepted write became visible (see `visible_since`).
+    visible_since: HashMap<String, Instant>,
     writes_while_not_running: usize,
     rate_limit: Option<(usize, Duration)>,
     /// username -> arrival times of admitted requests within the window
@@ -536,13 +545,20 @@ impl Inner {
     fn settle(&mut self) {
         let now = Instant::now();
         let controls = &mut self.controls;
+        let visible_since = &mut self.visible_since;
         self.pending.retain_mut(|p| {
             if p.at > now {
                 return true;
             }
             match p.value.take() {
-                Some(v) => controls.insert(p.id.clone(), v),
-                None => controls.remove(&p.id),
+                Some(v) => {
+                    visible_since.insert(p.id.clone(), p.at);
+                    controls.insert(p.id.clone(), v)
+                }
+                None => {
+                    visible_since.remove(&p.id);
+                    controls.remove(&p.id)
+                }
             };
             false
         });
