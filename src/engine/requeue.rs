@@ -45,7 +45,7 @@ impl Default for Timing {
             error_backoff_max: Duration::from_secs(300),
             terminal_retry: Duration::from_secs(900),
             pending_poll_max: Duration::from_secs(60),
-            first_look: Duration::from_secs(2),
+            first_look: Duration::from_secs(1),
             pending_grace: Duration::from_secs(600),
             list_window: Duration::from_secs(2),
             resync_rate: 50.0,
