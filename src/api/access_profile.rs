@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::condition::SharedStr;
 use super::envelope::{ManagedFields, ManagedStatus};
 
 /// A Serval access profile: which groups of a team get which app resource roles and workflows.
@@ -33,7 +34,7 @@ pub struct AccessProfileSpec {
     /// The Serval team that owns the profile. Immutable: a different team means a different profile.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.teamId is immutable"))]
     #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
-    pub team_id: String,
+    pub team_id: SharedStr,
     /// Display name of the profile. Required to create; with `externalId` it may be omitted (unmanaged).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256), regex(pattern = super::DISPLAY_NAME))]

@@ -6,6 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::condition::SharedStr;
 use super::envelope::{Empty, FreeformObject, ManagedFields, ManagedStatus};
 
 /// A ConductorOne app entitlement. Every optional field left out is unmanaged.
@@ -36,7 +37,7 @@ pub struct AppEntitlementSpec {
     /// The ConductorOne app the entitlement belongs to. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.appId is immutable"))]
     #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
-    pub app_id: String,
+    pub app_id: SharedStr,
     /// Display name (required to create).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = super::DISPLAY_NAME))]

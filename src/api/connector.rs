@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::condition::SharedStr;
 use super::envelope::{LocalRef, ManagedFields, ManagedStatus};
 
 /// A ConductorOne connector, created from a catalog entry or adopted by externalId.
@@ -34,7 +35,7 @@ pub struct ConnectorSpec {
     /// The ConductorOne app the connector belongs to. Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.appId is immutable"))]
     #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
-    pub app_id: String,
+    pub app_id: SharedStr,
     /// Connector catalog entry to create from (create only; immutable).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.catalogId is immutable"))]

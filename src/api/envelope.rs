@@ -1,7 +1,7 @@
 //! The envelope every managed kind shares (design §1): where the upstream is, how the
 //! operator may act on it, and the common status fields.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use super::condition::{Condition, SharedStr};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub struct LocalRef {
     /// Name of the referenced object in the same namespace.
     #[schemars(length(min = 1, max = 253), regex(pattern = super::OBJECT_NAME))]
-    pub name: String,
+    pub name: SharedStr,
 }
 
 /// What the operator may do upstream.

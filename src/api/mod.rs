@@ -2,6 +2,7 @@
 
 pub mod access_profile;
 pub mod app_entitlement;
+pub mod condition;
 pub mod connection;
 pub mod connector;
 pub mod envelope;

@@ -4,6 +4,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::condition::SharedStr;
 use super::envelope::{ManagedFields, ManagedStatus};
 
 /// Instaclustr's `[^"'\\]+`, minus control characters and leading/trailing whitespace
@@ -33,11 +34,11 @@ pub struct PersonaAccessControlSpec {
     pub managed: ManagedFields,
     /// The MCP Gateway cluster.
     #[schemars(length(min = 1, max = 128), regex(pattern = super::OPAQUE_ID))]
-    pub cluster_id: String,
+    pub cluster_id: SharedStr,
     /// The virtual server (uuid). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.virtualServerId is immutable"))]
     #[schemars(regex(pattern = super::UUID))]
-    pub virtual_server_id: String,
+    pub virtual_server_id: SharedStr,
     /// The persona role: no quotes, backslashes or control characters, and no leading or
     /// trailing whitespace (so never blank). Immutable.
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.personaRole is immutable"))]

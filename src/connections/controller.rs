@@ -251,6 +251,7 @@ fn secret_ref(conn: &Connection, kind: UpstreamKind) -> String {
             .as_ref()
             .map(|c| c.credentials_secret_ref.name.clone()),
     }
+    .map(String::from)
     .unwrap_or_default()
 }
 
@@ -279,8 +280,8 @@ async fn write_ready(
     );
     let flipped = previous
         != Some((
-            (if ready.status { "True" } else { "False" }).to_string(),
-            ready.reason.to_string(),
+            (if ready.status { "True" } else { "False" }).into(),
+            ready.reason.into(),
         ));
     if flipped {
         let note = Note {

@@ -1,8 +1,11 @@
 //! `Ready`/`Synced` conditions (design §3): reasons, and setting a condition so that
 //! `lastTransitionTime` only moves when the status flips.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
+
+pub use crate::api::condition::Condition;
+use crate::api::condition::SharedStr;
 
 pub const READY: &str = "Ready";
 pub const SYNCED: &str = "Synced";
@@ -82,17 +85,17 @@ pub fn set(
     generation: Option<i64>,
     now: Timestamp,
 ) {
-    let status = if value.status { "True" } else { "False" }.to_string();
+    let status = SharedStr::new(if value.status { "True" } else { "False" });
     let existing = conditions.iter().position(|c| c.type_ == type_);
     let last_transition_time = match existing.map(|i| &conditions[i]) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(now),
     };
     let condition = Condition {
-        type_: type_.to_string(),
+        type_: SharedStr::new(type_),
         status,
-        reason: value.reason.to_string(),
-        message: value.message.clone(),
+        reason: SharedStr::new(value.reason),
+        message: SharedStr::new(&value.message),
         observed_generation: generation,
         last_transition_time,
     };

@@ -104,12 +104,12 @@ struct ScopeState<O> {
     snapshot: Option<Snapshot<O>>,
     /// Objects the operator wrote, and when (pruned at each List to those younger than
     /// the oldest snapshot a resync accepts).
-    written: HashMap<String, Instant>,
+    written: HashMap<IdKey, Instant>,
     /// Objects whose last write the upstream accepted to apply later and that have not
     /// been confirmed yet.
-    accepted: HashMap<String, Awaited>,
+    accepted: HashMap<IdKey, Awaited>,
     /// Objects with a recent current read, and when.
-    current_reads: HashMap<String, Instant>,
+    current_reads: HashMap<IdKey, Instant>,
     /// When the List under way, if any, started.
     listing_since: Option<Instant>,
     /// Pages of the last List (1 until a List has run).
@@ -138,6 +138,21 @@ impl<O> ScopeState<O> {
         {
             self.snapshot = None;
         }
+    }
+}
+
+/// An upstream id in the per-scope bookkeeping: a 64-bit hash instead of a String (the
+/// maps hold every object written in the last half resync interval — at 10,000 objects
+/// about a MiB as Strings). A collision would at worst read one object directly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct IdKey(u64);
+
+impl IdKey {
+    fn of(id: &str) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut hasher = DefaultHasher::new();
+        id.hash(&mut hasher);
+        Self(hasher.finish())
     }
 }
 
@@ -288,7 +303,7 @@ impl<O: Clone> Observations<O> {
             // Too old for any read: free it rather than keep it until the next List.
             state.drop_snapshot_older_than(self.resync_age);
             let awaited = purpose != Purpose::Resync
-                && (purpose == Purpose::Confirm || state.accepted.contains_key(id));
+                && (purpose == Purpose::Confirm || state.accepted.contains_key(&IdKey::of(id)));
             if awaited {
                 match self.plan_confirm(&mut state, key, id) {
                     Plan::Found(item) => return Ok(Lookup::Found(item)),
@@ -329,7 +344,7 @@ impl<O: Clone> Observations<O> {
                         if reads.len() > 4 * needed + 64 {
                             reads.retain(|_, at| at.elapsed() < self.window);
                         }
-                        reads.insert(id.to_string(), Instant::now());
+                        reads.insert(IdKey::of(id), Instant::now());
                         let demand = reads
                             .values()
                             .filter(|at| at.elapsed() < self.window)
@@ -347,7 +362,7 @@ impl<O: Clone> Observations<O> {
         {
             // Someone may have listed while this observe waited: use that List.
             let mut state = scope.state.lock().unwrap();
-            if state.accepted.contains_key(id) {
+            if state.accepted.contains_key(&IdKey::of(id)) {
                 // A read-back: what that List says of it, or when to look again.
                 match self.plan_confirm(&mut state, key, id) {
                     Plan::Found(item) => return Ok(Lookup::Found(item)),
@@ -362,7 +377,7 @@ impl<O: Clone> Observations<O> {
                 .as_ref()
                 .is_some_and(|s| s.started >= fresh_from);
             match answer(&state, id, max_age) {
-                _ if state.accepted.contains_key(id) => {}
+                _ if state.accepted.contains_key(&IdKey::of(id)) => {}
                 Answer::Found(item) => return Ok(Lookup::Found(item)),
                 // As on entry: a List that started just before this read is as good as one
                 // taken for it.
@@ -385,7 +400,7 @@ impl<O: Clone> Observations<O> {
         let grace = self.grace;
         state.accepted.retain(|_, a| a.at.elapsed() < grace);
         state.snapshot = Some(Snapshot::new(started, listed.items));
-        if state.accepted.contains_key(id) {
+        if state.accepted.contains_key(&IdKey::of(id)) {
             // A read-back: what this List says of it, or when to look again.
             return Ok(match self.plan_confirm(&mut state, key, id) {
                 Plan::Found(item) => Lookup::Found(item),
@@ -409,7 +424,7 @@ impl<O: Clone> Observations<O> {
         // a restart): awaited from now on.
         let mut awaited = *state
             .accepted
-            .entry(id.to_string())
+            .entry(IdKey::of(id))
             .or_insert_with(|| Awaited {
                 at: now,
                 next_look: now,
@@ -429,7 +444,7 @@ impl<O: Clone> Observations<O> {
                 let again = self.visibility.not_yet(connection_of(key), age);
                 awaited.missed = true;
                 awaited.next_look = awaited.at + again;
-                state.accepted.insert(id.to_string(), awaited);
+                state.accepted.insert(IdKey::of(id), awaited);
             }
         }
         if awaited.next_look > now + DUE_SLACK {
@@ -444,7 +459,7 @@ impl<O: Clone> Observations<O> {
         let others_due = state
             .accepted
             .iter()
-            .any(|(other, a)| other != id && a.next_look <= now + round);
+            .any(|(other, a)| *other != IdKey::of(id) && a.next_look <= now + round);
         if !others_due {
             return Plan::Read;
         }
@@ -462,7 +477,7 @@ impl<O: Clone> Observations<O> {
         let scope = self.scope(key);
         let mut state = scope.state.lock().unwrap();
         let now = Instant::now();
-        state.written.insert(id.to_string(), now);
+        state.written.insert(IdKey::of(id), now);
         if accepted {
             let first_look = self.visibility.first_look(connection_of(key));
             let awaited = Awaited {
@@ -470,9 +485,9 @@ impl<O: Clone> Observations<O> {
                 next_look: now + first_look,
                 missed: false,
             };
-            state.accepted.insert(id.to_string(), awaited);
+            state.accepted.insert(IdKey::of(id), awaited);
         } else {
-            state.accepted.remove(id);
+            state.accepted.remove(&IdKey::of(id));
         }
     }
 
@@ -483,7 +498,7 @@ impl<O: Clone> Observations<O> {
         let scope = self.scope(key);
         let mut state = scope.state.lock().unwrap();
         let now = Instant::now();
-        state.accepted.entry(id.to_string()).or_insert_with(|| {
+        state.accepted.entry(IdKey::of(id)).or_insert_with(|| {
             let at = now.checked_sub(age).unwrap_or(now);
             let first_look = self.visibility.first_look(connection_of(key));
             Awaited {
@@ -500,19 +515,19 @@ impl<O: Clone> Observations<O> {
     pub fn looked(&self, key: &str, id: &str, visible: bool) {
         let scope = self.scope(key);
         let mut state = scope.state.lock().unwrap();
-        let Some(mut awaited) = state.accepted.get(id).copied() else {
+        let Some(mut awaited) = state.accepted.get(&IdKey::of(id)).copied() else {
             return;
         };
         let age = awaited.at.elapsed();
         let connection = connection_of(key);
         if visible {
             self.visibility.visible(connection, age, !awaited.missed);
-            state.accepted.remove(id);
+            state.accepted.remove(&IdKey::of(id));
         } else if awaited.next_look <= Instant::now() + DUE_SLACK {
             // Looked at when due (not a passing echo): the write does not show yet.
             awaited.missed = true;
             awaited.next_look = awaited.at + self.visibility.not_yet(connection, age);
-            state.accepted.insert(id.to_string(), awaited);
+            state.accepted.insert(IdKey::of(id), awaited);
         }
     }
 
@@ -520,7 +535,7 @@ impl<O: Clone> Observations<O> {
     pub fn next_look(&self, key: &str, id: &str) -> Option<Duration> {
         let scope = self.scope(key);
         let state = scope.state.lock().unwrap();
-        let awaited = state.accepted.get(id)?;
+        let awaited = state.accepted.get(&IdKey::of(id))?;
         Some(awaited.next_look.saturating_duration_since(Instant::now()))
     }
 }
@@ -570,7 +585,7 @@ fn answer<O: Clone>(state: &ScopeState<O>, id: &str, max_age: Duration) -> Answe
     else {
         return Answer::NoSnapshot;
     };
-    let written = state.written.get(id);
+    let written = state.written.get(&IdKey::of(id));
     match snapshot.get(id) {
         _ if written.is_some_and(|at| *at >= snapshot.started) => Answer::Written,
         Some(item) => Answer::Found(item.clone()),

@@ -834,8 +834,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     false,
                     reason::DELETING,
                     format!(
-                        "the create sent at {sent} is not visible upstream yet, so there was nothing to delete; the delete is sent again until it shows or {} s have passed",
-                        self.timing.pending_grace.as_secs()
+                        "the create attempted at {sent} is not visible upstream yet, so there was nothing to delete; the delete is sent again until it shows or {} s have passed",
+                        self.create_wait(obj).as_secs()
                     ),
                 ),
                 self.timing.pending_poll(elapsed(sent, now)),
@@ -1263,8 +1263,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         obj: &K,
         id: &str,
     ) -> Result<(), EngineError> {
-        // Ours when we tried to create it (or recorded it), whether or not it is visible yet.
-        if create_mark(obj).is_some() || annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id) {
+        // Ours when we tried to create it, whether or not it is visible yet; decided
+        // before when the id is recorded (adopted objects keep their adoption mark).
+        let recorded = obj.managed_status().and_then(|s| s.id.as_deref()) == Some(id)
+            || annotation(obj, EXTERNAL_ID_ANNOTATION) == Some(id);
+        if create_mark(obj).is_some() || recorded {
             return Ok(());
         }
         // Adopting changes the default deletion policy to Orphan, so it must not rest on a
@@ -1301,7 +1304,22 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             return None;
         }
         let sent: Timestamp = create_mark(obj)?.parse().ok()?;
-        (elapsed(sent, now) < self.timing.pending_grace).then_some(sent)
+        (elapsed(sent, now) < self.create_wait(obj)).then_some(sent)
+    }
+
+    /// How long a create named by the create mark is waited for: the grace of an accepted
+    /// write when the status records its acceptance; otherwise the create may never have
+    /// been sent (a stop right after the mark), and a shorter wait covers one that was.
+    fn create_wait(&self, obj: &K) -> Duration {
+        let accepted = obj
+            .managed_status()
+            .and_then(|s| s.pending.as_ref())
+            .is_some_and(|p| p.operation == "Create");
+        if accepted {
+            self.timing.pending_grace
+        } else {
+            self.timing.unrecorded_create_wait
+        }
     }
 
     /// Found converged at this generation within [`Timing::converged_quiet`].

@@ -26,6 +26,10 @@ pub struct Timing {
     pub first_look: Duration,
     /// How long an accepted write may stay invisible before it is sent again.
     pub pending_grace: Duration,
+    /// How long a create whose acceptance was never recorded (the operator stopped
+    /// between its create mark and the status write) is waited for by a delete: the
+    /// create may not have been sent at all, so a 404 is believed after this long.
+    pub unrecorded_create_wait: Duration,
     /// How long one List of a scope answers current reads of that scope.
     pub list_window: Duration,
     /// How long after an object was found converged a pass without a change (the echo
@@ -47,6 +51,7 @@ impl Default for Timing {
             pending_poll_max: Duration::from_secs(60),
             first_look: Duration::from_secs(1),
             pending_grace: Duration::from_secs(600),
+            unrecorded_create_wait: Duration::from_secs(60),
             list_window: Duration::from_secs(2),
             resync_rate: 50.0,
             converged_quiet: Duration::from_secs(60),

@@ -165,14 +165,16 @@ where
     // nor the deletion mark, so they do not trigger another reconcile; resyncs come from
     // requeues. (Whether setting deletionTimestamp bumps the generation is up to the
     // apiserver, so deletion is watched explicitly.)
+    // Of the annotations only the user's resync interval: the operator's own are echoes
+    // of its writes (and the cache drops them once they are moot, see `trim_managed`).
     let changes = predicates::generation
         .combine(predicates::finalizers)
-        .combine(predicates::annotations)
+        .combine(resync_annotation::<K>)
         .combine(being_deleted::<K>);
     let mut changes = Changes::new(changes);
     let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(trim::<K>)
+        .modify(trim_managed::<K>)
         .reflect(writer)
         .applied_objects()
         .try_filter(move |obj| future::ready(changes.changed(obj)));
@@ -244,6 +246,39 @@ pub fn trim<K: Resource>(obj: &mut K) {
     }
 }
 
+/// [`trim`], and the engine's create bookkeeping once the status records its outcome:
+/// the create mark and an id annotation equal to `status.id` say nothing then that the
+/// status does not (README "Performance": a one-entry annotation map costs ≈ 0.5 KiB per
+/// cached object). Kept while the status has no id or a write is pending.
+pub fn trim_managed<K: ManagedObject>(obj: &mut K) {
+    let settled_id = obj
+        .managed_status()
+        .filter(|s| s.pending.is_none())
+        .and_then(|s| s.id.clone());
+    trim(obj);
+    let (Some(id), Some(annotations)) = (settled_id, obj.meta_mut().annotations.as_mut()) else {
+        return;
+    };
+    annotations.remove(engine::CREATE_MARK_ANNOTATION);
+    annotations.remove(engine::LEGACY_CREATE_PENDING_ANNOTATION);
+    if annotations.get(engine::EXTERNAL_ID_ANNOTATION) == Some(&id) {
+        annotations.remove(engine::EXTERNAL_ID_ANNOTATION);
+    }
+    if annotations.is_empty() {
+        obj.meta_mut().annotations = None;
+    }
+}
+
+/// Predicate value of the resync-interval annotation, the one a user sets.
+fn resync_annotation<K: Resource>(obj: &K) -> Option<u64> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    obj.annotations()
+        .get(engine::requeue::RESYNC_ANNOTATION)
+        .hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Objects of `K` that read this Secret.
 fn reading<K: ManagedObject>(
     store: &Store<K>,
@@ -266,7 +301,7 @@ fn waiting_on<K: ManagedObject>(store: &Store<K>, conn: &Connection) -> Vec<Obje
         .state()
         .iter()
         .filter(|obj| {
-            obj.namespace() == conn.namespace() && obj.managed().connection_ref.name == name
+            obj.namespace() == conn.namespace() && *obj.managed().connection_ref.name == *name
         })
         .filter(|obj| is_waiting_for_dependency(&***obj))
         .map(|obj| ObjectRef::from_obj(&**obj))
@@ -384,6 +419,60 @@ mod tests {
             .into(),
         );
         trim(&mut bare);
+        assert!(bare.metadata.annotations.is_none());
+    }
+
+    #[test]
+    fn the_cache_drops_create_bookkeeping_once_the_status_records_the_outcome() {
+        let object = |status: serde_json::Value| -> AccessProfile {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+                "metadata": {"name": "p", "namespace": "ns", "annotations": {
+                    "accessplane.io/create-attempted": "2026-12-03T10:00:00Z",
+                    "accessplane.io/external-id": "ap-1",
+                    "accessplane.io/resync-interval": "5m"}},
+                "spec": {"connectionRef": {"name": "serval"}, "teamId": "t", "name": "p"},
+                "status": status
+            }))
+            .unwrap()
+        };
+        let keys = |obj: &AccessProfile| -> Vec<String> {
+            obj.metadata
+                .annotations
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+        // No id yet, or a write pending: the mark is what crash recovery needs.
+        for status in [
+            serde_json::json!({}),
+            serde_json::json!({"id": "ap-1", "pending": {"operation": "Create", "generation": 1, "requestedAt": "2026-12-03T10:00:00Z"}}),
+        ] {
+            let mut obj = object(status);
+            trim_managed(&mut obj);
+            assert_eq!(keys(&obj).len(), 3, "{:?}", keys(&obj));
+        }
+        let mut settled = object(serde_json::json!({"id": "ap-1"}));
+        trim_managed(&mut settled);
+        assert_eq!(keys(&settled), ["accessplane.io/resync-interval"]);
+        // An id annotation that says something else than the status is kept.
+        let mut other = object(serde_json::json!({"id": "ap-2"}));
+        trim_managed(&mut other);
+        assert_eq!(
+            keys(&other),
+            [
+                "accessplane.io/external-id",
+                "accessplane.io/resync-interval"
+            ]
+        );
+        let mut bare = object(serde_json::json!({"id": "ap-1"}));
+        bare.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove("accessplane.io/resync-interval");
+        trim_managed(&mut bare);
         assert!(bare.metadata.annotations.is_none());
     }
 }

@@ -545,8 +545,13 @@ impl World {
                 ));
             }
             for name in desired.deleted(kind) {
-                if self.kube.get(API, kind.plural(), NS, name).is_some() {
-                    return Err(format!("{} {name}: still in Kubernetes", kind.name()));
+                if let Some(obj) = self.kube.get(API, kind.plural(), NS, name) {
+                    return Err(format!(
+                        "{} {name}: still in Kubernetes: {} {}",
+                        kind.name(),
+                        obj["metadata"]["annotations"],
+                        obj["status"]
+                    ));
                 }
             }
         }

@@ -86,6 +86,8 @@ impl Env {
                 // An unlucky spread of injected faults over one object must not back
                 // it off for longer than the waits below allow.
                 error_backoff_max: Duration::from_secs(20),
+                // A create that was marked but maybe never sent is believed gone soon.
+                unrecorded_create_wait: Duration::from_secs(3),
                 ..Default::default()
             },
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -534,6 +536,63 @@ async fn a_kill_between_the_steps_of_a_create_leaves_one_upstream_object() {
     assert!(
         env.persona_creates("analyst") <= 2,
         "the accepted create is sent at most once more (answered 409)"
+    );
+    env.shutdown().await;
+}
+
+/// A persona access control is deleted after a kill that came between its create mark
+/// and the create: nothing was sent, so after the short wait for an unrecorded create
+/// the delete's 404 is believed and the resource is released (not held for the grace of
+/// an accepted write), with nothing upstream and no create sent.
+#[tokio::test]
+async fn a_delete_after_a_kill_between_mark_and_create_is_released_soon() {
+    let mut env = Env::new().await;
+    env.kube
+        .hold_answers("personaaccesscontrols/k-unsent", true);
+    env.apply_persona("k-unsent", "auditor");
+    env.run();
+    env.wait("the create mark", |e| {
+        let obj = e.get(PACS, "k-unsent").unwrap();
+        let marked = obj["metadata"]["annotations"]["accessplane.io/create-attempted"].is_string();
+        match marked && obj["metadata"]["finalizers"].is_array() {
+            true => Ok(()),
+            false => Err("no mark and finalizer".into()),
+        }
+    })
+    .await;
+    env.kill().await;
+    env.kube
+        .hold_answers("personaaccesscontrols/k-unsent", false);
+    assert_eq!(
+        env.persona_creates("auditor"),
+        0,
+        "nothing sent after the mark"
+    );
+
+    env.delete(PACS, "k-unsent");
+    env.run();
+    env.wait("the resource to be released", |e| {
+        match e.get(PACS, "k-unsent") {
+            None => Ok(()),
+            Some(obj) => Err(format!("still there: {}", obj["status"])),
+        }
+    })
+    .await;
+    assert_eq!(
+        env.persona_creates("auditor"),
+        0,
+        "no create after the delete"
+    );
+    assert!(env.ic.controls(CLUSTER).is_empty(), "nothing upstream");
+    let deletes = env
+        .ic
+        .requests()
+        .iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    assert!(
+        (1..=6).contains(&deletes),
+        "{deletes} deletes while the unrecorded create was waited for"
     );
     env.shutdown().await;
 }

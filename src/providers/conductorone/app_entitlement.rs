@@ -271,7 +271,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
 
     /// Entitlements are listed per app.
     fn list_scope(&self, obj: &AppEntitlement) -> Option<String> {
-        Some(obj.spec.app_id.clone())
+        Some(obj.spec.app_id.to_string())
     }
 
     const LIST_PAGE_SIZE: usize = api::PAGE_SIZE;

@@ -168,6 +168,7 @@ fn config_secret(obj: &Connector) -> Vec<String> {
         .config_secret_ref
         .iter()
         .map(|r| r.name.clone())
+        .map(String::from)
         .collect()
 }
 
@@ -262,7 +263,7 @@ impl Provider<Connector> for ConnectorProvider {
 
     /// Connectors are listed per app.
     fn list_scope(&self, obj: &Connector) -> Option<String> {
-        Some(obj.spec.app_id.clone())
+        Some(obj.spec.app_id.to_string())
     }
 
     const LIST_PAGE_SIZE: usize = api::PAGE_SIZE;

@@ -343,7 +343,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
             .filter(|id| !id.is_empty());
         match (connector, id) {
             (Some(connector), Some(connector_id)) => Ok(ConnectorIds {
-                app_id: connector.spec.app_id,
+                app_id: connector.spec.app_id.to_string(),
                 connector_id,
             }),
             _ => Err(EngineError::Dependency(format!(

@@ -95,7 +95,7 @@ impl PersonaAccessControlProvider {
             self.clusters
                 .lock()
                 .unwrap()
-                .get(cluster)
+                .get(cluster.as_str())
                 .filter(|(at, _)| at.elapsed() < CLUSTER_STATE_TTL)
                 .map(|(_, state)| state.clone())
         };
@@ -117,7 +117,7 @@ impl PersonaAccessControlProvider {
         self.clusters
             .lock()
             .unwrap()
-            .insert(cluster.clone(), (Instant::now(), state.clone()));
+            .insert(cluster.to_string(), (Instant::now(), state.clone()));
         Ok(state)
     }
 }
@@ -162,7 +162,7 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
     }
 
     fn list_scope(&self, obj: &PersonaAccessControl) -> Option<String> {
-        Some(obj.spec.cluster_id.clone())
+        Some(obj.spec.cluster_id.to_string())
     }
 
     async fn list(
@@ -264,7 +264,7 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         }
         if state.status != RUNNING || state.current_cluster_operation_status != NO_OPERATION {
             // Re-read soon: the state is what we wait for.
-            self.clusters.lock().unwrap().remove(cluster);
+            self.clusters.lock().unwrap().remove(cluster.as_str());
             return Err(EngineError::Dependency(format!(
                 "MCP Gateway cluster {cluster} is {} with {}; writes wait until it is RUNNING with NO_OPERATION",
                 state.status, state.current_cluster_operation_status
@@ -277,7 +277,7 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         let cluster = observed
             .cluster_id
             .clone()
-            .unwrap_or_else(|| cx.obj.spec.cluster_id.clone());
+            .unwrap_or_else(|| cx.obj.spec.cluster_id.to_string());
         Map::from_iter([("clusterId".to_string(), json!(cluster))])
     }
 }

@@ -244,7 +244,7 @@ impl Provider<AccessProfile> for AccessProfileProvider {
 
     /// Profiles are listed per team.
     fn list_scope(&self, obj: &AccessProfile) -> Option<String> {
-        Some(obj.spec.team_id.clone())
+        Some(obj.spec.team_id.to_string())
     }
 
     const LIST_PAGE_SIZE: usize = PAGE_SIZE;
