@@ -1,10 +1,11 @@
 """Invariants of rendered chart manifests that schema validation cannot see.
 
-usage: check_rendered.py default.yaml all-features.yaml default-elsewhere.yaml all-features-elsewhere.yaml
+usage: check_rendered.py default.yaml all-features.yaml default-elsewhere.yaml all-features-elsewhere.yaml least-privilege.yaml
 
 The last two are the same renders with the same release name in another release
 namespace: no object of theirs may have the kind, namespace and name of one of the
 first two's (cluster-scoped RBAC, Roles in watchNamespace or the lease namespace).
+The last is the least-privilege install (secrets.scope=credentialsNamespace).
 """
 
 import sys
@@ -100,7 +101,26 @@ def kinds(docs):
     return sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
 
 
-def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path):
+def secret_rules(doc):
+    return [r for r in doc.get("rules", []) if "secrets" in r.get("resources", [])]
+
+
+def least_privilege(docs, path):
+    """No cluster-wide Secret access; a Role in the credentials namespace reads Secrets."""
+    for doc in docs:
+        if doc["kind"] == "ClusterRole":
+            assert not secret_rules(doc), f"{path}: ClusterRole {doc['metadata']['name']} grants Secrets"
+    roles = [d for d in docs if d["kind"] == "Role" and secret_rules(d)]
+    assert [r["metadata"]["namespace"] for r in roles] == ["accessplane-system"], (path, kinds(roles))
+    assert all(rule["verbs"] == ["get", "list", "watch"] for r in roles for rule in secret_rules(r)), path
+    (binding,) = [d for d in docs if d["kind"] == "RoleBinding" and d["roleRef"]["name"] == roles[0]["metadata"]["name"]]
+    assert binding["metadata"]["namespace"] == "accessplane-system", path
+    env = hardened(docs, path)
+    assert env["ACCESSPLANE_SECRETS_SCOPE"] == "credentials-namespace", env
+    assert env["ACCESSPLANE_CREDENTIALS_NAMESPACE"] == "accessplane-system", env
+
+
+def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path, least_privilege_path):
     default, everything = load(default_path), load(all_path)
     for docs, path in ((default, default_path), (everything, all_path)):
         no_wildcards(docs, path)
@@ -109,8 +129,10 @@ def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path):
     strategy(everything, all_path, leader_election=True)
     distinct_names(default, load(default_elsewhere_path), (default_path, default_elsewhere_path))
     distinct_names(everything, load(all_elsewhere_path), (all_path, all_elsewhere_path))
+    least_privilege(load(least_privilege_path), least_privilege_path)
     env = hardened(default, default_path)
     assert env["ACCESSPLANE_LEADER_ELECTION"] == "false", env
+    assert env["ACCESSPLANE_SECRETS_SCOPE"] == "cluster", env
     assert "ACCESSPLANE_NAMESPACE" not in env, env
     optional = ("Role/", "RoleBinding/", "ServiceMonitor/", "PodDisruptionBudget/", "NetworkPolicy/", "ClusterRole/ap-accessplane:accessplane-system:crds")
     extra = [k for k in kinds(default) if k.startswith(optional)]

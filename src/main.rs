@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use accessplane::connections::controller::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, RunConfig, crds};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -84,6 +85,21 @@ struct RunArgs {
         default_value = "accessplane-leader"
     )]
     leader_election_lease: String,
+    /// Namespace of every ClusterConnection's credentials Secret (default: the pod's
+    /// namespace from POD_NAMESPACE, else `accessplane-system`).
+    #[arg(long, env = "ACCESSPLANE_CREDENTIALS_NAMESPACE")]
+    credentials_namespace: Option<String>,
+    /// Where credentials Secrets are read: `cluster` (a Connection's Secret in its own
+    /// namespace, and the credentials namespace) or `credentials-namespace` (only there:
+    /// ClusterConnections only, namespaced Connections are refused).
+    #[arg(long, env = "ACCESSPLANE_SECRETS_SCOPE", value_enum, default_value_t = SecretsScopeArg::Cluster)]
+    secrets_scope: SecretsScopeArg,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SecretsScopeArg {
+    Cluster,
+    CredentialsNamespace,
 }
 
 /// Shorter resyncs would mostly spend the upstreams' rate limits.
@@ -141,6 +157,17 @@ impl RunArgs {
             metrics_addr: self.metrics_addr,
             install_crds: self.install_crds,
             leader_election,
+            credentials: Credentials {
+                namespace: self
+                    .credentials_namespace
+                    .clone()
+                    .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                    .unwrap_or_else(|| Credentials::default().namespace),
+                scope: match self.secrets_scope {
+                    SecretsScopeArg::Cluster => SecretsScope::Cluster,
+                    SecretsScopeArg::CredentialsNamespace => SecretsScope::CredentialsNamespace,
+                },
+            },
         })
     }
 }

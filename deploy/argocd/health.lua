@@ -43,6 +43,8 @@ local needs_user = {
   SecretKeyInvalid = true,     -- Connection
   AuthenticationFailed = true, -- Connection
   InvalidSpec = true,          -- Connection
+  NamespacedConnectionsDisabled = true, -- Connection under secrets scope credentialsNamespace
+  ConnectionNotAllowed = true, -- the ClusterConnection does not allow the namespace
 }
 
 local generation = obj.metadata.generation

@@ -44,8 +44,9 @@ struct Case {
     object: Value,
 }
 
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "Connection",
+    "ClusterConnection",
     "AccessProfile",
     "AppEntitlement",
     "Connector",

@@ -33,12 +33,49 @@ pub enum DeletionPolicy {
     Orphan,
 }
 
+/// Which credentials a managed resource uses: a `Connection` in its own namespace, or a
+/// `ClusterConnection` that allows its namespace. There is no namespace field.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct ConnectionRef {
+    /// `Connection` (the default; same namespace) or `ClusterConnection`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<ConnectionKind>,
+    /// Name of the Connection (in the same namespace) or of the ClusterConnection.
+    #[schemars(length(min = 1, max = 253), regex(pattern = super::OBJECT_NAME))]
+    pub name: SharedStr,
+}
+
+/// `Connection` (the default: a Connection in the same namespace) or `ClusterConnection`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default, JsonSchema)]
+pub enum ConnectionKind {
+    /// A `Connection` in the resource's namespace.
+    #[default]
+    Connection,
+    /// A cluster-scoped `ClusterConnection` that allows the resource's namespace.
+    ClusterConnection,
+}
+
+impl ConnectionRef {
+    /// A reference to the namespaced `Connection` `name`.
+    pub fn local(name: &str) -> Self {
+        Self {
+            kind: None,
+            name: name.into(),
+        }
+    }
+
+    /// The kind with its default applied.
+    pub fn kind(&self) -> ConnectionKind {
+        self.kind.unwrap_or_default()
+    }
+}
+
 /// Fields common to every managed kind's spec. Flattened into each spec.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedFields {
-    /// The `Connection` (same namespace) that says where the upstream is and holds its credentials.
-    pub connection_ref: LocalRef,
+    /// The `Connection` (same namespace) or `ClusterConnection` that says where the upstream is and holds its credentials.
+    pub connection_ref: ConnectionRef,
     /// `Manage` (default) reconciles the upstream object; `Observe` only reads it and reports drift.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub management_policy: Option<ManagementPolicy>,
@@ -71,6 +108,9 @@ pub struct ManagedStatus {
     /// `Ready` (the upstream object matches the managed spec) and `Synced` (the last reconcile succeeded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The ClusterConnection whose credentials it uses (unset for a namespaced Connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_connection: Option<String>,
     /// An asynchronous write the upstream accepted but does not show yet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<PendingWrite>,

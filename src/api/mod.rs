@@ -2,6 +2,7 @@
 
 pub mod access_profile;
 pub mod app_entitlement;
+pub mod cluster_connection;
 pub mod condition;
 pub mod connection;
 pub mod connector;
@@ -14,6 +15,7 @@ use kube::CustomResourceExt;
 
 pub use access_profile::AccessProfile;
 pub use app_entitlement::AppEntitlement;
+pub use cluster_connection::ClusterConnection;
 pub use connection::Connection;
 pub use connector::Connector;
 pub use mcp_toolset::McpToolset;
@@ -48,6 +50,7 @@ pub(crate) const BASE_URL: &str = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$";
 pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
         ("connection.yaml", Connection::crd()),
+        ("clusterconnection.yaml", ClusterConnection::crd()),
         ("accessprofile.yaml", AccessProfile::crd()),
         ("appentitlement.yaml", AppEntitlement::crd()),
         ("connector.yaml", Connector::crd()),

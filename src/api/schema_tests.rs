@@ -266,6 +266,10 @@ fn examples_are_valid() {
                     "Connection" => {
                         serde_json::from_value::<super::Connection>(value.clone()).map(|_| ())
                     }
+                    "ClusterConnection" => {
+                        serde_json::from_value::<super::ClusterConnection>(value.clone())
+                            .map(|_| ())
+                    }
                     "AccessProfile" => {
                         serde_json::from_value::<super::AccessProfile>(value.clone()).map(|_| ())
                     }

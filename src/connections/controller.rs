@@ -1,6 +1,8 @@
-//! The `Connection` controller: turns a Connection and its Secret into a verified
-//! upstream client in the [`Connections`] registry, and keeps a Connection while
-//! managed resources still use it.
+//! The `Connection` and `ClusterConnection` controller: turns a Connection and its
+//! Secret into a verified upstream client in the [`Connections`] registry, and keeps a
+//! Connection while managed resources still use it. Both kinds share it through
+//! [`ConnectionObject`]; a ClusterConnection reads its Secret from the credentials
+//! namespace and also records (and counts) the namespaces it allows.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -10,10 +12,16 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
 
 use super::Connections;
-use crate::api::connection::{Connection, ConnectionStatus, UpstreamKind};
+use super::registry::AccessChange;
+use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
+use crate::api::condition::Condition;
+use crate::api::connection::{Connection, ConnectionSpec, UpstreamKind};
+use crate::api::envelope::ConnectionKind;
 use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::engine::clock::Clock;
 use crate::engine::conditions::{self, ConditionValue, READY};
@@ -33,6 +41,110 @@ pub mod reason {
     pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
     pub const UNREACHABLE: &str = "Unreachable";
     pub const IN_USE: &str = "InUse";
+    pub const NAMESPACED_CONNECTIONS_DISABLED: &str = "NamespacedConnectionsDisabled";
+}
+
+/// Where the operator may read credentials Secrets (`--secrets-scope`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SecretsScope {
+    /// In every watched namespace: namespaced Connections and ClusterConnections.
+    #[default]
+    Cluster,
+    /// Only in the credentials namespace: ClusterConnections only.
+    CredentialsNamespace,
+}
+
+/// Where credentials come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credentials {
+    /// Namespace of every ClusterConnection's Secret (`--credentials-namespace`).
+    pub namespace: String,
+    pub scope: SecretsScope,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            namespace: "accessplane-system".into(),
+            scope: SecretsScope::Cluster,
+        }
+    }
+}
+
+/// What the controller needs of a `Connection` or a `ClusterConnection`.
+pub trait ConnectionObject:
+    Resource<DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: ConnectionKind;
+    fn spec(&self) -> &ConnectionSpec;
+    fn conditions(&self) -> &[Condition];
+    /// The namespace the registry files it under: its own, or "" when cluster-scoped.
+    fn home(&self) -> String;
+    /// The API of its kind where this object lives.
+    fn api(&self, kube: &kube::Client) -> Api<Self>;
+    /// Who may use it, for a ClusterConnection.
+    fn allowed_namespaces(&self) -> Option<&AllowedNamespaces> {
+        None
+    }
+    /// Status fields besides generation, provider and conditions.
+    fn status_fields(&self, _connections: &Connections) -> Map<String, Value> {
+        Map::new()
+    }
+    /// How it is named in messages.
+    fn label(&self) -> String {
+        match Self::KIND {
+            ConnectionKind::Connection => {
+                format!("Connection {}/{}", self.home(), self.name_any())
+            }
+            ConnectionKind::ClusterConnection => format!("ClusterConnection {}", self.name_any()),
+        }
+    }
+}
+
+impl ConnectionObject for Connection {
+    const KIND: ConnectionKind = ConnectionKind::Connection;
+    fn spec(&self) -> &ConnectionSpec {
+        &self.spec
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn home(&self) -> String {
+        self.namespace().unwrap_or_default()
+    }
+    fn api(&self, kube: &kube::Client) -> Api<Self> {
+        Api::namespaced(kube.clone(), &self.home())
+    }
+}
+
+impl ConnectionObject for ClusterConnection {
+    const KIND: ConnectionKind = ConnectionKind::ClusterConnection;
+    fn spec(&self) -> &ConnectionSpec {
+        &self.spec.connection
+    }
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+    fn home(&self) -> String {
+        String::new()
+    }
+    fn api(&self, kube: &kube::Client) -> Api<Self> {
+        Api::all(kube.clone())
+    }
+    fn allowed_namespaces(&self) -> Option<&AllowedNamespaces> {
+        Some(&self.spec.allowed_namespaces)
+    }
+    fn status_fields(&self, connections: &Connections) -> Map<String, Value> {
+        let count = connections.count_allowed(&self.spec.allowed_namespaces);
+        Map::from_iter([("allowedNamespaces".to_string(), json!(count))])
+    }
 }
 
 /// Errors that abort a Connection reconcile (everything else becomes a condition).
@@ -67,6 +179,7 @@ pub struct ConnectionContext {
     pub events: EventPublisher,
     pub clock: Arc<dyn Clock>,
     pub timing: Timing,
+    pub credentials: Credentials,
     verified: Mutex<HashMap<(String, String), Fingerprint>>,
 }
 
@@ -78,6 +191,7 @@ impl ConnectionContext {
         events: EventPublisher,
         clock: Arc<dyn Clock>,
         timing: Timing,
+        credentials: Credentials,
     ) -> Self {
         Self {
             kube,
@@ -86,26 +200,29 @@ impl ConnectionContext {
             events,
             clock,
             timing,
+            credentials,
             verified: Mutex::default(),
         }
     }
 }
 
-/// Reconciles one Connection.
-pub async fn reconcile(
-    conn: Arc<Connection>,
+/// Reconciles one Connection or ClusterConnection.
+pub async fn reconcile<C: ConnectionObject>(
+    conn: Arc<C>,
     cx: Arc<ConnectionContext>,
 ) -> Result<Action, ConnectionError> {
-    let ns = conn.namespace().unwrap_or_default();
+    let home = conn.home();
     let name = conn.name_any();
-    let api: Api<Connection> = Api::namespaced(cx.kube.clone(), &ns);
-    let key = (ns.clone(), name.clone());
+    let api = conn.api(&cx.kube);
+    let key = (home.clone(), name.clone());
+    let was_ready = cx.connections.is_ready(&home, &name);
 
     if conn.meta().deletion_timestamp.is_some() {
-        let users = users_of(&cx.kube, &ns, &name).await?;
+        let users = users_of(&cx.kube, &*conn).await?;
         if users.is_empty() {
-            cx.connections.remove(&ns, &name);
+            cx.connections.remove(&home, &name);
             cx.verified.lock().unwrap().remove(&key);
+            announce(&cx, &*conn, true, was_ready);
             kube_ops::remove_finalizer(&api, &*conn).await?;
             return Ok(Action::await_change());
         }
@@ -115,7 +232,7 @@ pub async fn reconcile(
         );
         write_ready(
             &api,
-            &conn,
+            &*conn,
             &cx,
             ConditionValue::new(false, reason::IN_USE, message),
         )
@@ -128,6 +245,9 @@ pub async fn reconcile(
         kube_ops::add_finalizer(&api, &*conn).await?
     };
 
+    let rule_changed = conn
+        .allowed_namespaces()
+        .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
     let outcome = connect(&conn, &cx).await;
     let (ready, requeue) = match outcome {
         Ok(()) => (
@@ -136,18 +256,31 @@ pub async fn reconcile(
         ),
         Err((reason, message, requeue)) => {
             cx.connections
-                .set_not_ready(&ns, &name, format!("{reason}: {message}"));
+                .set_not_ready(&home, &name, format!("{reason}: {message}"));
             cx.verified.lock().unwrap().remove(&key);
             (ConditionValue::new(false, reason, message), requeue)
         }
     };
+    announce(&cx, &conn, rule_changed, was_ready);
     write_ready(&api, &conn, &cx, ready).await?;
     Ok(Action::requeue(requeue))
 }
 
+/// Tells the resource controllers that a ClusterConnection's rule or readiness changed
+/// (a namespaced Connection's changes reach them through their own watch).
+fn announce<C: ConnectionObject>(cx: &ConnectionContext, conn: &C, rule: bool, was_ready: bool) {
+    let now_ready = cx.connections.is_ready(&conn.home(), &conn.name_any());
+    if C::KIND == ConnectionKind::ClusterConnection && (rule || now_ready != was_ready) {
+        cx.connections.announce(AccessChange::ClusterConnection {
+            name: conn.name_any(),
+            rule,
+        });
+    }
+}
+
 /// Requeue delay after a Kubernetes API error.
-pub fn error_policy(
-    _conn: Arc<Connection>,
+pub fn error_policy<C: ConnectionObject>(
+    _conn: Arc<C>,
     error: &ConnectionError,
     _cx: Arc<ConnectionContext>,
 ) -> Action {
@@ -158,15 +291,33 @@ pub fn error_policy(
 type Failure = (&'static str, String, Duration);
 
 /// Builds and verifies the client unless the one in the registry is still current.
-async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failure> {
-    let ns = conn.namespace().unwrap_or_default();
+async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Result<(), Failure> {
+    let home = conn.home();
     let name = conn.name_any();
-    let Some(kind) = conn.spec.upstream_kind() else {
+    let spec = conn.spec();
+    let Some(kind) = spec.upstream_kind() else {
         let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set"
             .to_string();
         return Err((reason::INVALID_SPEC, message, cx.timing.terminal_retry));
     };
-    let secret_name = secret_ref(conn, kind);
+    let ns = match C::KIND {
+        ConnectionKind::Connection
+            if cx.credentials.scope == SecretsScope::CredentialsNamespace =>
+        {
+            let message = format!(
+                "this operator reads credentials only from namespace {} (secrets scope credentialsNamespace): use a ClusterConnection that allows namespace {home}",
+                cx.credentials.namespace
+            );
+            return Err((
+                reason::NAMESPACED_CONNECTIONS_DISABLED,
+                message,
+                cx.timing.terminal_retry,
+            ));
+        }
+        ConnectionKind::Connection => home.clone(),
+        ConnectionKind::ClusterConnection => cx.credentials.namespace.clone(),
+    };
+    let secret_name = secret_ref(spec, kind);
     let secrets: Api<Secret> = Api::namespaced(cx.kube.clone(), &ns);
     let secret = match secrets.get_opt(&secret_name).await {
         Ok(Some(secret)) => secret,
@@ -186,33 +337,32 @@ async fn connect(conn: &Connection, cx: &ConnectionContext) -> Result<(), Failur
         generation: conn.meta().generation,
         secret_version: secret.resource_version(),
     };
-    let key = (ns.clone(), name.clone());
+    let key = (home.clone(), name.clone());
     if cx.verified.lock().unwrap().get(&key) == Some(&fingerprint)
-        && cx.connections.client(&ns, &name).is_some()
+        && cx.connections.client(&home, &name).is_some()
     {
         return Ok(());
     }
 
     let data = SecretData::new(secret.data.clone().unwrap_or_default());
-    let (kind, client) =
-        providers::connect(&conn.spec, &data, cx.metrics.clone()).map_err(|e| {
-            let reason = match e {
-                ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
-                ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
-                _ => reason::INVALID_SPEC,
-            };
-            (
-                reason,
-                format!("Secret {ns}/{secret_name}: {e}"),
-                Duration::from_secs(300),
-            )
-        })?;
+    let (kind, client) = providers::connect(spec, &data, cx.metrics.clone()).map_err(|e| {
+        let reason = match e {
+            ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
+            ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
+            _ => reason::INVALID_SPEC,
+        };
+        (
+            reason,
+            format!("Secret {ns}/{secret_name}: {e}"),
+            Duration::from_secs(300),
+        )
+    })?;
     providers::verify(kind, &client)
         .await
         .map_err(|e| classify(&e))?;
-    tracing::info!(namespace = %ns, name = %name, provider = kind.field(), "connection verified");
+    tracing::info!(connection = %conn.label(), provider = kind.field(), "connection verified");
     // A new client also means fresh tokens: a rotated secret takes effect at once.
-    cx.connections.set_ready(&ns, &name, kind, client);
+    cx.connections.set_ready(&home, &name, kind, client);
     cx.verified.lock().unwrap().insert(key, fingerprint);
     Ok(())
 }
@@ -235,8 +385,7 @@ fn classify(error: &UpstreamError) -> Failure {
     }
 }
 
-fn secret_ref(conn: &Connection, kind: UpstreamKind) -> String {
-    let spec = &conn.spec;
+fn secret_ref(spec: &ConnectionSpec, kind: UpstreamKind) -> String {
     match kind {
         UpstreamKind::ConductorOne => spec
             .conductor_one
@@ -256,23 +405,22 @@ fn secret_ref(conn: &Connection, kind: UpstreamKind) -> String {
 }
 
 /// The Secret a Connection reads, for the Secret → Connection watch mapping.
-pub fn credentials_secret(conn: &Connection) -> Option<String> {
-    conn.spec.upstream_kind().map(|kind| secret_ref(conn, kind))
+pub fn credentials_secret<C: ConnectionObject>(conn: &C) -> Option<String> {
+    let spec = conn.spec();
+    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
 }
 
-async fn write_ready(
-    api: &Api<Connection>,
-    conn: &Connection,
+async fn write_ready<C: ConnectionObject>(
+    api: &Api<C>,
+    conn: &C,
     cx: &ConnectionContext,
     ready: ConditionValue,
 ) -> Result<(), ConnectionError> {
-    let mut status: ConnectionStatus = conn.status.clone().unwrap_or_default();
+    let mut conditions = conn.conditions().to_vec();
     let previous =
-        conditions::get(&status.conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
-    status.observed_generation = conn.meta().generation;
-    status.provider = conn.spec.upstream_kind().map(|k| k.field().to_string());
+        conditions::get(&conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
     conditions::set(
-        &mut status.conditions,
+        &mut conditions,
         READY,
         &ready,
         conn.meta().generation,
@@ -291,42 +439,65 @@ async fn write_ready(
         };
         cx.events.publish(&conn.object_ref(&()), note).await;
     }
-    kube_ops::write_status(api, conn, json!(status)).await?;
+    let mut status = Map::new();
+    if let Some(generation) = conn.meta().generation {
+        status.insert("observedGeneration".into(), json!(generation));
+    }
+    if let Some(kind) = conn.spec().upstream_kind() {
+        status.insert("provider".into(), json!(kind.field()));
+    }
+    status.extend(conn.status_fields(&cx.connections));
+    if !conditions.is_empty() {
+        status.insert("conditions".into(), json!(conditions));
+    }
+    kube_ops::write_status(api, conn, Value::Object(status)).await?;
     Ok(())
 }
 
-/// Managed resources in `ns` whose `connectionRef` names this Connection.
-async fn users_of(
+/// Managed resources whose `connectionRef` names this Connection (its namespace's) or
+/// this ClusterConnection (any namespace's).
+async fn users_of<C: ConnectionObject>(
     kube: &kube::Client,
-    ns: &str,
-    name: &str,
+    conn: &C,
 ) -> Result<Vec<String>, ConnectionError> {
     let mut users = vec![];
-    users.extend(users_of_kind::<AccessProfile>(kube, ns, name).await?);
-    users.extend(users_of_kind::<AppEntitlement>(kube, ns, name).await?);
-    users.extend(users_of_kind::<Connector>(kube, ns, name).await?);
-    users.extend(users_of_kind::<McpToolset>(kube, ns, name).await?);
-    users.extend(users_of_kind::<PersonaAccessControl>(kube, ns, name).await?);
+    users.extend(users_of_kind::<AccessProfile, C>(kube, conn).await?);
+    users.extend(users_of_kind::<AppEntitlement, C>(kube, conn).await?);
+    users.extend(users_of_kind::<Connector, C>(kube, conn).await?);
+    users.extend(users_of_kind::<McpToolset, C>(kube, conn).await?);
+    users.extend(users_of_kind::<PersonaAccessControl, C>(kube, conn).await?);
     Ok(users)
 }
 
-async fn users_of_kind<K>(
-    kube: &kube::Client,
-    ns: &str,
-    name: &str,
-) -> Result<Vec<String>, ConnectionError>
+async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, ConnectionError>
 where
     K: crate::engine::ManagedObject,
+    C: ConnectionObject,
 {
-    let api: Api<K> = Api::namespaced(kube.clone(), ns);
+    let api: Api<K> = match C::KIND {
+        ConnectionKind::Connection => Api::namespaced(kube.clone(), &conn.home()),
+        ConnectionKind::ClusterConnection => Api::all(kube.clone()),
+    };
     let list = api
         .list(&ListParams::default())
         .await
         .map_err(kube_err("listing users of a Connection"))?;
+    let name = conn.name_any();
     Ok(list
         .items
         .iter()
-        .filter(|o| o.managed().connection_ref.name == name)
-        .map(|o| format!("{}/{}", K::kind(&()), o.name_any()))
+        .filter(|o| {
+            let reference = &o.managed().connection_ref;
+            reference.kind() == C::KIND && *reference.name == *name
+        })
+        .map(|o| match C::KIND {
+            ConnectionKind::Connection => format!("{}/{}", K::kind(&()), o.name_any()),
+            ConnectionKind::ClusterConnection => format!(
+                "{} {}/{}",
+                K::kind(&()),
+                o.namespace().unwrap_or_default(),
+                o.name_any()
+            ),
+        })
         .collect())
 }

@@ -3,4 +3,4 @@
 pub mod controller;
 mod registry;
 
-pub use registry::Connections;
+pub use registry::{AccessChange, Connections, NamespaceStore, Unusable};

@@ -1,13 +1,19 @@
-//! Upstream clients of ready Connections, shared by every controller.
+//! Upstream clients of ready Connections and ClusterConnections, shared by every
+//! controller, and the hub that tells them when who may use a ClusterConnection changed.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{OnceLock, RwLock};
 
+use futures::Stream;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
+use tokio::sync::broadcast;
 
 use crate::api::Connection;
-
+use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::connection::UpstreamKind;
+use crate::api::envelope::{ConnectionKind, ConnectionRef};
 use crate::upstream::UpstreamClient;
 
 /// The state of one Connection as the managed-resource controllers see it.
@@ -22,13 +28,58 @@ enum Entry {
     },
 }
 
-/// Connections by (namespace, name).
-#[derive(Default)]
+/// Why a resource cannot use the Connection it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// Missing, not verified yet, failing, or of another upstream: wait for it.
+    NotReady(String),
+    /// A ClusterConnection that does not allow the resource's namespace.
+    NotAllowed(String),
+}
+
+/// Something that changes which resources may use a ClusterConnection, announced once
+/// the registry reflects it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessChange {
+    /// A namespace's labels changed (or it appeared or went).
+    Namespace(String),
+    /// A ClusterConnection's `allowedNamespaces` changed (`rule`) or it became ready or
+    /// not ready.
+    ClusterConnection { name: String, rule: bool },
+}
+
+/// Labels of the cluster's namespaces (metadata only).
+pub type NamespaceStore = Store<PartialObjectMeta<Namespace>>;
+
+/// Connections by (namespace, name); ClusterConnections under the namespace "" (no
+/// namespace has an empty name).
 pub struct Connections {
     entries: RwLock<HashMap<(String, String), Entry>>,
+    /// Who may use each ClusterConnection, as last reconciled.
+    allowed: RwLock<HashMap<String, AllowedNamespaces>>,
     /// The Connection controller's cache: a Connection that is gone from it is not used,
     /// even if it vanished without a reconcile (its finalizer stripped by hand).
     cache: OnceLock<Store<Connection>>,
+    cluster_cache: OnceLock<Store<ClusterConnection>>,
+    namespaces: OnceLock<NamespaceStore>,
+    /// Why ClusterConnections cannot be used at all (the operator watches one namespace).
+    cluster_disabled: OnceLock<String>,
+    changes: broadcast::Sender<AccessChange>,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Self {
+            entries: RwLock::default(),
+            allowed: RwLock::default(),
+            cache: OnceLock::new(),
+            cluster_cache: OnceLock::new(),
+            namespaces: OnceLock::new(),
+            cluster_disabled: OnceLock::new(),
+            // Changes are rare; a subscriber that lags behind 1024 of them re-checks all.
+            changes: broadcast::channel(1024).0,
+        }
+    }
 }
 
 impl Connections {
@@ -37,39 +88,144 @@ impl Connections {
         let _ = self.cache.set(cache);
     }
 
-    /// The client of a ready Connection of the wanted upstream, or why there is none.
+    /// Lets lookups check that a ClusterConnection still exists.
+    pub fn watch_cluster_cache(&self, cache: Store<ClusterConnection>) {
+        let _ = self.cluster_cache.set(cache);
+    }
+
+    /// Lets lookups read namespace labels.
+    pub fn watch_namespaces(&self, store: NamespaceStore) {
+        let _ = self.namespaces.set(store);
+    }
+
+    /// The namespace cache, once set.
+    pub fn namespaces(&self) -> Option<&NamespaceStore> {
+        self.namespaces.get()
+    }
+
+    /// ClusterConnections cannot be used; `why` is told to every resource naming one.
+    pub fn disable_cluster_connections(&self, why: String) {
+        let _ = self.cluster_disabled.set(why);
+    }
+
+    /// The client for a resource in `namespace` with this `connectionRef`, or why there
+    /// is none.
     pub fn resolve(
         &self,
         namespace: &str,
-        name: &str,
+        reference: &ConnectionRef,
         want: UpstreamKind,
-    ) -> Result<UpstreamClient, String> {
-        let gone = self
-            .cache
-            .get()
-            .is_some_and(|cache| cache.get(&ObjectRef::new(name).within(namespace)).is_none());
+    ) -> Result<UpstreamClient, Unusable> {
+        let name = &*reference.name;
+        match reference.kind() {
+            ConnectionKind::Connection => self.resolve_entry(
+                namespace,
+                name,
+                &format!("Connection {namespace}/{name}"),
+                want,
+            ),
+            ConnectionKind::ClusterConnection => {
+                if let Some(why) = self.cluster_disabled.get() {
+                    return Err(Unusable::NotAllowed(format!(
+                        "ClusterConnection {name} cannot be used: {why}"
+                    )));
+                }
+                let label = format!("ClusterConnection {name}");
+                let client = self.resolve_entry("", name, &label, want)?;
+                if !self.allows(name, namespace) {
+                    return Err(Unusable::NotAllowed(format!(
+                        "{label} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
+                    )));
+                }
+                Ok(client)
+            }
+        }
+    }
+
+    fn resolve_entry(
+        &self,
+        namespace: &str,
+        name: &str,
+        label: &str,
+        want: UpstreamKind,
+    ) -> Result<UpstreamClient, Unusable> {
+        let gone = if namespace.is_empty() {
+            self.cluster_cache
+                .get()
+                .is_some_and(|cache| cache.get(&ObjectRef::new(name)).is_none())
+        } else {
+            self.cache
+                .get()
+                .is_some_and(|cache| cache.get(&ObjectRef::new(name).within(namespace)).is_none())
+        };
         if gone {
             self.remove(namespace, name);
-            return Err(format!("Connection {namespace}/{name} does not exist"));
+            return Err(Unusable::NotReady(format!("{label} does not exist")));
         }
         let entries = self.entries.read().unwrap();
         match entries.get(&(namespace.to_string(), name.to_string())) {
-            None => Err(format!(
-                "Connection {namespace}/{name} is not ready (not found or not yet verified)"
-            )),
-            Some(Entry::NotReady { message }) => Err(format!(
-                "Connection {namespace}/{name} is not ready: {message}"
-            )),
-            Some(Entry::Ready { kind, .. }) if *kind != want => Err(format!(
-                "Connection {namespace}/{name} points at {}, but this kind needs spec.{}",
+            None => Err(Unusable::NotReady(format!(
+                "{label} is not ready (not found or not yet verified)"
+            ))),
+            Some(Entry::NotReady { message }) => Err(Unusable::NotReady(format!(
+                "{label} is not ready: {message}"
+            ))),
+            Some(Entry::Ready { kind, .. }) if *kind != want => Err(Unusable::NotReady(format!(
+                "{label} points at {}, but this kind needs spec.{}",
                 kind.field(),
                 want.field()
-            )),
+            ))),
             Some(Entry::Ready { client, .. }) => Ok(client.clone()),
         }
     }
 
-    /// Records a verified Connection.
+    /// Whether the ClusterConnection `name` allows `namespace` now.
+    pub fn allows(&self, name: &str, namespace: &str) -> bool {
+        let allowed = self.allowed.read().unwrap();
+        let Some(rule) = allowed.get(name) else {
+            return false;
+        };
+        rule.allows(namespace, &self.labels_of(namespace))
+    }
+
+    /// How many namespaces `rule` allows now.
+    pub fn count_allowed(&self, rule: &AllowedNamespaces) -> u32 {
+        let Some(store) = self.namespaces.get() else {
+            return 0;
+        };
+        let allowed = store
+            .state()
+            .iter()
+            .filter(|ns| {
+                let name = ns.metadata.name.as_deref().unwrap_or_default();
+                rule.allows(
+                    name,
+                    ns.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()),
+                )
+            })
+            .count();
+        u32::try_from(allowed).unwrap_or(u32::MAX)
+    }
+
+    fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.namespaces
+            .get()
+            .and_then(|store| store.get(&ObjectRef::new(namespace)))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// Records who may use the ClusterConnection `name`; true when that changed.
+    pub fn set_allowed(&self, name: &str, rule: &AllowedNamespaces) -> bool {
+        let mut allowed = self.allowed.write().unwrap();
+        if allowed.get(name) == Some(rule) {
+            return false;
+        }
+        allowed.insert(name.to_string(), rule.clone());
+        true
+    }
+
+    /// Records a verified Connection (`namespace` "" for a ClusterConnection).
     pub fn set_ready(
         &self,
         namespace: &str,
@@ -91,6 +247,9 @@ impl Connections {
             .write()
             .unwrap()
             .remove(&(namespace.to_string(), name.to_string()));
+        if namespace.is_empty() {
+            self.allowed.write().unwrap().remove(name);
+        }
     }
 
     /// Whether the Connection was reconciled since start-up (verified or not).
@@ -99,6 +258,11 @@ impl Connections {
             .read()
             .unwrap()
             .contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Whether the Connection is ready.
+    pub fn is_ready(&self, namespace: &str, name: &str) -> bool {
+        self.client(namespace, name).is_some()
     }
 
     /// The client currently registered for a Connection, ready or not.
@@ -119,5 +283,24 @@ impl Connections {
             .write()
             .unwrap()
             .insert((namespace.to_string(), name.to_string()), entry);
+    }
+
+    /// Tells every subscriber about a change the registry now reflects.
+    pub fn announce(&self, change: AccessChange) {
+        // No subscriber (no controller running yet) is fine.
+        let _ = self.changes.send(change);
+    }
+
+    /// The changes announced from now on. A subscriber that fell behind gets `None` for
+    /// what it missed (it should re-check everything).
+    pub fn subscribe(&self) -> impl Stream<Item = Option<AccessChange>> + Send + 'static {
+        let receiver = self.changes.subscribe();
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            match receiver.recv().await {
+                Ok(change) => Some((Some(change), receiver)),
+                Err(broadcast::error::RecvError::Lagged(_)) => Some((None, receiver)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
     }
 }

@@ -26,6 +26,8 @@ pub mod reason {
     pub const PENDING: &str = "Pending";
     /// The Connection or a referenced resource is missing or not ready yet.
     pub const WAITING_FOR_DEPENDENCY: &str = "WaitingForDependency";
+    /// The ClusterConnection named by `connectionRef` does not allow the namespace.
+    pub const CONNECTION_NOT_ALLOWED: &str = "ConnectionNotAllowed";
     /// Something this resource needs has failed (e.g. its MCP Gateway cluster's last
     /// operation); retried with backoff.
     pub const DEPENDENCY_FAILED: &str = "DependencyFailed";

@@ -20,6 +20,10 @@ pub enum EngineError {
     /// Something this resource needs is not ready yet (Connection, referenced resource).
     #[error("{0}")]
     Dependency(String),
+    /// The ClusterConnection it names does not allow its namespace: nothing is sent
+    /// upstream (re-checked when namespaces or the ClusterConnection change).
+    #[error("{0}")]
+    ConnectionNotAllowed(String),
     /// Something this resource needs has failed (e.g. its gateway cluster's last
     /// operation failed); retried with backoff, reported as an error meanwhile.
     #[error("{0}")]
@@ -71,6 +75,7 @@ impl EngineError {
     pub fn ready_reason(&self) -> &'static str {
         match self {
             Self::Dependency(_) => reason::WAITING_FOR_DEPENDENCY,
+            Self::ConnectionNotAllowed(_) => reason::CONNECTION_NOT_ALLOWED,
             Self::DependencyFailed(_) => reason::DEPENDENCY_FAILED,
             Self::CreateAmbiguous(_) => reason::CREATE_AMBIGUOUS,
             Self::Refused(_) => reason::REFUSED,
@@ -97,7 +102,9 @@ impl EngineError {
                 ErrorClass::NotFound => "upstream_not_found",
                 ErrorClass::Authentication => "upstream_auth",
             },
-            Self::Dependency(_) | Self::DependencyFailed(_) => "dependency",
+            Self::Dependency(_) | Self::DependencyFailed(_) | Self::ConnectionNotAllowed(_) => {
+                "dependency"
+            }
             Self::CreateAmbiguous(_) => "create_ambiguous",
             Self::Refused(_) => "refused",
         }

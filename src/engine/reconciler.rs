@@ -26,8 +26,10 @@ use super::{
     clock::elapsed, create_in_doubt, create_mark, effective_deletion_policy,
     metrics::ReconcileMetrics, recorded_id,
 };
-use crate::api::envelope::{DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite};
-use crate::connections::Connections;
+use crate::api::envelope::{
+    ConnectionKind, DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite,
+};
+use crate::connections::{Connections, Unusable};
 use crate::upstream::{ErrorClass, UpstreamClient};
 
 /// Everything a kind's controller needs; one per kind.
@@ -317,6 +319,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
         // Taken before anything is read: a recheck asked for from now on outdates this pass.
         let rechecks = self.rechecks_of(&obj);
+        // Losing access to a ClusterConnection (a relabelled namespace) is said at once,
+        // even by an object found converged a moment ago.
+        if let Err(refused @ EngineError::ConnectionNotAllowed(_)) = self.upstream(&obj) {
+            return self.finish(&api, &obj, rechecks, Err(refused)).await;
+        }
         // The echo of this engine's own writes (finalizer, annotations, status), possibly
         // seen through a cache that does not show the status yet: nothing to check.
         if self.recently_confirmed(&obj) {
@@ -887,6 +894,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let previous = obj.managed_status().cloned().unwrap_or_default();
         let mut status = previous.clone();
         status.observed_generation = generation;
+        let reference = &obj.managed().connection_ref;
+        status.cluster_connection = (reference.kind() == ConnectionKind::ClusterConnection)
+            .then(|| reference.name.to_string());
         // What was learned (by this pass or one whose status write did not show yet) is
         // newer than the cached status.
         let learned = self.learned.lock().unwrap().remove(&Self::key(obj));
@@ -967,9 +977,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 let ready =
                     match &error {
                         // What the resource waits for, or what failed, is always worth saying.
-                        EngineError::Dependency(_) | EngineError::DependencyFailed(_) => Some(
-                            ConditionValue::new(false, error.ready_reason(), message.clone()),
-                        ),
+                        EngineError::Dependency(_)
+                        | EngineError::DependencyFailed(_)
+                        | EngineError::ConnectionNotAllowed(_) => Some(ConditionValue::new(
+                            false,
+                            error.ready_reason(),
+                            message.clone(),
+                        )),
                         // A passing upstream fault says nothing about the object: keep Ready as it was.
                         _ if !error.is_terminal()
                             && conditions::get(&previous.conditions, READY).is_some() =>
@@ -1168,14 +1182,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .unwrap_or_else(|| self.timing.pending_poll(pending_wait(pending, now)))
     }
 
-    /// Snapshots are per Connection and scope.
+    /// Snapshots are per Connection and scope: every namespace using one ClusterConnection
+    /// shares its Lists (`*` is no namespace name).
     fn scope_key(&self, obj: &K) -> Option<String> {
         let scope = self.provider.list_scope(obj)?;
-        let ns = obj.namespace().unwrap_or_default();
-        Some(format!(
-            "{ns}/{}/{scope}",
-            obj.managed().connection_ref.name
-        ))
+        let reference = &obj.managed().connection_ref;
+        let home = match reference.kind() {
+            ConnectionKind::Connection => obj.namespace().unwrap_or_default(),
+            ConnectionKind::ClusterConnection => "*".into(),
+        };
+        Some(format!("{home}/{}/{scope}", reference.name))
     }
 
     /// How many cached objects share the scope `key` (recounted once per list window).
@@ -1213,8 +1229,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
         let ns = obj.namespace().unwrap_or_default();
         self.connections
-            .resolve(&ns, &obj.managed().connection_ref.name, P::UPSTREAM)
-            .map_err(EngineError::Dependency)
+            .resolve(&ns, &obj.managed().connection_ref, P::UPSTREAM)
+            .map_err(|unusable| match unusable {
+                Unusable::NotReady(message) => EngineError::Dependency(message),
+                Unusable::NotAllowed(message) => EngineError::ConnectionNotAllowed(message),
+            })
     }
 
     /// The upstream id this resource points at, if known.

@@ -1,12 +1,12 @@
-//! kube-runtime Controllers: the Connection controller and one generic controller per
-//! managed kind. Adding a kind is one `managed_controller::<Kind, _>(…)` call in `run`.
+//! kube-runtime Controllers: the Connection and ClusterConnection controllers, the
+//! namespace watch, and one generic controller per managed kind. Adding a kind is one `managed_controller::<Kind, _>(…)` call in `run`.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt, TryStreamExt, future};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, ApiResource, DynamicObject, PartialObjectMeta};
 use kube::core::NamespaceResourceScope;
 use kube::runtime::controller::{self, Action, Controller};
@@ -15,8 +15,12 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::changes::Changes;
-use crate::api::Connection;
-use crate::connections::controller::{self as connection, ConnectionContext, credentials_secret};
+use crate::api::envelope::ConnectionKind;
+use crate::api::{ClusterConnection, Connection};
+use crate::connections::controller::{
+    self as connection, ConnectionContext, ConnectionObject, credentials_secret,
+};
+use crate::connections::{AccessChange, Connections};
 use crate::engine::conditions::{self, READY, reason};
 use crate::engine::{self, Engine, ManagedObject, Provider, Reference};
 
@@ -28,6 +32,11 @@ pub type Shutdown = Shared<BoxFuture<'static, ()>>;
 pub struct Scope {
     pub client: kube::Client,
     pub namespace: Option<String>,
+    /// Whether resources may use ClusterConnections (watched cluster-wide).
+    pub cluster_connections: bool,
+    /// Whether the operator reads Secrets where resources live (else only in the
+    /// credentials namespace, through ClusterConnections).
+    pub read_secrets: bool,
 }
 
 impl Scope {
@@ -39,6 +48,11 @@ impl Scope {
             Some(ns) => Api::namespaced(self.client.clone(), ns),
             None => Api::all(self.client.clone()),
         }
+    }
+
+    /// Where Secrets that resources and Connections name are watched, if anywhere.
+    pub fn secrets_api(&self) -> Option<Api<PartialObjectMeta<Secret>>> {
+        self.read_secrets.then(|| self.api())
     }
 
     /// [`Scope::api`] for the metadata of a kind known only at run time.
@@ -65,23 +79,37 @@ where
     async move { store.wait_until_ready().await.is_ok() }.boxed()
 }
 
-/// The Connection controller, also triggered when a Connection's credentials Secret
-/// changes; with its cache of Connections.
-pub fn connection_controller(
-    scope: &Scope,
+/// The controller of one Connection kind, also triggered when a credentials Secret
+/// changes (`secrets`: where they are watched; `None` when the operator may not read
+/// them) and, for ClusterConnections, when namespaces change (to count the allowed ones);
+/// with its cache.
+pub fn connection_controller<C: ConnectionObject>(
+    api: Api<C>,
+    secrets: Option<Api<PartialObjectMeta<Secret>>>,
     cx: Arc<ConnectionContext>,
     config: controller::Config,
     shutdown: Shutdown,
-) -> (Wired, Store<Connection>) {
-    let controller = Controller::new(scope.api::<Connection>(), watcher::Config::default())
+) -> (Wired, Store<C>) {
+    let mut controller = Controller::new(api, watcher::Config::default())
         .with_config(config)
         .graceful_shutdown_on(shutdown);
     let store = controller.store();
-    let mapper_store = store.clone();
-    let run = controller
-        .watches_stream(secret_changes(scope), move |secret| {
+    if let Some(secrets) = secrets {
+        let mapper_store = store.clone();
+        controller = controller.watches_stream(secret_changes(secrets), move |secret| {
             connections_using(&mapper_store, &secret)
-        })
+        });
+    }
+    if C::KIND == ConnectionKind::ClusterConnection {
+        let namespaces_changed = cx.connections.subscribe().filter_map(|change| {
+            future::ready(match change {
+                Some(AccessChange::ClusterConnection { .. }) => None,
+                Some(AccessChange::Namespace(_)) | None => Some(()),
+            })
+        });
+        controller = controller.reconcile_all_on(namespaces_changed);
+    }
+    let run = controller
         .run(connection::reconcile, connection::error_policy, cx)
         .for_each(log_result)
         .boxed();
@@ -92,22 +120,80 @@ pub fn connection_controller(
     (wired, store)
 }
 
-/// Resolves once every cached Connection has been reconciled since start-up (so its
-/// client is registered, or why not), or after `limit`. Managed controllers start after
-/// it: otherwise every resource reconciled before its Connection would flip to
-/// `WaitingForDependency` and back on each restart.
+/// Watches namespace labels for the registry (which namespaces a ClusterConnection
+/// allows) and announces the namespaces whose labels changed, once the cache shows them.
+pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> Wired {
+    let (store, writer) = reflector::store();
+    connections.watch_namespaces(store.clone());
+    let mut labels = Changes::new(predicates::labels);
+    let run = watcher(
+        Api::<PartialObjectMeta<Namespace>>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|ns| {
+        ns.metadata.managed_fields = None;
+        ns.metadata.annotations = None;
+    })
+    .reflect(writer)
+    .for_each(move |event| {
+        let changed = match &event {
+            Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
+                labels.changed(ns).then(|| ns.name_any())
+            }
+            Ok(watcher::Event::Delete(ns)) => Some(ns.name_any()),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "namespace watch failed; retrying");
+                None
+            }
+        };
+        if let Some(name) = changed {
+            connections.announce(AccessChange::Namespace(name));
+        }
+        future::ready(())
+    })
+    .boxed();
+    Wired {
+        run,
+        synced: synced(store),
+    }
+}
+
+/// Resolves once every cached Connection and ClusterConnection has been reconciled
+/// since start-up (so its client is registered, or why not), or after `limit`. Managed
+/// controllers start after it: otherwise every resource reconciled before its Connection
+/// would flip to `WaitingForDependency` and back on each restart.
 pub async fn connections_settled(
     store: Store<Connection>,
-    connections: Arc<crate::connections::Connections>,
+    cluster: Option<Store<ClusterConnection>>,
+    connections: Arc<Connections>,
     limit: std::time::Duration,
 ) {
     let settled = async {
         if store.wait_until_ready().await.is_err() {
             return;
         }
-        while !store.state().iter().all(|conn| {
-            connections.is_known(&conn.namespace().unwrap_or_default(), &conn.name_any())
-        }) {
+        if let Some(cluster) = &cluster {
+            let namespaces = connections.namespaces().cloned();
+            if cluster.wait_until_ready().await.is_err() {
+                return;
+            }
+            if let Some(namespaces) = namespaces
+                && namespaces.wait_until_ready().await.is_err()
+            {
+                return;
+            }
+        }
+        let known = |home: String, name: String| connections.is_known(&home, &name);
+        while !store.state().iter().all(|c| known(c.home(), c.name_any()))
+            || !cluster.iter().all(|cluster| {
+                cluster
+                    .state()
+                    .iter()
+                    .all(|c| known(c.home(), c.name_any()))
+            })
+        {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
     };
@@ -122,28 +208,27 @@ pub async fn connections_settled(
 /// Secrets that were created, changed or deleted. Metadata only: Secret values never flow
 /// through this watch.
 fn secret_changes(
-    scope: &Scope,
+    api: Api<PartialObjectMeta<Secret>>,
 ) -> impl futures::Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static
 {
-    watcher(
-        scope.api::<PartialObjectMeta<Secret>>(),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .touched_objects()
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
 }
 
-fn connections_using(
-    store: &Store<Connection>,
+/// Connections whose credentials are this Secret: a namespaced Connection's live in its
+/// namespace, a ClusterConnection's in the credentials namespace (the only one watched).
+fn connections_using<C: ConnectionObject>(
+    store: &Store<C>,
     secret: &PartialObjectMeta<Secret>,
-) -> Vec<ObjectRef<Connection>> {
+) -> Vec<ObjectRef<C>> {
     let name = secret.name_any();
     store
         .state()
         .iter()
         .filter(|conn| {
-            conn.namespace() == secret.namespace()
-                && credentials_secret(conn).as_deref() == Some(name.as_str())
+            (C::KIND == ConnectionKind::ClusterConnection || conn.namespace() == secret.namespace())
+                && credentials_secret(&***conn).as_deref() == Some(name.as_str())
         })
         .map(|conn| ObjectRef::from_obj(&**conn))
         .collect()
@@ -188,9 +273,16 @@ where
             watcher::Config::default(),
             move |conn| waiting_on(&mapper_store, &conn),
         );
-    if let Some(secret_refs) = P::SECRET_REFS {
+    if scope.cluster_connections {
+        let mapper_store = store.clone();
+        let affected = engine.connections.subscribe().flat_map(move |change| {
+            futures::stream::iter(affected_by(&mapper_store, change.as_ref()))
+        });
+        controller = controller.reconcile_on(affected);
+    }
+    if let (Some(secret_refs), Some(secrets)) = (P::SECRET_REFS, scope.secrets_api()) {
         let (mapper_store, engine) = (store.clone(), engine.clone());
-        controller = controller.watches_stream(secret_changes(scope), move |secret| {
+        controller = controller.watches_stream(secret_changes(secrets), move |secret| {
             let readers = reading(&mapper_store, secret_refs, &secret);
             // Their upstream state must be compared with the new Secret content now,
             // even if they were found converged a moment ago.
@@ -301,9 +393,40 @@ fn waiting_on<K: ManagedObject>(store: &Store<K>, conn: &Connection) -> Vec<Obje
         .state()
         .iter()
         .filter(|obj| {
-            obj.namespace() == conn.namespace() && *obj.managed().connection_ref.name == *name
+            let reference = &obj.managed().connection_ref;
+            obj.namespace() == conn.namespace()
+                && reference.kind() == ConnectionKind::Connection
+                && *reference.name == *name
         })
         .filter(|obj| is_waiting_for_dependency(&***obj))
+        .map(|obj| ObjectRef::from_obj(&**obj))
+        .collect()
+}
+
+/// Objects of `K` whose access to a ClusterConnection may have changed: in a relabelled
+/// namespace, or using a ClusterConnection whose rule changed (all its users) or that
+/// became ready or not (those waiting). `None` (changes were missed): every user of a
+/// ClusterConnection.
+fn affected_by<K: ManagedObject>(
+    store: &Store<K>,
+    change: Option<&AccessChange>,
+) -> Vec<ObjectRef<K>> {
+    store
+        .state()
+        .iter()
+        .filter(|obj| {
+            let reference = &obj.managed().connection_ref;
+            if reference.kind() != ConnectionKind::ClusterConnection {
+                return false;
+            }
+            match change {
+                None => true,
+                Some(AccessChange::Namespace(ns)) => obj.namespace().as_ref() == Some(ns),
+                Some(AccessChange::ClusterConnection { name, rule }) => {
+                    *reference.name == **name && (*rule || is_waiting_for_dependency(&***obj))
+                }
+            }
+        })
         .map(|obj| ObjectRef::from_obj(&**obj))
         .collect()
 }
@@ -331,7 +454,10 @@ fn waiting_for<K: ManagedObject>(
 fn is_waiting_for_dependency<K: ManagedObject>(obj: &K) -> bool {
     obj.managed_status()
         .and_then(|status| conditions::get(&status.conditions, READY))
-        .is_some_and(|ready| ready.reason == reason::WAITING_FOR_DEPENDENCY)
+        .is_some_and(|ready| {
+            ready.reason == reason::WAITING_FOR_DEPENDENCY
+                || ready.reason == reason::CONNECTION_NOT_ALLOWED
+        })
 }
 
 async fn log_result<K, E>(

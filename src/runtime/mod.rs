@@ -15,14 +15,16 @@ use std::time::Duration;
 use crate::engine::events::{EventPublisher, Reporter};
 use futures::FutureExt;
 use futures::future::join_all;
+use kube::api::Api;
 use kube::runtime::controller;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
+use crate::api::{ClusterConnection, Connection};
 use crate::connections::Connections;
-use crate::connections::controller::ConnectionContext;
+use crate::connections::controller::{ConnectionContext, Credentials, SecretsScope};
 use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
@@ -34,7 +36,7 @@ use crate::providers::instaclustr::PersonaAccessControlProvider;
 use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
-use controllers::{Scope, Wired, connection_controller, managed_controller};
+use controllers::{Scope, Wired, connection_controller, managed_controller, namespace_watch};
 use leader::{LeaderElector, LeaseTiming};
 use server::Readiness;
 
@@ -53,6 +55,9 @@ pub struct RunConfig {
     pub install_crds: bool,
     /// Reconcile only while holding this Lease (several replicas: one leader).
     pub leader_election: Option<LeaderElection>,
+    /// Where credentials Secrets are read (ClusterConnections' namespace, and whether
+    /// namespaced Connections may read their own).
+    pub credentials: Credentials,
 }
 
 impl Default for RunConfig {
@@ -66,6 +71,7 @@ impl Default for RunConfig {
             metrics_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             install_crds: false,
             leader_election: None,
+            credentials: Credentials::default(),
         }
     }
 }
@@ -222,6 +228,8 @@ pub async fn run_with(
         scope: Scope {
             client: client.clone(),
             namespace: config.namespace.clone(),
+            cluster_connections: config.namespace.is_none(),
+            read_secrets: config.credentials.scope == SecretsScope::Cluster,
         },
         connections: Arc::new(Connections::default()),
         events: EventPublisher::new(client.clone(), reporter, clock.clone()),
@@ -231,23 +239,48 @@ pub async fn run_with(
         controller: controller::Config::default().concurrency(config.concurrency),
         shutdown: shutdown.clone(),
     };
-    let connection_cx = ConnectionContext::new(
-        client,
+    let connection_cx = Arc::new(ConnectionContext::new(
+        client.clone(),
         shared.connections.clone(),
         upstream_metrics,
         shared.events.clone(),
         shared.clock.clone(),
         shared.timing.clone(),
-    );
-    let (connection_wired, connection_store) = connection_controller(
-        &shared.scope,
-        Arc::new(connection_cx),
+        config.credentials.clone(),
+    ));
+    let (connection_wired, connection_store) = connection_controller::<Connection>(
+        shared.scope.api(),
+        shared.scope.secrets_api(),
+        connection_cx.clone(),
         shared.controller.clone(),
         shutdown.clone(),
     );
     shared.connections.watch_cache(connection_store.clone());
+    let mut wired_connections = vec![connection_wired];
+    let mut cluster_store = None;
+    if shared.scope.cluster_connections {
+        wired_connections.push(namespace_watch(client.clone(), shared.connections.clone()));
+        let (wired, store) = connection_controller::<ClusterConnection>(
+            Api::all(client.clone()),
+            Some(Api::namespaced(
+                client.clone(),
+                &config.credentials.namespace,
+            )),
+            connection_cx,
+            shared.controller.clone(),
+            shutdown.clone(),
+        );
+        shared.connections.watch_cluster_cache(store.clone());
+        wired_connections.push(wired);
+        cluster_store = Some(store);
+    } else if let Some(ns) = &config.namespace {
+        shared.connections.disable_cluster_connections(format!(
+            "the operator watches only namespace {ns} (--namespace); ClusterConnections need a cluster-wide install"
+        ));
+    }
     let settled = controllers::connections_settled(
         connection_store,
+        cluster_store,
         shared.connections.clone(),
         CONNECTIONS_SETTLE_LIMIT,
     )
@@ -261,19 +294,21 @@ pub async fn run_with(
         shared.managed::<PersonaAccessControl, _>(PersonaAccessControlProvider::default()),
     ];
     // Resource controllers start once the Connections they use are known.
-    let wired = std::iter::once(connection_wired).chain(managed.into_iter().map(|w| {
-        let (settled, shutdown) = (settled.clone(), shutdown.clone());
-        Wired {
-            run: async move {
-                tokio::select! {
-                    () = settled => w.run.await,
-                    () = shutdown => {}
+    let wired = wired_connections
+        .into_iter()
+        .chain(managed.into_iter().map(|w| {
+            let (settled, shutdown) = (settled.clone(), shutdown.clone());
+            Wired {
+                run: async move {
+                    tokio::select! {
+                        () = settled => w.run.await,
+                        () = shutdown => {}
+                    }
                 }
+                .boxed(),
+                synced: w.synced,
             }
-            .boxed(),
-            synced: w.synced,
-        }
-    }));
+        }));
     let (runs, synced): (Vec<_>, Vec<_>) = wired.map(|w| (w.run, w.synced)).unzip();
     tracing::info!(
         namespace = config.namespace.as_deref().unwrap_or("<all>"),

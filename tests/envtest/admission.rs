@@ -86,6 +86,7 @@ fn crds_establish_and_every_example_is_admitted() {
         [
             "AccessProfile=True",
             "AppEntitlement=True",
+            "ClusterConnection=True",
             "Connection=True",
             "Connector=True",
             "McpToolset=True",
@@ -98,7 +99,9 @@ fn crds_establish_and_every_example_is_admitted() {
     assert!(files.len() >= 15, "{files:?}");
     for file in &files {
         for mut doc in documents(file) {
-            doc["metadata"]["namespace"] = json!(ns);
+            if doc["kind"] != "ClusterConnection" {
+                doc["metadata"]["namespace"] = json!(ns);
+            }
             let out = env.kubectl(&["create", "-f", "-"], Some(&doc.to_string()));
             assert!(
                 out.status.success(),
@@ -170,7 +173,9 @@ fn the_real_apiserver_refuses_every_bad_input_case_naming_the_field() {
         let expected = apiserver_expectation(by, case["expect"].as_str().unwrap());
         let name = unique("case");
         let with_ns = |mut obj: Value| {
-            obj["metadata"]["namespace"] = json!(ns);
+            if obj["kind"] != "ClusterConnection" {
+                obj["metadata"]["namespace"] = json!(ns);
+            }
             obj["metadata"]["name"] = json!(name);
             obj.to_string()
         };

@@ -130,6 +130,7 @@ impl Operator {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: true,
             leader_election: None,
+            credentials: Default::default(),
         };
         let handle = tokio::spawn(run_with(
             client.clone(),

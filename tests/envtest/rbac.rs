@@ -269,6 +269,127 @@ async fn the_operator_works_with_the_default_installs_rbac_and_no_more() {
                 false,
             ),
             ("list", "pods", &team, false),
+            (
+                "watch",
+                "clusterconnections.accessplane.io",
+                "default",
+                true,
+            ),
+            (
+                "patch",
+                "clusterconnections.accessplane.io/status",
+                "default",
+                true,
+            ),
+            ("list", "namespaces", "default", true),
+            ("patch", "namespaces", "default", false),
+        ],
+    );
+}
+
+/// `secrets.scope=credentialsNamespace`: Secrets are readable in the credentials
+/// namespace only (a Role there). A ClusterConnection whose Secret is there serves an
+/// AccessProfile in a team namespace it allows; a namespaced Connection is refused with
+/// its own reason; no request of the operator is refused; `can-i` shows no Secret
+/// access anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more() {
+    let _exclusive = exclusive().await;
+    let Some(env) = dedicated_envtest() else {
+        return;
+    };
+    if env.helm_binary().is_none() {
+        return;
+    }
+    install_crds(&env);
+    let system = namespace(&env, "accessplane-system");
+    let team = namespace(&env, "team");
+    env.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&chart_rbac(
+            &env,
+            &system,
+            &["secrets.scope=credentialsNamespace"],
+        )),
+    );
+    let serval = FakeServal::start().await;
+    serval.add_client("rbac-operator", "rbac-secret");
+    create_resources(&env, &team, &serval);
+    let docs = [
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "serval-shared-creds", "namespace": system},
+               "stringData": {"clientId": "rbac-operator", "clientSecret": "rbac-secret"}}),
+        json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "ClusterConnection",
+               "metadata": {"name": "serval-shared"},
+               "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-shared-creds"}},
+                        "allowedNamespaces": {"names": [team]}}}),
+        json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+               "metadata": {"name": "shared-oncall", "namespace": team},
+               "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-shared"},
+                        "teamId": "team-payments", "name": "Shared on-call"}}),
+    ];
+    let stream: String = docs.iter().map(|d| d.to_string() + "\n").collect();
+    env.kubectl_ok(&["create", "-f", "-"], Some(&stream));
+
+    let mut operator = run_as_service_account(
+        &env,
+        &system,
+        &[
+            "--secrets-scope=credentials-namespace",
+            &format!("--credentials-namespace={system}"),
+        ],
+    )
+    .await;
+    wait_ready(
+        &env,
+        &mut operator,
+        "default",
+        "clusterconnection",
+        "serval-shared",
+    )
+    .await;
+    wait_ready(&env, &mut operator, &team, "accessprofile", "shared-oncall").await;
+    for _ in 0..120 {
+        if ready_reason(&env, &team, "connection", "serval-prod")
+            == "False/NamespacedConnectionsDisabled"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        ready_reason(&env, &team, "connection", "serval-prod"),
+        "False/NamespacedConnectionsDisabled",
+        "{}",
+        operator.log()
+    );
+    assert_eq!(
+        ready_reason(&env, &team, "accessprofile", "payments-oncall"),
+        "False/WaitingForDependency"
+    );
+    assert_eq!(
+        serval.profiles().len(),
+        1,
+        "only the shared one was created"
+    );
+    let user = format!("system:serviceaccount:{system}:{RELEASE}");
+    check_audit(&env, &user);
+    assert_matrix(
+        &env,
+        &user,
+        &[
+            ("get", "secrets", &system, true),
+            ("watch", "secrets", &system, true),
+            ("get", "secrets", &team, false),
+            ("list", "secrets", "kube-system", false),
+            (
+                "watch",
+                "clusterconnections.accessplane.io",
+                "default",
+                true,
+            ),
+            ("list", "namespaces", "default", true),
+            ("list", "accessprofiles.accessplane.io", &team, true),
+            ("create", "events.events.k8s.io", &team, true),
         ],
     );
 }

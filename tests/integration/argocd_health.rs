@@ -388,6 +388,30 @@ fn connection_reasons() {
             &message,
         );
     }
+    let refused = "this operator reads credentials only from namespace accessplane-system";
+    expect(
+        &object(
+            "Connection",
+            vec![ready(false, conn::NAMESPACED_CONNECTIONS_DISABLED, refused)],
+        ),
+        "Degraded",
+        refused,
+    );
+    let shared = object(
+        "ClusterConnection",
+        vec![ready(true, conn::VERIFIED, "credentials verified")],
+    );
+    expect(&shared, "Healthy", "credentials verified");
+    let not_allowed =
+        "ClusterConnection serval-shared does not allow namespace team-b (spec.allowedNamespaces)";
+    expect(
+        &object(
+            "AccessProfile",
+            vec![ready(false, reason::CONNECTION_NOT_ALLOWED, not_allowed)],
+        ),
+        "Degraded",
+        not_allowed,
+    );
     let unreachable = "connect error: connection refused";
     expect(
         &object(

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use accessplane::api::McpToolset;
 use accessplane::api::connection::UpstreamKind;
+use accessplane::api::envelope::ConnectionRef;
 use accessplane::engine::Engine;
 use accessplane::providers::conductorone::McpToolsetProvider;
 use accessplane::upstream::Call;
@@ -132,7 +133,7 @@ impl Env {
             .h
             .engine
             .connections
-            .resolve(NS, "c1", UpstreamKind::ConductorOne)
+            .resolve(NS, &ConnectionRef::local("c1"), UpstreamKind::ConductorOne)
             .unwrap();
         client.json(call).await.unwrap()
     }

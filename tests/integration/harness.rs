@@ -78,6 +78,7 @@ impl Harness {
             events,
             clock.clone(),
             timing,
+            Default::default(),
         ));
         let h = Self {
             kube,

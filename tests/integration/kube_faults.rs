@@ -93,6 +93,7 @@ impl Env {
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
             install_crds: false,
             leader_election: None,
+            credentials: Default::default(),
         };
         let shutdown = stopped.map(|_| ()).boxed().shared();
         self.operator = Some(tokio::spawn(run_with(self.kube.client(), config, shutdown)));

@@ -8,6 +8,7 @@ mod c1_app_entitlement;
 mod c1_connector;
 mod c1_mcp_toolset;
 mod chaos;
+mod cluster_connection;
 mod connections;
 mod engine_async;
 mod fake_c1_tests;

@@ -87,6 +87,7 @@ async fn start() -> Running {
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         install_crds: false,
         leader_election: None,
+        credentials: Default::default(),
     };
     let shutdown = stopped.map(|_| ()).boxed().shared();
     let operator = tokio::spawn(run_with(kube.client(), config, shutdown));
@@ -165,6 +166,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
                 lease_name: "accessplane-leader".into(),
                 identity: identity.into(),
             }),
+            credentials: Default::default(),
         };
         let handle = tokio::spawn(run_with(
             kube.client(),

@@ -99,6 +99,11 @@ capabilities:
 {{- .Values.leaderElection.namespace | default .Release.Namespace }}
 {{- end }}
 
+{{/* Namespace of every ClusterConnection's credentials Secret. */}}
+{{- define "accessplane.credentialsNamespace" -}}
+{{- .Values.secrets.credentialsNamespace | default .Release.Namespace }}
+{{- end }}
+
 {{/* Names of the bundled CRDs, read from the chart's crds/. */}}
 {{- define "accessplane.crdNames" -}}
 {{- range $path, $_ := .Files.Glob "crds/*.yaml" }}
@@ -110,5 +115,8 @@ capabilities:
 {{- define "accessplane.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (ne (include "accessplane.leaderElection" .) "true") }}
 {{- fail "replicaCount > 1 needs leader election: set leaderElection.enabled to true or \"auto\"" }}
+{{- end }}
+{{- if and (eq .Values.secrets.scope "credentialsNamespace") (ne .Values.watchNamespace "") }}
+{{- fail "secrets.scope=credentialsNamespace works through ClusterConnections, which need a cluster-wide install: leave watchNamespace empty" }}
 {{- end }}
 {{- end }}

@@ -204,7 +204,14 @@ impl Provider<Connector> for ConnectorProvider {
         let secret = Api::<Secret>::namespaced(kube.clone(), &ns)
             .get_opt(name)
             .await
-            .map_err(EngineError::kube("reading the connector config Secret"))?
+            .map_err(|e| match e {
+                // The least-privilege install reads no Secret outside its credentials
+                // namespace: say so instead of retrying a 403 as a passing fault.
+                kube::Error::Api(status) if status.code == 403 => EngineError::Dependency(format!(
+                    "Secret {ns}/{name} (spec.configSecretRef) cannot be read: the operator may not read Secrets in namespace {ns} (secrets scope credentialsNamespace)"
+                )),
+                e => EngineError::kube("reading the connector config Secret")(e),
+            })?
             .ok_or_else(|| {
                 EngineError::Dependency(format!(
                     "Secret {ns}/{name} (spec.configSecretRef) does not exist"

@@ -285,7 +285,7 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::envelope::{LocalRef, ManagedFields};
+    use crate::api::envelope::{ConnectionRef, ManagedFields};
     use crate::api::persona_access_control::PersonaAccessControlSpec;
 
     fn obj(tools: Option<Vec<&str>>) -> PersonaAccessControl {
@@ -293,7 +293,7 @@ mod tests {
             "p",
             PersonaAccessControlSpec {
                 managed: ManagedFields {
-                    connection_ref: LocalRef { name: "ic".into() },
+                    connection_ref: ConnectionRef::local("ic"),
                     management_policy: None,
                     deletion_policy: None,
                     external_id: None,

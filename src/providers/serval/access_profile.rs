@@ -366,14 +366,12 @@ impl Provider<AccessProfile> for AccessProfileProvider {
 mod tests {
     use super::*;
     use crate::api::access_profile::{AppResourceRoleGrant, Grants, WorkflowGrant};
-    use crate::api::envelope::{LocalRef, ManagedFields};
+    use crate::api::envelope::{ConnectionRef, ManagedFields};
 
     fn spec() -> AccessProfileSpec {
         AccessProfileSpec {
             managed: ManagedFields {
-                connection_ref: LocalRef {
-                    name: "serval".into(),
-                },
+                connection_ref: ConnectionRef::local("serval"),
                 management_policy: None,
                 deletion_policy: None,
                 external_id: None,

@@ -1,0 +1,499 @@
+//! ClusterConnections under the whole operator (`run_with` against the fake API server
+//! and a fake Serval): which namespaces may use one, relabelling in and out without a
+//! restart, one rate-limit budget for every namespace, Secret rotation reaching every
+//! user, and the least-privilege mode that reads Secrets only in the credentials
+//! namespace.
+
+use std::time::Duration;
+
+use accessplane::connections::controller::{Credentials, SecretsScope};
+use accessplane::runtime::{RunConfig, RuntimeError, run_with};
+use futures::FutureExt;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::harness::{condition_pair, converged_status};
+use crate::support::fake_kube::FakeKube;
+use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+
+const API: &str = "accessplane.io/v1alpha1";
+const APS: &str = "accessprofiles";
+const CREDENTIALS_NS: &str = "accessplane-system";
+const SHARED: &str = "serval-shared";
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Env {
+    kube: FakeKube,
+    serval: FakeServal,
+    stop: Option<oneshot::Sender<()>>,
+    operator: Option<JoinHandle<Result<(), RuntimeError>>>,
+}
+
+impl Env {
+    /// Namespaces `team-a` (labelled `access: serval`), `team-b` (not labelled) and the
+    /// credentials namespace with the Secret; a ClusterConnection allowing the label.
+    async fn new(spec_extra: Value) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let serval = FakeServal::start().await;
+        serval.add_client("operator", "s3cret");
+        let kube = FakeKube::new();
+        for (ns, labels) in [
+            ("team-a", json!({"access": "serval"})),
+            ("team-b", json!({})),
+            (CREDENTIALS_NS, json!({})),
+        ] {
+            kube.put_object(json!({
+                "apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": ns, "labels": labels},
+            }));
+        }
+        kube.put_object(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "serval-creds", "namespace": CREDENTIALS_NS},
+            "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
+        }));
+        let mut spec = json!({
+            "serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}},
+            "allowedNamespaces": {"namespaceSelector": {"matchLabels": {"access": "serval"}}},
+        });
+        for (key, value) in spec_extra.as_object().unwrap() {
+            spec[key] = value.clone();
+        }
+        kube.put_object(json!({
+            "apiVersion": API, "kind": "ClusterConnection",
+            "metadata": {"name": SHARED, "generation": 1},
+            "spec": spec,
+        }));
+        Self {
+            kube,
+            serval,
+            stop: None,
+            operator: None,
+        }
+    }
+
+    fn run(&mut self, scope: SecretsScope) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = RunConfig {
+            namespace: None,
+            concurrency: 2,
+            metrics_addr: "127.0.0.1:0".parse().unwrap(),
+            credentials: Credentials {
+                namespace: CREDENTIALS_NS.into(),
+                scope,
+            },
+            ..Default::default()
+        };
+        let shutdown = stopped.map(|_| ()).boxed().shared();
+        self.operator = Some(tokio::spawn(run_with(self.kube.client(), config, shutdown)));
+        self.stop = Some(stop);
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        let operator = self.operator.take().unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(40), operator).await;
+        result.expect("graceful shutdown").unwrap().unwrap();
+    }
+
+    fn apply_ap(&self, ns: &str, name: &str, connection_ref: Value) {
+        self.kube.put_object(json!({
+            "apiVersion": API, "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": ns, "generation": 1},
+            "spec": {"connectionRef": connection_ref, "teamId": "team-1",
+                     "name": display(ns, name), "description": "v1"},
+        }));
+    }
+
+    fn shared_ref() -> Value {
+        json!({"kind": "ClusterConnection", "name": SHARED})
+    }
+
+    fn get(&self, ns: &str, name: &str) -> Value {
+        self.kube.get(API, APS, ns, name).expect("the resource")
+    }
+
+    fn relabel(&self, ns: &str, labels: Value) {
+        self.kube
+            .merge_patch(
+                "v1",
+                "namespaces",
+                "",
+                ns,
+                json!({"metadata": {"labels": labels}}),
+            )
+            .unwrap();
+    }
+
+    fn creates(&self, ns: &str, name: &str) -> usize {
+        self.serval
+            .requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path == PROFILES_PATH)
+            .filter(|r| {
+                r.body
+                    .as_ref()
+                    .is_some_and(|b| b["name"] == display(ns, name))
+            })
+            .count()
+    }
+
+    fn upstream(&self, ns: &str, name: &str) -> Vec<Value> {
+        self.serval
+            .profiles()
+            .into_iter()
+            .filter(|p| p["name"] == display(ns, name))
+            .collect()
+    }
+
+    /// Ready, its one upstream twin matches, and the status names the ClusterConnection.
+    fn converged(&self, ns: &str, name: &str) -> Result<(), String> {
+        let obj = self.get(ns, name);
+        converged_status(&obj)?;
+        if obj["status"]["clusterConnection"] != SHARED {
+            return Err(format!(
+                "status.clusterConnection {}",
+                obj["status"]["clusterConnection"]
+            ));
+        }
+        let [profile] = self
+            .upstream(ns, name)
+            .try_into()
+            .map_err(|v: Vec<Value>| format!("{} upstream profiles", v.len()))?;
+        if profile["description"] != obj["spec"]["description"] {
+            return Err(format!("upstream description {}", profile["description"]));
+        }
+        Ok(())
+    }
+
+    fn ready_reason(&self, ns: &str, name: &str) -> Result<(String, String), String> {
+        let obj = self.get(ns, name);
+        let (status, reason) = condition_pair(&obj, "Ready").ok_or("no Ready condition")?;
+        let message = obj["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .map(|c| c["message"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default();
+        Ok((format!("{status}/{reason}"), message))
+    }
+
+    fn not_allowed(&self, ns: &str, name: &str) -> Result<String, String> {
+        let (reason, message) = self.ready_reason(ns, name)?;
+        if reason != "False/ConnectionNotAllowed" {
+            return Err(format!("Ready is {reason}: {message}"));
+        }
+        Ok(message)
+    }
+
+    fn shared_status(&self) -> Value {
+        self.kube
+            .get(API, "clusterconnections", "", SHARED)
+            .expect("the ClusterConnection")["status"]
+            .clone()
+    }
+
+    async fn wait<T>(&self, what: &str, check: impl Fn(&Self) -> Result<T, String>) -> T {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match check(self) {
+                Ok(value) => return value,
+                Err(why) if tokio::time::Instant::now() >= deadline => {
+                    panic!("timed out waiting for {what}: {why}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+}
+
+fn display(ns: &str, name: &str) -> String {
+    format!("Profile {ns}/{name}")
+}
+
+fn allowed_count(env: &Env, want: u64) -> Result<(), String> {
+    let status = env.shared_status();
+    match status["allowedNamespaces"].as_u64() {
+        Some(n) if n == want => Ok(()),
+        other => Err(format!("allowedNamespaces {other:?}")),
+    }
+}
+
+/// An allowed namespace's resource converges through the ClusterConnection (its status
+/// says which); a refused one says `ConnectionNotAllowed`, naming the ClusterConnection
+/// and the namespace, and nothing of it reaches the upstream. Relabelling takes effect
+/// without a restart: in (it converges), out (it stops, says so, and its upstream
+/// object stays; a later edit is not sent).
+#[tokio::test]
+async fn namespaces_are_allowed_by_label_and_relabelling_takes_effect_at_once() {
+    let mut env = Env::new(json!({})).await;
+    env.apply_ap("team-a", "oncall", Env::shared_ref());
+    env.apply_ap("team-b", "oncall", Env::shared_ref());
+    env.run(SecretsScope::Cluster);
+
+    env.wait("team-a to converge", |e| e.converged("team-a", "oncall"))
+        .await;
+    let message = env
+        .wait("team-b to be refused", |e| {
+            e.not_allowed("team-b", "oncall")
+        })
+        .await;
+    assert!(
+        message.contains(&format!("ClusterConnection {SHARED}")) && message.contains("team-b"),
+        "{message}"
+    );
+    assert_eq!(
+        env.creates("team-b", "oncall"),
+        0,
+        "nothing sent for team-b"
+    );
+    env.wait("the ClusterConnection to count 1 namespace", |e| {
+        allowed_count(e, 1)
+    })
+    .await;
+    let shared = env.shared_status();
+    assert_eq!(
+        condition_pair(&json!({"status": shared}), "Ready")
+            .unwrap()
+            .1,
+        "Verified"
+    );
+
+    // In: team-b gets the label.
+    env.relabel("team-b", json!({"access": "serval"}));
+    env.wait("team-b to converge", |e| e.converged("team-b", "oncall"))
+        .await;
+    env.wait("the count to be 2", |e| allowed_count(e, 2)).await;
+
+    // Out: team-a loses it.
+    env.relabel("team-a", json!({"access": null}));
+    env.wait("team-a to be refused", |e| {
+        e.not_allowed("team-a", "oncall")
+    })
+    .await;
+    env.wait("the count to be 1", |e| allowed_count(e, 1)).await;
+    assert_eq!(
+        env.upstream("team-a", "oncall").len(),
+        1,
+        "not deleted upstream"
+    );
+    let writes = env.serval.writes();
+    env.kube
+        .merge_patch(
+            API,
+            APS,
+            "team-a",
+            "oncall",
+            json!({"spec": {"description": "v2"}}),
+        )
+        .unwrap();
+    env.wait("the edit to be refused", |e| {
+        let obj = e.get("team-a", "oncall");
+        e.not_allowed("team-a", "oncall")?;
+        match obj["status"]["conditions"][0]["observedGeneration"] == obj["metadata"]["generation"]
+        {
+            true => Ok(()),
+            false => Err("the edit not looked at yet".into()),
+        }
+    })
+    .await;
+    assert_eq!(
+        env.serval.writes(),
+        writes,
+        "nothing sent upstream for team-a"
+    );
+    assert_eq!(env.creates("team-a", "oncall"), 1);
+    env.shutdown().await;
+}
+
+/// Both namespaces draw from the ClusterConnection's one budget (5 requests/s, burst 5):
+/// 20 creates from two namespaces take at least (20 − 5) ÷ 5 = 3 s upstream, where two
+/// budgets would take half that. A Secret rotation reaches the users of both.
+#[tokio::test]
+async fn every_namespace_shares_one_budget_and_a_rotation_reaches_all() {
+    let mut env = Env::new(json!({
+        "rateLimit": {"requestsPerSecond": 5, "burst": 5},
+        "allowedNamespaces": {"names": ["team-a", "team-b"]},
+    }))
+    .await;
+    env.run(SecretsScope::Cluster);
+    env.wait(
+        "the ClusterConnection to be ready",
+        |e| match condition_pair(&json!({"status": e.shared_status()}), "Ready") {
+            Some((s, _)) if s == "True" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    )
+    .await;
+    let names: Vec<(String, String)> = (0..10)
+        .flat_map(|i| ["team-a", "team-b"].map(|ns| (ns.to_string(), format!("p{i}"))))
+        .collect();
+    for (ns, name) in &names {
+        env.apply_ap(ns, name, Env::shared_ref());
+    }
+    for (ns, name) in &names {
+        env.wait("every profile to converge", |e| e.converged(ns, name))
+            .await;
+    }
+    let creates: Vec<_> = env
+        .serval
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == PROFILES_PATH)
+        .collect();
+    assert_eq!(creates.len(), 20);
+    let span = creates.last().unwrap().at - creates.first().unwrap().at;
+    assert!(
+        span >= Duration::from_millis(2800),
+        "20 creates in {span:?}: the namespaces did not share one 5 rps budget"
+    );
+
+    // Rotation: the old credentials stop working, the Secret gets new ones.
+    env.serval.add_client("rotated", "n3w");
+    env.kube.put_object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "serval-creds", "namespace": CREDENTIALS_NS},
+        "data": {"clientId": "cm90YXRlZA==", "clientSecret": "bjN3"},
+    }));
+    let exchanges = env.serval.token_exchanges();
+    env.wait("a token for the rotated client", |e| {
+        match e.serval.token_exchanges() > exchanges {
+            true => Ok(()),
+            false => Err("no new token exchange".into()),
+        }
+    })
+    .await;
+    env.serval.revoke_tokens();
+    for ns in ["team-a", "team-b"] {
+        env.kube
+            .merge_patch(API, APS, ns, "p0", json!({"spec": {"description": "v2"}}))
+            .unwrap();
+    }
+    for ns in ["team-a", "team-b"] {
+        env.wait("the edit to converge with the new credentials", |e| {
+            e.converged(ns, "p0")
+        })
+        .await;
+    }
+    env.shutdown().await;
+}
+
+/// `--secrets-scope credentials-namespace`: a namespaced Connection is refused with a
+/// reason of its own, its users wait for it, ClusterConnections work, and the operator
+/// sends no request for a Secret outside the credentials namespace.
+#[tokio::test]
+async fn least_privilege_mode_reads_secrets_only_in_the_credentials_namespace() {
+    let mut env = Env::new(json!({})).await;
+    env.kube.put_object(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "own-creds", "namespace": "team-b"},
+        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
+    }));
+    env.kube.put_object(json!({
+        "apiVersion": API, "kind": "Connection",
+        "metadata": {"name": "own", "namespace": "team-b", "generation": 1},
+        "spec": {"serval": {"baseUrl": env.serval.base_url(), "credentialsSecretRef": {"name": "own-creds"}}},
+    }));
+    env.apply_ap("team-a", "oncall", Env::shared_ref());
+    env.apply_ap("team-b", "own", json!({"name": "own"}));
+    env.run(SecretsScope::CredentialsNamespace);
+
+    env.wait("team-a to converge", |e| e.converged("team-a", "oncall"))
+        .await;
+    env.wait("the namespaced Connection to be refused", |e| {
+        let conn = e.kube.get(API, "connections", "team-b", "own").unwrap();
+        match condition_pair(&conn, "Ready") {
+            Some((s, r)) if s == "False" && r == "NamespacedConnectionsDisabled" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let (reason, message) = env
+        .wait("its user to wait", |e| {
+            let (reason, message) = e.ready_reason("team-b", "own")?;
+            match reason.as_str() {
+                "False/WaitingForDependency" => Ok((reason, message)),
+                _ => Err(format!("{reason}: {message}")),
+            }
+        })
+        .await;
+    assert!(message.contains("ClusterConnection"), "{reason}: {message}");
+    assert_eq!(env.creates("team-b", "own"), 0);
+    let elsewhere: Vec<_> = env
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/secrets"))
+        .filter(|r| {
+            !r.path
+                .starts_with(&format!("/api/v1/namespaces/{CREDENTIALS_NS}/"))
+        })
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "Secret requests outside {CREDENTIALS_NS}: {elsewhere:?}"
+    );
+    env.shutdown().await;
+}
+
+/// A ClusterConnection in use is not deleted (`InUse` names its users in every
+/// namespace) until they are gone; an operator limited to one namespace cannot use
+/// ClusterConnections and says why.
+#[tokio::test]
+async fn a_used_cluster_connection_is_kept_and_a_one_namespace_operator_refuses_them() {
+    let mut env = Env::new(json!({"allowedNamespaces": {"names": ["team-a", "team-b"]}})).await;
+    env.apply_ap("team-a", "oncall", Env::shared_ref());
+    env.apply_ap("team-b", "oncall", Env::shared_ref());
+    env.run(SecretsScope::Cluster);
+    for ns in ["team-a", "team-b"] {
+        env.wait("both to converge", |e| e.converged(ns, "oncall"))
+            .await;
+    }
+    env.kube
+        .delete_object(API, "clusterconnections", "", SHARED)
+        .unwrap();
+    let message = env
+        .wait("the ClusterConnection to say it is in use", |e| {
+            let status = json!({"status": e.shared_status()});
+            match condition_pair(&status, "Ready") {
+                Some((_, r)) if r == "InUse" => Ok(status["status"]["conditions"].to_string()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    for user in ["AccessProfile team-a/oncall", "AccessProfile team-b/oncall"] {
+        assert!(message.contains(user), "{message}");
+    }
+    for ns in ["team-a", "team-b"] {
+        env.kube.delete_object(API, APS, ns, "oncall").unwrap();
+    }
+    env.wait("the ClusterConnection to go", |e| {
+        match e.kube.get(API, "clusterconnections", "", SHARED) {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+    env.shutdown().await;
+
+    let mut env = Env::new(json!({"allowedNamespaces": {"names": ["team-a"]}})).await;
+    env.apply_ap("team-a", "oncall", Env::shared_ref());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let config = RunConfig {
+        namespace: Some("team-a".into()),
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
+    let shutdown = stopped.map(|_| ()).boxed().shared();
+    env.operator = Some(tokio::spawn(run_with(env.kube.client(), config, shutdown)));
+    env.stop = Some(stop);
+    let message = env
+        .wait("the resource to be refused", |e| {
+            e.not_allowed("team-a", "oncall")
+        })
+        .await;
+    assert!(message.contains("--namespace"), "{message}");
+    assert_eq!(env.creates("team-a", "oncall"), 0);
+    env.shutdown().await;
+}
