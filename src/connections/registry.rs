@@ -43,6 +43,9 @@ pub enum Unusable {
 pub enum AccessChange {
     /// A namespace's labels changed (or it appeared or went).
     Namespace(String),
+    /// The namespace watch holds every namespace (at start-up): allowed namespaces can be
+    /// counted.
+    NamespacesListed,
     /// A ClusterConnection's `allowedNamespaces` changed (`rule`) or it became ready or
     /// not ready.
     ClusterConnection { name: String, rule: bool },

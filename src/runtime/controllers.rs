@@ -104,7 +104,9 @@ pub fn connection_controller<C: ConnectionObject>(
         let namespaces_changed = cx.connections.subscribe().filter_map(|change| {
             future::ready(match change {
                 Some(AccessChange::ClusterConnection { .. }) => None,
-                Some(AccessChange::Namespace(_)) | None => Some(()),
+                Some(AccessChange::Namespace(_) | AccessChange::NamespacesListed) | None => {
+                    Some(())
+                }
             })
         });
         controller = controller.reconcile_all_on(namespaces_changed);
@@ -126,6 +128,10 @@ pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> W
     let (store, writer) = reflector::store();
     connections.watch_namespaces(store.clone());
     let mut labels = Changes::new(predicates::labels);
+    // A (re)list announces its namespaces once it is complete: the first one as a whole
+    // (everything is new then), later ones each namespace whose labels changed meanwhile.
+    let mut relisted = vec![];
+    let mut listed_once = false;
     let run = watcher(
         Api::<PartialObjectMeta<Namespace>>::all(client),
         watcher::Config::default(),
@@ -137,19 +143,29 @@ pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> W
     })
     .reflect(writer)
     .for_each(move |event| {
-        let changed = match &event {
-            Ok(watcher::Event::Apply(ns) | watcher::Event::InitApply(ns)) => {
-                labels.changed(ns).then(|| ns.name_any())
+        match &event {
+            Ok(watcher::Event::Apply(ns)) => {
+                if labels.changed(ns) {
+                    connections.announce(AccessChange::Namespace(ns.name_any()));
+                }
             }
-            Ok(watcher::Event::Delete(ns)) => Some(ns.name_any()),
-            Ok(_) => None,
-            Err(error) => {
-                tracing::warn!(%error, "namespace watch failed; retrying");
-                None
+            Ok(watcher::Event::Delete(ns)) => {
+                connections.announce(AccessChange::Namespace(ns.name_any()));
             }
-        };
-        if let Some(name) = changed {
-            connections.announce(AccessChange::Namespace(name));
+            Ok(watcher::Event::Init) => relisted.clear(),
+            Ok(watcher::Event::InitApply(ns)) => {
+                if labels.changed(ns) && listed_once {
+                    relisted.push(ns.name_any());
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                for name in relisted.drain(..) {
+                    connections.announce(AccessChange::Namespace(name));
+                }
+                listed_once = true;
+                connections.announce(AccessChange::NamespacesListed);
+            }
+            Err(error) => tracing::warn!(%error, "namespace watch failed; retrying"),
         }
         future::ready(())
     })
@@ -422,6 +438,8 @@ fn affected_by<K: ManagedObject>(
             match change {
                 None => true,
                 Some(AccessChange::Namespace(ns)) => obj.namespace().as_ref() == Some(ns),
+                // Every namespace (re)listed: resources are reconciled at start-up anyway.
+                Some(AccessChange::NamespacesListed) => false,
                 Some(AccessChange::ClusterConnection { name, rule }) => {
                     *reference.name == **name && (*rule || is_waiting_for_dependency(&***obj))
                 }

@@ -348,6 +348,27 @@ async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more()
     )
     .await;
     wait_ready(&env, &mut operator, &team, "accessprofile", "shared-oncall").await;
+    // `kubectl get clusterconnections` shows who may use it; the category lists it too.
+    let listed = env.kubectl_ok(&["get", "clusterconnections"], None);
+    let rows: Vec<Vec<&str>> = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        ["NAME", "READY", "PROVIDER", "ALLOWED", "REASON", "AGE"],
+        "{listed}"
+    );
+    assert_eq!(
+        rows[1][..5],
+        ["serval-shared", "True", "serval", "1", "Verified"],
+        "{listed}"
+    );
+    let category = env.kubectl_ok(&["get", "accessplane", "--all-namespaces"], None);
+    assert!(
+        category.contains("clusterconnection.accessplane.io/serval-shared"),
+        "{category}"
+    );
     for _ in 0..120 {
         if ready_reason(&env, &team, "connection", "serval-prod")
             == "False/NamespacedConnectionsDisabled"

@@ -90,11 +90,24 @@ impl Env {
         self.stop = Some(stop);
     }
 
-    async fn shutdown(mut self) {
+    async fn stop(&mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         let operator = self.operator.take().unwrap();
         let result = tokio::time::timeout(Duration::from_secs(40), operator).await;
         result.expect("graceful shutdown").unwrap().unwrap();
+    }
+
+    async fn shutdown(mut self) {
+        self.stop().await;
+    }
+
+    /// List requests for profiles (not the Connection check, not single reads).
+    fn profile_lists(&self) -> usize {
+        self.serval
+            .requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path == PROFILES_PATH)
+            .count()
     }
 
     fn apply_ap(&self, ns: &str, name: &str, connection_ref: Value) {
@@ -346,6 +359,23 @@ async fn every_namespace_shares_one_budget_and_a_rotation_reaches_all() {
     assert!(
         span >= Duration::from_millis(2800),
         "20 creates in {span:?}: the namespaces did not share one 5 rps budget"
+    );
+
+    // A restart resyncs all 20 from one List: the two namespaces share the snapshot.
+    env.stop().await;
+    let lists = env.profile_lists();
+    env.run(SecretsScope::Cluster);
+    let mut last = (lists, tokio::time::Instant::now());
+    while last.1.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if env.profile_lists() != last.0 {
+            last = (env.profile_lists(), tokio::time::Instant::now());
+        }
+    }
+    assert_eq!(
+        env.profile_lists() - lists,
+        1,
+        "the restart's resync of both namespaces took one List"
     );
 
     // Rotation: the old credentials stop working, the Secret gets new ones.
