@@ -224,7 +224,7 @@ pub async fn run_with(
         instance: std::env::var("POD_NAME").ok(),
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let shared = Shared {
+    let mut shared = Shared {
         scope: Scope {
             client: client.clone(),
             namespace: config.namespace.clone(),
@@ -258,6 +258,11 @@ pub async fn run_with(
     shared.connections.watch_cache(connection_store.clone());
     let mut wired_connections = vec![connection_wired];
     let mut cluster_store = None;
+    if let Some(missing) = cluster_connections_missing(&client, &shared.scope).await {
+        tracing::warn!(%missing, "ClusterConnections cannot be used");
+        shared.connections.disable_cluster_connections(missing);
+        shared.scope.cluster_connections = false;
+    }
     if shared.scope.cluster_connections {
         wired_connections.push(namespace_watch(client.clone(), shared.connections.clone()));
         let (wired, store) = connection_controller::<ClusterConnection>(
@@ -364,6 +369,23 @@ pub async fn run_with(
         let _ = elector.await;
     }
     result
+}
+
+/// Why ClusterConnections cannot be watched although the operator watches every
+/// namespace: their CRD is not installed (an upgrade that skipped the new CRDs). The rest
+/// of the operator then runs as before instead of never becoming ready.
+async fn cluster_connections_missing(client: &kube::Client, scope: &Scope) -> Option<String> {
+    if !scope.cluster_connections {
+        return None;
+    }
+    let api: Api<ClusterConnection> = Api::all(client.clone());
+    match api.list(&kube::api::ListParams::default().limit(1)).await {
+        Err(kube::Error::Api(status)) if status.code == 404 => Some(
+            "the ClusterConnection CRD is not installed: apply the chart's crds/ and restart the operator"
+                .into(),
+        ),
+        _ => None,
+    }
 }
 
 /// Longest wait at start-up for every Connection to be verified before the resource

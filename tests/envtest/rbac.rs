@@ -480,3 +480,82 @@ async fn the_operator_works_with_the_watch_namespace_installs_rbac_and_no_more()
         ],
     );
 }
+
+/// An upgrade that skipped the new ClusterConnection CRD (Helm never upgrades CRDs): the
+/// operator runs as before for namespaced Connections, and a resource naming a
+/// ClusterConnection is told the CRD is missing instead of waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_cluster_connection_crd_the_rest_still_works() {
+    let _exclusive = exclusive().await;
+    let Some(env) = dedicated_envtest() else {
+        return;
+    };
+    if env.helm_binary().is_none() {
+        return;
+    }
+    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    for file in std::fs::read_dir(&crds).unwrap() {
+        let file = file.unwrap().path();
+        if file.ends_with("clusterconnection.yaml") {
+            continue;
+        }
+        let file = file.to_str().unwrap();
+        env.kubectl_ok(&["apply", "--server-side", "-f", file], None);
+        env.kubectl_ok(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                file,
+            ],
+            None,
+        );
+    }
+    let system = namespace(&env, "accessplane-system");
+    let team = namespace(&env, "team");
+    env.kubectl_ok(&["apply", "-f", "-"], Some(&chart_rbac(&env, &system, &[])));
+    let serval = FakeServal::start().await;
+    serval.add_client("rbac-operator", "rbac-secret");
+    create_resources(&env, &team, &serval);
+    let shared = json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+        "metadata": {"name": "shared-oncall", "namespace": team},
+        "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-shared"},
+                 "teamId": "team-payments", "name": "Shared on-call"}});
+    env.kubectl_ok(&["create", "-f", "-"], Some(&shared.to_string()));
+
+    let mut operator = run_as_service_account(&env, &system, &[]).await;
+    wait_ready(
+        &env,
+        &mut operator,
+        &team,
+        "accessprofile",
+        "payments-oncall",
+    )
+    .await;
+    let mut message = String::new();
+    for _ in 0..120 {
+        let out = env.kubectl_ok(
+            &[
+                "get", "accessprofile", "shared-oncall", "-n", &team, "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}: {.status.conditions[?(@.type==\"Ready\")].message}",
+            ],
+            None,
+        );
+        message = out;
+        if message.starts_with("ConnectionNotAllowed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        message.starts_with("ConnectionNotAllowed") && message.contains("CRD is not installed"),
+        "{message}\n{}",
+        operator.log()
+    );
+    assert_eq!(
+        serval.profiles().len(),
+        1,
+        "only the namespaced one was created"
+    );
+}
