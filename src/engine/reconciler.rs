@@ -729,6 +729,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 EngineError::Dependency(message) => EngineError::Dependency(format!(
                     "cannot delete the upstream object: {message}; {ORPHAN_HINT}"
                 )),
+                EngineError::ConnectionNotAllowed(message) => EngineError::ConnectionNotAllowed(
+                    format!("cannot delete the upstream object: {message}; {ORPHAN_HINT}"),
+                ),
                 // Refusals (400/403/422) and rejected credentials do not go away by
                 // retrying: say how to release the resource.
                 EngineError::Upstream(source) if source.class() != ErrorClass::Retryable => {

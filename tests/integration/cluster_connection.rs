@@ -316,6 +316,45 @@ async fn namespaces_are_allowed_by_label_and_relabelling_takes_effect_at_once() 
         "nothing sent upstream for team-a"
     );
     assert_eq!(env.creates("team-a", "oncall"), 1);
+
+    // Deleting it needs the credentials it may no longer use: it says how to let go.
+    env.kube
+        .delete_object(API, APS, "team-a", "oncall")
+        .unwrap();
+    env.wait("the deletion to say it cannot proceed", |e| {
+        let message = e.not_allowed("team-a", "oncall")?;
+        match message.contains("deletionPolicy: Orphan") {
+            true => Ok(()),
+            false => Err(message),
+        }
+    })
+    .await;
+    env.kube
+        .merge_patch(
+            API,
+            APS,
+            "team-a",
+            "oncall",
+            json!({"spec": {"deletionPolicy": "Orphan"}}),
+        )
+        .unwrap();
+    env.wait("the resource to be released", |e| {
+        match e.kube.get(API, APS, "team-a", "oncall") {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    })
+    .await;
+    assert_eq!(
+        env.upstream("team-a", "oncall").len(),
+        1,
+        "orphaned upstream"
+    );
+    assert_eq!(
+        env.serval.writes(),
+        writes,
+        "nothing sent upstream for team-a"
+    );
     env.shutdown().await;
 }
 
