@@ -129,6 +129,9 @@ fn parse_rate(text: &str) -> Result<f64, String> {
 
 impl RunArgs {
     fn config(&self) -> Result<RunConfig, String> {
+        if self.secrets_scope == SecretsScopeArg::CredentialsNamespace && self.namespace.is_some() {
+            return Err("--secrets-scope credentials-namespace works through ClusterConnections, which need a cluster-wide operator: drop --namespace".into());
+        }
         let leader_election = if self.leader_election {
             let namespace = self
                 .leader_election_namespace

@@ -142,8 +142,14 @@ impl ConnectionObject for ClusterConnection {
         Some(&self.spec.allowed_namespaces)
     }
     fn status_fields(&self, connections: &Connections) -> Map<String, Value> {
-        let count = connections.count_allowed(&self.spec.allowed_namespaces);
-        Map::from_iter([("allowedNamespaces".to_string(), json!(count))])
+        // Until the namespace cache is full, the count shown stays as it was.
+        let count = connections
+            .count_allowed(&self.spec.allowed_namespaces)
+            .or_else(|| self.status.as_ref()?.allowed_namespaces);
+        count
+            .map(|count| ("allowedNamespaces".to_string(), json!(count)))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -226,9 +232,28 @@ pub async fn reconcile<C: ConnectionObject>(
             kube_ops::remove_finalizer(&api, &*conn).await?;
             return Ok(Action::await_change());
         }
+        // Its users' deletions need its client (also after a restart): keep it registered.
+        let rule_changed = conn
+            .allowed_namespaces()
+            .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
+        if let Err((reason, message, _)) = connect(&*conn, &cx).await {
+            cx.connections
+                .set_not_ready(&home, &name, format!("{reason}: {message}"));
+            cx.verified.lock().unwrap().remove(&key);
+        }
+        announce(&cx, &*conn, rule_changed, was_ready);
+        const SHOWN: usize = 10;
+        let mut named = users
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if users.len() > SHOWN {
+            named.push_str(&format!(" and {} more", users.len() - SHOWN));
+        }
         let message = format!(
-            "still used by {}; delete those resources (or point them at another Connection) first",
-            users.join(", ")
+            "still used by {named}; delete those resources (or point them at another Connection) first"
         );
         write_ready(
             &api,

@@ -2,6 +2,7 @@
 //! controller, and the hub that tells them when who may use a ClusterConnection changed.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{OnceLock, RwLock};
 
 use futures::Stream;
@@ -67,6 +68,8 @@ pub struct Connections {
     namespaces: OnceLock<NamespaceStore>,
     /// Why ClusterConnections cannot be used at all (the operator watches one namespace).
     cluster_disabled: OnceLock<String>,
+    /// The namespace cache held every namespace once (counts are meaningful).
+    namespaces_listed: AtomicBool,
     changes: broadcast::Sender<AccessChange>,
 }
 
@@ -79,6 +82,7 @@ impl Default for Connections {
             cluster_cache: OnceLock::new(),
             namespaces: OnceLock::new(),
             cluster_disabled: OnceLock::new(),
+            namespaces_listed: AtomicBool::new(false),
             // Changes are rare; a subscriber that lags behind 1024 of them re-checks all.
             changes: broadcast::channel(1024).0,
         }
@@ -134,13 +138,29 @@ impl Connections {
                     )));
                 }
                 let label = format!("ClusterConnection {name}");
-                let client = self.resolve_entry("", name, &label, want)?;
-                if !self.allows(name, namespace) {
-                    return Err(Unusable::NotAllowed(format!(
-                        "{label} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
+                // Access first: a refused namespace learns nothing of the ClusterConnection's
+                // state. A namespace not in the cache yet is not judged (its labels are
+                // unknown, and a selector with NotIn or DoesNotExist would match an empty
+                // set); its arrival is announced.
+                let Some(labels) = self.labels_of(namespace) else {
+                    return Err(Unusable::NotReady(format!(
+                        "namespace {namespace} is not in the operator's namespace cache yet; {label} is checked once it is"
                     )));
+                };
+                match self.allowed.read().unwrap().get(name) {
+                    None => {
+                        return Err(Unusable::NotReady(format!(
+                            "{label} is not ready (not found or not yet verified)"
+                        )));
+                    }
+                    Some(rule) if !rule.allows(namespace, &labels) => {
+                        return Err(Unusable::NotAllowed(format!(
+                            "{label} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
+                        )));
+                    }
+                    Some(_) => {}
                 }
-                Ok(client)
+                self.resolve_entry("", name, &label, want)
             }
         }
     }
@@ -182,20 +202,12 @@ impl Connections {
         }
     }
 
-    /// Whether the ClusterConnection `name` allows `namespace` now.
-    pub fn allows(&self, name: &str, namespace: &str) -> bool {
-        let allowed = self.allowed.read().unwrap();
-        let Some(rule) = allowed.get(name) else {
-            return false;
-        };
-        rule.allows(namespace, &self.labels_of(namespace))
-    }
-
-    /// How many namespaces `rule` allows now.
-    pub fn count_allowed(&self, rule: &AllowedNamespaces) -> u32 {
-        let Some(store) = self.namespaces.get() else {
-            return 0;
-        };
+    /// How many namespaces `rule` allows now; `None` until the namespace cache is full.
+    pub fn count_allowed(&self, rule: &AllowedNamespaces) -> Option<u32> {
+        if !self.namespaces_listed.load(Ordering::Acquire) {
+            return None;
+        }
+        let store = self.namespaces.get()?;
         let allowed = store
             .state()
             .iter()
@@ -207,15 +219,13 @@ impl Connections {
                 )
             })
             .count();
-        u32::try_from(allowed).unwrap_or(u32::MAX)
+        Some(u32::try_from(allowed).unwrap_or(u32::MAX))
     }
 
-    fn labels_of(&self, namespace: &str) -> BTreeMap<String, String> {
-        self.namespaces
-            .get()
-            .and_then(|store| store.get(&ObjectRef::new(namespace)))
-            .and_then(|ns| ns.metadata.labels.clone())
-            .unwrap_or_default()
+    /// The labels of `namespace`, if the cache holds it.
+    fn labels_of(&self, namespace: &str) -> Option<BTreeMap<String, String>> {
+        let ns = self.namespaces.get()?.get(&ObjectRef::new(namespace))?;
+        Some(ns.metadata.labels.clone().unwrap_or_default())
     }
 
     /// Records who may use the ClusterConnection `name`; true when that changed.
@@ -290,6 +300,9 @@ impl Connections {
 
     /// Tells every subscriber about a change the registry now reflects.
     pub fn announce(&self, change: AccessChange) {
+        if change == AccessChange::NamespacesListed {
+            self.namespaces_listed.store(true, Ordering::Release);
+        }
         // No subscriber (no controller running yet) is fine.
         let _ = self.changes.send(change);
     }
@@ -305,5 +318,89 @@ impl Connections {
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::connection::ConnectionSpec;
+    use crate::providers::{self, SecretData};
+    use k8s_openapi::ByteString;
+    use kube::runtime::{reflector, watcher};
+    use serde_json::json;
+
+    fn client() -> UpstreamClient {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let spec: ConnectionSpec =
+            serde_json::from_value(json!({"serval": {"credentialsSecretRef": {"name": "s"}}}))
+                .unwrap();
+        let data =
+            SecretData::new([("bearerToken".to_string(), ByteString(b"t0ken".to_vec()))].into());
+        providers::connect(&spec, &data, Default::default())
+            .unwrap()
+            .1
+    }
+
+    fn namespace(name: &str, labels: serde_json::Value) -> PartialObjectMeta<Namespace> {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels},
+        }))
+        .unwrap()
+    }
+
+    fn shared() -> ConnectionRef {
+        ConnectionRef {
+            kind: Some(ConnectionKind::ClusterConnection),
+            name: "shared".into(),
+        }
+    }
+
+    /// A namespace the cache does not hold yet is not judged: its labels are unknown and
+    /// `DoesNotExist` would match an empty set. A refused namespace is told so before
+    /// anything about the ClusterConnection's state.
+    #[test]
+    fn access_is_decided_on_known_labels_only() {
+        let connections = Connections::default();
+        let (store, mut writer) = reflector::store();
+        connections.watch_namespaces(store);
+        let rule: AllowedNamespaces = serde_json::from_value(json!({"namespaceSelector": {
+            "matchExpressions": [{"key": "restricted", "operator": "DoesNotExist"}]}}))
+        .unwrap();
+        connections.set_allowed("shared", &rule);
+        connections.set_not_ready("", "shared", "AuthenticationFailed: secret text".into());
+        let resolve = |ns: &str| connections.resolve(ns, &shared(), UpstreamKind::Serval);
+
+        assert!(
+            matches!(resolve("new"), Err(Unusable::NotReady(m)) if m.contains("namespace cache"))
+        );
+        writer.apply_watcher_event(&watcher::Event::Apply(namespace(
+            "new",
+            json!({"restricted": "yes"}),
+        )));
+        writer.apply_watcher_event(&watcher::Event::Apply(namespace("open", json!({}))));
+        let refused = resolve("new");
+        assert!(
+            matches!(&refused, Err(Unusable::NotAllowed(m)) if !m.contains("secret text")),
+            "{refused:?}"
+        );
+        assert!(
+            matches!(resolve("open"), Err(Unusable::NotReady(m)) if m.contains("AuthenticationFailed"))
+        );
+        connections.set_ready("", "shared", UpstreamKind::Serval, client());
+        assert!(resolve("open").is_ok());
+        assert!(
+            matches!(
+                connections.resolve("open", &shared(), UpstreamKind::Instaclustr),
+                Err(Unusable::NotReady(_))
+            ),
+            "a ClusterConnection of another upstream"
+        );
+        // A namespaced Connection of the same name is another object.
+        assert!(matches!(
+            connections.resolve("open", &ConnectionRef::local("shared"), UpstreamKind::Serval),
+            Err(Unusable::NotReady(m)) if m.starts_with("Connection open/shared")
+        ));
     }
 }

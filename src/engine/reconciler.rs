@@ -1527,7 +1527,13 @@ fn status_json<K: ManagedObject>(
         Some(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    for key in ["id", "observedGeneration", "conditions", "pending"] {
+    for key in [
+        "id",
+        "observedGeneration",
+        "conditions",
+        "pending",
+        "clusterConnection",
+    ] {
         out.remove(key);
     }
     if let Value::Object(common) = serde_json::to_value(status).expect("status serializes") {

@@ -100,17 +100,6 @@ pub fn connection_controller<C: ConnectionObject>(
             connections_using(&mapper_store, &secret)
         });
     }
-    if C::KIND == ConnectionKind::ClusterConnection {
-        let namespaces_changed = cx.connections.subscribe().filter_map(|change| {
-            future::ready(match change {
-                Some(AccessChange::ClusterConnection { .. }) => None,
-                Some(AccessChange::Namespace(_) | AccessChange::NamespacesListed) | None => {
-                    Some(())
-                }
-            })
-        });
-        controller = controller.reconcile_all_on(namespaces_changed);
-    }
     let run = controller
         .run(connection::reconcile, connection::error_policy, cx)
         .for_each(log_result)
@@ -124,7 +113,11 @@ pub fn connection_controller<C: ConnectionObject>(
 
 /// Watches namespace labels for the registry (which namespaces a ClusterConnection
 /// allows) and announces the namespaces whose labels changed, once the cache shows them.
-pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> Wired {
+pub fn namespace_watch(
+    client: kube::Client,
+    connections: Arc<Connections>,
+    shutdown: Shutdown,
+) -> Wired {
     let (store, writer) = reflector::store();
     connections.watch_namespaces(store.clone());
     let mut labels = Changes::new(predicates::labels);
@@ -142,6 +135,7 @@ pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> W
         ns.metadata.annotations = None;
     })
     .reflect(writer)
+    .take_until(shutdown)
     .for_each(move |event| {
         match &event {
             Ok(watcher::Event::Apply(ns)) => {
@@ -173,6 +167,55 @@ pub fn namespace_watch(client: kube::Client, connections: Arc<Connections>) -> W
     Wired {
         run,
         synced: synced(store),
+    }
+}
+
+/// Keeps each ClusterConnection's `status.allowedNamespaces` current as namespaces come,
+/// go and are relabelled: a count from the caches and a merge patch of that one field
+/// when it changed (no Secret read, no upstream call, no reconcile).
+pub fn allowed_counts(
+    client: kube::Client,
+    store: Store<ClusterConnection>,
+    connections: Arc<Connections>,
+    shutdown: Shutdown,
+) -> Wired {
+    let api: Api<ClusterConnection> = Api::all(client);
+    let changes = connections.subscribe();
+    let run = changes
+        .take_until(shutdown)
+        .filter(|change| {
+            future::ready(!matches!(
+                change,
+                Some(AccessChange::ClusterConnection { rule: false, .. })
+            ))
+        })
+        .for_each(move |_| {
+            let (api, store, connections) = (api.clone(), store.clone(), connections.clone());
+            async move {
+                for cc in store.state() {
+                    let Some(count) = connections.count_allowed(&cc.spec.allowed_namespaces) else {
+                        return;
+                    };
+                    let shown = cc.status.as_ref().and_then(|s| s.allowed_namespaces);
+                    // Not before the controller wrote a status (it owns the conditions).
+                    if shown.is_none() || shown == Some(count) {
+                        continue;
+                    }
+                    let patch = serde_json::json!({"status": {"allowedNamespaces": count}});
+                    let params = kube::api::PatchParams::default();
+                    if let Err(error) = api
+                        .patch_status(&cc.name_any(), &params, &kube::api::Patch::Merge(&patch))
+                        .await
+                    {
+                        tracing::warn!(%error, name = %cc.name_any(), "updating allowedNamespaces");
+                    }
+                }
+            }
+        })
+        .boxed();
+    Wired {
+        run,
+        synced: future::ready(true).boxed(),
     }
 }
 

@@ -264,7 +264,11 @@ pub async fn run_with(
         shared.scope.cluster_connections = false;
     }
     if shared.scope.cluster_connections {
-        wired_connections.push(namespace_watch(client.clone(), shared.connections.clone()));
+        wired_connections.push(namespace_watch(
+            client.clone(),
+            shared.connections.clone(),
+            shutdown.clone(),
+        ));
         let (wired, store) = connection_controller::<ClusterConnection>(
             Api::all(client.clone()),
             Some(Api::namespaced(
@@ -277,6 +281,12 @@ pub async fn run_with(
         );
         shared.connections.watch_cluster_cache(store.clone());
         wired_connections.push(wired);
+        wired_connections.push(controllers::allowed_counts(
+            client.clone(),
+            store.clone(),
+            shared.connections.clone(),
+            shutdown.clone(),
+        ));
         cluster_store = Some(store);
     } else if let Some(ns) = &config.namespace {
         shared.connections.disable_cluster_connections(format!(

@@ -93,7 +93,7 @@ impl Env {
     async fn stop(&mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         let operator = self.operator.take().unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(40), operator).await;
+        let result = tokio::time::timeout(Duration::from_secs(10), operator).await;
         result.expect("graceful shutdown").unwrap().unwrap();
     }
 

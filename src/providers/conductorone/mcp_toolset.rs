@@ -397,11 +397,17 @@ impl Provider<McpToolset> for McpToolsetProvider {
 
     /// Toolsets are listed per connector. The key only groups objects, so it is taken
     /// from the spec as written (a reference or the ids); `list` uses the resolved ids.
+    /// A reference names a Connector of the object's namespace: the key says which
+    /// namespace (a ClusterConnection's scopes are shared by many).
     fn list_scope(&self, obj: &McpToolset) -> Option<String> {
         let spec = &obj.spec;
         match (&spec.app_id, &spec.connector_id, &spec.connector_ref) {
             (Some(app), Some(connector), _) => Some(format!("{app}/{connector}")),
-            (_, _, Some(reference)) => Some(format!("ref:{}", reference.name)),
+            (_, _, Some(reference)) => Some(format!(
+                "ref:{}/{}",
+                obj.namespace().unwrap_or_default(),
+                reference.name
+            )),
             _ => None,
         }
     }
