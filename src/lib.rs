@@ -3,6 +3,7 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
+pub mod plan;
 pub mod providers;
 pub mod runtime;
 pub mod upstream;

@@ -87,6 +87,8 @@ pub struct Call {
     pub redact: Vec<SecretString>,
     /// Error statuses the caller takes as an answer (see [`Call::answered_by`]).
     pub answers: Vec<u16>,
+    /// Whether the call only reads: every GET, and a POST marked [`Call::reads`].
+    pub reads: bool,
 }
 
 impl std::fmt::Debug for Call {
@@ -105,6 +107,7 @@ impl std::fmt::Debug for Call {
 impl Call {
     /// A call with no query or body; POST defaults to non-idempotent, others to idempotent.
     pub fn new(method: Method, operation: &'static str, path: impl Into<String>) -> Self {
+        let reads = method == Method::GET;
         let retry = if method == Method::POST {
             RetryMode::NonIdempotent
         } else {
@@ -119,6 +122,7 @@ impl Call {
             retry,
             redact: Vec::new(),
             answers: Vec::new(),
+            reads,
         }
     }
 
@@ -179,6 +183,14 @@ impl Call {
         self.retry = RetryMode::Idempotent;
         self
     }
+
+    /// Marks a POST that only reads (a ConductorOne search): a read-only client sends it.
+    /// Safe to repeat.
+    pub fn reads(mut self) -> Self {
+        self.reads = true;
+        self.retry = RetryMode::Idempotent;
+        self
+    }
 }
 
 /// A successful (2xx) response.
@@ -194,6 +206,8 @@ pub struct UpstreamResponse {
 #[derive(Clone)]
 pub struct UpstreamClient {
     inner: Arc<Inner>,
+    /// Refuses every call that is not a read (`accessplane plan`): see [`Self::read_only`].
+    read_only: bool,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -290,6 +304,7 @@ impl UpstreamClient {
             Credentials::Basic { username, api_key } => Auth::Basic { username, api_key },
         };
         Ok(Self {
+            read_only: false,
             inner: Arc::new(Inner {
                 provider: config.provider,
                 base_url,
@@ -314,8 +329,32 @@ impl UpstreamClient {
         }
     }
 
+    /// The same client (tokens, rate limit) refusing every call that is not a read: what
+    /// `accessplane plan` uses, so that no write can leave the process whatever the code
+    /// above it does. A refused write is a bug and says so loudly (an error log and
+    /// [`UpstreamError::WriteRefused`]); token exchanges are not calls and still happen.
+    pub fn read_only(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            read_only: true,
+        }
+    }
+
     /// Performs `call` with auth, rate limiting and retries; non-2xx becomes an error.
     pub async fn send(&self, call: Call) -> Result<UpstreamResponse, UpstreamError> {
+        if self.read_only && !call.reads {
+            tracing::error!(
+                provider = self.inner.provider,
+                operation = call.operation,
+                method = %call.method,
+                "BUG: a write was attempted through a read-only (plan) client; not sent"
+            );
+            return Err(UpstreamError::WriteRefused {
+                provider: self.inner.provider,
+                operation: call.operation,
+                method: call.method.to_string(),
+            });
+        }
         let span = tracing::info_span!(
             "upstream",
             provider = self.inner.provider,

@@ -57,6 +57,15 @@ pub enum UpstreamError {
     /// The client was configured wrongly.
     #[error("upstream configuration: {message}")]
     Config { message: String },
+    /// A read-only client (`accessplane plan`) was asked to write: a bug, never sent.
+    #[error(
+        "{provider} {operation}: {method} refused: this client only reads (plan mode); this is a bug"
+    )]
+    WriteRefused {
+        provider: &'static str,
+        operation: &'static str,
+        method: String,
+    },
 }
 
 /// How a caller should react to an [`UpstreamError`].
@@ -79,7 +88,9 @@ impl UpstreamError {
             Self::Api { status, code, .. } => class_of_status(*status, code.as_deref()),
             Self::Transport { .. } => ErrorClass::Retryable,
             Self::Authentication { .. } => ErrorClass::Authentication,
-            Self::Decode { .. } | Self::Config { .. } => ErrorClass::Terminal,
+            Self::Decode { .. } | Self::Config { .. } | Self::WriteRefused { .. } => {
+                ErrorClass::Terminal
+            }
             Self::RetriesExhausted { last, .. } => last.class(),
         }
     }
@@ -116,7 +127,10 @@ impl UpstreamError {
             Self::Api { status, .. } => *status >= 500 || *status == 408,
             Self::Transport { sent, .. } => *sent,
             Self::RetriesExhausted { last, .. } => last.may_have_applied(),
-            Self::Authentication { .. } | Self::Decode { .. } | Self::Config { .. } => false,
+            Self::Authentication { .. }
+            | Self::Decode { .. }
+            | Self::Config { .. }
+            | Self::WriteRefused { .. } => false,
         }
     }
 }
@@ -147,6 +161,7 @@ impl UpstreamError {
                 }
             }
             Self::RetriesExhausted { last, .. } => last.redact_in_place(secrets),
+            Self::WriteRefused { .. } => {}
         }
     }
 
@@ -159,6 +174,7 @@ impl UpstreamError {
             Self::Decode { .. } => "decode".into(),
             Self::RetriesExhausted { last, .. } => last.status_label(),
             Self::Config { .. } => "config".into(),
+            Self::WriteRefused { .. } => "write_refused".into(),
         }
     }
 }

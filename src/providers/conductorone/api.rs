@@ -55,7 +55,7 @@ pub async fn search_all<T: DeserializeOwned>(
         // A search reads; repeating it is harmless.
         let call = Call::post(operation, path)
             .json(Value::Object(body.clone()))
-            .idempotent();
+            .reads();
         let page: SearchPage<T> = client.json(call).await?;
         items.extend(page.list);
         match page.next_page_token {

@@ -656,3 +656,44 @@ async fn credentials_never_reach_errors_or_logs() {
         "credential leaked into logs:\n{logs}"
     );
 }
+
+/// `accessplane plan`'s guarantee, enforced where requests leave the process: a
+/// read-only client sends GETs and searches marked as reads, and refuses every other
+/// call before it reaches the network (the server sees nothing of them).
+#[tokio::test]
+async fn a_read_only_client_sends_reads_and_refuses_every_write() {
+    let up = Upstream::scripted(vec![]);
+    let root = serve(up.clone()).await;
+    let client = UpstreamClient::new(config(&root, Credentials::StaticBearer("t".into())))
+        .unwrap()
+        .read_only();
+
+    client.send(Call::get("get", "/things/1")).await.unwrap();
+    client
+        .send(
+            Call::post("search", "/search")
+                .json(serde_json::json!({}))
+                .reads(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(up.arrivals().len(), 2);
+
+    for call in [
+        Call::post("create", "/things").json(serde_json::json!({"a": 1})),
+        Call::post("update", "/things/1").idempotent(),
+        Call::put("replace", "/things/1"),
+        Call::delete("delete", "/things/1"),
+        Call::new(Method::PATCH, "patch", "/things/1"),
+    ] {
+        let method = call.method.clone();
+        let error = client.send(call).await.unwrap_err();
+        assert!(
+            matches!(&error, UpstreamError::WriteRefused { .. }),
+            "{method}: {error:?}"
+        );
+        assert!(error.to_string().contains("plan mode"), "{error}");
+        assert!(!error.may_have_applied());
+    }
+    assert_eq!(up.arrivals().len(), 2, "no write reached the server");
+}
