@@ -125,42 +125,36 @@ impl Connections {
     ) -> Result<UpstreamClient, Unusable> {
         let name = &*reference.name;
         match reference.kind() {
-            ConnectionKind::Connection => self.resolve_entry(
-                namespace,
-                name,
-                &format!("Connection {namespace}/{name}"),
-                want,
-            ),
+            ConnectionKind::Connection => self.resolve_entry(namespace, name, want),
             ConnectionKind::ClusterConnection => {
                 if let Some(why) = self.cluster_disabled.get() {
                     return Err(Unusable::NotAllowed(format!(
                         "ClusterConnection {name} cannot be used: {why}"
                     )));
                 }
-                let label = format!("ClusterConnection {name}");
                 // Access first: a refused namespace learns nothing of the ClusterConnection's
                 // state. A namespace not in the cache yet is not judged (its labels are
                 // unknown, and a selector with NotIn or DoesNotExist would match an empty
                 // set); its arrival is announced.
                 let Some(labels) = self.labels_of(namespace) else {
                     return Err(Unusable::NotReady(format!(
-                        "namespace {namespace} is not in the operator's namespace cache yet; {label} is checked once it is"
+                        "namespace {namespace} is not in the operator's namespace cache yet; ClusterConnection {name} is checked once it is"
                     )));
                 };
                 match self.allowed.read().unwrap().get(name) {
                     None => {
                         return Err(Unusable::NotReady(format!(
-                            "{label} is not ready (not found or not yet verified)"
+                            "ClusterConnection {name} is not ready (not found or not yet verified)"
                         )));
                     }
                     Some(rule) if !rule.allows(namespace, &labels) => {
                         return Err(Unusable::NotAllowed(format!(
-                            "{label} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
+                            "ClusterConnection {name} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
                         )));
                     }
                     Some(_) => {}
                 }
-                self.resolve_entry("", name, &label, want)
+                self.resolve_entry("", name, want)
             }
         }
     }
@@ -169,9 +163,13 @@ impl Connections {
         &self,
         namespace: &str,
         name: &str,
-        label: &str,
         want: UpstreamKind,
     ) -> Result<UpstreamClient, Unusable> {
+        // Only failures are described (a resolve happens on every reconcile).
+        let label = || match namespace {
+            "" => format!("ClusterConnection {name}"),
+            ns => format!("Connection {ns}/{name}"),
+        };
         let gone = if namespace.is_empty() {
             self.cluster_cache
                 .get()
@@ -183,18 +181,21 @@ impl Connections {
         };
         if gone {
             self.remove(namespace, name);
-            return Err(Unusable::NotReady(format!("{label} does not exist")));
+            return Err(Unusable::NotReady(format!("{} does not exist", label())));
         }
         let entries = self.entries.read().unwrap();
         match entries.get(&(namespace.to_string(), name.to_string())) {
             None => Err(Unusable::NotReady(format!(
-                "{label} is not ready (not found or not yet verified)"
+                "{} is not ready (not found or not yet verified)",
+                label()
             ))),
             Some(Entry::NotReady { message }) => Err(Unusable::NotReady(format!(
-                "{label} is not ready: {message}"
+                "{} is not ready: {message}",
+                label()
             ))),
             Some(Entry::Ready { kind, .. }) if *kind != want => Err(Unusable::NotReady(format!(
-                "{label} points at {}, but this kind needs spec.{}",
+                "{} points at {}, but this kind needs spec.{}",
+                label(),
                 kind.field(),
                 want.field()
             ))),

@@ -321,7 +321,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let rechecks = self.rechecks_of(&obj);
         // Losing access to a ClusterConnection (a relabelled namespace) is said at once,
         // even by an object found converged a moment ago.
-        if let Err(refused @ EngineError::ConnectionNotAllowed(_)) = self.upstream(&obj) {
+        if obj.managed().connection_ref.kind() == ConnectionKind::ClusterConnection
+            && let Err(refused @ EngineError::ConnectionNotAllowed(_)) = self.upstream(&obj)
+        {
             return self.finish(&api, &obj, rechecks, Err(refused)).await;
         }
         // The echo of this engine's own writes (finalizer, annotations, status), possibly

@@ -321,7 +321,8 @@ async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more()
         json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "ClusterConnection",
                "metadata": {"name": "serval-shared"},
                "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-shared-creds"}},
-                        "allowedNamespaces": {"names": [team]}}}),
+                        "allowedNamespaces": {"names": [team],
+                            "namespaceSelector": {"matchLabels": {"accessplane.io/serval": "allowed"}}}}}),
         json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
                "metadata": {"name": "shared-oncall", "namespace": team},
                "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-shared"},
@@ -369,6 +370,64 @@ async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more()
         category.contains("clusterconnection.accessplane.io/serval-shared"),
         "{category}"
     );
+    // A namespace labelled in (the real apiserver's namespace watch, metadata only).
+    let other = namespace(&env, "other");
+    let late = json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+        "metadata": {"name": "late-oncall", "namespace": other},
+        "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-shared"},
+                 "teamId": "team-payments", "name": "Late on-call"}});
+    env.kubectl_ok(&["create", "-f", "-"], Some(&late.to_string()));
+    for _ in 0..120 {
+        if ready_reason(&env, &other, "accessprofile", "late-oncall")
+            == "False/ConnectionNotAllowed"
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        ready_reason(&env, &other, "accessprofile", "late-oncall"),
+        "False/ConnectionNotAllowed"
+    );
+    env.kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            &other,
+            "accessplane.io/serval=allowed",
+        ],
+        None,
+    );
+    wait_ready(&env, &mut operator, &other, "accessprofile", "late-oncall").await;
+    for _ in 0..120 {
+        let count = env.kubectl_ok(
+            &[
+                "get",
+                "clusterconnection",
+                "serval-shared",
+                "-o",
+                "jsonpath={.status.allowedNamespaces}",
+            ],
+            None,
+        );
+        if count == "2" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        env.kubectl_ok(
+            &[
+                "get",
+                "clusterconnection",
+                "serval-shared",
+                "-o",
+                "jsonpath={.status.allowedNamespaces}"
+            ],
+            None,
+        ),
+        "2"
+    );
     for _ in 0..120 {
         if ready_reason(&env, &team, "connection", "serval-prod")
             == "False/NamespacedConnectionsDisabled"
@@ -389,8 +448,8 @@ async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more()
     );
     assert_eq!(
         serval.profiles().len(),
-        1,
-        "only the shared one was created"
+        2,
+        "only the shared ones were created"
     );
     let user = format!("system:serviceaccount:{system}:{RELEASE}");
     check_audit(&env, &user);
