@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::{DeletionPolicy, ManagedFields, ManagedStatus};
-use crate::upstream::{UpstreamClient, UpstreamError};
+use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 pub use error::EngineError;
 pub use reconciler::{Engine, reconcile};
@@ -211,12 +211,25 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// Compares the managed (non-omitted) spec fields with the upstream object.
     fn diff(&self, cx: &Cx<'_, K, Self::Inputs>, observed: &Self::Observed) -> Diff;
 
+    /// The requests a create sends, in order: what [`Self::create`] sends, and what
+    /// `accessplane plan` shows without sending.
+    fn create_calls(&self, cx: &Cx<'_, K, Self::Inputs>) -> Vec<Call>;
+
+    /// The requests an update of `diff` sends, in order (see [`Self::create_calls`]).
+    fn update_calls(
+        &self,
+        cx: &Cx<'_, K, Self::Inputs>,
+        observed: &Self::Observed,
+        diff: &Diff,
+    ) -> Vec<Call>;
+
+    /// Sends [`Self::create_calls`].
     fn create(
         &self,
         cx: &Cx<'_, K, Self::Inputs>,
     ) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
 
-    /// Sends only the fields named in `diff`.
+    /// Sends [`Self::update_calls`]: only the fields named in `diff`.
     fn update(
         &self,
         cx: &Cx<'_, K, Self::Inputs>,

@@ -11,7 +11,7 @@ use accessplane::api::connection::UpstreamKind;
 use accessplane::engine::metrics::ReconcileMetrics;
 use accessplane::engine::requeue::Timing;
 use accessplane::engine::{Created, Cx, Diff, Engine, Provider, Written, reconcile};
-use accessplane::upstream::UpstreamError;
+use accessplane::upstream::{Call, UpstreamError};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
@@ -96,6 +96,21 @@ impl Provider<PersonaAccessControl> for SlowGateway {
             serde_json::to_value(obj.spec.type_).unwrap() != json!(observed.1),
         );
         diff
+    }
+
+    /// In memory: the calls only describe what `create` and `update` do.
+    fn create_calls(&self, cx: &Cx<'_, PersonaAccessControl>) -> Vec<Call> {
+        let id = self.deterministic_id(cx.obj).unwrap();
+        vec![Call::post("create", format!("controls/{id}"))]
+    }
+
+    fn update_calls(
+        &self,
+        _cx: &Cx<'_, PersonaAccessControl>,
+        observed: &(String, String),
+        _diff: &Diff,
+    ) -> Vec<Call> {
+        vec![Call::put("update", format!("controls/{}", observed.0))]
     }
 
     async fn create(

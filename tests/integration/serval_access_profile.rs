@@ -589,3 +589,74 @@ async fn connection_is_kept_while_in_use() {
             .is_none()
     );
 }
+
+/// The provider's request planning (`create_calls`, `update_calls`: what
+/// `accessplane plan` will show) is what a reconcile then sends, request for request,
+/// computed through a read-only client (which would refuse to send any of them).
+#[tokio::test]
+async fn planned_requests_are_the_requests_a_reconcile_sends() {
+    use accessplane::api::envelope::ConnectionRef;
+    use accessplane::engine::{Cx, Provider};
+    use accessplane::providers::serval::AccessProfileProvider;
+    use serde_json::Value;
+
+    let h = Harness::new().await;
+    let upstream = h
+        .engine
+        .connections
+        .resolve(
+            crate::harness::NS,
+            &ConnectionRef::local("serval"),
+            accessplane::api::connection::UpstreamKind::Serval,
+        )
+        .unwrap()
+        .read_only();
+    let sent = |method: &str| -> Vec<(String, Value)> {
+        h.serval
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.starts_with("/v2/access-profiles"))
+            .map(|r| (r.path, r.body.unwrap_or(Value::Null)))
+            .collect()
+    };
+    let planned = |calls: Vec<accessplane::upstream::Call>| -> Vec<(String, Value)> {
+        calls
+            .into_iter()
+            .map(|c| (format!("/{}", c.path), c.body.unwrap_or(Value::Null)))
+            .collect()
+    };
+
+    h.apply_profile("oncall", spec()).await;
+    let obj = h.profiles().get("oncall").await.unwrap();
+    let cx = Cx {
+        obj: &obj,
+        upstream: &upstream,
+        inputs: &(),
+    };
+    let plan = planned(AccessProfileProvider.create_calls(&cx));
+    h.settle("oncall", 4).await;
+    assert_eq!(sent("POST"), plan);
+
+    h.edit_profile_spec(
+        "oncall",
+        json!({"description": "Changed", "grants": {"workflows": [{"workflowId": "wf-other"}]}}),
+    )
+    .await;
+    let obj = h.profiles().get("oncall").await.unwrap();
+    let cx = Cx {
+        obj: &obj,
+        upstream: &upstream,
+        inputs: &(),
+    };
+    let id = h.status_id("oncall").unwrap();
+    let observed = AccessProfileProvider
+        .observe(&cx, &id)
+        .await
+        .unwrap()
+        .expect("the profile");
+    let diff = AccessProfileProvider.diff(&cx, &observed);
+    assert_eq!(diff.fields, ["description", "grants"]);
+    let plan = planned(AccessProfileProvider.update_calls(&cx, &observed, &diff));
+    h.settle("oncall", 4).await;
+    assert_eq!(sent("PUT"), plan);
+}

@@ -311,12 +311,18 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         diff
     }
 
+    fn create_calls(&self, cx: &Cx<'_, AppEntitlement>) -> Vec<Call> {
+        vec![
+            Call::post("create_app_entitlement", collection(&cx.obj.spec.app_id))
+                .json(create_body(cx.obj)),
+        ]
+    }
+
     async fn create(
         &self,
         cx: &Cx<'_, AppEntitlement>,
     ) -> Result<Created<Entitlement>, UpstreamError> {
-        let call = Call::post("create_app_entitlement", collection(&cx.obj.spec.app_id))
-            .json(create_body(cx.obj));
+        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
         let one: One = cx.upstream.json(call).await?;
         Ok(Created::Done(one.app_entitlement_view.0))
     }
@@ -327,6 +333,18 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         observed: &Entitlement,
         diff: &Diff,
     ) -> Result<Written<Entitlement>, UpstreamError> {
+        let [call] =
+            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Written::Done(Some(one.app_entitlement_view.0)))
+    }
+
+    fn update_calls(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+        observed: &Entitlement,
+        diff: &Diff,
+    ) -> Vec<Call> {
         let desired = desired(cx.obj, created_by_us(&observed.entity()));
         let mut entity = Map::from_iter([
             ("id".to_string(), json!(observed.id())),
@@ -346,14 +364,14 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
             body["overrideAccessRequestsDefaults"] = flag.clone();
         }
         // An update with a mask is a full overwrite of those fields: repeating it is safe.
-        let call = Call::post(
-            "update_app_entitlement",
-            item(&cx.obj.spec.app_id, &observed.id()),
-        )
-        .json(body)
-        .idempotent();
-        let one: One = cx.upstream.json(call).await?;
-        Ok(Written::Done(Some(one.app_entitlement_view.0)))
+        vec![
+            Call::post(
+                "update_app_entitlement",
+                item(&cx.obj.spec.app_id, &observed.id()),
+            )
+            .json(body)
+            .idempotent(),
+        ]
     }
 
     async fn delete(

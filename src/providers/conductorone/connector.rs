@@ -323,14 +323,20 @@ impl Provider<Connector> for ConnectorProvider {
         diff
     }
 
+    fn create_calls(&self, cx: &Cx<'_, Connector, Option<ConnectorConfig>>) -> Vec<Call> {
+        let mut body = spec_fields(cx.obj);
+        body.retain(|k, _| CREATE_FIELDS.contains(&k.as_str()));
+        vec![
+            Call::post("create_connector", collection(&cx.obj.spec.app_id))
+                .json(Value::Object(body)),
+        ]
+    }
+
     async fn create(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
     ) -> Result<Created<UpstreamConnector>, UpstreamError> {
-        let mut body = spec_fields(cx.obj);
-        body.retain(|k, _| CREATE_FIELDS.contains(&k.as_str()));
-        let call = Call::post("create_connector", collection(&cx.obj.spec.app_id))
-            .json(Value::Object(body));
+        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
         let one: One = cx.upstream.json(call).await?;
         Ok(Created::Done(one.connector_view.connector))
     }
@@ -341,6 +347,20 @@ impl Provider<Connector> for ConnectorProvider {
         observed: &UpstreamConnector,
         diff: &Diff,
     ) -> Result<Written<UpstreamConnector>, UpstreamError> {
+        let [call] =
+            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
+        let one: One = cx.upstream.json(call).await?;
+        Ok(Written::Done(Some(one.connector_view.connector)))
+    }
+
+    /// The configuration goes in only when it differs, and its values are redacted from
+    /// any error the upstream answers with.
+    fn update_calls(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        observed: &UpstreamConnector,
+        diff: &Diff,
+    ) -> Vec<Call> {
         let app_id = &cx.obj.spec.app_id;
         let spec = spec_fields(cx.obj);
         let mut entity = Map::from_iter([
@@ -365,8 +385,7 @@ impl Provider<Connector> for ConnectorProvider {
         if let (true, Some(config)) = (diff.fields.contains(&CONFIG), &cx.inputs) {
             call = call.redacting(config.entries.values().cloned().collect());
         }
-        let one: One = cx.upstream.json(call).await?;
-        Ok(Written::Done(Some(one.connector_view.connector)))
+        vec![call]
     }
 
     async fn delete(

@@ -235,12 +235,12 @@ impl McpToolsetProvider {
     }
 
     /// Sends the differing profile fields (`displayName`, `description`).
-    async fn update_profile(
+    fn profile_call(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
         id: &str,
         fields: &[&str],
-    ) -> Result<Profile, UpstreamError> {
+    ) -> Call {
         let spec = &cx.obj.spec;
         let mut profile = Map::from_iter([
             ("id".to_string(), json!(id)),
@@ -255,39 +255,40 @@ impl McpToolsetProvider {
             profile.insert(field.to_string(), json!(value));
         }
         // An update with a mask is a full overwrite of those fields: repeating it is safe.
-        let call = Call::post("update_mcp_toolset", cx.inputs.toolset(id))
+        Call::post("update_mcp_toolset", cx.inputs.toolset(id))
             .json(json!({"profile": profile, "updateMask": api::update_mask(fields)}))
-            .idempotent();
-        let one: One = cx.upstream.json(call).await?;
-        Ok(one.profile)
+            .idempotent()
     }
 
     /// Adds the `wanted` tools that are not bound and removes the bound ones not wanted.
     /// Not marked idempotent: whether a repeated add/remove fails upstream is unknown, so
     /// after a failure the next pass lists the bindings again instead.
-    async fn bind(
+    fn bind_calls(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
         id: &str,
         bound: &BTreeSet<String>,
         wanted: &BTreeSet<String>,
-    ) -> Result<(), UpstreamError> {
+    ) -> Vec<Call> {
+        let mut calls = vec![];
         let add: Vec<&String> = wanted.difference(bound).collect();
         if !add.is_empty() {
-            let call = Call::post("add_mcp_tool_bindings", cx.inputs.bindings(id))
-                .json(json!({"mcpToolIds": add}));
-            cx.upstream.send(call).await?;
+            calls.push(
+                Call::post("add_mcp_tool_bindings", cx.inputs.bindings(id))
+                    .json(json!({"mcpToolIds": add})),
+            );
         }
         let remove: Vec<&String> = bound.difference(wanted).collect();
         if !remove.is_empty() {
-            let call = Call::post(
-                "remove_mcp_tool_bindings",
-                format!("{}/delete", cx.inputs.bindings(id)),
-            )
-            .json(json!({"mcpToolIds": remove}));
-            cx.upstream.send(call).await?;
+            calls.push(
+                Call::post(
+                    "remove_mcp_tool_bindings",
+                    format!("{}/delete", cx.inputs.bindings(id)),
+                )
+                .json(json!({"mcpToolIds": remove})),
+            );
         }
-        Ok(())
+        calls
     }
 }
 
@@ -471,16 +472,47 @@ impl Provider<McpToolset> for McpToolsetProvider {
         diff
     }
 
-    async fn create(
-        &self,
-        cx: &Cx<'_, McpToolset, ConnectorIds>,
-    ) -> Result<Created<Toolset>, UpstreamError> {
+    fn create_calls(&self, cx: &Cx<'_, McpToolset, ConnectorIds>) -> Vec<Call> {
         let spec = &cx.obj.spec;
         let mut body = json!({"displayName": spec.display_name});
         if let Some(description) = &spec.description {
             body["description"] = json!(description);
         }
-        let call = Call::post("create_mcp_toolset", cx.inputs.path("mcp_toolsets")).json(body);
+        vec![Call::post("create_mcp_toolset", cx.inputs.path("mcp_toolsets")).json(body)]
+    }
+
+    /// One profile update with the differing fields, then one add and one remove call.
+    fn update_calls(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+        observed: &Toolset,
+        diff: &Diff,
+    ) -> Vec<Call> {
+        let id = observed.profile.id.as_str();
+        let mut calls = vec![];
+        let profile_fields: Vec<&str> = diff
+            .fields
+            .iter()
+            .copied()
+            .filter(|f| *f != TOOLS)
+            .collect();
+        if !profile_fields.is_empty() {
+            calls.push(self.profile_call(cx, id, &profile_fields));
+        }
+        if let (Some(selectors), Some(tools)) = (&cx.obj.spec.tools, &observed.tools)
+            && diff.fields.contains(&TOOLS)
+        {
+            let wanted = plan(selectors, tools, &cx.inputs.connector_id).wanted;
+            calls.extend(self.bind_calls(cx, id, &tools.bound, &wanted));
+        }
+        calls
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+    ) -> Result<Created<Toolset>, UpstreamError> {
+        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
         let one: One = cx.upstream.json(call).await?;
         // Bindings are listed (by `complete`, once the id is recorded) rather than assumed
         // empty: tools are only ever bound after a diff.
@@ -491,30 +523,26 @@ impl Provider<McpToolset> for McpToolsetProvider {
         }))
     }
 
-    /// One profile update with the differing fields, then one add and one remove call.
+    /// Sends [`Self::update_calls`]; the profile update answers with the new profile.
     async fn update(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
         observed: &Toolset,
         diff: &Diff,
     ) -> Result<Written<Toolset>, UpstreamError> {
-        let id = observed.profile.id.as_str();
         let mut updated = observed.clone();
-        let profile_fields: Vec<&str> = diff
-            .fields
-            .iter()
-            .copied()
-            .filter(|f| *f != TOOLS)
-            .collect();
-        if !profile_fields.is_empty() {
-            updated.profile = self.update_profile(cx, id, &profile_fields).await?;
+        for call in self.update_calls(cx, observed, diff) {
+            if call.operation == "update_mcp_toolset" {
+                let one: One = cx.upstream.json(call).await?;
+                updated.profile = one.profile;
+            } else {
+                cx.upstream.send(call).await?;
+            }
         }
         if let (Some(selectors), Some(tools)) = (&cx.obj.spec.tools, &mut updated.tools)
             && diff.fields.contains(&TOOLS)
         {
-            let wanted = plan(selectors, tools, &cx.inputs.connector_id).wanted;
-            self.bind(cx, id, &tools.bound, &wanted).await?;
-            tools.bound = wanted;
+            tools.bound = plan(selectors, tools, &cx.inputs.connector_id).wanted;
         }
         Ok(Written::Done(Some(updated)))
     }

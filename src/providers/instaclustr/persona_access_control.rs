@@ -196,14 +196,32 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         diff
     }
 
+    fn create_calls(&self, cx: &Cx<'_, PersonaAccessControl>) -> Vec<Call> {
+        vec![
+            Call::post("create_persona_access_control", CONTROLS)
+                .json(body(cx.obj, None))
+                .answered_by(409),
+        ]
+    }
+
+    fn update_calls(
+        &self,
+        cx: &Cx<'_, PersonaAccessControl>,
+        observed: &Control,
+        _diff: &Diff,
+    ) -> Vec<Call> {
+        vec![
+            Call::put("update_persona_access_control", control_path(&observed.id))
+                .json(body(cx.obj, Some(observed))),
+        ]
+    }
+
     async fn create(
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
     ) -> Result<Created<Control>, UpstreamError> {
         let id = self.deterministic_id(cx.obj).expect("deterministic");
-        let call = Call::post("create_persona_access_control", CONTROLS)
-            .json(body(cx.obj, None))
-            .answered_by(409);
+        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
         match cx.upstream.send(call).await {
             Ok(response) => {
                 // Prefer the id the gateway reports, when the 202 body carries one.
@@ -225,11 +243,11 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
         observed: &Control,
-        _diff: &Diff,
+        diff: &Diff,
     ) -> Result<Written<Control>, UpstreamError> {
-        let call = Call::put("update_persona_access_control", control_path(&observed.id))
-            .json(body(cx.obj, Some(observed)));
-        cx.upstream.send(call).await?;
+        for call in self.update_calls(cx, observed, diff) {
+            cx.upstream.send(call).await?;
+        }
         Ok(Written::Accepted)
     }
 

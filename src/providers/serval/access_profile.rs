@@ -281,10 +281,7 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         diff
     }
 
-    async fn create(
-        &self,
-        cx: &Cx<'_, AccessProfile>,
-    ) -> Result<Created<ServalProfile>, UpstreamError> {
+    fn create_calls(&self, cx: &Cx<'_, AccessProfile>) -> Vec<Call> {
         let spec = &cx.obj.spec;
         let none = ServalProfile::default();
         let mut body = Map::new();
@@ -299,18 +296,19 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         if spec.grants.is_some() {
             body.insert("grants".into(), grants_body(spec, &none));
         }
-        let call = Call::post("create_access_profile", "v2/access-profiles")
-            .json(Value::Object(body))
-            .non_idempotent();
-        Ok(Created::Done(cx.upstream.json::<One>(call).await?.data))
+        vec![
+            Call::post("create_access_profile", "v2/access-profiles")
+                .json(Value::Object(body))
+                .non_idempotent(),
+        ]
     }
 
-    async fn update(
+    fn update_calls(
         &self,
         cx: &Cx<'_, AccessProfile>,
         observed: &ServalProfile,
         diff: &Diff,
-    ) -> Result<Written<ServalProfile>, UpstreamError> {
+    ) -> Vec<Call> {
         let spec = &cx.obj.spec;
         let mut body = Map::new();
         for field in &diff.fields {
@@ -325,8 +323,28 @@ impl Provider<AccessProfile> for AccessProfileProvider {
             };
             body.insert((*field).into(), value);
         }
-        let call = Call::put("update_access_profile", profile_path(&observed.id))
-            .json(Value::Object(body));
+        vec![
+            Call::put("update_access_profile", profile_path(&observed.id))
+                .json(Value::Object(body)),
+        ]
+    }
+
+    async fn create(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+    ) -> Result<Created<ServalProfile>, UpstreamError> {
+        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
+        Ok(Created::Done(cx.upstream.json::<One>(call).await?.data))
+    }
+
+    async fn update(
+        &self,
+        cx: &Cx<'_, AccessProfile>,
+        observed: &ServalProfile,
+        diff: &Diff,
+    ) -> Result<Written<ServalProfile>, UpstreamError> {
+        let [call] =
+            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
         Ok(Written::Done(Some(
             cx.upstream.json::<One>(call).await?.data,
         )))
