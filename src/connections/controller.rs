@@ -313,7 +313,8 @@ pub fn error_policy<C: ConnectionObject>(
     Action::requeue(Duration::from_secs(15))
 }
 
-type Failure = (&'static str, String, Duration);
+/// A Connection's `Ready=False` reason, message and when to look again.
+pub type Failure = (&'static str, String, Duration);
 
 /// Builds and verifies the client unless the one in the registry is still current.
 async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Result<(), Failure> {
@@ -370,7 +371,25 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     }
 
     let data = SecretData::new(secret.data.clone().unwrap_or_default());
-    let (kind, client) = providers::connect(spec, &data, cx.metrics.clone()).map_err(|e| {
+    let secret_label = format!("{ns}/{secret_name}");
+    let (kind, client) = client_from(spec, &data, cx.metrics.clone(), &secret_label)?;
+    verified(kind, &client).await?;
+    tracing::info!(connection = %conn.label(), provider = kind.field(), "connection verified");
+    // A new client also means fresh tokens: a rotated secret takes effect at once.
+    cx.connections.set_ready(&home, &name, kind, client);
+    cx.verified.lock().unwrap().insert(key, fingerprint);
+    Ok(())
+}
+
+/// The client a Connection's spec and Secret data make (not verified yet); a failure is
+/// the `Ready` reason and message the Connection shows (`secret`: `namespace/name`).
+pub fn client_from(
+    spec: &ConnectionSpec,
+    data: &SecretData,
+    metrics: Arc<UpstreamMetrics>,
+    secret: &str,
+) -> Result<(UpstreamKind, crate::upstream::UpstreamClient), Failure> {
+    providers::connect(spec, data, metrics).map_err(|e| {
         let reason = match e {
             ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
             ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
@@ -378,18 +397,21 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
         };
         (
             reason,
-            format!("Secret {ns}/{secret_name}: {e}"),
+            format!("Secret {secret}: {e}"),
             Duration::from_secs(300),
         )
-    })?;
-    providers::verify(kind, &client)
+    })
+}
+
+/// Proves the client's credentials work (one cheap read), or says why not as the
+/// Connection's `Ready` reason and message.
+pub async fn verified(
+    kind: UpstreamKind,
+    client: &crate::upstream::UpstreamClient,
+) -> Result<(), Failure> {
+    providers::verify(kind, client)
         .await
-        .map_err(|e| classify(&e))?;
-    tracing::info!(connection = %conn.label(), provider = kind.field(), "connection verified");
-    // A new client also means fresh tokens: a rotated secret takes effect at once.
-    cx.connections.set_ready(&home, &name, kind, client);
-    cx.verified.lock().unwrap().insert(key, fingerprint);
-    Ok(())
+        .map_err(|e| classify(&e))
 }
 
 fn classify(error: &UpstreamError) -> Failure {
@@ -427,6 +449,11 @@ fn secret_ref(spec: &ConnectionSpec, kind: UpstreamKind) -> String {
     }
     .map(String::from)
     .unwrap_or_default()
+}
+
+/// The name of the Secret a Connection spec reads.
+pub fn secret_name(spec: &ConnectionSpec) -> Option<String> {
+    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
 }
 
 /// The Secret a Connection reads, for the Secret → Connection watch mapping.

@@ -1,0 +1,282 @@
+//! Where `accessplane plan` gets its upstream clients: the Connection (or
+//! ClusterConnection) a resource names and its Secret, from the input when it defines
+//! them, else from the cluster. Clients are built and verified exactly as the operator's
+//! Connection controller does (the same functions), then made read-only. A resource
+//! whose Connection would not work is blocked with the reason and message it would show.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::Api;
+use serde_json::Value;
+
+use super::manifests::Loaded;
+use crate::api::cluster_connection::ClusterConnectionSpec;
+use crate::api::connection::{ConnectionSpec, UpstreamKind};
+use crate::api::envelope::{ConnectionKind, ConnectionRef};
+use crate::api::{ClusterConnection, Connection};
+use crate::connections::controller::{client_from, secret_name, verified};
+use crate::engine::conditions::reason;
+use crate::providers::SecretData;
+use crate::upstream::{UpstreamClient, UpstreamMetrics};
+
+const GROUP_VERSION: &str = "accessplane.io/v1alpha1";
+
+/// Why a resource's upstream cannot be read: the `Ready` reason and message the
+/// resource would show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocked {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Blocked {
+    fn waiting(message: String) -> Self {
+        Self {
+            reason: reason::WAITING_FOR_DEPENDENCY,
+            message,
+        }
+    }
+}
+
+/// Clients by Connection, built once per plan.
+pub struct PlanConnections<'a> {
+    input: &'a [Loaded],
+    cluster: Option<kube::Client>,
+    /// Namespace of input objects that name none (as kubectl's current namespace).
+    default_namespace: String,
+    /// Where ClusterConnections' Secrets live.
+    credentials_namespace: String,
+    metrics: Arc<UpstreamMetrics>,
+    built: HashMap<(String, String), Result<(UpstreamKind, UpstreamClient), Blocked>>,
+}
+
+impl<'a> PlanConnections<'a> {
+    pub fn new(
+        input: &'a [Loaded],
+        cluster: Option<kube::Client>,
+        default_namespace: &str,
+        credentials_namespace: &str,
+    ) -> Self {
+        Self {
+            input,
+            cluster,
+            default_namespace: default_namespace.into(),
+            credentials_namespace: credentials_namespace.into(),
+            metrics: Arc::default(),
+            built: HashMap::new(),
+        }
+    }
+
+    /// The read-only client for a resource in `namespace` naming `reference`.
+    pub async fn resolve(
+        &mut self,
+        namespace: &str,
+        reference: &ConnectionRef,
+        want: UpstreamKind,
+    ) -> Result<UpstreamClient, Blocked> {
+        let name = reference.name.to_string();
+        let (home, label) = match reference.kind() {
+            ConnectionKind::Connection => (
+                namespace.to_string(),
+                format!("Connection {namespace}/{name}"),
+            ),
+            ConnectionKind::ClusterConnection => {
+                self.check_allowed(namespace, &name).await?;
+                (String::new(), format!("ClusterConnection {name}"))
+            }
+        };
+        let key = (home.clone(), name.clone());
+        if !self.built.contains_key(&key) {
+            let built = self.build(&home, &name, &label).await;
+            self.built.insert(key.clone(), built);
+        }
+        match &self.built[&key] {
+            Err(blocked) => Err(blocked.clone()),
+            Ok((kind, _)) if *kind != want => Err(Blocked::waiting(format!(
+                "{label} points at {}, but this kind needs spec.{}",
+                kind.field(),
+                want.field()
+            ))),
+            Ok((_, client)) => Ok(client.clone()),
+        }
+    }
+
+    /// A ClusterConnection's `allowedNamespaces` against the namespace's labels.
+    async fn check_allowed(&self, namespace: &str, name: &str) -> Result<(), Blocked> {
+        let Some(spec) = self.cluster_connection(name).await? else {
+            return Err(Blocked::waiting(format!(
+                "ClusterConnection {name} does not exist (neither in the input nor in the cluster)"
+            )));
+        };
+        let labels = self.namespace_labels(namespace).await?;
+        if spec.allowed_namespaces.allows(namespace, &labels) {
+            return Ok(());
+        }
+        Err(Blocked {
+            reason: reason::CONNECTION_NOT_ALLOWED,
+            message: format!(
+                "ClusterConnection {name} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
+            ),
+        })
+    }
+
+    async fn build(
+        &self,
+        home: &str,
+        name: &str,
+        label: &str,
+    ) -> Result<(UpstreamKind, UpstreamClient), Blocked> {
+        let not_ready = |reason: &str, message: &str| {
+            Blocked::waiting(format!("{label} is not ready: {reason}: {message}"))
+        };
+        let (spec, secret_ns) = if home.is_empty() {
+            let spec = self.cluster_connection(name).await?.ok_or_else(|| {
+                Blocked::waiting(format!(
+                    "{label} does not exist (neither in the input nor in the cluster)"
+                ))
+            })?;
+            (spec.connection, self.credentials_namespace.clone())
+        } else {
+            let spec = self.connection(home, name).await?.ok_or_else(|| {
+                Blocked::waiting(format!(
+                    "{label} does not exist (neither in the input nor in the cluster)"
+                ))
+            })?;
+            (spec, home.to_string())
+        };
+        let secret = secret_name(&spec).unwrap_or_default();
+        let Some(data) = self.secret(&secret_ns, &secret).await? else {
+            return Err(not_ready(
+                "SecretNotFound",
+                &format!("Secret {secret_ns}/{secret} does not exist"),
+            ));
+        };
+        let (kind, client) = client_from(
+            &spec,
+            &data,
+            self.metrics.clone(),
+            &format!("{secret_ns}/{secret}"),
+        )
+        .map_err(|(reason, message, _)| not_ready(reason, &message))?;
+        let client = client.read_only();
+        verified(kind, &client)
+            .await
+            .map_err(|(reason, message, _)| not_ready(reason, &message))?;
+        Ok((kind, client))
+    }
+
+    /// An object of the input: `kind` and name, in `namespace` (`None`: cluster-scoped).
+    fn input_object(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<&Value> {
+        self.input.iter().map(|l| &l.object).find(|o| {
+            o["apiVersion"] == api_version
+                && o["kind"] == kind
+                && o["metadata"]["name"] == name
+                && namespace.is_none_or(|ns| {
+                    o["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or(&self.default_namespace)
+                        == ns
+                })
+        })
+    }
+
+    async fn connection(&self, ns: &str, name: &str) -> Result<Option<ConnectionSpec>, Blocked> {
+        if let Some(obj) = self.input_object(GROUP_VERSION, "Connection", Some(ns), name) {
+            return parse(obj, &format!("Connection {ns}/{name}"))
+                .map(|c: Connection| Some(c.spec));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let found = Api::<Connection>::namespaced(cluster.clone(), ns)
+            .get_opt(name)
+            .await;
+        Ok(cluster_read(found, &format!("Connection {ns}/{name}"))?.map(|c| c.spec))
+    }
+
+    async fn cluster_connection(
+        &self,
+        name: &str,
+    ) -> Result<Option<ClusterConnectionSpec>, Blocked> {
+        if let Some(obj) = self.input_object(GROUP_VERSION, "ClusterConnection", None, name) {
+            return parse(obj, &format!("ClusterConnection {name}"))
+                .map(|c: ClusterConnection| Some(c.spec));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let found = Api::<ClusterConnection>::all(cluster.clone())
+            .get_opt(name)
+            .await;
+        Ok(cluster_read(found, &format!("ClusterConnection {name}"))?.map(|c| c.spec))
+    }
+
+    /// A Secret's data: `data` (base64) and `stringData` of an input Secret, or the
+    /// cluster's. Values never leave this function except as [`SecretData`].
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<SecretData>, Blocked> {
+        if let Some(obj) = self.input_object("v1", "Secret", Some(ns), name) {
+            let mut data = BTreeMap::new();
+            for (key, value) in obj["data"].as_object().into_iter().flatten() {
+                let decoded = value
+                    .as_str()
+                    .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                    .ok_or_else(|| {
+                        Blocked::waiting(format!("Secret {ns}/{name}: data.{key} is not base64"))
+                    })?;
+                data.insert(key.clone(), ByteString(decoded));
+            }
+            for (key, value) in obj["stringData"].as_object().into_iter().flatten() {
+                let text = value.as_str().unwrap_or_default().as_bytes().to_vec();
+                data.insert(key.clone(), ByteString(text));
+            }
+            return Ok(Some(SecretData::new(data)));
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let found = Api::<Secret>::namespaced(cluster.clone(), ns)
+            .get_opt(name)
+            .await;
+        Ok(cluster_read(found, &format!("Secret {ns}/{name}"))?
+            .map(|s| SecretData::new(s.data.unwrap_or_default())))
+    }
+
+    /// A namespace's labels: an input Namespace's, else the cluster's, else none.
+    async fn namespace_labels(&self, ns: &str) -> Result<BTreeMap<String, String>, Blocked> {
+        let from_input = self.input_object("v1", "Namespace", None, ns);
+        if let Some(obj) = from_input {
+            return Ok(
+                serde_json::from_value(obj["metadata"]["labels"].clone()).unwrap_or_default()
+            );
+        }
+        let Some(cluster) = &self.cluster else {
+            return Ok(BTreeMap::new());
+        };
+        let found = Api::<Namespace>::all(cluster.clone()).get_opt(ns).await;
+        Ok(cluster_read(found, &format!("Namespace {ns}"))?
+            .and_then(|n| n.metadata.labels)
+            .unwrap_or_default())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(obj: &Value, label: &str) -> Result<T, Blocked> {
+    serde_json::from_value(obj.clone())
+        .map_err(|e| Blocked::waiting(format!("{label} in the input is not valid: {e}")))
+}
+
+fn cluster_read<T>(
+    found: Result<Option<T>, kube::Error>,
+    label: &str,
+) -> Result<Option<T>, Blocked> {
+    found.map_err(|e| Blocked::waiting(format!("cannot read {label} from the cluster: {e}")))
+}
