@@ -3,7 +3,10 @@
 //! ([`manifests`]), the Connections a plan reads through ([`connections`]: from the
 //! input or the cluster, verified like the operator does, read-only clients — see
 //! [`crate::upstream::UpstreamClient::read_only`]), and the providers' request planning
-//! ([`crate::engine::Provider::create_calls`]).
+//! ([`crate::engine::Provider::create_calls`]), and the report ([`report`]: text,
+//! markdown, the stable JSON document, exit codes). Not built yet: the engine's plan of
+//! one resource (create / update / adopt / no-op / blocked, and `--prune`) and the CLI.
 
 pub mod connections;
 pub mod manifests;
+pub mod report;

@@ -30,7 +30,10 @@ pub enum Action {
 impl Action {
     /// Whether the action changes anything upstream.
     pub fn changes(self) -> bool {
-        matches!(self, Self::Create | Self::Update | Self::Adopt | Self::Delete)
+        matches!(
+            self,
+            Self::Create | Self::Update | Self::Adopt | Self::Delete
+        )
     }
 
     fn word(self) -> &'static str {
@@ -204,7 +207,11 @@ impl Plan {
             } else {
                 format!("{word:>7}")
             };
-            let _ = write!(out, "{word} {}/{}/{}", entry.kind, entry.namespace, entry.name);
+            let _ = write!(
+                out,
+                "{word} {}/{}/{}",
+                entry.kind, entry.namespace, entry.name
+            );
             if let Some(id) = &entry.id {
                 let _ = write!(out, " ({id})");
             }
@@ -227,7 +234,9 @@ impl Plan {
     }
 
     fn markdown(&self) -> String {
-        let mut out = String::from("### accessplane plan\n\n| action | resource | details |\n|---|---|---|\n");
+        let mut out = String::from(
+            "### accessplane plan\n\n| action | resource | details |\n|---|---|---|\n",
+        );
         for entry in &self.entries {
             let mut details = vec![];
             if !entry.fields.is_empty() {
@@ -346,11 +355,20 @@ mod tests {
             entries: vec![created],
         };
         let plain = plan.render(Format::Text { colour: false });
-        assert!(plain.starts_with(" create AccessProfile/team/oncall\n"), "{plain}");
+        assert!(
+            plain.starts_with(" create AccessProfile/team/oncall\n"),
+            "{plain}"
+        );
         assert!(!plain.contains('\x1b'));
-        assert!(plan.render(Format::Text { colour: true }).contains("\x1b[32m"));
+        assert!(
+            plan.render(Format::Text { colour: true })
+                .contains("\x1b[32m")
+        );
         assert!(plain.ends_with("Plan: 1 to create, 0 to update, 0 to adopt, 0 to delete, 0 to orphan, 0 unchanged, 0 blocked.\n"));
         let markdown = plan.render(Format::Markdown);
-        assert!(markdown.contains("| create | `AccessProfile/team/oncall` | Note: a \\| b |"), "{markdown}");
+        assert!(
+            markdown.contains("| create | `AccessProfile/team/oncall` | Note: a \\| b |"),
+            "{markdown}"
+        );
     }
 }
