@@ -1,8 +1,10 @@
 //! Real-apiserver tier: the operator binary running with nothing but the chart's RBAC.
 //! The chart is rendered, its ServiceAccount, (Cluster)Roles and bindings applied, a
 //! token minted for the ServiceAccount (TokenRequest), and `accessplane run` started
-//! with only that identity in its kubeconfig — once as the default install (all
-//! namespaces) and once with `watchNamespace`. A Connection and an AccessProfile
+//! with only that identity in its kubeconfig — as the default install (all namespaces),
+//! with `watchNamespace`, with `secrets.scope=credentialsNamespace` (least privilege,
+//! ClusterConnections), and without the ClusterConnection CRD (an upgrade that skipped
+//! the CRDs). A Connection and an AccessProfile
 //! against the fake Serval become Ready, the audit log shows no request of the
 //! operator refused and every one carrying its User-Agent, and `kubectl auth can-i`
 //! answers the documented matrix.
@@ -217,24 +219,79 @@ fn assert_matrix(env: &Envtest, user: &str, rows: &[(&str, &str, &str, bool)]) {
     assert!(wrong.is_empty(), "can-i as {user}: {wrong:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_operator_works_with_the_default_installs_rbac_and_no_more() {
-    // Watching all namespaces: an apiserver of its own, so no other test's resources
-    // are reconciled by this operator.
-    let _exclusive = exclusive().await;
-    let Some(env) = dedicated_envtest() else {
-        return;
-    };
-    if env.helm_binary().is_none() {
-        return;
+/// One test's installation: an apiserver of its own (an operator watching all namespaces
+/// must not reconcile other tests' resources), the CRDs, the release namespace `system`
+/// and a `team` namespace, the chart's RBAC rendered with `values(team)`, and a fake
+/// Serval knowing the operator's client, with the Secret, Connection and AccessProfile
+/// of [`create_resources`] in `team`. `None` without the envtest binaries or helm.
+struct Installed {
+    _exclusive: tokio::sync::MutexGuard<'static, ()>,
+    env: Envtest,
+    system: String,
+    team: String,
+    serval: FakeServal,
+}
+
+async fn installed(
+    with_cluster_connection_crd: bool,
+    values: impl Fn(&str) -> Vec<String>,
+) -> Option<Installed> {
+    let exclusive = exclusive().await;
+    let env = dedicated_envtest()?;
+    env.helm_binary()?;
+    if with_cluster_connection_crd {
+        install_crds(&env);
+    } else {
+        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for file in std::fs::read_dir(&crds).unwrap() {
+            let file = file.unwrap().path();
+            if file.ends_with("clusterconnection.yaml") {
+                continue;
+            }
+            let file = file.to_str().unwrap();
+            env.kubectl_ok(&["apply", "--server-side", "-f", file], None);
+            let wait = [
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "-f",
+                file,
+            ];
+            env.kubectl_ok(&wait, None);
+        }
     }
-    install_crds(&env);
     let system = namespace(&env, "accessplane-system");
     let team = namespace(&env, "team");
-    env.kubectl_ok(&["apply", "-f", "-"], Some(&chart_rbac(&env, &system, &[])));
+    let values = values(&team);
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    env.kubectl_ok(
+        &["apply", "-f", "-"],
+        Some(&chart_rbac(&env, &system, &values)),
+    );
     let serval = FakeServal::start().await;
     serval.add_client("rbac-operator", "rbac-secret");
     create_resources(&env, &team, &serval);
+    Some(Installed {
+        _exclusive: exclusive,
+        env,
+        system,
+        team,
+        serval,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_works_with_the_default_installs_rbac_and_no_more() {
+    let Some(Installed {
+        _exclusive,
+        env,
+        system,
+        team,
+        serval,
+    }) = installed(true, |_| vec![]).await
+    else {
+        return;
+    };
 
     let mut operator = run_as_service_account(&env, &system, &[]).await;
     wait_ready(&env, &mut operator, &team, "connection", "serval-prod").await;
@@ -294,27 +351,16 @@ async fn the_operator_works_with_the_default_installs_rbac_and_no_more() {
 /// access anywhere else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more() {
-    let _exclusive = exclusive().await;
-    let Some(env) = dedicated_envtest() else {
+    let Some(Installed {
+        _exclusive,
+        env,
+        system,
+        team,
+        serval,
+    }) = installed(true, |_| vec!["secrets.scope=credentialsNamespace".into()]).await
+    else {
         return;
     };
-    if env.helm_binary().is_none() {
-        return;
-    }
-    install_crds(&env);
-    let system = namespace(&env, "accessplane-system");
-    let team = namespace(&env, "team");
-    env.kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&chart_rbac(
-            &env,
-            &system,
-            &["secrets.scope=credentialsNamespace"],
-        )),
-    );
-    let serval = FakeServal::start().await;
-    serval.add_client("rbac-operator", "rbac-secret");
-    create_resources(&env, &team, &serval);
     let docs = [
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "serval-shared-creds", "namespace": system},
                "stringData": {"clientId": "rbac-operator", "clientSecret": "rbac-secret"}}),
@@ -476,31 +522,23 @@ async fn the_operator_works_with_the_least_privilege_installs_rbac_and_no_more()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operator_works_with_the_watch_namespace_installs_rbac_and_no_more() {
-    let _exclusive = exclusive().await;
-    let Some(env) = dedicated_envtest() else {
+    let Some(Installed {
+        _exclusive,
+        env,
+        system,
+        team,
+        serval: _serval,
+    }) = installed(true, |team| {
+        vec![
+            format!("watchNamespace={team}"),
+            "leaderElection.enabled=true".into(),
+        ]
+    })
+    .await
+    else {
         return;
     };
-    if env.helm_binary().is_none() {
-        return;
-    }
-    install_crds(&env);
-    let system = namespace(&env, "accessplane-system");
-    let team = namespace(&env, "team");
     let other = namespace(&env, "other");
-    env.kubectl_ok(
-        &["apply", "-f", "-"],
-        Some(&chart_rbac(
-            &env,
-            &system,
-            &[
-                &format!("watchNamespace={team}"),
-                "leaderElection.enabled=true",
-            ],
-        )),
-    );
-    let serval = FakeServal::start().await;
-    serval.add_client("rbac-operator", "rbac-secret");
-    create_resources(&env, &team, &serval);
 
     let mut operator = run_as_service_account(
         &env,
@@ -545,38 +583,16 @@ async fn the_operator_works_with_the_watch_namespace_installs_rbac_and_no_more()
 /// ClusterConnection is told the CRD is missing instead of waiting forever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_cluster_connection_crd_the_rest_still_works() {
-    let _exclusive = exclusive().await;
-    let Some(env) = dedicated_envtest() else {
+    let Some(Installed {
+        _exclusive,
+        env,
+        system,
+        team,
+        serval,
+    }) = installed(false, |_| vec![]).await
+    else {
         return;
     };
-    if env.helm_binary().is_none() {
-        return;
-    }
-    let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-    for file in std::fs::read_dir(&crds).unwrap() {
-        let file = file.unwrap().path();
-        if file.ends_with("clusterconnection.yaml") {
-            continue;
-        }
-        let file = file.to_str().unwrap();
-        env.kubectl_ok(&["apply", "--server-side", "-f", file], None);
-        env.kubectl_ok(
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                file,
-            ],
-            None,
-        );
-    }
-    let system = namespace(&env, "accessplane-system");
-    let team = namespace(&env, "team");
-    env.kubectl_ok(&["apply", "-f", "-"], Some(&chart_rbac(&env, &system, &[])));
-    let serval = FakeServal::start().await;
-    serval.add_client("rbac-operator", "rbac-secret");
-    create_resources(&env, &team, &serval);
     let shared = json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
         "metadata": {"name": "shared-oncall", "namespace": team},
         "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-shared"},
