@@ -11,6 +11,7 @@ pub mod identity;
 pub mod kube_ops;
 pub mod metrics;
 pub mod observation;
+pub mod plan;
 pub mod reconciler;
 pub mod requeue;
 pub mod schedule;

@@ -4,8 +4,9 @@
 //! input or the cluster, verified like the operator does, read-only clients — see
 //! [`crate::upstream::UpstreamClient::read_only`]), and the providers' request planning
 //! ([`crate::engine::Provider::create_calls`]), and the report ([`report`]: text,
-//! markdown, the stable JSON document, exit codes). Not built yet: the engine's plan of
-//! one resource (create / update / adopt / no-op / blocked, and `--prune`) and the CLI.
+//! markdown, the stable JSON document, exit codes). The engine's plan of one resource is
+//! [`crate::engine::plan`]. Not built yet: joining them (manifest → cluster copy →
+//! inputs → plan → report entry), `--prune`, the List-coalesced reads and the CLI.
 
 pub mod connections;
 pub mod manifests;

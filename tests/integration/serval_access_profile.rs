@@ -660,3 +660,108 @@ async fn planned_requests_are_the_requests_a_reconcile_sends() {
     h.settle("oncall", 4).await;
     assert_eq!(sent("PUT"), plan);
 }
+
+/// The engine's plan of one resource (`accessplane plan`) through a read-only client:
+/// create (with the requests a reconcile then sends), update of the differing fields,
+/// no-op, adoption by `externalId`, not found, drift under `Observe` — and no write
+/// reaches Serval while planning.
+#[tokio::test]
+async fn the_engine_plans_each_outcome_without_writing() {
+    use accessplane::api::AccessProfile;
+    use accessplane::api::envelope::ConnectionRef;
+    use accessplane::engine::plan::{Planned, plan};
+    use accessplane::providers::serval::AccessProfileProvider;
+
+    let h = Harness::new().await;
+    let upstream = h
+        .engine
+        .connections
+        .resolve(
+            crate::harness::NS,
+            &ConnectionRef::local("serval"),
+            accessplane::api::connection::UpstreamKind::Serval,
+        )
+        .unwrap()
+        .read_only();
+    let manifest = |name: &str, spec: serde_json::Value| -> AccessProfile {
+        let mut spec = spec;
+        spec["connectionRef"] = json!({"name": "serval"});
+        spec["teamId"] = json!(crate::harness::TEAM);
+        serde_json::from_value(
+            json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": crate::harness::NS}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let planned = |obj: AccessProfile| {
+        let upstream = upstream.clone();
+        async move { plan(&AccessProfileProvider, &obj, &upstream, &()).await }
+    };
+
+    let created = planned(manifest("oncall", spec())).await;
+    let Planned::Create { requests } = &created else {
+        panic!("{created:?}");
+    };
+    assert_eq!(requests.len(), 1);
+    assert_eq!(
+        requests[0].body.as_ref().unwrap()["name"],
+        "Payments on-call"
+    );
+    assert_eq!(h.serval.writes(), 0, "planning wrote nothing");
+
+    h.apply_profile("oncall", spec()).await;
+    h.settle("oncall", 4).await;
+    let id = h.status_id("oncall").unwrap();
+    let writes = h.serval.writes();
+    let in_cluster = h.profiles().get("oncall").await.unwrap();
+    let same = planned(in_cluster.clone()).await;
+    assert!(
+        matches!(&same, Planned::NoOp { id: i, adopted: false } if *i == id),
+        "{same:?}"
+    );
+
+    let mut edited = in_cluster.clone();
+    edited.spec.description = Some("Changed".into());
+    let update = planned(edited).await;
+    let Planned::Update {
+        fields,
+        requests,
+        adopted: false,
+        unresolved: None,
+        ..
+    } = &update
+    else {
+        panic!("{update:?}");
+    };
+    assert_eq!(fields, &["description"]);
+    assert_eq!(requests[0].method, "PUT");
+    assert_eq!(requests[0].body, Some(json!({"description": "Changed"})));
+
+    let seeded = h.serval.seed_profile(
+        json!({"teamId": crate::harness::TEAM, "name": "Made by hand", "description": "old"}),
+    );
+    let adopt = planned(manifest(
+        "adopted",
+        json!({"externalId": seeded, "description": "new"}),
+    ))
+    .await;
+    assert!(
+        matches!(&adopt, Planned::Update { adopted: true, fields, .. } if fields == &["description"]),
+        "{adopt:?}"
+    );
+    let missing = planned(manifest("missing", json!({"externalId": "ap-nope"}))).await;
+    assert!(
+        matches!(&missing, Planned::Blocked { reason: "NotFound", message } if message.contains("ap-nope")),
+        "{missing:?}"
+    );
+    let observed = planned(manifest(
+        "watched",
+        json!({"externalId": seeded, "managementPolicy": "Observe", "description": "new"}),
+    ))
+    .await;
+    assert!(
+        matches!(&observed, Planned::Drifted { fields, .. } if fields == &["description"]),
+        "{observed:?}"
+    );
+    assert_eq!(h.serval.writes(), writes, "planning wrote nothing");
+}

@@ -1,0 +1,137 @@
+//! The engine's preview of one resource (`accessplane plan`): the reconciler's decision
+//! — which upstream object the resource names, whether it exists, how it differs — made
+//! with the provider's own reads, diff and request planning, and nothing sent. Writes
+//! cannot happen: the client given is read-only ([`UpstreamClient::read_only`]) and
+//! nothing here calls a provider's `create`, `update` or `delete`.
+//!
+//! The decision follows [`super::reconciler`]'s `converge` in order: the id the resource
+//! records (or adopts with `externalId`, or follows from its spec), the upstream object
+//! under that id, then refusal, diff and unresolved parts; no object means create (or,
+//! for an adoption or `Observe`, not found).
+
+use super::conditions::reason;
+use super::{Cx, EngineError, ManagedObject, Provider, recorded_id};
+use crate::api::envelope::ManagementPolicy;
+use crate::upstream::{Call, UpstreamClient};
+
+/// What the reconciler would do with one resource.
+#[derive(Debug)]
+pub enum Planned {
+    /// No upstream object yet: these requests create it.
+    Create { requests: Vec<Call> },
+    /// The upstream object `id` differs in `fields`; `adopted` when the resource would
+    /// take over an object it did not create (`externalId`, or one that exists under the
+    /// id its spec names).
+    Update {
+        id: String,
+        fields: Vec<&'static str>,
+        requests: Vec<Call>,
+        adopted: bool,
+        /// Parts no update achieves (e.g. a tool that is not approved): the reason and
+        /// message `Ready` would show after the update.
+        unresolved: Option<(&'static str, String)>,
+    },
+    /// Matches the spec (`adopted`: an existing object taken over without a change).
+    NoOp { id: String, adopted: bool },
+    /// `Observe` policy: differs in `fields`, and is never written to.
+    Drifted {
+        id: String,
+        fields: Vec<&'static str>,
+    },
+    /// Cannot proceed: the `Ready` reason and message the resource would show.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Plans `obj` through `upstream` (read-only). `obj` is the manifest's resource, with
+/// the status and annotations of the cluster's copy when it has one. `inputs` are what
+/// the provider's `resolve` would give (a referenced Connector's ids, a config Secret).
+pub async fn plan<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    obj: &K,
+    upstream: &UpstreamClient,
+    inputs: &P::Inputs,
+) -> Planned {
+    let cx = Cx {
+        obj,
+        upstream,
+        inputs,
+    };
+    match decide(provider, &cx).await {
+        Ok(planned) => planned,
+        Err(error) => Planned::Blocked {
+            reason: error.ready_reason(),
+            message: error.to_string(),
+        },
+    }
+}
+
+async fn decide<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    cx: &Cx<'_, K, P::Inputs>,
+) -> Result<Planned, EngineError> {
+    let obj = cx.obj;
+    let managed = obj.managed();
+    let observe_only = managed.management() == ManagementPolicy::Observe;
+    let recorded = recorded_id(obj);
+    let deterministic = provider.deterministic_id(obj);
+    // Adopted: named by externalId, or existing under the id the spec names before this
+    // resource ever created it (the reconciler then marks it adopted).
+    let ours = obj.managed_status().and_then(|s| s.id.clone()).is_some()
+        || super::create_mark(obj).is_some();
+    let id = recorded.clone().or(deterministic);
+    let observed = match &id {
+        Some(id) => provider.observe(cx, id).await?,
+        None => None,
+    };
+    let Some(observed) = observed else {
+        if managed.external_id.is_some() || observe_only {
+            let message = match &id {
+                Some(id) => format!("upstream object {id} does not exist"),
+                None => "no upstream object matches this resource; set spec.externalId to observe a specific one".into(),
+            };
+            return Ok(Planned::Blocked {
+                reason: reason::NOT_FOUND,
+                message,
+            });
+        }
+        // Writes wait for the provider's gate (a busy gateway cluster), as they would.
+        provider.write_gate(cx).await?;
+        return Ok(Planned::Create {
+            requests: provider.create_calls(cx),
+        });
+    };
+    let id = provider.id_of(&observed);
+    let adopted = !ours;
+    if let Some(why) = provider.refuse_update(&observed) {
+        return Err(EngineError::Refused(why));
+    }
+    let diff = provider.diff(cx, &observed);
+    // As in the reconciler: what can be done is sent, what cannot is reported.
+    let unresolved = diff.unresolved.first().map(|first| {
+        let messages: Vec<&str> = diff.unresolved.iter().map(|u| u.message.as_str()).collect();
+        (first.reason, messages.join("; "))
+    });
+    if diff.is_empty() {
+        return Ok(match unresolved {
+            Some((reason, message)) => Planned::Blocked { reason, message },
+            None => Planned::NoOp { id, adopted },
+        });
+    }
+    if observe_only {
+        return Ok(Planned::Drifted {
+            id,
+            fields: diff.fields,
+        });
+    }
+    provider.write_gate(cx).await?;
+    Ok(Planned::Update {
+        requests: provider.update_calls(cx, &observed, &diff),
+        id,
+        fields: diff.fields,
+        adopted,
+        unresolved,
+    })
+}
