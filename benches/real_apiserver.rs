@@ -276,51 +276,30 @@ fn is_write(key: &str) -> bool {
         .any(|v| key.starts_with(v))
 }
 
-struct Args {
-    full: bool,
-    n: Option<usize>,
-    visibility: Option<u64>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        full: false,
-        n: None,
-        visibility: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--bench" => args.full = true,
-            "--n" => {
-                let v = it.next().ok_or("--n needs a value")?;
-                args.n = Some(v.parse().map_err(|_| format!("bad --n {v}"))?);
-            }
-            "--visibility" => {
-                let v = it.next().ok_or("--visibility needs a value (seconds)")?;
-                let secs = v.parse().map_err(|_| format!("bad --visibility {v}"))?;
-                args.visibility = Some(secs);
-            }
-            // Anything else cargo/libtest may pass (filters, --nocapture, ...) is ignored.
-            _ => {}
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = match parse_args() {
+    let args = match common::parse_args("--visibility").and_then(|a| {
+        let visibility = a
+            .option
+            .as_deref()
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("bad --visibility {v} (seconds)"))
+            })
+            .transpose()?;
+        Ok((a, visibility))
+    }) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("real_apiserver: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let scenarios: Vec<Scenario> = if args.n.is_some() || args.visibility.is_some() {
+    let (args, visibility) = args;
+    let scenarios: Vec<Scenario> = if args.n.is_some() || visibility.is_some() {
         vec![Scenario {
             n: args.n.unwrap_or(if args.full { 1000 } else { SMOKE_N }),
-            visibility: Duration::from_secs(args.visibility.unwrap_or(1)),
+            visibility: Duration::from_secs(visibility.unwrap_or(1)),
         }]
     } else if args.full {
         FULL.iter()
@@ -352,7 +331,7 @@ fn main() -> ExitCode {
         if i == 0 {
             println!(
                 "accessplane real-apiserver benchmark ({} mode, operator binary: {})\n{}",
-                match (args.n.is_some() || args.visibility.is_some(), args.full) {
+                match (args.n.is_some() || visibility.is_some(), args.full) {
                     (true, _) => "one scenario",
                     (false, true) => "full set",
                     (false, false) => "smoke",
@@ -583,26 +562,6 @@ fn instaclustr_op(r: &Recorded) -> String {
     }
 }
 
-/// Applies `crds/` server-side (as the README tells users) and waits for Established
-/// (as tests/envtest/admission.rs does).
-fn install_crds(env: &Envtest) {
-    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
-    env.kubectl_ok(
-        &["apply", "--server-side", "--force-conflicts", "-f", crds],
-        None,
-    );
-    env.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            crds,
-        ],
-        None,
-    );
-}
-
 fn condition<'a>(obj: &'a DynamicObject, type_: &str) -> Option<&'a Value> {
     obj.data["status"]["conditions"]
         .as_array()?
@@ -771,7 +730,7 @@ async fn run_scenario(env: &Envtest, s: &Scenario, dir: &Path) -> Figures {
         ));
     };
 
-    install_crds(env);
+    env.install_crds_except(&[]);
     env.kubectl_ok(&["create", "namespace", NS], None);
     let up = Upstreams::start(s.visibility).await;
     env.kubectl_ok(&["create", "-f", "-"], Some(&up.connection_docs()));

@@ -262,46 +262,18 @@ struct Figures {
     broken: Vec<String>,
 }
 
-struct Args {
-    full: bool,
-    n: Option<usize>,
-    kind: Option<String>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        full: false,
-        n: None,
-        kind: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--bench" => args.full = true,
-            "--n" => {
-                let v = it.next().ok_or("--n needs a value")?;
-                args.n = Some(v.parse().map_err(|_| format!("bad --n {v}"))?);
-            }
-            "--kind" => args.kind = Some(it.next().ok_or("--kind needs a value")?),
-            // Anything else cargo/libtest may pass (filters, --nocapture, ...) is ignored.
-            _ => {}
-        }
-    }
-    Ok(args)
-}
-
 fn main() -> ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let args = match parse_args() {
+    let args = match common::parse_args("--kind") {
         Ok(a) => a,
         Err(e) => {
             eprintln!("scale: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let scenarios = if args.n.is_some() || args.kind.is_some() {
+    let scenarios = if args.n.is_some() || args.option.is_some() {
         let n = args.n.unwrap_or(if args.full { 1000 } else { SMOKE_N });
-        match args.kind.as_deref().unwrap_or("mixed") {
+        match args.option.as_deref().unwrap_or("mixed") {
             "mixed" => vec![Scenario::mixed(n)],
             other => match Kind::parse(other) {
                 Some(k) => vec![Scenario::single(k, n)],

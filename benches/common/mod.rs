@@ -158,3 +158,36 @@ impl Drop for Operator {
         }
     }
 }
+
+/// The command line every bench takes: `--bench` (what `cargo bench` passes: the full
+/// set; without it, as under `cargo test --all-targets`, a smoke run), `--n N`, and one
+/// option of the bench's own (`--kind`, `--visibility`). Anything else cargo or libtest
+/// may pass (filters, `--nocapture`, ...) is ignored.
+pub struct BenchArgs {
+    pub full: bool,
+    pub n: Option<usize>,
+    pub option: Option<String>,
+}
+
+pub fn parse_args(option: &str) -> Result<BenchArgs, String> {
+    let mut args = BenchArgs {
+        full: false,
+        n: None,
+        option: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--bench" => args.full = true,
+            "--n" => {
+                let v = it.next().ok_or("--n needs a value")?;
+                args.n = Some(v.parse().map_err(|_| format!("bad --n {v}"))?);
+            }
+            flag if flag == option => {
+                args.option = Some(it.next().ok_or(format!("{option} needs a value"))?);
+            }
+            _ => {}
+        }
+    }
+    Ok(args)
+}

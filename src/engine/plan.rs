@@ -7,7 +7,10 @@
 //! The decision follows [`super::reconciler`]'s `converge` in order: the id the resource
 //! records (or adopts with `externalId`, or follows from its spec), the upstream object
 //! under that id, then refusal, diff and unresolved parts; no object means create (or,
-//! for an adoption or `Observe`, not found).
+//! for an adoption or `Observe`, not found). It mirrors that order rather than sharing
+//! it: the next step of issue #18 splits `converge` into this decision and its
+//! execution, so that there is one decision. Until then a change to `converge`'s
+//! decision must be made here too.
 
 use super::conditions::reason;
 use super::{Cx, EngineError, ManagedObject, Provider, recorded_id};

@@ -14,21 +14,7 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Applies `crds/` server-side (as the README tells users) and waits for Established.
 pub fn install_crds(env: &Envtest) {
-    let crds = format!("{ROOT}/crds");
-    env.kubectl_ok(
-        &["apply", "--server-side", "--force-conflicts", "-f", &crds],
-        None,
-    );
-    env.kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "-f",
-            &crds,
-        ],
-        None,
-    );
+    env.install_crds_except(&[]);
 }
 
 /// Creates a namespace (never deleted: namespaces are not finalized here).

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::admission::{install_crds, namespace};
+use crate::admission::namespace;
 use crate::support::envtest::{Envtest, dedicated_envtest, exclusive};
 use crate::support::fake_serval::FakeServal;
 
@@ -239,27 +239,12 @@ async fn installed(
     let exclusive = exclusive().await;
     let env = dedicated_envtest()?;
     env.helm_binary()?;
-    if with_cluster_connection_crd {
-        install_crds(&env);
+    let without: &[&str] = if with_cluster_connection_crd {
+        &[]
     } else {
-        let crds = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        for file in std::fs::read_dir(&crds).unwrap() {
-            let file = file.unwrap().path();
-            if file.ends_with("clusterconnection.yaml") {
-                continue;
-            }
-            let file = file.to_str().unwrap();
-            env.kubectl_ok(&["apply", "--server-side", "-f", file], None);
-            let wait = [
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "-f",
-                file,
-            ];
-            env.kubectl_ok(&wait, None);
-        }
-    }
+        &["clusterconnection.yaml"]
+    };
+    env.install_crds_except(without);
     let system = namespace(&env, "accessplane-system");
     let team = namespace(&env, "team");
     let values = values(&team);

@@ -460,3 +460,30 @@ async fn config_values_never_reach_logs_status_or_events() {
         env.assert_not_in_objects_or_events(needle);
     }
 }
+
+/// Under the least-privilege install (`--secrets-scope credentials-namespace`) the
+/// apiserver refuses the config Secret's read: the Connector says why instead of
+/// retrying a 403 as a passing fault, and nothing is created.
+#[tokio::test]
+async fn a_config_secret_the_operator_may_not_read_is_named_with_why() {
+    let env = Env::new().await;
+    env.put_config(TOKEN).await;
+    env.apply("github", spec()).await;
+    env.e
+        .h
+        .kube
+        .fail_next("GET", &format!("/secrets/{CONFIG_SECRET}"), 403, 100);
+    env.settle("github").await;
+    let (status, reason, message) = env.ready("github");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "WaitingForDependency")
+    );
+    assert!(
+        message.contains(&format!(
+            "Secret {NS}/{CONFIG_SECRET} (spec.configSecretRef) cannot be read"
+        )) && message.contains("secrets scope credentialsNamespace"),
+        "{message}"
+    );
+    assert_eq!(env.e.c1.writes(), 0, "nothing created without its config");
+}

@@ -566,3 +566,25 @@ async fn a_used_cluster_connection_is_kept_and_a_one_namespace_operator_refuses_
     assert_eq!(env.creates("team-a", "oncall"), 0);
     env.shutdown().await;
 }
+
+/// The least-privilege mode works through ClusterConnections, which a one-namespace
+/// operator does not watch: the binary refuses the combination before it starts.
+#[test]
+fn the_binary_refuses_least_privilege_with_one_namespace() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_accessplane"))
+        .args([
+            "run",
+            "--namespace=team-a",
+            "--secrets-scope=credentials-namespace",
+        ])
+        .env_clear()
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--secrets-scope credentials-namespace")
+            && stderr.contains("drop --namespace"),
+        "{stderr}"
+    );
+}

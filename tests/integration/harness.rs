@@ -177,6 +177,20 @@ impl Harness {
             .unwrap();
     }
 
+    /// The `serval` Connection's client, read-only (as `accessplane plan` uses it).
+    pub fn read_only_serval(&self) -> accessplane::upstream::UpstreamClient {
+        let reference = accessplane::api::envelope::ConnectionRef::local("serval");
+        self.engine
+            .connections
+            .resolve(
+                NS,
+                &reference,
+                accessplane::api::connection::UpstreamKind::Serval,
+            )
+            .expect("the serval Connection is ready")
+            .read_only()
+    }
+
     pub fn profiles(&self) -> Api<AccessProfile> {
         Api::namespaced(self.client(), NS)
     }

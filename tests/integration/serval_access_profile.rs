@@ -595,22 +595,12 @@ async fn connection_is_kept_while_in_use() {
 /// computed through a read-only client (which would refuse to send any of them).
 #[tokio::test]
 async fn planned_requests_are_the_requests_a_reconcile_sends() {
-    use accessplane::api::envelope::ConnectionRef;
     use accessplane::engine::{Cx, Provider};
     use accessplane::providers::serval::AccessProfileProvider;
     use serde_json::Value;
 
     let h = Harness::new().await;
-    let upstream = h
-        .engine
-        .connections
-        .resolve(
-            crate::harness::NS,
-            &ConnectionRef::local("serval"),
-            accessplane::api::connection::UpstreamKind::Serval,
-        )
-        .unwrap()
-        .read_only();
+    let upstream = h.read_only_serval();
     let sent = |method: &str| -> Vec<(String, Value)> {
         h.serval
             .requests()
@@ -668,21 +658,11 @@ async fn planned_requests_are_the_requests_a_reconcile_sends() {
 #[tokio::test]
 async fn the_engine_plans_each_outcome_without_writing() {
     use accessplane::api::AccessProfile;
-    use accessplane::api::envelope::ConnectionRef;
     use accessplane::engine::plan::{Planned, plan};
     use accessplane::providers::serval::AccessProfileProvider;
 
     let h = Harness::new().await;
-    let upstream = h
-        .engine
-        .connections
-        .resolve(
-            crate::harness::NS,
-            &ConnectionRef::local("serval"),
-            accessplane::api::connection::UpstreamKind::Serval,
-        )
-        .unwrap()
-        .read_only();
+    let upstream = h.read_only_serval();
     let manifest = |name: &str, spec: serde_json::Value| -> AccessProfile {
         let mut spec = spec;
         spec["connectionRef"] = json!({"name": "serval"});

@@ -492,6 +492,28 @@ impl Envtest {
         succeeded(&self.kubectl, args, self.kubectl(args, stdin))
     }
 
+    /// Server-side applies the committed CRDs (`crds/`, but the files named in `except`)
+    /// and waits until each is Established.
+    pub fn install_crds_except(&self, except: &[&str]) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|f| !except.iter().any(|name| f.ends_with(name)))
+            .collect();
+        files.sort();
+        // One apply and one wait for all: `-f` once per file.
+        let with_files = |verb: &[&str]| {
+            let mut args: Vec<&str> = verb.to_vec();
+            for file in &files {
+                args.extend(["-f", file.to_str().unwrap()]);
+            }
+            self.kubectl_ok(&args, None);
+        };
+        with_files(&["apply", "--server-side", "--force-conflicts"]);
+        with_files(&["wait", "--for=condition=Established", "--timeout=60s"]);
+    }
+
     /// The `kubectl` binary (for callers that run it with their own stdin/stdout, e.g.
     /// a large stream whose output would fill a pipe).
     pub fn kubectl_binary(&self) -> &Path {
