@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use accessplane::connections::controller::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
+use accessplane::plan::command::{self, Output, PlanCommand};
 use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, RunConfig, crds};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,6 +33,10 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Preview what the operator would change upstream for a set of manifests, writing
+    /// nothing anywhere. Exit code: 0 no changes, 2 changes, 1 blocked or error.
+    /// Installed as `kubectl-accessplane`, it is also `kubectl accessplane plan`.
+    Plan(PlanArgs),
     /// Print the version.
     Version,
     /// GET a URL and exit 0 only on a 2xx answer (the chart's `helm test` runs
@@ -94,6 +99,65 @@ struct RunArgs {
     /// ClusterConnections only, namespaced Connections are refused).
     #[arg(long, env = "ACCESSPLANE_SECRETS_SCOPE", value_enum, default_value_t = SecretsScopeArg::Cluster)]
     secrets_scope: SecretsScopeArg,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Manifests: files, folders (recursively: .yaml, .yml, .json) or `-` for standard
+    /// input (e.g. the output of `helm template` or `kustomize build`). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    files: Vec<PathBuf>,
+    /// Namespace of manifests that name none (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    namespace: Option<String>,
+    /// The kubeconfig context to read the cluster through (default: the current one).
+    #[arg(long)]
+    context: Option<String>,
+    /// Namespace of ClusterConnections' credentials Secrets (as the operator's flag).
+    #[arg(
+        long,
+        env = "ACCESSPLANE_CREDENTIALS_NAMESPACE",
+        default_value = "accessplane-system"
+    )]
+    credentials_namespace: String,
+    /// Also plan resources of the cluster that match --selector but are not in the input:
+    /// what deleting them would do upstream (by their deletion policy).
+    #[arg(long, requires = "selector")]
+    prune: bool,
+    /// Label selector of the resources --prune considers (e.g. app.kubernetes.io/instance=access).
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// Output format: text (coloured on a terminal), json (stable, `formatVersion`), markdown.
+    #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Text)]
+    output: PlanOutput,
+    /// Plan from the input alone, without a cluster: resources count as never applied.
+    #[arg(long, conflicts_with_all = ["prune", "context"])]
+    offline: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum PlanOutput {
+    Text,
+    Json,
+    Markdown,
+}
+
+impl PlanArgs {
+    fn command(self) -> PlanCommand {
+        PlanCommand {
+            files: self.files,
+            namespace: self.namespace,
+            context: self.context,
+            credentials_namespace: self.credentials_namespace,
+            prune_selector: self.prune.then_some(self.selector).flatten(),
+            output: match self.output {
+                PlanOutput::Text => Output::Text,
+                PlanOutput::Json => Output::Json,
+                PlanOutput::Markdown => Output::Markdown,
+            },
+            offline: self.offline,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -188,6 +252,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(format!("writing {}: {error}", dir.display())),
         },
+        Command::Plan(args) => plan(args),
         Command::Version => {
             println!("{}", version());
             ExitCode::SUCCESS
@@ -212,6 +277,22 @@ fn probe(url: &str, timeout: Duration) -> ExitCode {
         }
         Err(error) => fail(error),
     }
+}
+
+fn plan(args: PlanArgs) -> ExitCode {
+    // Warnings only, on stderr: stdout is the plan (JSON for bots).
+    if let Err(error) = telemetry::init(LogFormat::Text, "warn") {
+        return fail(error);
+    }
+    let code = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(command::run(args.command())))
+        .unwrap_or_else(|error| {
+            eprintln!("accessplane plan: {error}");
+            1
+        });
+    ExitCode::from(code)
 }
 
 fn run(args: RunArgs) -> ExitCode {

@@ -13,6 +13,9 @@ pub mod persona_access_control;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
+/// The API group and version of every accessplane kind.
+pub const GROUP_VERSION: &str = "accessplane.io/v1alpha1";
+
 pub use access_profile::AccessProfile;
 pub use app_entitlement::AppEntitlement;
 pub use cluster_connection::ClusterConnection;

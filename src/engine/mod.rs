@@ -216,6 +216,14 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// `accessplane plan` shows without sending.
     fn create_calls(&self, cx: &Cx<'_, K, Self::Inputs>) -> Vec<Call>;
 
+    /// What the upstream holds right after [`Self::create_calls`] as far as a plan can
+    /// know it (the create body, stored under [`plan::CREATED_ID`]), for kinds whose
+    /// reconcile updates right after the create (fields only an update can set): the
+    /// plan of a create then shows that update too. `None`: the create is all.
+    fn created_state(&self, _cx: &Cx<'_, K, Self::Inputs>) -> Option<Self::Observed> {
+        None
+    }
+
     /// The requests an update of `diff` sends, in order (see [`Self::create_calls`]).
     fn update_calls(
         &self,

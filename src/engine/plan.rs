@@ -12,10 +12,16 @@
 //! execution, so that there is one decision. Until then a change to `converge`'s
 //! decision must be made here too.
 
+use std::collections::HashMap;
+
 use super::conditions::reason;
 use super::{Cx, EngineError, ManagedObject, Provider, recorded_id};
 use crate::api::envelope::ManagementPolicy;
 use crate::upstream::{Call, UpstreamClient};
+
+/// Stands for the id the upstream assigns to an object a plan creates, in the paths of
+/// requests that follow the create.
+pub const CREATED_ID: &str = "CREATED_ID";
 
 /// What the reconciler would do with one resource.
 #[derive(Debug)]
@@ -51,18 +57,22 @@ pub enum Planned {
 /// Plans `obj` through `upstream` (read-only). `obj` is the manifest's resource, with
 /// the status and annotations of the cluster's copy when it has one. `inputs` are what
 /// the provider's `resolve` would give (a referenced Connector's ids, a config Secret).
+/// `listed`: the objects of the resource's list scope from one List taken for the whole
+/// plan ([`Provider::list`]), as the reconciler's coalesced observation answers a resync
+/// wave; `None` reads the object alone.
 pub async fn plan<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     obj: &K,
     upstream: &UpstreamClient,
     inputs: &P::Inputs,
+    listed: Option<&HashMap<String, P::Observed>>,
 ) -> Planned {
     let cx = Cx {
         obj,
         upstream,
         inputs,
     };
-    match decide(provider, &cx).await {
+    match decide(provider, &cx, listed).await {
         Ok(planned) => planned,
         Err(error) => Planned::Blocked {
             reason: error.ready_reason(),
@@ -74,6 +84,7 @@ pub async fn plan<K: ManagedObject, P: Provider<K>>(
 async fn decide<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     cx: &Cx<'_, K, P::Inputs>,
+    listed: Option<&HashMap<String, P::Observed>>,
 ) -> Result<Planned, EngineError> {
     let obj = cx.obj;
     let managed = obj.managed();
@@ -84,11 +95,38 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
     // resource ever created it (the reconciler then marks it adopted).
     let ours = obj.managed_status().and_then(|s| s.id.clone()).is_some()
         || super::create_mark(obj).is_some();
+    let is_deterministic = deterministic.is_some();
     let id = recorded.clone().or(deterministic);
-    let observed = match &id {
-        Some(id) => provider.observe(cx, id).await?,
-        None => None,
+    let mut observed = match (&id, listed) {
+        (Some(id), Some(listed)) => match listed.get(id) {
+            Some(item) => Some(provider.complete(cx, item.clone()).await?),
+            // As the reconciler: a deterministic id absent from a fresh List is absent;
+            // a server-assigned one is confirmed (Lists may lag behind creates).
+            None if is_deterministic => None,
+            None => provider.observe(cx, id).await?,
+        },
+        (Some(id), None) => provider.observe(cx, id).await?,
+        (None, _) => None,
     };
+    // A create in doubt (marked, no id recorded) is looked up by natural key first, as
+    // the reconciler does: the object it may have made is ours, not a second create.
+    if observed.is_none()
+        && !is_deterministic
+        && (super::create_in_doubt(obj) || (observe_only && id.is_none()))
+    {
+        let mut candidates = provider.find(cx).await?;
+        match candidates.len() {
+            0 => {}
+            1 => observed = candidates.pop(),
+            n => {
+                let ids: Vec<String> = candidates.iter().map(|c| provider.id_of(c)).collect();
+                return Err(EngineError::CreateAmbiguous(format!(
+                    "{n} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
+                    ids.join(", ")
+                )));
+            }
+        }
+    }
     let Some(observed) = observed else {
         if managed.external_id.is_some() || observe_only {
             let message = match &id {
@@ -102,9 +140,16 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
         }
         // Writes wait for the provider's gate (a busy gateway cluster), as they would.
         provider.write_gate(cx).await?;
-        return Ok(Planned::Create {
-            requests: provider.create_calls(cx),
-        });
+        // As the reconciler, which compares what the create answered with the spec and
+        // updates what a create cannot set.
+        let mut requests = provider.create_calls(cx);
+        if let Some(created) = provider.created_state(cx) {
+            let diff = provider.diff(cx, &created);
+            if !diff.is_empty() {
+                requests.extend(provider.update_calls(cx, &created, &diff));
+            }
+        }
+        return Ok(Planned::Create { requests });
     };
     let id = provider.id_of(&observed);
     let adopted = !ours;

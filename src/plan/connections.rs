@@ -23,7 +23,7 @@ use crate::engine::conditions::reason;
 use crate::providers::SecretData;
 use crate::upstream::{UpstreamClient, UpstreamMetrics};
 
-const GROUP_VERSION: &str = "accessplane.io/v1alpha1";
+use crate::api::GROUP_VERSION;
 
 /// Why a resource's upstream cannot be read: the `Ready` reason and message the
 /// resource would show.

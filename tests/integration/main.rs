@@ -19,6 +19,7 @@ mod harness;
 mod instaclustr_persona;
 mod kube_faults;
 mod leader_election;
+mod plan;
 mod plan_connections;
 mod probe;
 mod runtime_tests;

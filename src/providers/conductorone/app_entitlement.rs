@@ -311,6 +311,19 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         diff
     }
 
+    /// The create body as stored: fields a create cannot take (the deprovisioner policy)
+    /// are then set by the update the reconciler sends right after.
+    fn created_state(&self, cx: &Cx<'_, AppEntitlement>) -> Option<Entitlement> {
+        let Value::Object(mut entity) = create_body(cx.obj) else {
+            return None;
+        };
+        if let Some(policy) = entity.remove("provisionPolicy") {
+            entity.insert("provisionerPolicy".into(), policy);
+        }
+        entity.insert("id".into(), json!(crate::engine::plan::CREATED_ID));
+        Some(Entitlement::from_upstream(entity))
+    }
+
     fn create_calls(&self, cx: &Cx<'_, AppEntitlement>) -> Vec<Call> {
         vec![
             Call::post("create_app_entitlement", collection(&cx.obj.spec.app_id))

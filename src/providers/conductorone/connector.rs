@@ -323,6 +323,18 @@ impl Provider<Connector> for ConnectorProvider {
         diff
     }
 
+    /// The create body as stored: the configuration (and the profile lists) are then
+    /// set by the update the reconciler sends right after.
+    fn created_state(
+        &self,
+        cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+    ) -> Option<UpstreamConnector> {
+        let body = self.create_calls(cx).pop()?.body?;
+        let mut created: UpstreamConnector = serde_json::from_value(body).ok()?;
+        created.id = crate::engine::plan::CREATED_ID.into();
+        Some(created)
+    }
+
     fn create_calls(&self, cx: &Cx<'_, Connector, Option<ConnectorConfig>>) -> Vec<Call> {
         let mut body = spec_fields(cx.obj);
         body.retain(|k, _| CREATE_FIELDS.contains(&k.as_str()));

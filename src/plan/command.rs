@@ -1,0 +1,97 @@
+//! `accessplane plan` as a command: load the input, connect to the cluster through the
+//! current kubeconfig (unless offline), plan, print, and exit like
+//! `terraform plan -detailed-exitcode` (0 no changes, 2 changes, 1 blocked or error).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::manifests::load;
+use super::planner::{Options, plan};
+use super::report::Format;
+
+/// What the command line asked for.
+#[derive(Clone, Debug)]
+pub struct PlanCommand {
+    pub files: Vec<PathBuf>,
+    /// Namespace of input objects that name none (default: the kubeconfig context's).
+    pub namespace: Option<String>,
+    pub context: Option<String>,
+    pub credentials_namespace: String,
+    pub prune_selector: Option<String>,
+    pub output: Output,
+    pub offline: bool,
+}
+
+/// `--output`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Runs the command; the process exit code.
+pub async fn run(command: PlanCommand) -> u8 {
+    match plan_and_print(command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("accessplane plan: {error}");
+            1
+        }
+    }
+}
+
+async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
+    let input = load(&command.files, &mut std::io::stdin().lock()).map_err(|e| e.to_string())?;
+    let (cluster, context_namespace) = if command.offline {
+        (None, "default".to_string())
+    } else {
+        let config = cluster_config(command.context.clone()).await?;
+        let namespace = config.default_namespace.clone();
+        let client = kube::Client::try_from(config)
+            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        (Some(client), namespace)
+    };
+    let options = Options {
+        default_namespace: command.namespace.clone().unwrap_or(context_namespace),
+        credentials_namespace: command.credentials_namespace.clone(),
+        prune_selector: command.prune_selector.clone(),
+    };
+    let plan = plan(&input, cluster, &options)
+        .await
+        .map_err(|e| e.to_string())?;
+    let format = match command.output {
+        Output::Json => Format::Json,
+        Output::Markdown => Format::Markdown,
+        // Colour only for a person at a terminal (and never with NO_COLOR set).
+        Output::Text => Format::Text {
+            colour: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        },
+    };
+    print!("{}", plan.render(format));
+    Ok(plan.exit_code())
+}
+
+/// The current kubeconfig (`KUBECONFIG`, `~/.kube/config`, or in-cluster), optionally
+/// at another context.
+async fn cluster_config(context: Option<String>) -> Result<kube::Config, String> {
+    let advice = "(use --offline to plan from the input alone)";
+    match context {
+        Some(context) => {
+            let kubeconfig =
+                Kubeconfig::read().map_err(|e| format!("reading the kubeconfig: {e} {advice}"))?;
+            let options = KubeConfigOptions {
+                context: Some(context),
+                ..KubeConfigOptions::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| format!("loading the kubeconfig context: {e} {advice}"))
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no cluster to read the resources' recorded state from: {e} {advice}")
+        }),
+    }
+}

@@ -1,0 +1,519 @@
+//! The plan of a whole input: every accessplane resource of it taken through the same
+//! steps as the reconciler — its Connection, the inputs its provider resolves, the
+//! upstream read and the engine's decision ([`crate::engine::plan`]) — against the
+//! cluster as it would be once the input is applied ([`KubeView`]), with no write
+//! anywhere: upstream clients are read-only, the Kubernetes client refuses anything but
+//! a GET.
+//!
+//! Resources are planned kind by kind, referenced kinds first (Connectors before the
+//! toolsets naming them), so a toolset whose Connector this plan creates is shown as a
+//! create that follows it rather than as blocked. Objects sharing a list scope (a Serval
+//! team, a ConductorOne connector, a gateway cluster) are read with one List of the
+//! scope, as a resync wave is ([`Provider::list`]), not one GET each.
+
+use std::collections::{HashMap, HashSet};
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use serde_json::Value;
+
+use super::connections::PlanConnections;
+use super::kube_view::KubeView;
+use super::manifests::Loaded;
+use super::report::{Action, Entry, Plan, PlannedRequest};
+use crate::api::GROUP_VERSION;
+use crate::api::envelope::{ConnectionKind, DeletionPolicy};
+use crate::engine::plan::{Planned, plan as plan_one};
+use crate::engine::{Cx, ManagedObject, Provider, effective_deletion_policy, recorded_id};
+use crate::providers::conductorone::{
+    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
+};
+use crate::providers::instaclustr::PersonaAccessControlProvider;
+use crate::providers::serval::AccessProfileProvider;
+use crate::upstream::UpstreamClient;
+
+/// Reason of a resource the apiserver would refuse (it would never show a condition).
+pub const INVALID: &str = "Invalid";
+
+/// How to plan.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Namespace of input objects that name none (kubectl's current namespace).
+    pub default_namespace: String,
+    /// Where ClusterConnections' Secrets live (the operator's `--credentials-namespace`).
+    pub credentials_namespace: String,
+    /// `--prune`: resources in the cluster matching this label selector that the input
+    /// does not contain are planned for deletion (by their deletion policy).
+    pub prune_selector: Option<String>,
+}
+
+/// A plan that could not be made (as opposed to a resource that is blocked).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("--prune needs the cluster: listing {kind} with selector {selector:?}: {source}")]
+    Prune {
+        kind: &'static str,
+        selector: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Plans every accessplane resource of `input` (with `cluster`, or offline with `None`).
+pub async fn plan(
+    input: &[Loaded],
+    cluster: Option<kube::Client>,
+    options: &Options,
+) -> Result<Plan, PlanError> {
+    let view = KubeView::new(input, cluster.clone(), &options.default_namespace);
+    let kube = view.client(&options.default_namespace);
+    let mut planner = Planner {
+        input,
+        options,
+        cluster,
+        connections: PlanConnections::new(
+            input,
+            Some(kube.clone()),
+            &options.default_namespace,
+            &options.credentials_namespace,
+        ),
+        kube,
+        entries: vec![],
+        creates: HashSet::new(),
+    };
+    planner.unknown_kinds();
+    planner.kind(&ConnectorProvider).await?;
+    planner.kind(&AppEntitlementProvider).await?;
+    planner.kind(&McpToolsetProvider).await?;
+    planner.kind(&AccessProfileProvider).await?;
+    planner
+        .kind(&PersonaAccessControlProvider::default())
+        .await?;
+    planner.entries.sort_by_key(|(at, _)| *at);
+    Ok(Plan {
+        entries: planner.entries.into_iter().map(|(_, e)| e).collect(),
+    })
+}
+
+/// The kinds a plan previews (Connections change nothing upstream).
+const MANAGED_KINDS: [&str; 5] = [
+    "Connector",
+    "AppEntitlement",
+    "McpToolset",
+    "AccessProfile",
+    "PersonaAccessControl",
+];
+const OTHER_KINDS: [&str; 2] = ["Connection", "ClusterConnection"];
+
+struct Planner<'a> {
+    input: &'a [Loaded],
+    options: &'a Options,
+    cluster: Option<kube::Client>,
+    kube: kube::Client,
+    connections: PlanConnections<'a>,
+    /// Entries with the input position they sort by (`--prune` entries after the input).
+    entries: Vec<(usize, Entry)>,
+    /// Resources this plan creates, as (kind, namespace, name).
+    creates: HashSet<(String, String, String)>,
+}
+
+/// A resource ready for the engine's decision.
+struct Prepared<K, I> {
+    at: usize,
+    obj: K,
+    client: UpstreamClient,
+    inputs: I,
+    /// Connection and list scope: resources sharing it are read with one List.
+    scope: Option<(String, String)>,
+}
+
+/// Why a resource is not planned by the engine.
+struct Settled {
+    action: Action,
+    reason: &'static str,
+    message: String,
+}
+
+impl Settled {
+    fn blocked(reason: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            action: Action::Blocked,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl Planner<'_> {
+    /// Input objects of the accessplane group that are no kind of it.
+    fn unknown_kinds(&mut self) {
+        for (at, loaded) in self.input.iter().enumerate() {
+            let group = loaded.api_version().split('/').next() == Some("accessplane.io");
+            let known = loaded.api_version() == GROUP_VERSION
+                && (MANAGED_KINDS.contains(&loaded.kind()) || OTHER_KINDS.contains(&loaded.kind()));
+            if group && !known {
+                let message = format!(
+                    "{} {} is not an accessplane kind (kinds of {GROUP_VERSION}: {})",
+                    loaded.api_version(),
+                    loaded.kind(),
+                    MANAGED_KINDS
+                        .iter()
+                        .chain(&OTHER_KINDS)
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let entry = self.entry_of(loaded, Settled::blocked(INVALID, message));
+                self.entries.push((at, entry));
+            }
+        }
+    }
+
+    /// Plans every resource of kind `K` in the input (and `--prune` candidates).
+    async fn kind<K: ManagedObject, P: Provider<K>>(
+        &mut self,
+        provider: &P,
+    ) -> Result<(), PlanError> {
+        let kind = K::kind(&()).to_string();
+        let mut prepared = vec![];
+        for (at, loaded) in self.input.iter().enumerate() {
+            if loaded.api_version() != GROUP_VERSION || loaded.kind() != kind {
+                continue;
+            }
+            match self.prepare::<K, P>(provider, loaded, at).await {
+                Ok(ready) => prepared.push(ready),
+                Err(settled) => {
+                    if settled.action == Action::Create {
+                        self.note_create(loaded);
+                    }
+                    let entry = self.entry_of(loaded, settled);
+                    self.entries.push((at, entry));
+                }
+            }
+        }
+        let lists = list_scopes(provider, &prepared).await;
+        for ready in &prepared {
+            let listed = ready.scope.as_ref().and_then(|scope| lists.get(scope));
+            let planned =
+                plan_one(provider, &ready.obj, &ready.client, &ready.inputs, listed).await;
+            let loaded = &self.input[ready.at];
+            if matches!(planned, Planned::Create { .. }) {
+                self.note_create(loaded);
+            }
+            let entry = planned_entry(self.entry_of(loaded, Settled::blocked("", "")), planned);
+            self.entries.push((ready.at, entry));
+        }
+        if self.options.prune_selector.is_some() {
+            self.prune::<K>().await?;
+        }
+        Ok(())
+    }
+
+    /// Everything the engine's decision needs, or why there is no decision to make.
+    async fn prepare<K: ManagedObject, P: Provider<K>>(
+        &mut self,
+        provider: &P,
+        loaded: &Loaded,
+        at: usize,
+    ) -> Result<Prepared<K, P::Inputs>, Settled> {
+        let (namespace, name) = self.identity(loaded);
+        let mut manifest = loaded.object.clone();
+        manifest["metadata"]["namespace"] = Value::String(namespace.clone());
+        serde_json::from_value::<K>(manifest.clone())
+            .map_err(|e| Settled::blocked(INVALID, format!("{}: {e}", loaded.source)))?;
+        let cluster_copy = self.cluster_copy::<K>(&namespace, &name).await?;
+        validate_rules(K::kind(&()).as_ref(), &manifest, cluster_copy.as_ref())
+            .map_err(|message| Settled::blocked(INVALID, message))?;
+        // The resource as the reconciler will see it after the apply: the input's spec,
+        // the cluster's status and the operator's own annotations.
+        let obj = Api::<K>::namespaced(self.kube.clone(), &namespace)
+            .get(&name)
+            .await
+            .map_err(|e| Settled::blocked(INVALID, format!("{}: {e}", loaded.source)))?;
+        if let Some(after) = self.created_first(provider, &obj) {
+            return Err(after);
+        }
+        let reference = &obj.managed().connection_ref;
+        let client = self
+            .connections
+            .resolve(&namespace, reference, P::UPSTREAM)
+            .await
+            .map_err(|b| Settled::blocked(b.reason, b.message))?;
+        let inputs = provider
+            .resolve(&self.kube, &obj)
+            .await
+            .map_err(|e| Settled::blocked(e.ready_reason(), e.to_string()))?;
+        let home = match reference.kind() {
+            ConnectionKind::Connection => namespace.clone(),
+            ConnectionKind::ClusterConnection => "*".into(),
+        };
+        let scope = provider
+            .list_scope(&obj)
+            .map(|scope| (format!("{home}/{}", reference.name), scope));
+        Ok(Prepared {
+            at,
+            obj,
+            client,
+            inputs,
+            scope,
+        })
+    }
+
+    /// A resource referencing one this plan creates (a toolset under a new Connector):
+    /// it cannot exist upstream yet, so it is created after that one.
+    fn created_first<K: ManagedObject, P: Provider<K>>(
+        &self,
+        provider: &P,
+        obj: &K,
+    ) -> Option<Settled> {
+        let namespace = obj.namespace().unwrap_or_default();
+        provider.references().into_iter().find_map(|reference| {
+            let name = (reference.name)(obj)?;
+            let key = (reference.kind.kind.clone(), namespace.clone(), name.to_string());
+            self.creates.contains(&key).then(|| Settled {
+                action: Action::Create,
+                reason: "",
+                message: format!(
+                    "created after {} {namespace}/{name}, which this plan creates: its requests are known once that one has an upstream id",
+                    reference.kind.kind
+                ),
+            })
+        })
+    }
+
+    /// The cluster's copy of a resource, if any (for rules about changes, e.g. an
+    /// immutable field).
+    async fn cluster_copy<K: ManagedObject>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Value>, Settled> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let found = Api::<K>::namespaced(cluster.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(|e| {
+                Settled::blocked(
+                    crate::engine::conditions::reason::ERROR,
+                    format!(
+                        "cannot read {} {namespace}/{name} from the cluster: {e}",
+                        K::kind(&())
+                    ),
+                )
+            })?;
+        Ok(found.map(|obj| serde_json::to_value(obj).expect("a resource serializes")))
+    }
+
+    /// `--prune`: resources of kind `K` under the selector that the input does not hold.
+    async fn prune<K: ManagedObject>(&mut self) -> Result<(), PlanError> {
+        let selector = self.options.prune_selector.clone().unwrap_or_default();
+        let kind = K::kind(&()).to_string();
+        let listed = Api::<K>::all(self.kube.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| PlanError::Prune {
+                kind: MANAGED_KINDS
+                    .iter()
+                    .find(|k| **k == kind)
+                    .copied()
+                    .unwrap_or("resource"),
+                selector: selector.clone(),
+                source,
+            })?;
+        let in_input: HashSet<(String, String)> = self
+            .input
+            .iter()
+            .filter(|l| l.api_version() == GROUP_VERSION && l.kind() == kind)
+            .map(|l| self.identity(l))
+            .collect();
+        for obj in listed.items {
+            let namespace = obj.namespace().unwrap_or_default();
+            if in_input.contains(&(namespace.clone(), obj.name_any())) {
+                continue;
+            }
+            let id = recorded_id(&obj);
+            let (action, message) = match (effective_deletion_policy(&obj), &id) {
+                (DeletionPolicy::Delete, Some(id)) => (
+                    Action::Delete,
+                    format!("not in the input: deleting the resource deletes upstream object {id} (deletionPolicy Delete)"),
+                ),
+                (DeletionPolicy::Delete, None) => (
+                    Action::Orphan,
+                    "not in the input: no upstream object is recorded, nothing is deleted upstream".into(),
+                ),
+                (DeletionPolicy::Orphan, _) => (
+                    Action::Orphan,
+                    "not in the input: the upstream object is kept (deletionPolicy Orphan, or adopted or observed)".into(),
+                ),
+            };
+            let entry = Entry {
+                source: String::new(),
+                kind: kind.clone(),
+                namespace,
+                name: obj.name_any(),
+                action,
+                id,
+                fields: vec![],
+                requests: vec![],
+                reason: None,
+                message: Some(message),
+            };
+            self.entries.push((usize::MAX, entry));
+        }
+        Ok(())
+    }
+
+    fn note_create(&mut self, loaded: &Loaded) {
+        let (namespace, name) = self.identity(loaded);
+        self.creates
+            .insert((loaded.kind().to_string(), namespace, name));
+    }
+
+    /// Namespace (the default one when the manifest names none) and name.
+    fn identity(&self, loaded: &Loaded) -> (String, String) {
+        let meta = &loaded.object["metadata"];
+        let namespace = meta["namespace"]
+            .as_str()
+            .unwrap_or(&self.options.default_namespace);
+        (
+            namespace.to_string(),
+            meta["name"].as_str().unwrap_or_default().to_string(),
+        )
+    }
+
+    fn entry_of(&self, loaded: &Loaded, settled: Settled) -> Entry {
+        let (namespace, name) = self.identity(loaded);
+        Entry {
+            source: loaded.source.clone(),
+            kind: loaded.kind().to_string(),
+            namespace,
+            name,
+            action: settled.action,
+            id: None,
+            fields: vec![],
+            requests: vec![],
+            reason: (!settled.reason.is_empty()).then(|| settled.reason.to_string()),
+            message: (!settled.message.is_empty()).then_some(settled.message),
+        }
+    }
+}
+
+/// The CRD's CEL rules (`x-kubernetes-validations`), as admission would check them; with
+/// the cluster's copy, the rules about changes too (an immutable field).
+fn validate_rules(kind: &str, obj: &Value, old: Option<&Value>) -> Result<(), String> {
+    let Some((_, crd)) = crate::api::all_crds()
+        .into_iter()
+        .find(|(_, crd)| crd.spec.names.kind == kind)
+    else {
+        return Ok(());
+    };
+    let Some(schema) = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return Ok(());
+    };
+    let schema = serde_json::to_value(schema).expect("a schema serializes");
+    kube::core::cel::Validator::new()
+        .validate(&schema, obj, old)
+        .map_err(|errors| {
+            let messages: Vec<String> = errors.into_vec().iter().map(ToString::to_string).collect();
+            format!("the apiserver would refuse it: {}", messages.join("; "))
+        })
+}
+
+/// One List per scope with at least two resources to plan (a lone resource is one GET,
+/// as in the reconciler). A List that fails leaves its resources to be read alone.
+async fn list_scopes<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    prepared: &[Prepared<K, P::Inputs>],
+) -> HashMap<(String, String), HashMap<String, P::Observed>> {
+    let mut members: HashMap<&(String, String), Vec<&Prepared<K, P::Inputs>>> = HashMap::new();
+    for ready in prepared {
+        if let Some(scope) = &ready.scope {
+            members.entry(scope).or_default().push(ready);
+        }
+    }
+    let mut lists = HashMap::new();
+    for (scope, group) in members {
+        if group.len() < 2 {
+            continue;
+        }
+        let first = group[0];
+        let cx = Cx {
+            obj: &first.obj,
+            upstream: &first.client,
+            inputs: &first.inputs,
+        };
+        match provider.list(&cx, &scope.1).await {
+            Ok(items) => {
+                let items = items.into_iter().map(|o| (provider.id_of(&o), o)).collect();
+                lists.insert(scope.clone(), items);
+            }
+            Err(error) => {
+                tracing::warn!(scope = %scope.1, %error, "listing the scope failed; reading its objects one by one");
+            }
+        }
+    }
+    lists
+}
+
+/// The report entry of the engine's decision.
+fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
+    entry.reason = None;
+    entry.message = None;
+    let requests =
+        |calls: Vec<crate::upstream::Call>| calls.iter().map(PlannedRequest::from).collect();
+    match planned {
+        Planned::Create { requests: calls } => {
+            entry.action = Action::Create;
+            entry.requests = requests(calls);
+        }
+        Planned::Update {
+            id,
+            fields,
+            requests: calls,
+            adopted,
+            unresolved,
+        } => {
+            entry.action = if adopted {
+                Action::Adopt
+            } else {
+                Action::Update
+            };
+            entry.id = Some(id);
+            entry.fields = fields.iter().map(|f| f.to_string()).collect();
+            entry.requests = requests(calls);
+            if let Some((reason, message)) = unresolved {
+                entry.reason = Some(reason.into());
+                entry.message = Some(format!("after the update, still: {message}"));
+            }
+        }
+        Planned::NoOp { id, adopted } => {
+            entry.action = if adopted { Action::Adopt } else { Action::NoOp };
+            entry.id = Some(id);
+            if adopted {
+                entry.message = Some("an existing upstream object is taken over unchanged".into());
+            }
+        }
+        Planned::Drifted { id, fields } => {
+            entry.action = Action::NoOp;
+            entry.id = Some(id);
+            entry.reason = Some(crate::engine::conditions::reason::DRIFTED.into());
+            entry.message = Some(format!(
+                "managementPolicy Observe: upstream differs in {}; nothing is written",
+                fields.join(", ")
+            ));
+            entry.fields = fields.iter().map(|f| f.to_string()).collect();
+        }
+        Planned::Blocked { reason, message } => {
+            entry.action = Action::Blocked;
+            entry.reason = Some(reason.into());
+            entry.message = Some(message);
+        }
+    }
+    entry
+}

@@ -1,0 +1,523 @@
+//! `accessplane plan` end to end against the fake upstreams and the fake apiserver: every
+//! outcome per kind (create, update, adopt, no-op, delete/orphan under `--prune`,
+//! blocked), no write anywhere while planning (upstream: only reads and token
+//! exchanges; Kubernetes: only GETs), one List per scope instead of a GET per resource,
+//! and a plan followed by a real reconcile sending exactly the planned requests, in order.
+
+use accessplane::plan::manifests::load;
+use accessplane::plan::planner::{Options, plan};
+use accessplane::plan::report::{Action, Entry, Format, Plan, PlannedRequest, REDACTED};
+use serde_json::{Value, json};
+
+use crate::harness::{C1Env, Harness, NS, TEAM};
+use crate::support::fake_http::Recorded;
+
+const GV: &str = "accessplane.io/v1alpha1";
+
+async fn plan_of(h: &Harness, yaml: &str, prune: Option<&str>) -> Plan {
+    let input = load(&["-".into()], &mut yaml.as_bytes()).unwrap();
+    let options = Options {
+        default_namespace: NS.into(),
+        credentials_namespace: "accessplane-system".into(),
+        prune_selector: prune.map(str::to_string),
+    };
+    plan(&input, Some(h.client()), &options).await.unwrap()
+}
+
+fn entry<'a>(plan: &'a Plan, name: &str) -> &'a Entry {
+    plan.entries
+        .iter()
+        .find(|e| e.name == name)
+        .unwrap_or_else(|| panic!("no entry {name} in {plan:#?}"))
+}
+
+fn manifest(kind: &str, name: &str, spec: Value) -> String {
+    serde_json::to_string(
+        &json!({"apiVersion": GV, "kind": kind, "metadata": {"name": name}, "spec": spec}),
+    )
+    .unwrap()
+        + "\n---\n"
+}
+
+/// Requests that write: not a GET, not a token exchange, not a ConductorOne search (a
+/// POST that reads).
+fn writes(requests: &[Recorded]) -> Vec<(String, String, Value)> {
+    requests
+        .iter()
+        .filter(|r| r.method != "GET" && !r.path.contains("token") && !r.path.contains("search"))
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.body.clone().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+fn planned(requests: &[PlannedRequest]) -> Vec<(String, String, Value)> {
+    requests
+        .iter()
+        .map(|r| {
+            (
+                r.method.clone(),
+                r.path.clone(),
+                r.body.clone().unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// The planned requests with the placeholder of the id a create assigns replaced.
+fn with_id(requests: Vec<(String, String, Value)>, id: &str) -> Vec<(String, String, Value)> {
+    let placeholder = accessplane::engine::plan::CREATED_ID;
+    requests
+        .into_iter()
+        .map(|(method, path, body)| {
+            let body = serde_json::from_str(&body.to_string().replace(placeholder, id)).unwrap();
+            (method, path.replace(placeholder, id), body)
+        })
+        .collect()
+}
+
+fn kube_writes(h: &Harness) -> usize {
+    h.kube.writes().len()
+}
+
+fn profile_spec(name: &str) -> Value {
+    json!({
+        "connectionRef": {"name": "serval"},
+        "teamId": TEAM,
+        "name": name,
+        "description": "Break-glass access",
+        "grants": {"workflows": [{"workflowId": "wf-approval"}]}
+    })
+}
+
+/// Every AccessProfile outcome, no write anywhere, and the reconcile then sends what the
+/// plan said: the create's POST and the update's PUT, bodies included.
+#[tokio::test]
+async fn serval_outcomes_without_writes_then_the_reconcile_does_what_the_plan_said() {
+    let h = Harness::new().await;
+    h.apply_profile("existing", profile_spec("Existing")).await;
+    h.apply_profile("same", profile_spec("Same")).await;
+    h.settle("existing", 4).await;
+    h.settle("same", 4).await;
+    let seeded = h
+        .serval
+        .seed_profile(json!({"teamId": TEAM, "name": "Made by hand", "description": "old"}));
+    let mut changed = profile_spec("Existing");
+    changed["description"] = json!("Changed in Git");
+    let input = [
+        manifest("AccessProfile", "new", profile_spec("New")),
+        manifest("AccessProfile", "existing", changed.clone()),
+        manifest("AccessProfile", "same", profile_spec("Same")),
+        manifest(
+            "AccessProfile",
+            "adopted",
+            json!({"connectionRef": {"name": "serval"}, "teamId": TEAM, "externalId": seeded, "description": "new"}),
+        ),
+        manifest(
+            "AccessProfile",
+            "ghost",
+            json!({"connectionRef": {"name": "serval"}, "teamId": TEAM, "externalId": "ap-nope"}),
+        ),
+        manifest(
+            "AccessProfile",
+            "nowhere",
+            json!({"connectionRef": {"name": "missing"}, "teamId": TEAM, "name": "x"}),
+        ),
+        manifest("AccessProfile", "typo", json!({"connectionRef": {"name": "serval"}, "teamID": TEAM})),
+        manifest("AccessProfiles", "bad-kind", json!({})),
+    ]
+    .concat();
+    let (kube_before, serval_before) = (kube_writes(&h), h.serval.requests().len());
+
+    let plan = plan_of(&h, &input, None).await;
+
+    assert_eq!(kube_writes(&h), kube_before, "no write to Kubernetes");
+    let during = &h.serval.requests()[serval_before..];
+    assert_eq!(writes(during), vec![], "no write upstream");
+    let actions: Vec<(&str, Action)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("new", Action::Create),
+            ("existing", Action::Update),
+            ("same", Action::NoOp),
+            ("adopted", Action::Adopt),
+            ("ghost", Action::Blocked),
+            ("nowhere", Action::Blocked),
+            ("typo", Action::Blocked),
+            ("bad-kind", Action::Blocked),
+        ]
+    );
+    assert_eq!(entry(&plan, "existing").fields, ["description"]);
+    assert_eq!(entry(&plan, "adopted").fields, ["description"]);
+    assert_eq!(entry(&plan, "adopted").id.as_deref(), Some(seeded.as_str()));
+    let ghost = entry(&plan, "ghost");
+    assert_eq!(ghost.reason.as_deref(), Some("NotFound"));
+    assert!(
+        ghost.message.as_ref().unwrap().contains("ap-nope"),
+        "{ghost:?}"
+    );
+    let nowhere = entry(&plan, "nowhere");
+    assert_eq!(nowhere.reason.as_deref(), Some("WaitingForDependency"));
+    assert!(
+        nowhere
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("Connection default/missing")
+            || nowhere.message.as_ref().unwrap().contains("missing"),
+        "{nowhere:?}"
+    );
+    let typo = entry(&plan, "typo");
+    assert_eq!(typo.reason.as_deref(), Some("Invalid"));
+    assert!(
+        typo.message.as_ref().unwrap().contains("teamId"),
+        "names the field: {typo:?}"
+    );
+    assert!(
+        entry(&plan, "bad-kind")
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("not an accessplane kind")
+    );
+    assert_eq!(plan.exit_code(), 1, "blocked resources make the plan fail");
+
+    // The plan's requests are the reconcile's, in order.
+    let before = h.serval.requests().len();
+    h.apply_profile("new", profile_spec("New")).await;
+    h.settle("new", 4).await;
+    h.edit_profile_spec("existing", json!({"description": "Changed in Git"}))
+        .await;
+    h.settle("existing", 4).await;
+    let sent = writes(&h.serval.requests()[before..]);
+    let mut expected = planned(&entry(&plan, "new").requests);
+    expected.extend(planned(&entry(&plan, "existing").requests));
+    assert_eq!(sent, expected);
+    assert_eq!(expected.len(), 2, "{expected:?}");
+
+    let again = plan_of(
+        &h,
+        &[
+            manifest("AccessProfile", "new", profile_spec("New")),
+            manifest("AccessProfile", "existing", changed),
+        ]
+        .concat(),
+        None,
+    )
+    .await;
+    assert!(
+        again.entries.iter().all(|e| e.action == Action::NoOp),
+        "{again:#?}"
+    );
+    assert_eq!(again.exit_code(), 0);
+}
+
+/// `--prune`: resources under the selector missing from the input are deleted upstream
+/// by policy Delete (their recorded id named), kept by Orphan; others are not listed.
+#[tokio::test]
+async fn prune_plans_deletion_by_policy() {
+    let h = Harness::new().await;
+    for (name, policy) in [("kept", None), ("gone", None), ("orphaned", Some("Orphan"))] {
+        let mut spec = profile_spec(name);
+        if let Some(policy) = policy {
+            spec["deletionPolicy"] = json!(policy);
+        }
+        h.create::<accessplane::api::AccessProfile>(json!({"apiVersion": GV, "kind": "AccessProfile",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/instance": "access"}}, "spec": spec}))
+            .await;
+        h.settle(name, 4).await;
+    }
+    h.apply_profile("unlabelled", profile_spec("unlabelled"))
+        .await;
+    let gone_id = h.status_id("gone").unwrap();
+    let kube_before = kube_writes(&h);
+
+    let plan = plan_of(
+        &h,
+        &manifest("AccessProfile", "kept", profile_spec("kept")),
+        Some("app.kubernetes.io/instance=access"),
+    )
+    .await;
+
+    assert_eq!(kube_writes(&h), kube_before);
+    let actions: Vec<(&str, Action)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("kept", Action::NoOp),
+            ("gone", Action::Delete),
+            ("orphaned", Action::Orphan)
+        ]
+    );
+    assert_eq!(entry(&plan, "gone").id.as_deref(), Some(gone_id.as_str()));
+    assert!(
+        entry(&plan, "gone")
+            .message
+            .as_ref()
+            .unwrap()
+            .contains(&gone_id)
+    );
+    assert_eq!(plan.exit_code(), 2);
+}
+
+/// Planning many resources of one scope reads them with one List (as a resync wave),
+/// not one GET each.
+#[tokio::test]
+async fn resources_of_one_scope_are_read_with_one_list() {
+    let h = Harness::new().await;
+    let names: Vec<String> = (0..12).map(|i| format!("p{i}")).collect();
+    for name in &names {
+        h.apply_profile(name, profile_spec(name)).await;
+        h.settle(name, 4).await;
+    }
+    let input: String = names
+        .iter()
+        .map(|n| manifest("AccessProfile", n, profile_spec(n)))
+        .collect();
+    let before = h.serval.requests().len();
+
+    let plan = plan_of(&h, &input, None).await;
+
+    assert!(
+        plan.entries.iter().all(|e| e.action == Action::NoOp),
+        "{plan:#?}"
+    );
+    let reads: Vec<String> = h.serval.requests()[before..]
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.starts_with("/v2/access-profiles"))
+        // The Connection's verification read.
+        .filter(|r| !r.path.ends_with("connection-check"))
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(
+        reads,
+        ["/v2/access-profiles"],
+        "one List page for 12 resources"
+    );
+}
+
+/// ConductorOne: a Connector created with its config Secret from the input (values
+/// never printed, keys shown), the toolset under it planned as created after it, an
+/// entitlement created; then a reconcile sends exactly the planned creates.
+#[tokio::test]
+async fn conductorone_creates_with_dependencies_and_hidden_config() {
+    let env = C1Env::new().await;
+    let h = &env.h;
+    let token = "ghp_plan_secret_value";
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: github-config}}\nstringData: {{token: {token}, orgs: acme}}\n---\n"
+    );
+    let connector = manifest(
+        "Connector",
+        "github",
+        json!({"connectionRef": {"name": "c1"}, "appId": env.app, "catalogId": "cat-github", "displayName": "GitHub", "configSecretRef": {"name": "github-config"}}),
+    );
+    let toolset = manifest(
+        "McpToolset",
+        "readers",
+        json!({"connectionRef": {"name": "c1"}, "connectorRef": {"name": "github"}, "displayName": "Readers"}),
+    );
+    let entitlement_spec = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "displayName": "Production DB read", "alias": "prod-db-read",
+        "provisionerPolicy": {"manual": {"instructions": "Add the user to db-readers"}},
+        "deprovisionerPolicy": {"manual": {"instructions": "Remove the user from db-readers"}}});
+    let entitlement = manifest("AppEntitlement", "db-read", entitlement_spec.clone());
+    let input = [
+        secret.clone(),
+        toolset.clone(),
+        connector.clone(),
+        entitlement,
+    ]
+    .concat();
+    let (kube_before, c1_before) = (kube_writes(h), env.c1.requests().len());
+
+    let plan = plan_of(h, &input, None).await;
+
+    assert_eq!(kube_writes(h), kube_before);
+    assert_eq!(
+        writes(&env.c1.requests()[c1_before..]),
+        vec![],
+        "no write upstream"
+    );
+    let actions: Vec<(&str, Action)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("readers", Action::Create),
+            ("github", Action::Create),
+            ("db-read", Action::Create)
+        ],
+        "input order kept: {plan:#?}"
+    );
+    let readers = entry(&plan, "readers");
+    assert!(
+        readers
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("Connector platform-access/github"),
+        "{readers:?}"
+    );
+    for format in [
+        Format::Json,
+        Format::Markdown,
+        Format::Text { colour: false },
+    ] {
+        let text = plan.render(format);
+        assert!(!text.contains(token), "the config value is never printed");
+    }
+    let github = entry(&plan, "github");
+    let config_call = github
+        .requests
+        .iter()
+        .find_map(|r| {
+            r.body
+                .as_ref()
+                .filter(|b| b.to_string().contains("configuration"))
+        })
+        .unwrap_or_else(|| panic!("the config request: {github:#?}"));
+    assert!(config_call.to_string().contains(REDACTED), "{config_call}");
+    assert!(
+        config_call.to_string().contains("\"token\""),
+        "the changed keys are shown"
+    );
+
+    // The reconcile sends the planned requests: the create, then the update of what a
+    // create cannot set (the deprovisioner policy, the configuration), in order.
+    let before = env.c1.requests().len();
+    h.put_secret("github-config", json!({"token": token, "orgs": "acme"}))
+        .await;
+    let engine = h.engine(accessplane::providers::conductorone::AppEntitlementProvider);
+    h.create::<accessplane::api::AppEntitlement>(json!({"apiVersion": GV, "kind": "AppEntitlement", "metadata": {"name": "db-read"}, "spec": entitlement_spec})).await;
+    h.pass(&engine, "db-read").await;
+    let sent = writes(&env.c1.requests()[before..]);
+    let id = h.get("appentitlements", "db-read").unwrap()["status"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = with_id(planned(&entry(&plan, "db-read").requests), &id);
+    assert_eq!(sent, expected);
+    assert_eq!(
+        expected.len(),
+        2,
+        "create, then the deprovisioner policy: {expected:?}"
+    );
+
+    let before = env.c1.requests().len();
+    let engine = h.engine(accessplane::providers::conductorone::ConnectorProvider);
+    let spec: Value =
+        serde_yaml::from_str::<Value>(connector.trim_end_matches("---\n")).unwrap()["spec"].clone();
+    h.create::<accessplane::api::Connector>(json!({"apiVersion": GV, "kind": "Connector", "metadata": {"name": "github"}, "spec": spec})).await;
+    h.pass(&engine, "github").await;
+    let sent = writes(&env.c1.requests()[before..]);
+    let id = h.get("connectors", "github").unwrap()["status"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let expected = with_id(planned(&github.requests), &id);
+    assert_eq!(sent.len(), expected.len(), "{sent:?}");
+    assert_eq!(
+        expected.len(),
+        2,
+        "create, then the configuration: {expected:?}"
+    );
+    for ((method, path, body), (pm, pp, pbody)) in sent.iter().zip(&expected) {
+        assert_eq!((method, path), (pm, pp));
+        if pbody.to_string().contains(REDACTED) {
+            // Every config value is hidden in the plan.
+            let hidden = body
+                .to_string()
+                .replace(token, REDACTED)
+                .replace("\"acme\"", &format!("\"{REDACTED}\""));
+            assert_eq!(hidden, pbody.to_string());
+        } else {
+            assert_eq!(body, pbody);
+        }
+    }
+}
+
+/// A toolset whose tools change: the update's binding requests (added and removed) as
+/// the reconcile then sends them; an unapproved tool blocks with the reason the
+/// resource would show.
+#[tokio::test]
+async fn toolset_binding_changes_are_planned_as_sent() {
+    use accessplane::providers::conductorone::McpToolsetProvider;
+    let env = C1Env::new().await;
+    let h = &env.h;
+    let connector = env.c1.seed_connector(&env.app, "GitHub MCP");
+    let search = env.c1.seed_tool(
+        &env.app,
+        &connector,
+        "search_issues",
+        crate::support::fake_c1::TOOL_APPROVED,
+    );
+    let files = env.c1.seed_tool(
+        &env.app,
+        &connector,
+        "get_file_contents",
+        crate::support::fake_c1::TOOL_APPROVED,
+    );
+    let spec = |tools: Value| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "connectorId": connector, "displayName": "Readers", "tools": tools});
+    let engine = h.engine(McpToolsetProvider);
+    h.create::<accessplane::api::McpToolset>(json!({"apiVersion": GV, "kind": "McpToolset", "metadata": {"name": "readers"}, "spec": spec(json!([{"id": search}]))})).await;
+    h.settle_kind(&engine, "readers", 6).await;
+    let wanted = spec(json!([{"id": files}]));
+    let c1_before = env.c1.requests().len();
+
+    let plan = plan_of(h, &manifest("McpToolset", "readers", wanted.clone()), None).await;
+
+    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    let readers = entry(&plan, "readers");
+    assert_eq!(readers.action, Action::Update, "{readers:?}");
+    assert_eq!(readers.fields, ["tools"]);
+    let expected = planned(&readers.requests);
+    assert!(
+        expected.len() >= 2,
+        "a binding added and one removed: {expected:?}"
+    );
+
+    let before = env.c1.requests().len();
+    let api: kube::Api<accessplane::api::McpToolset> = kube::Api::namespaced(h.client(), NS);
+    api.patch(
+        "readers",
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"tools": [{"id": files}]}})),
+    )
+    .await
+    .unwrap();
+    h.pass(&engine, "readers").await;
+    assert_eq!(writes(&env.c1.requests()[before..]), expected);
+
+    let blocked = plan_of(
+        h,
+        &manifest(
+            "McpToolset",
+            "readers",
+            spec(json!([{"toolName": "no_such_tool"}])),
+        ),
+        None,
+    )
+    .await;
+    let readers = entry(&blocked, "readers");
+    assert_eq!(
+        readers.reason.as_deref(),
+        Some("ToolNotFound"),
+        "{readers:?}"
+    );
+}
