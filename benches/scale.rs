@@ -259,6 +259,7 @@ struct Figures {
     rss_create_kib: u64,
     rss_resync_kib: u64,
     cpu_per_noop_us: Option<f64>,
+    plan: Option<PlanFigures>,
     broken: Vec<String>,
 }
 
@@ -952,7 +953,64 @@ async fn run_scenario(s: &Scenario, dir: &Path) -> Figures {
         }
     }
     op.stop().await;
+    f.plan = plan_phase(&env, s, dir).await;
     f
+}
+
+/// `accessplane plan` of every resource, as they are (issue #18: about as many upstream
+/// reads as one resync, no write anywhere).
+#[derive(Debug)]
+struct PlanFigures {
+    seconds: f64,
+    exit: i32,
+    reads: usize,
+    reads_by_scope: BTreeMap<String, usize>,
+    writes: usize,
+    tokens: usize,
+    kube_writes: usize,
+}
+
+async fn plan_phase(env: &Env, s: &Scenario, dir: &Path) -> Option<PlanFigures> {
+    let manifests = dir.join("plan-input.yaml");
+    let mut text = String::new();
+    for kind in KINDS.iter().filter(|k| s.count(**k) > 0) {
+        for obj in env.kube.list(API, kind.plural(), Some(NS)) {
+            let doc = json!({"apiVersion": API, "kind": kind.name(),
+                "metadata": {"name": obj["metadata"]["name"], "namespace": NS}, "spec": obj["spec"]});
+            text.push_str(&serde_json::to_string(&doc).expect("JSON"));
+            text.push_str("\n---\n");
+        }
+    }
+    std::fs::write(&manifests, text).expect("plan input");
+    env.clear_logs();
+    let kubeconfig = env.kubeconfig.clone();
+    let started = Instant::now();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_accessplane"))
+            .args(["plan", "-o", "json", "-f"])
+            .arg(&manifests)
+            .env_clear()
+            .env("KUBECONFIG", kubeconfig)
+            .output()
+    })
+    .await
+    .ok()?
+    .ok()?;
+    let seconds = started.elapsed().as_secs_f64();
+    let calls = env.calls();
+    let mut reads_by_scope = BTreeMap::new();
+    for c in calls.iter().filter(|c| !c.token && !c.write) {
+        *reads_by_scope.entry(c.read_scope.clone()).or_default() += 1;
+    }
+    Some(PlanFigures {
+        seconds,
+        exit: out.status.code().unwrap_or(-1),
+        reads: reads_by_scope.values().sum(),
+        reads_by_scope,
+        writes: calls.iter().filter(|c| c.write).count(),
+        tokens: calls.iter().filter(|c| c.token).count(),
+        kube_writes: kube_writes(&env.kube.requests(), None),
+    })
 }
 
 fn edit(env: &Env, kind: Kind, name: &str) {
@@ -1062,6 +1120,14 @@ fn print_details(f: &Figures) {
             f.edit_s
                 .map_or("never (within the wave)".into(), |t| format!("{t:.2} s"))
         );
+    }
+    if let Some(p) = &f.plan {
+        let _ = writeln!(
+            out,
+            "  plan of all {} resources: {:.1} s, exit {}; upstream reads {} (resync: {}), writes {}, token/connection-check calls {}, Kubernetes writes {}",
+            f.n, p.seconds, p.exit, p.reads, f.resync_reads, p.writes, p.tokens, p.kube_writes
+        );
+        let _ = writeln!(out, "    plan reads by scope: {}", join(&p.reads_by_scope));
     }
     let _ = writeln!(
         out,

@@ -133,6 +133,10 @@ struct PlanArgs {
     /// Plan from the input alone, without a cluster: resources count as never applied.
     #[arg(long, conflicts_with_all = ["prune", "context"])]
     offline: bool,
+    /// Exit code when changes are present (0 for a gate that fails only on blocked
+    /// resources, e.g. an Argo CD PreSync hook).
+    #[arg(long, default_value_t = 2)]
+    changes_exit_code: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -156,6 +160,7 @@ impl PlanArgs {
                 PlanOutput::Markdown => Output::Markdown,
             },
             offline: self.offline,
+            changes_exit_code: self.changes_exit_code,
         }
     }
 }
@@ -242,7 +247,19 @@ impl RunArgs {
 fn main() -> ExitCode {
     // reqwest and kube are built without a default TLS crypto provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match Cli::parse().command {
+    // Usage errors exit 1, not clap's 2: for `plan`, 2 means "changes present".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
         Command::Run(args) => run(args),
         Command::Crds { dir: None } => {
             print!("{}", crds::yaml_stream());

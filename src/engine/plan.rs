@@ -47,6 +47,8 @@ pub enum Planned {
         id: String,
         fields: Vec<&'static str>,
     },
+    /// An accepted asynchronous write is awaited: nothing is sent now.
+    Pending { message: String },
     /// Cannot proceed: the `Ready` reason and message the resource would show.
     Blocked {
         reason: &'static str,
@@ -128,6 +130,20 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
         }
     }
     let Some(observed) = observed else {
+        // An accepted asynchronous create not visible yet: the operator waits for it
+        // (and re-sends only if it never shows); nothing new would be sent now.
+        if let Some(pending) = obj
+            .managed_status()
+            .and_then(|s| s.pending.as_ref())
+            .filter(|p| p.operation == "Create")
+        {
+            return Ok(Planned::Pending {
+                message: format!(
+                    "a create accepted upstream at {} is not visible yet; the operator waits for it",
+                    pending.requested_at
+                ),
+            });
+        }
         if managed.external_id.is_some() || observe_only {
             let message = match &id {
                 Some(id) => format!("upstream object {id} does not exist"),

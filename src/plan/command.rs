@@ -22,6 +22,9 @@ pub struct PlanCommand {
     pub prune_selector: Option<String>,
     pub output: Output,
     pub offline: bool,
+    /// The exit code when changes are present (2, as `terraform plan
+    /// -detailed-exitcode`; 0 for gates that fail only on blocked resources).
+    pub changes_exit_code: u8,
 }
 
 /// `--output`.
@@ -71,7 +74,10 @@ async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
         },
     };
     print!("{}", plan.render(format));
-    Ok(plan.exit_code())
+    Ok(match plan.exit_code() {
+        2 => command.changes_exit_code,
+        code => code,
+    })
 }
 
 /// The current kubeconfig (`KUBECONFIG`, `~/.kube/config`, or in-cluster), optionally

@@ -92,6 +92,13 @@ fn files_of(path: &Path) -> Result<Vec<PathBuf>, ManifestError> {
         .map(|entry| entry.map(|e| e.path()))
         .collect::<Result<_, _>>()
         .map_err(read_error)?;
+    // Hidden entries are skipped, like kubectl does: a mounted ConfigMap holds its files
+    // twice, as `name` and under `..data/` (and `..<timestamp>/`).
+    entries.retain(|e| {
+        !e.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'))
+    });
     entries.sort();
     let mut files = vec![];
     for entry in entries {
@@ -174,6 +181,23 @@ mod tests {
             kinds(&loaded),
             ["Secret -#2", "AccessProfile -#3", "Connection -#3"]
         );
+    }
+
+    #[test]
+    fn hidden_entries_of_a_folder_are_skipped() {
+        // A ConfigMap volume: the files as symlinks into `..data/`.
+        let dir = std::env::temp_dir().join(format!(
+            "accessplane-manifests-hidden-{}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("..data")).unwrap();
+        std::fs::write(dir.join("..data/a.yaml"), "kind: A\n").unwrap();
+        std::os::unix::fs::symlink("..data/a.yaml", dir.join("a.yaml")).unwrap();
+        let loaded = load(std::slice::from_ref(&dir), &mut std::io::empty()).unwrap();
+        assert_eq!(loaded.len(), 1, "{:?}", kinds(&loaded));
+        assert_eq!(loaded[0].kind(), "A");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -431,7 +431,8 @@ async fn list_scopes<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     prepared: &[Prepared<K, P::Inputs>],
 ) -> HashMap<(String, String), HashMap<String, P::Observed>> {
-    let mut members: HashMap<&(String, String), Vec<&Prepared<K, P::Inputs>>> = HashMap::new();
+    type Members<'a, K, I> = HashMap<&'a (String, String), Vec<&'a Prepared<K, I>>>;
+    let mut members: Members<K, P::Inputs> = HashMap::new();
     for ready in prepared {
         if let Some(scope) = &ready.scope {
             members.entry(scope).or_default().push(ready);
@@ -508,6 +509,11 @@ fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
                 fields.join(", ")
             ));
             entry.fields = fields.iter().map(|f| f.to_string()).collect();
+        }
+        Planned::Pending { message } => {
+            entry.action = Action::NoOp;
+            entry.reason = Some(crate::engine::conditions::reason::PENDING.into());
+            entry.message = Some(message);
         }
         Planned::Blocked { reason, message } => {
             entry.action = Action::Blocked;

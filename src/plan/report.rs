@@ -124,6 +124,18 @@ pub struct Entry {
     pub message: Option<String>,
 }
 
+impl Entry {
+    /// `reason: message`, or the message alone.
+    fn note(&self) -> Option<String> {
+        match (&self.reason, &self.message) {
+            (Some(reason), Some(message)) => Some(format!("{reason}: {message}")),
+            (None, Some(message)) => Some(message.clone()),
+            (Some(reason), None) => Some(reason.clone()),
+            (None, None) => None,
+        }
+    }
+}
+
 /// The whole plan.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Plan {
@@ -225,8 +237,8 @@ impl Plan {
                     let _ = writeln!(out, "          {body}");
                 }
             }
-            if let (Some(reason), Some(message)) = (&entry.reason, &entry.message) {
-                let _ = writeln!(out, "        {reason}: {message}");
+            if let Some(note) = entry.note() {
+                let _ = writeln!(out, "        {note}");
             }
         }
         let _ = writeln!(out, "\nPlan: {}.", self.summary());
@@ -245,8 +257,8 @@ impl Plan {
             for request in &entry.requests {
                 details.push(format!("`{} {}`", request.method, request.path));
             }
-            if let (Some(reason), Some(message)) = (&entry.reason, &entry.message) {
-                details.push(format!("{reason}: {message}"));
+            if let Some(note) = entry.note() {
+                details.push(note);
             }
             let _ = writeln!(
                 out,

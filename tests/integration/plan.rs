@@ -521,3 +521,281 @@ async fn toolset_binding_changes_are_planned_as_sent() {
         "{readers:?}"
     );
 }
+
+/// PersonaAccessControl: a create (its one request), and a write the gateway cluster
+/// cannot take now blocked with the reason the resource would show.
+#[tokio::test]
+async fn persona_access_control_create_and_busy_cluster() {
+    use crate::support::fake_instaclustr::FakeInstaclustr;
+    let h = Harness::new().await;
+    let ic = FakeInstaclustr::start().await;
+    ic.add_account("ops", "key");
+    const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+    const SEARCH: &str = "0f6f1e3a-1111-4222-8333-444455556666";
+    const FETCH: &str = "0f6f1e3a-1111-4222-8333-444455557777";
+    ic.add_virtual_server("gw-1", VS);
+    h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
+        .await;
+    h.apply_connection(
+        "ic",
+        json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
+    )
+    .await;
+    let spec = json!({"connectionRef": {"name": "ic"}, "clusterId": "gw-1", "virtualServerId": VS, "personaRole": "support", "type": "ALLOWLIST", "tools": [SEARCH]});
+    let input = manifest("PersonaAccessControl", "support", spec);
+    let before = ic.requests().len();
+
+    let plan = plan_of(&h, &input, None).await;
+
+    let support = entry(&plan, "support");
+    assert_eq!(support.action, Action::Create, "{support:?}");
+    assert_eq!(support.requests.len(), 1);
+    assert_eq!(support.requests[0].method, "POST");
+    assert_eq!(
+        support.requests[0].body.as_ref().unwrap()["personaRole"],
+        "support"
+    );
+    assert_eq!(writes(&ic.requests()[before..]), vec![]);
+
+    ic.set_cluster_state("gw-1", "RUNNING", "PERFORMING_OPERATION");
+    let busy = plan_of(&h, &input, None).await;
+    let support = entry(&busy, "support");
+    assert_eq!(support.action, Action::Blocked);
+    assert_eq!(
+        support.reason.as_deref(),
+        Some("WaitingForDependency"),
+        "{support:?}"
+    );
+    assert_eq!(ic.writes(), 0);
+
+    // Once the cluster takes writes again, the reconcile sends the planned request.
+    ic.set_cluster_state("gw-1", "RUNNING", "NO_OPERATION");
+    let planned_create = planned(&entry(&plan_of(&h, &input, None).await, "support").requests);
+    let engine =
+        h.engine(accessplane::providers::instaclustr::PersonaAccessControlProvider::default());
+    let value: Value = serde_yaml::from_str(input.trim_end_matches("---\n")).unwrap();
+    h.create::<accessplane::api::PersonaAccessControl>(value)
+        .await;
+    h.reconcile_connection("ic").await;
+    let before = ic.requests().len();
+    h.pass(&engine, "support").await;
+    assert_eq!(writes(&ic.requests()[before..]), planned_create);
+
+    // Converged: no-op; a changed tool list: the PUT the reconcile then sends.
+    for _ in 0..40 {
+        h.pass(&engine, "support").await;
+        if h.condition_of("personaaccesscontrols", "support", "Ready")
+            .0
+            == "True"
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let same = plan_of(&h, &input, None).await;
+    assert_eq!(entry(&same, "support").action, Action::NoOp, "{same:#?}");
+    let mut edited: Value = serde_yaml::from_str(input.trim_end_matches("---\n")).unwrap();
+    edited["spec"]["tools"] = json!([SEARCH, FETCH]);
+    let changed = plan_of(&h, &(serde_json::to_string(&edited).unwrap() + "\n"), None).await;
+    let support = entry(&changed, "support");
+    assert_eq!(
+        (support.action, support.fields.clone()),
+        (Action::Update, vec!["tools".to_string()])
+    );
+    let before = ic.requests().len();
+    let api = kube::Api::<accessplane::api::PersonaAccessControl>::namespaced(h.client(), NS);
+    api.patch(
+        "support",
+        &Default::default(),
+        &kube::api::Patch::Merge(json!({"spec": {"tools": [SEARCH, FETCH]}})),
+    )
+    .await
+    .unwrap();
+    h.pass(&engine, "support").await;
+    assert_eq!(writes(&ic.requests()[before..]), planned(&support.requests));
+}
+
+/// The binary: exit codes 0 (nothing to change), 2 (changes), 1 (blocked, bad usage),
+/// the JSON document, and the same binary installed as the kubectl plugin
+/// `kubectl-accessplane` (`kubectl accessplane plan ...`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_like_terraform_detailed_exitcode() {
+    use crate::support::kube_server::KubeServer;
+    let h = Harness::new().await;
+    h.apply_profile("same", profile_spec("Same")).await;
+    h.settle("same", 4).await;
+    let server = KubeServer::start(h.kube.clone()).await;
+    let dir = std::env::temp_dir().join(format!("accessplane-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig(NS)).unwrap();
+    let plugin = dir.join("kubectl-accessplane");
+    std::fs::copy(env!("CARGO_BIN_EXE_accessplane"), &plugin).unwrap();
+    let run = |binary: std::path::PathBuf, args: Vec<&'static str>, stdin: String| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = std::process::Command::new(binary)
+                .args(args)
+                .env_clear()
+                .env("KUBECONFIG", kubeconfig)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(stdin.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.code().unwrap(),
+                String::from_utf8(out.stdout).unwrap(),
+                String::from_utf8(out.stderr).unwrap(),
+            )
+        })
+    };
+    let binary = || std::path::PathBuf::from(env!("CARGO_BIN_EXE_accessplane"));
+    let kube_before = kube_writes(&h);
+
+    let same = manifest("AccessProfile", "same", profile_spec("Same"));
+    let (code, stdout, stderr) = run(binary(), vec!["plan", "-f", "-"], same.clone())
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("no-op") && !stdout.contains('\u{1b}'),
+        "no colour off a terminal: {stdout}"
+    );
+
+    let new = manifest("AccessProfile", "new", profile_spec("New"));
+    let (code, stdout, stderr) = run(
+        plugin.clone(),
+        vec!["plan", "-f", "-", "-o", "json"],
+        new + &same,
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    let document: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(document["formatVersion"], "1");
+    assert_eq!(document["entries"][0]["action"], "create");
+    assert_eq!(document["entries"][0]["requests"][0]["method"], "POST");
+
+    let blocked = manifest(
+        "AccessProfile",
+        "x",
+        json!({"connectionRef": {"name": "missing"}, "teamId": TEAM}),
+    );
+    let (code, stdout, _) = run(binary(), vec!["plan", "-f", "-", "-o", "markdown"], blocked)
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("| blocked"), "{stdout}");
+
+    let (code, _, stderr) = run(binary(), vec!["plan", "-f", "-", "--prune"], same)
+        .await
+        .unwrap();
+    assert_eq!(
+        code, 1,
+        "--prune without a selector is a usage error, not 'changes': {stderr}"
+    );
+    assert!(stderr.contains("--selector"), "{stderr}");
+    assert_eq!(
+        kube_writes(&h),
+        kube_before,
+        "the binary wrote nothing to Kubernetes"
+    );
+}
+
+/// A change the apiserver would refuse (an immutable field, against the cluster's copy)
+/// is blocked as `Invalid` with the rule's message, before anything upstream is read.
+#[tokio::test]
+async fn an_immutable_field_change_is_blocked_as_admission_would() {
+    let h = Harness::new().await;
+    h.apply_profile("same", profile_spec("Same")).await;
+    h.settle("same", 4).await;
+    let mut moved = profile_spec("Same");
+    moved["teamId"] = json!("team-other");
+
+    let plan = plan_of(&h, &manifest("AccessProfile", "same", moved), None).await;
+
+    let same = entry(&plan, "same");
+    assert_eq!(same.action, Action::Blocked);
+    assert_eq!(same.reason.as_deref(), Some("Invalid"));
+    assert!(
+        same.message
+            .as_ref()
+            .unwrap()
+            .contains("spec.teamId is immutable"),
+        "{same:?}"
+    );
+}
+
+/// ConductorOne entitlements and connectors: no-op when converged, update of the changed
+/// fields (then sent exactly so by the reconcile), adoption by `externalId`.
+#[tokio::test]
+async fn conductorone_updates_no_ops_and_adoptions() {
+    use accessplane::providers::conductorone::{AppEntitlementProvider, ConnectorProvider};
+    let env = C1Env::new().await;
+    let h = &env.h;
+    let entitlement = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "displayName": "DB read", "alias": "db-read", "description": description});
+    let connector = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "catalogId": "cat-github", "displayName": "GitHub", "description": description});
+    let entitlements = h.engine(AppEntitlementProvider);
+    let connectors = h.engine(ConnectorProvider);
+    h.create::<accessplane::api::AppEntitlement>(json!({"apiVersion": GV, "kind": "AppEntitlement", "metadata": {"name": "db-read"}, "spec": entitlement("v1")})).await;
+    h.create::<accessplane::api::Connector>(json!({"apiVersion": GV, "kind": "Connector", "metadata": {"name": "github"}, "spec": connector("v1")})).await;
+    h.settle_kind(&entitlements, "db-read", 5).await;
+    h.settle_kind(&connectors, "github", 5).await;
+    let seeded = env.c1.seed_entitlement(
+        &env.app,
+        json!({"displayName": "Made by hand", "description": "old"}),
+    );
+    let adopted = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "externalId": seeded, "description": "new"});
+    let input = |version: &str| {
+        [
+            manifest("AppEntitlement", "db-read", entitlement(version)),
+            manifest("Connector", "github", connector(version)),
+            manifest("AppEntitlement", "adopted", adopted.clone()),
+        ]
+        .concat()
+    };
+    let before = env.c1.requests().len();
+
+    let same = plan_of(h, &input("v1"), None).await;
+    let changed = plan_of(h, &input("v2"), None).await;
+
+    assert_eq!(writes(&env.c1.requests()[before..]), vec![]);
+    let actions = |plan: &Plan| -> Vec<Action> { plan.entries.iter().map(|e| e.action).collect() };
+    assert_eq!(
+        actions(&same),
+        [Action::NoOp, Action::NoOp, Action::Adopt],
+        "{same:#?}"
+    );
+    assert_eq!(
+        actions(&changed),
+        [Action::Update, Action::Update, Action::Adopt]
+    );
+    assert_eq!(entry(&changed, "db-read").fields, ["description"]);
+    assert_eq!(entry(&changed, "github").fields, ["description"]);
+    assert_eq!(entry(&same, "adopted").fields, ["description"]);
+
+    let before = env.c1.requests().len();
+    let patch = kube::api::Patch::Merge(json!({"spec": {"description": "v2"}}));
+    kube::Api::<accessplane::api::AppEntitlement>::namespaced(h.client(), NS)
+        .patch("db-read", &Default::default(), &patch)
+        .await
+        .unwrap();
+    kube::Api::<accessplane::api::Connector>::namespaced(h.client(), NS)
+        .patch("github", &Default::default(), &patch)
+        .await
+        .unwrap();
+    h.pass(&entitlements, "db-read").await;
+    h.pass(&connectors, "github").await;
+    let mut expected = planned(&entry(&changed, "db-read").requests);
+    expected.extend(planned(&entry(&changed, "github").requests));
+    assert_eq!(writes(&env.c1.requests()[before..]), expected);
+}
