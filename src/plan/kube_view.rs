@@ -34,11 +34,15 @@ impl KubeView {
     /// A view of `cluster` (None: offline) with `input` applied; objects of the input
     /// without a namespace are in `default_namespace`.
     pub fn new(input: &[Loaded], cluster: Option<kube::Client>, default_namespace: &str) -> Self {
+        let plurals: HashMap<String, String> = crate::api::all_crds()
+            .into_iter()
+            .map(|(_, crd)| (crd.spec.names.kind, crd.spec.names.plural))
+            .collect();
         let input = input
             .iter()
             .filter_map(|l| {
                 let mut obj = l.object.clone();
-                let path = object_path(&obj, default_namespace)?;
+                let path = object_path(&obj, default_namespace, &plurals)?;
                 if obj["metadata"]["namespace"].is_null() && namespaced(&obj) {
                     obj["metadata"]["namespace"] = json!(default_namespace);
                 }
@@ -162,7 +166,11 @@ fn namespaced(obj: &Value) -> bool {
 
 /// The GET path of an input object the view answers for (accessplane kinds, Secrets,
 /// Namespaces); `None` for other objects.
-fn object_path(obj: &Value, default_namespace: &str) -> Option<String> {
+fn object_path(
+    obj: &Value,
+    default_namespace: &str,
+    plurals: &HashMap<String, String>,
+) -> Option<String> {
     let name = obj["metadata"]["name"].as_str()?;
     let namespace = obj["metadata"]["namespace"]
         .as_str()
@@ -177,15 +185,7 @@ fn object_path(obj: &Value, default_namespace: &str) -> Option<String> {
         ("v1", "Secret") => "secrets".to_string(),
         ("v1", "Namespace") => "namespaces".to_string(),
         ("v1", _) => return None,
-        (_, kind) => {
-            crate::api::all_crds()
-                .into_iter()
-                .find(|(_, crd)| crd.spec.names.kind == kind)?
-                .1
-                .spec
-                .names
-                .plural
-        }
+        (_, kind) => plurals.get(kind)?.clone(),
     };
     Some(if namespaced(obj) {
         format!("{prefix}/namespaces/{namespace}/{plural}/{name}")

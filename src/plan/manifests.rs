@@ -192,7 +192,7 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("..data")).unwrap();
-        std::fs::write(dir.join("..data/a.yaml"), "kind: A\n").unwrap();
+        std::fs::write(dir.join("..data/a.yaml"), "apiVersion: v1\nkind: A\n").unwrap();
         std::os::unix::fs::symlink("..data/a.yaml", dir.join("a.yaml")).unwrap();
         let loaded = load(std::slice::from_ref(&dir), &mut std::io::empty()).unwrap();
         assert_eq!(loaded.len(), 1, "{:?}", kinds(&loaded));

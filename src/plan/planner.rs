@@ -176,11 +176,16 @@ impl Planner<'_> {
     ) -> Result<(), PlanError> {
         let kind = K::kind(&()).to_string();
         let mut prepared = vec![];
+        let mut rules = None;
         for (at, loaded) in self.input.iter().enumerate() {
             if loaded.api_version() != GROUP_VERSION || loaded.kind() != kind {
                 continue;
             }
-            match self.prepare::<K, P>(provider, loaded, at).await {
+            let rules = rules.get_or_insert_with(|| compiled_rules(&kind));
+            match self
+                .prepare::<K, P>(provider, loaded, at, rules.as_ref())
+                .await
+            {
                 Ok(ready) => prepared.push(ready),
                 Err(settled) => {
                     if settled.action == Action::Create {
@@ -215,6 +220,7 @@ impl Planner<'_> {
         provider: &P,
         loaded: &Loaded,
         at: usize,
+        rules: Option<&kube::core::cel::CompiledSchema>,
     ) -> Result<Prepared<K, P::Inputs>, Settled> {
         let (namespace, name) = self.identity(loaded);
         let mut manifest = loaded.object.clone();
@@ -222,7 +228,7 @@ impl Planner<'_> {
         serde_json::from_value::<K>(manifest.clone())
             .map_err(|e| Settled::blocked(INVALID, format!("{}: {e}", loaded.source)))?;
         let cluster_copy = self.cluster_copy::<K>(&namespace, &name).await?;
-        validate_rules(K::kind(&()).as_ref(), &manifest, cluster_copy.as_ref())
+        validate_rules(rules, &manifest, cluster_copy.as_ref())
             .map_err(|message| Settled::blocked(INVALID, message))?;
         // The resource as the reconciler will see it after the apply: the input's spec,
         // the cluster's status and the operator's own annotations.
@@ -400,25 +406,34 @@ impl Planner<'_> {
     }
 }
 
-/// The CRD's CEL rules (`x-kubernetes-validations`), as admission would check them; with
-/// the cluster's copy, the rules about changes too (an immutable field).
-fn validate_rules(kind: &str, obj: &Value, old: Option<&Value>) -> Result<(), String> {
-    let Some((_, crd)) = crate::api::all_crds()
+/// The CRD's CEL rules (`x-kubernetes-validations`) of `kind`, compiled once per plan.
+fn compiled_rules(kind: &str) -> Option<kube::core::cel::CompiledSchema> {
+    let (_, crd) = crate::api::all_crds()
         .into_iter()
-        .find(|(_, crd)| crd.spec.names.kind == kind)
-    else {
-        return Ok(());
-    };
-    let Some(schema) = crd.spec.versions[0]
+        .find(|(_, crd)| crd.spec.names.kind == kind)?;
+    let schema = crd.spec.versions[0]
         .schema
-        .as_ref()
-        .and_then(|s| s.open_api_v3_schema.as_ref())
-    else {
+        .as_ref()?
+        .open_api_v3_schema
+        .as_ref()?;
+    let schema = serde_json::to_value(schema).expect("a schema serializes");
+    Some(kube::core::cel::compile_schema(&schema))
+}
+
+/// The rules as admission would check them; with the cluster's copy, the rules about
+/// changes too (an immutable field).
+fn validate_rules(
+    rules: Option<&kube::core::cel::CompiledSchema>,
+    obj: &Value,
+    old: Option<&Value>,
+) -> Result<(), String> {
+    let Some(rules) = rules else {
         return Ok(());
     };
-    let schema = serde_json::to_value(schema).expect("a schema serializes");
-    kube::core::cel::Validator::new()
-        .validate(&schema, obj, old)
+    static VALIDATOR: std::sync::OnceLock<kube::core::cel::Validator> = std::sync::OnceLock::new();
+    VALIDATOR
+        .get_or_init(kube::core::cel::Validator::new)
+        .validate_compiled(rules, obj, old)
         .map_err(|errors| {
             let messages: Vec<String> = errors.into_vec().iter().map(ToString::to_string).collect();
             format!("the apiserver would refuse it: {}", messages.join("; "))
