@@ -128,8 +128,8 @@ struct PlanArgs {
     #[arg(short = 'l', long)]
     selector: Option<String>,
     /// Output format: text (coloured on a terminal), json (stable, `formatVersion`), markdown.
-    #[arg(short = 'o', long, value_enum, default_value_t = PlanOutput::Text)]
-    output: PlanOutput,
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// Plan from the input alone, without a cluster: resources count as never applied.
     #[arg(long, conflicts_with_all = ["prune", "context"])]
     offline: bool,
@@ -137,13 +137,6 @@ struct PlanArgs {
     /// resources, e.g. an Argo CD PreSync hook).
     #[arg(long, default_value_t = 2)]
     changes_exit_code: u8,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum PlanOutput {
-    Text,
-    Json,
-    Markdown,
 }
 
 impl PlanArgs {
@@ -154,11 +147,7 @@ impl PlanArgs {
             context: self.context,
             credentials_namespace: self.credentials_namespace,
             prune_selector: self.prune.then_some(self.selector).flatten(),
-            output: match self.output {
-                PlanOutput::Text => Output::Text,
-                PlanOutput::Json => Output::Json,
-                PlanOutput::Markdown => Output::Markdown,
-            },
+            output: self.output,
             offline: self.offline,
             changes_exit_code: self.changes_exit_code,
         }

@@ -123,6 +123,14 @@ impl Diff {
         self.fields.is_empty()
     }
 
+    /// The `Ready` reason (the first entry's) and the message naming every part no
+    /// update can achieve, if any.
+    pub fn unresolved_summary(&self) -> Option<(&'static str, String)> {
+        let first = self.unresolved.first()?;
+        let messages: Vec<&str> = self.unresolved.iter().map(|u| u.message.as_str()).collect();
+        Some((first.reason, messages.join("; ")))
+    }
+
     /// Records `field` when `differs`.
     pub fn check(&mut self, field: &'static str, differs: bool) {
         if differs {
@@ -314,6 +322,24 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     ) -> serde_json::Map<String, serde_json::Value> {
         serde_json::Map::new()
     }
+}
+
+/// Why an adopted or observed resource shows `NotFound`: no object under `id`, or (no
+/// id) none matching its natural key.
+pub fn not_found_message(id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("upstream object {id} does not exist"),
+        None => "no upstream object matches this resource; set spec.externalId to observe a specific one".into(),
+    }
+}
+
+/// More than one upstream object matches a resource whose create was interrupted.
+pub fn ambiguous_create(ids: &[String]) -> EngineError {
+    EngineError::CreateAmbiguous(format!(
+        "{} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
+        ids.len(),
+        ids.join(", ")
+    ))
 }
 
 /// The deletion policy in force: explicit, else `Delete` for objects the operator

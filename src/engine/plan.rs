@@ -120,12 +120,9 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
         match candidates.len() {
             0 => {}
             1 => observed = candidates.pop(),
-            n => {
+            _ => {
                 let ids: Vec<String> = candidates.iter().map(|c| provider.id_of(c)).collect();
-                return Err(EngineError::CreateAmbiguous(format!(
-                    "{n} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
-                    ids.join(", ")
-                )));
+                return Err(super::ambiguous_create(&ids));
             }
         }
     }
@@ -145,13 +142,9 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
             });
         }
         if managed.external_id.is_some() || observe_only {
-            let message = match &id {
-                Some(id) => format!("upstream object {id} does not exist"),
-                None => "no upstream object matches this resource; set spec.externalId to observe a specific one".into(),
-            };
             return Ok(Planned::Blocked {
                 reason: reason::NOT_FOUND,
-                message,
+                message: super::not_found_message(id.as_deref()),
             });
         }
         // Writes wait for the provider's gate (a busy gateway cluster), as they would.
@@ -174,10 +167,7 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
     }
     let diff = provider.diff(cx, &observed);
     // As in the reconciler: what can be done is sent, what cannot is reported.
-    let unresolved = diff.unresolved.first().map(|first| {
-        let messages: Vec<&str> = diff.unresolved.iter().map(|u| u.message.as_str()).collect();
-        (first.reason, messages.join("; "))
-    });
+    let unresolved = diff.unresolved_summary();
     if diff.is_empty() {
         return Ok(match unresolved {
             Some((reason, message)) => Planned::Blocked { reason, message },

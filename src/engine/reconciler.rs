@@ -419,7 +419,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         ConditionValue::new(
                             false,
                             reason::NOT_FOUND,
-                            format!("upstream object {id} does not exist"),
+                            super::not_found_message(Some(id)),
                         ),
                         self.resync(obj),
                     ));
@@ -448,7 +448,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                             ConditionValue::new(
                                 false,
                                 reason::NOT_FOUND,
-                                "no upstream object matches this resource; set spec.externalId to observe a specific one",
+                                super::not_found_message(None),
                             ),
                             self.resync(obj),
                         ));
@@ -466,13 +466,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                         }
                         found
                     }
-                    n => {
+                    _ => {
                         let ids: Vec<String> =
                             candidates.iter().map(|c| self.provider.id_of(c)).collect();
-                        return Err(EngineError::CreateAmbiguous(format!(
-                            "{n} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
-                            ids.join(", ")
-                        )));
+                        return Err(super::ambiguous_create(&ids));
                     }
                 }
             }
@@ -605,14 +602,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if verdict.facts.is_none() {
             verdict.facts = Some(self.provider.facts(cx, &observed));
         }
-        if let Some(first) = diff.unresolved.first() {
-            let message = diff
-                .unresolved
-                .iter()
-                .map(|u| u.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ");
-            verdict.ready = ConditionValue::new(false, first.reason, message.clone());
+        if let Some((reason, message)) = diff.unresolved_summary() {
+            verdict.ready = ConditionValue::new(false, reason, message.clone());
             verdict.unresolved = Some(message);
         }
         Ok(verdict)

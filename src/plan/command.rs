@@ -28,7 +28,7 @@ pub struct PlanCommand {
 }
 
 /// `--output`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
     Text,
     Json,

@@ -52,7 +52,7 @@ pub struct Options {
 pub enum PlanError {
     #[error("--prune needs the cluster: listing {kind} with selector {selector:?}: {source}")]
     Prune {
-        kind: &'static str,
+        kind: String,
         selector: String,
         #[source]
         source: kube::Error,
@@ -205,7 +205,7 @@ impl Planner<'_> {
             if matches!(planned, Planned::Create { .. }) {
                 self.note_create(loaded);
             }
-            let entry = planned_entry(self.entry_of(loaded, Settled::blocked("", "")), planned);
+            let entry = planned_entry(self.base_entry(loaded), planned);
             self.entries.push((ready.at, entry));
         }
         if self.options.prune_selector.is_some() {
@@ -235,7 +235,15 @@ impl Planner<'_> {
         let obj = Api::<K>::namespaced(self.kube.clone(), &namespace)
             .get(&name)
             .await
-            .map_err(|e| Settled::blocked(INVALID, format!("{}: {e}", loaded.source)))?;
+            .map_err(|e| {
+                Settled::blocked(
+                    crate::engine::conditions::reason::ERROR,
+                    format!(
+                        "{}: reading it with the cluster's state: {e}",
+                        loaded.source
+                    ),
+                )
+            })?;
         if let Some(after) = self.created_first(provider, &obj) {
             return Err(after);
         }
@@ -320,11 +328,7 @@ impl Planner<'_> {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|source| PlanError::Prune {
-                kind: MANAGED_KINDS
-                    .iter()
-                    .find(|k| **k == kind)
-                    .copied()
-                    .unwrap_or("resource"),
+                kind: kind.clone(),
                 selector: selector.clone(),
                 source,
             })?;
@@ -389,19 +393,29 @@ impl Planner<'_> {
         )
     }
 
-    fn entry_of(&self, loaded: &Loaded, settled: Settled) -> Entry {
+    /// The entry of a resource of the input, before its outcome is known.
+    fn base_entry(&self, loaded: &Loaded) -> Entry {
         let (namespace, name) = self.identity(loaded);
         Entry {
             source: loaded.source.clone(),
             kind: loaded.kind().to_string(),
             namespace,
             name,
-            action: settled.action,
+            action: Action::NoOp,
             id: None,
             fields: vec![],
             requests: vec![],
+            reason: None,
+            message: None,
+        }
+    }
+
+    fn entry_of(&self, loaded: &Loaded, settled: Settled) -> Entry {
+        Entry {
+            action: settled.action,
             reason: (!settled.reason.is_empty()).then(|| settled.reason.to_string()),
-            message: (!settled.message.is_empty()).then_some(settled.message),
+            message: Some(settled.message),
+            ..self.base_entry(loaded)
         }
     }
 }
@@ -479,8 +493,6 @@ async fn list_scopes<K: ManagedObject, P: Provider<K>>(
 
 /// The report entry of the engine's decision.
 fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
-    entry.reason = None;
-    entry.message = None;
     let requests =
         |calls: Vec<crate::upstream::Call>| calls.iter().map(PlannedRequest::from).collect();
     match planned {

@@ -19,9 +19,8 @@ use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use mlua::{Lua, LuaOptions, StdLib};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, NS, TEAM, condition};
+use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM, condition};
 use crate::support::fake_c1::TOOL_APPROVED;
-use crate::support::fake_instaclustr::FakeInstaclustr;
 
 const HEALTH_LUA: &str = include_str!("../../deploy/argocd/health.lua");
 const ARGOCD_CM: &str = include_str!("../../deploy/argocd/argocd-cm.yaml");
@@ -589,23 +588,13 @@ async fn synced_conductorone_examples_stay_in_sync() {
 #[tokio::test]
 async fn synced_instaclustr_examples_stay_in_sync() {
     const CLUSTER: &str = "gw-1";
-    let h = Harness::new().await;
-    let ic = FakeInstaclustr::start().await;
-    ic.add_account("ops", "key");
+    let IcEnv { h, ic } = IcEnv::new().await;
     let vs = example("examples/instaclustr/personaaccesscontrol.yaml")["spec"]["virtualServerId"]
         .as_str()
         .unwrap()
         .to_string();
     ic.add_virtual_server(CLUSTER, &vs);
     ic.seed_control(json!({"virtualServerId": vs, "personaRole": "auditor", "type": "DENYLIST"}));
-    h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-        .await;
-    h.apply_connection(
-        "ic",
-        json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
-    )
-    .await;
-    h.reconcile_connection("ic").await;
     let engine = h.engine(PersonaAccessControlProvider::default());
     for path in [
         "examples/instaclustr/personaaccesscontrol.yaml",

@@ -21,6 +21,7 @@ use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
 use crate::support::fake_c1::{FakeC1, test_credentials};
+use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
@@ -509,6 +510,31 @@ impl C1Env {
         assert_eq!(h.connection_ready("c1"), ("True".into(), "Verified".into()));
         let app = c1.seed_app();
         Self { h, c1, app }
+    }
+}
+
+/// A harness plus a verified `ic` Connection to a fresh fake Instaclustr account
+/// (`ops`/`key`); gateway clusters and virtual servers are added by the test.
+pub struct IcEnv {
+    pub h: Harness,
+    pub ic: FakeInstaclustr,
+}
+
+impl IcEnv {
+    pub async fn new() -> Self {
+        let h = Harness::new().await;
+        let ic = FakeInstaclustr::start().await;
+        ic.add_account("ops", "key");
+        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
+            .await;
+        h.apply_connection(
+            "ic",
+            json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
+        )
+        .await;
+        h.reconcile_connection("ic").await;
+        assert_eq!(h.connection_ready("ic"), ("True".into(), "Verified".into()));
+        Self { h, ic }
     }
 }
 

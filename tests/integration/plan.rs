@@ -9,7 +9,7 @@ use accessplane::plan::planner::{Options, plan};
 use accessplane::plan::report::{Action, Entry, Format, Plan, PlannedRequest, REDACTED};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, NS, TEAM};
+use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM};
 use crate::support::fake_http::Recorded;
 
 const GV: &str = "accessplane.io/v1alpha1";
@@ -31,6 +31,15 @@ fn entry<'a>(plan: &'a Plan, name: &str) -> &'a Entry {
         .unwrap_or_else(|| panic!("no entry {name} in {plan:#?}"))
 }
 
+/// Each entry's name and action, in order.
+fn actions(plan: &Plan) -> Vec<(&str, Action)> {
+    plan.entries
+        .iter()
+        .map(|e| (e.name.as_str(), e.action))
+        .collect()
+}
+
+/// A manifest of the group with a spec, as one YAML stream document.
 fn manifest(kind: &str, name: &str, spec: Value) -> String {
     serde_json::to_string(
         &json!({"apiVersion": GV, "kind": kind, "metadata": {"name": name}, "spec": spec}),
@@ -138,13 +147,8 @@ async fn serval_outcomes_without_writes_then_the_reconcile_does_what_the_plan_sa
     assert_eq!(kube_writes(&h), kube_before, "no write to Kubernetes");
     let during = &h.serval.requests()[serval_before..];
     assert_eq!(writes(during), vec![], "no write upstream");
-    let actions: Vec<(&str, Action)> = plan
-        .entries
-        .iter()
-        .map(|e| (e.name.as_str(), e.action))
-        .collect();
     assert_eq!(
-        actions,
+        actions(&plan),
         [
             ("new", Action::Create),
             ("existing", Action::Update),
@@ -249,13 +253,8 @@ async fn prune_plans_deletion_by_policy() {
     .await;
 
     assert_eq!(kube_writes(&h), kube_before);
-    let actions: Vec<(&str, Action)> = plan
-        .entries
-        .iter()
-        .map(|e| (e.name.as_str(), e.action))
-        .collect();
     assert_eq!(
-        actions,
+        actions(&plan),
         [
             ("kept", Action::NoOp),
             ("gone", Action::Delete),
@@ -351,13 +350,8 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
         vec![],
         "no write upstream"
     );
-    let actions: Vec<(&str, Action)> = plan
-        .entries
-        .iter()
-        .map(|e| (e.name.as_str(), e.action))
-        .collect();
     assert_eq!(
-        actions,
+        actions(&plan),
         [
             ("readers", Action::Create),
             ("github", Action::Create),
@@ -526,21 +520,11 @@ async fn toolset_binding_changes_are_planned_as_sent() {
 /// cannot take now blocked with the reason the resource would show.
 #[tokio::test]
 async fn persona_access_control_create_and_busy_cluster() {
-    use crate::support::fake_instaclustr::FakeInstaclustr;
-    let h = Harness::new().await;
-    let ic = FakeInstaclustr::start().await;
-    ic.add_account("ops", "key");
+    let IcEnv { h, ic } = IcEnv::new().await;
     const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
     const SEARCH: &str = "0f6f1e3a-1111-4222-8333-444455556666";
     const FETCH: &str = "0f6f1e3a-1111-4222-8333-444455557777";
     ic.add_virtual_server("gw-1", VS);
-    h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-        .await;
-    h.apply_connection(
-        "ic",
-        json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
-    )
-    .await;
     let spec = json!({"connectionRef": {"name": "ic"}, "clusterId": "gw-1", "virtualServerId": VS, "personaRole": "support", "type": "ALLOWLIST", "tools": [SEARCH]});
     let input = manifest("PersonaAccessControl", "support", spec);
     let before = ic.requests().len();
@@ -576,7 +560,6 @@ async fn persona_access_control_create_and_busy_cluster() {
     let value: Value = serde_yaml::from_str(input.trim_end_matches("---\n")).unwrap();
     h.create::<accessplane::api::PersonaAccessControl>(value)
         .await;
-    h.reconcile_connection("ic").await;
     let before = ic.requests().len();
     h.pass(&engine, "support").await;
     assert_eq!(writes(&ic.requests()[before..]), planned_create);
@@ -675,7 +658,7 @@ async fn the_binary_exits_like_terraform_detailed_exitcode() {
     let (code, stdout, stderr) = run(
         plugin.clone(),
         vec!["plan", "-f", "-", "-o", "json"],
-        new + &same,
+        new.clone() + &same,
     )
     .await
     .unwrap();
@@ -684,6 +667,16 @@ async fn the_binary_exits_like_terraform_detailed_exitcode() {
     assert_eq!(document["formatVersion"], "1");
     assert_eq!(document["entries"][0]["action"], "create");
     assert_eq!(document["entries"][0]["requests"][0]["method"], "POST");
+    // A gate that fails only on blocked resources; the kubeconfig context by name.
+    let gate = vec!["plan", "-f", "-", "--changes-exit-code=0", "--context=fake"];
+    let (code, stdout, stderr) = run(binary(), gate, new.clone()).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains("create"), "{stdout}");
+    let (code, _, stderr) = run(binary(), vec!["plan", "-f", "-", "--context=nope"], new)
+        .await
+        .unwrap();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("nope"), "names the context: {stderr}");
 
     let blocked = manifest(
         "AccessProfile",
@@ -769,15 +762,22 @@ async fn conductorone_updates_no_ops_and_adoptions() {
     let changed = plan_of(h, &input("v2"), None).await;
 
     assert_eq!(writes(&env.c1.requests()[before..]), vec![]);
-    let actions = |plan: &Plan| -> Vec<Action> { plan.entries.iter().map(|e| e.action).collect() };
     assert_eq!(
         actions(&same),
-        [Action::NoOp, Action::NoOp, Action::Adopt],
+        [
+            ("db-read", Action::NoOp),
+            ("github", Action::NoOp),
+            ("adopted", Action::Adopt)
+        ],
         "{same:#?}"
     );
     assert_eq!(
         actions(&changed),
-        [Action::Update, Action::Update, Action::Adopt]
+        [
+            ("db-read", Action::Update),
+            ("github", Action::Update),
+            ("adopted", Action::Adopt)
+        ]
     );
     assert_eq!(entry(&changed, "db-read").fields, ["description"]);
     assert_eq!(entry(&changed, "github").fields, ["description"]);
@@ -798,4 +798,83 @@ async fn conductorone_updates_no_ops_and_adoptions() {
     let mut expected = planned(&entry(&changed, "db-read").requests);
     expected.extend(planned(&entry(&changed, "github").requests));
     assert_eq!(writes(&env.c1.requests()[before..]), expected);
+}
+
+/// `--offline`: no cluster, the Connection and its Secret from the input; a Connection
+/// the input lacks blocks the resource saying where it was looked for.
+#[tokio::test]
+async fn offline_plans_from_the_input_alone() {
+    let h = Harness::new().await;
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{clientId: {}, clientSecret: {}}}\n---\n",
+        crate::harness::CLIENT_ID,
+        crate::harness::CLIENT_SECRET
+    );
+    let connection = manifest(
+        "Connection",
+        "serval",
+        json!({"serval": {"baseUrl": h.serval.base_url(), "credentialsSecretRef": {"name": "creds"}}}),
+    );
+    let mut orphan = profile_spec("Elsewhere");
+    orphan["connectionRef"] = json!({"name": "not-in-input"});
+    let input = [
+        secret,
+        connection,
+        manifest("AccessProfile", "new", profile_spec("New")),
+        manifest("AccessProfile", "elsewhere", orphan),
+    ]
+    .concat();
+    let loaded = load(&["-".into()], &mut input.as_bytes()).unwrap();
+    let options = Options {
+        default_namespace: NS.into(),
+        credentials_namespace: "accessplane-system".into(),
+        prune_selector: None,
+    };
+    let before = h.kube.requests().len();
+
+    let plan = plan(&loaded, None, &options).await.unwrap();
+
+    assert_eq!(h.kube.requests().len(), before, "no request to any cluster");
+    assert_eq!(
+        actions(&plan),
+        [("new", Action::Create), ("elsewhere", Action::Blocked)]
+    );
+    let elsewhere = entry(&plan, "elsewhere");
+    assert!(
+        elsewhere
+            .message
+            .as_ref()
+            .unwrap()
+            .contains("neither in the input nor in the cluster"),
+        "{elsewhere:?}"
+    );
+}
+
+/// An accepted asynchronous create that is not visible yet is awaited, not planned again.
+#[tokio::test]
+async fn an_awaited_create_is_not_planned_again() {
+    use accessplane::engine::plan::{Planned, plan as plan_one};
+    use accessplane::providers::serval::AccessProfileProvider;
+    let h = Harness::new().await;
+    let awaited: accessplane::api::AccessProfile = serde_json::from_value(json!({
+        "apiVersion": GV, "kind": "AccessProfile",
+        "metadata": {"name": "awaited", "namespace": NS},
+        "spec": profile_spec("Awaited"),
+        "status": {"id": "ap-accepted", "pending": {"operation": "Create", "generation": 1, "requestedAt": "2026-12-04T05:00:00Z"}}
+    }))
+    .unwrap();
+
+    let planned = plan_one(
+        &AccessProfileProvider,
+        &awaited,
+        &h.read_only_serval(),
+        &(),
+        None,
+    )
+    .await;
+
+    assert!(
+        matches!(&planned, Planned::Pending { message } if message.contains("2026-12-04T05:00:00Z")),
+        "{planned:?}"
+    );
 }

@@ -21,7 +21,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{reflector, watcher};
 use serde_json::json;
 
-use crate::harness::{C1Env, Harness, NS, requeue_of};
+use crate::harness::{C1Env, Harness, IcEnv, NS, requeue_of};
 use crate::support::fake_http::Recorded;
 use crate::support::fake_instaclustr::{self, FakeInstaclustr, list_path};
 
@@ -381,20 +381,10 @@ async fn conductorone_kinds_resync_from_one_list_per_scope() {
 
 #[tokio::test]
 async fn persona_access_controls_resync_from_one_list_per_cluster() {
-    let h = Harness::new().await;
-    let ic = FakeInstaclustr::start().await;
-    ic.add_account("ops", "key");
+    let IcEnv { h, ic } = IcEnv::new().await;
     let (cluster, vs) = ("gw-1", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
     ic.add_virtual_server(cluster, vs);
     ic.set_visibility_delay(Duration::ZERO);
-    h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-        .await;
-    h.apply_connection(
-        "ic",
-        json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
-    )
-    .await;
-    h.reconcile_connection("ic").await;
     let names = names("persona");
     for (i, name) in names.iter().enumerate() {
         h.create::<PersonaAccessControl>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "PersonaAccessControl", "metadata": {"name": name},
