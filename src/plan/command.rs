@@ -11,6 +11,9 @@ use super::manifests::load;
 use super::planner::{Options, plan};
 use super::report::Format;
 
+/// The plan's `User-Agent` towards Kubernetes.
+pub const USER_AGENT: &str = concat!("accessplane-plan/", env!("CARGO_PKG_VERSION"));
+
 /// What the command line asked for.
 #[derive(Clone, Debug)]
 pub struct PlanCommand {
@@ -51,7 +54,12 @@ async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
     let (cluster, context_namespace) = if command.offline {
         (None, "default".to_string())
     } else {
-        let config = cluster_config(command.context.clone()).await?;
+        let mut config = cluster_config(command.context.clone()).await?;
+        // Audit logs and API Priority and Fairness tell a plan from the operator.
+        config.headers.push((
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        ));
         let namespace = config.default_namespace.clone();
         let client = kube::Client::try_from(config)
             .map_err(|e| format!("connecting to the cluster: {e}"))?;

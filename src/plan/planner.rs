@@ -43,16 +43,20 @@ pub struct Options {
     /// Where ClusterConnections' Secrets live (the operator's `--credentials-namespace`).
     pub credentials_namespace: String,
     /// `--prune`: resources in the cluster matching this label selector that the input
-    /// does not contain are planned for deletion (by their deletion policy).
+    /// does not contain are planned for deletion (by their deletion policy), in the
+    /// namespaces of the input and the default one.
     pub prune_selector: Option<String>,
 }
 
 /// A plan that could not be made (as opposed to a resource that is blocked).
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    #[error("--prune needs the cluster: listing {kind} with selector {selector:?}: {source}")]
+    #[error(
+        "--prune: listing {kind} in namespace {namespace} with selector {selector:?}: {source}"
+    )]
     Prune {
         kind: String,
+        namespace: String,
         selector: String,
         #[source]
         source: kube::Error,
@@ -324,21 +328,26 @@ impl Planner<'_> {
     async fn prune<K: ManagedObject>(&mut self) -> Result<(), PlanError> {
         let selector = self.options.prune_selector.clone().unwrap_or_default();
         let kind = K::kind(&()).to_string();
-        let listed = Api::<K>::all(self.kube.clone())
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|source| PlanError::Prune {
-                kind: kind.clone(),
-                selector: selector.clone(),
-                source,
-            })?;
+        let mut listed = vec![];
+        for namespace in self.prune_namespaces() {
+            let found = Api::<K>::namespaced(self.kube.clone(), &namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|source| PlanError::Prune {
+                    kind: kind.clone(),
+                    namespace: namespace.clone(),
+                    selector: selector.clone(),
+                    source,
+                })?;
+            listed.extend(found.items);
+        }
         let in_input: HashSet<(String, String)> = self
             .input
             .iter()
             .filter(|l| l.api_version() == GROUP_VERSION && l.kind() == kind)
             .map(|l| self.identity(l))
             .collect();
-        for obj in listed.items {
+        for obj in listed {
             let namespace = obj.namespace().unwrap_or_default();
             if in_input.contains(&(namespace.clone(), obj.name_any())) {
                 continue;
@@ -373,6 +382,19 @@ impl Planner<'_> {
             self.entries.push((usize::MAX, entry));
         }
         Ok(())
+    }
+
+    /// Where `--prune` looks, as `kubectl apply --prune`: the namespaces of the input's
+    /// resources and the default one (a namespaced Role is then enough to plan).
+    fn prune_namespaces(&self) -> std::collections::BTreeSet<String> {
+        let mut namespaces: std::collections::BTreeSet<String> = self
+            .input
+            .iter()
+            .filter(|l| l.api_version() == GROUP_VERSION && MANAGED_KINDS.contains(&l.kind()))
+            .map(|l| self.identity(l).0)
+            .collect();
+        namespaces.insert(self.options.default_namespace.clone());
+        namespaces
     }
 
     fn note_create(&mut self, loaded: &Loaded) {

@@ -14,4 +14,5 @@ mod e2e_mcp_toolset;
 mod economy;
 mod helm;
 mod leader;
+mod plan;
 mod rbac;

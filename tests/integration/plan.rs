@@ -878,3 +878,139 @@ async fn an_awaited_create_is_not_planned_again() {
         "{planned:?}"
     );
 }
+
+/// The outcomes not covered above, for the ConductorOne kinds: a converged toolset is a
+/// no-op; a toolset and a connector named by `externalId` are adopted; an `externalId`
+/// that does not exist blocks an entitlement and a connector with `NotFound`; and
+/// `--prune` deletes each kind's recorded upstream object.
+#[tokio::test]
+async fn conductorone_other_outcomes_and_prune() {
+    use accessplane::api::{AppEntitlement, Connector, McpToolset};
+    use accessplane::providers::conductorone::{
+        AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
+    };
+    let env = C1Env::new().await;
+    let h = &env.h;
+    let app = env.app.clone();
+    let under = env.c1.seed_connector(&app, "GitHub MCP");
+    let labelled = |kind: &str, name: &str, spec: Value| json!({"apiVersion": GV, "kind": kind, "metadata": {"name": name, "labels": {"plan": "test"}}, "spec": spec});
+    let toolset = |name: &str| json!({"connectionRef": {"name": "c1"}, "appId": app, "connectorId": under, "displayName": name});
+    let (ae, cn, ts) = (
+        h.engine(AppEntitlementProvider),
+        h.engine(ConnectorProvider),
+        h.engine(McpToolsetProvider),
+    );
+    h.create::<AppEntitlement>(labelled("AppEntitlement", "ae-gone", json!({"connectionRef": {"name": "c1"}, "appId": app, "displayName": "Gone", "alias": "gone"}))).await;
+    h.create::<Connector>(labelled("Connector", "cn-gone", json!({"connectionRef": {"name": "c1"}, "appId": app, "catalogId": "cat", "displayName": "Gone"}))).await;
+    h.create::<McpToolset>(labelled("McpToolset", "ts-gone", toolset("Gone")))
+        .await;
+    h.create::<McpToolset>(labelled("McpToolset", "ts-kept", toolset("Kept")))
+        .await;
+    h.settle_kind(&ae, "ae-gone", 5).await;
+    h.settle_kind(&cn, "cn-gone", 5).await;
+    h.settle_kind(&ts, "ts-gone", 6).await;
+    h.settle_kind(&ts, "ts-kept", 6).await;
+    let id = |plural: &str, name: &str| {
+        h.get(plural, name).unwrap()["status"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (ae_gone, cn_gone, ts_gone, ts_kept) = (
+        id("appentitlements", "ae-gone"),
+        id("connectors", "cn-gone"),
+        id("mcptoolsets", "ts-gone"),
+        id("mcptoolsets", "ts-kept"),
+    );
+    let legacy = env.c1.seed_connector(&app, "Legacy");
+    let input = [
+        manifest("McpToolset", "ts-kept", toolset("Kept")),
+        manifest("McpToolset", "ts-adopted", json!({"connectionRef": {"name": "c1"}, "appId": app, "connectorId": under, "externalId": ts_kept})),
+        manifest("Connector", "cn-adopted", json!({"connectionRef": {"name": "c1"}, "appId": app, "externalId": legacy, "description": "now managed"})),
+        manifest("AppEntitlement", "ae-missing", json!({"connectionRef": {"name": "c1"}, "appId": app, "externalId": "no-such-entitlement"})),
+        manifest("Connector", "cn-missing", json!({"connectionRef": {"name": "c1"}, "appId": app, "externalId": "no-such-connector"})),
+    ]
+    .concat();
+    let (kube_before, c1_before) = (kube_writes(h), env.c1.requests().len());
+
+    let plan = plan_of(h, &input, Some("plan=test")).await;
+
+    assert_eq!(kube_writes(h), kube_before);
+    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    assert_eq!(
+        actions(&plan),
+        [
+            ("ts-kept", Action::NoOp),
+            ("ts-adopted", Action::Adopt),
+            ("cn-adopted", Action::Adopt),
+            ("ae-missing", Action::Blocked),
+            ("cn-missing", Action::Blocked),
+            // --prune, by kind: connectors, entitlements, toolsets.
+            ("cn-gone", Action::Delete),
+            ("ae-gone", Action::Delete),
+            ("ts-gone", Action::Delete),
+        ],
+        "{plan:#?}"
+    );
+    assert_eq!(entry(&plan, "cn-adopted").fields, ["description"]);
+    assert_eq!(
+        entry(&plan, "ts-adopted").id.as_deref(),
+        Some(ts_kept.as_str())
+    );
+    for name in ["ae-missing", "cn-missing"] {
+        assert_eq!(
+            entry(&plan, name).reason.as_deref(),
+            Some("NotFound"),
+            "{name}"
+        );
+    }
+    for (name, id) in [
+        ("ae-gone", &ae_gone),
+        ("cn-gone", &cn_gone),
+        ("ts-gone", &ts_gone),
+    ] {
+        assert_eq!(entry(&plan, name).id.as_ref(), Some(id), "{name}");
+    }
+}
+
+/// PersonaAccessControl: an existing control under the id the spec names is adopted;
+/// `--prune` deletes a labelled control the input dropped.
+#[tokio::test]
+async fn persona_access_control_adopt_and_prune() {
+    use accessplane::api::PersonaAccessControl;
+    use accessplane::providers::instaclustr::PersonaAccessControlProvider;
+    const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+    let IcEnv { h, ic } = IcEnv::new().await;
+    ic.add_virtual_server("gw-1", VS);
+    let spec = |role: &str| json!({"connectionRef": {"name": "ic"}, "clusterId": "gw-1", "virtualServerId": VS, "personaRole": role, "type": "DENYLIST"});
+    let engine = h.engine(PersonaAccessControlProvider::default());
+    h.create::<PersonaAccessControl>(json!({"apiVersion": GV, "kind": "PersonaAccessControl", "metadata": {"name": "gone", "labels": {"plan": "test"}}, "spec": spec("gone")})).await;
+    for _ in 0..40 {
+        h.pass(&engine, "gone").await;
+        if h.condition_of("personaaccesscontrols", "gone", "Ready").0 == "True" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seeded = ic
+        .seed_control(json!({"virtualServerId": VS, "personaRole": "auditor", "type": "DENYLIST"}));
+
+    let plan = plan_of(
+        &h,
+        &manifest("PersonaAccessControl", "auditor", spec("auditor")),
+        Some("plan=test"),
+    )
+    .await;
+
+    assert_eq!(
+        actions(&plan),
+        [("auditor", Action::Adopt), ("gone", Action::Delete)],
+        "{plan:#?}"
+    );
+    assert_eq!(entry(&plan, "auditor").id.as_deref(), Some(seeded.as_str()));
+    assert_eq!(
+        entry(&plan, "gone").id.as_deref(),
+        Some(format!("{VS}_gone").as_str())
+    );
+    assert_eq!(ic.writes(), 1, "only the reconcile's create of `gone`");
+}
