@@ -324,6 +324,60 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     }
 }
 
+/// Where a resource's upstream object stands once its id (if any) has been read: the
+/// step of the decision the reconciler and `accessplane plan` share.
+pub enum Located<O> {
+    /// The object (`recovered`: found by natural key after an interrupted create — it is
+    /// the resource's own, and its id is to be recorded).
+    Found { observed: O, recovered: bool },
+    /// Nothing upstream: the resource creates it.
+    Create,
+    /// Adopted or observed, and absent: `Ready=False/NotFound` with this message.
+    NotFound(String),
+}
+
+/// Decides what an object whose read found `observed` (under `id`, the id it records,
+/// adopts or follows from its spec) faces. Without an object: an adoption or `Observe`
+/// with an id is not found; a create in doubt (`in_doubt`) or `Observe` without id
+/// looks the natural key up (never for deterministic ids, which cannot duplicate).
+pub async fn locate<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    cx: &Cx<'_, K, P::Inputs>,
+    id: Option<&str>,
+    observed: Option<P::Observed>,
+    in_doubt: bool,
+) -> Result<Located<P::Observed>, EngineError> {
+    if let Some(observed) = observed {
+        return Ok(Located::Found {
+            observed,
+            recovered: false,
+        });
+    }
+    let managed = cx.obj.managed();
+    let observe_only = managed.management() == crate::api::envelope::ManagementPolicy::Observe;
+    if id.is_some() && (managed.external_id.is_some() || observe_only) {
+        return Ok(Located::NotFound(not_found_message(id)));
+    }
+    let deterministic = provider.deterministic_id(cx.obj).is_some();
+    let mut candidates = if (in_doubt || observe_only) && !deterministic {
+        provider.find(cx).await?
+    } else {
+        vec![]
+    };
+    match candidates.len() {
+        0 if observe_only => Ok(Located::NotFound(not_found_message(None))),
+        0 => Ok(Located::Create),
+        1 => Ok(Located::Found {
+            observed: candidates.pop().expect("one candidate"),
+            recovered: !observe_only,
+        }),
+        _ => {
+            let ids: Vec<String> = candidates.iter().map(|c| provider.id_of(c)).collect();
+            Err(ambiguous_create(&ids))
+        }
+    }
+}
+
 /// Why an adopted or observed resource shows `NotFound`: no object under `id`, or (no
 /// id) none matching its natural key.
 pub fn not_found_message(id: Option<&str>) -> String {

@@ -4,18 +4,17 @@
 //! cannot happen: the client given is read-only ([`UpstreamClient::read_only`]) and
 //! nothing here calls a provider's `create`, `update` or `delete`.
 //!
-//! The decision follows [`super::reconciler`]'s `converge` in order: the id the resource
-//! records (or adopts with `externalId`, or follows from its spec), the upstream object
-//! under that id, then refusal, diff and unresolved parts; no object means create (or,
-//! for an adoption or `Observe`, not found). It mirrors that order rather than sharing
-//! it: the next step of issue #18 splits `converge` into this decision and its
-//! execution, so that there is one decision. Until then a change to `converge`'s
-//! decision must be made here too.
+//! The decision is the reconciler's: the id the resource records (or adopts with
+//! `externalId`, or follows from its spec), the upstream object under that id, then the
+//! shared [`super::locate`] step (found, recovered after an interrupted create, not
+//! found, or to be created), the provider's refusal, diff and unresolved parts, and its
+//! write gate. What the reconciler adds around it — purposes and snapshots of the
+//! observation, pending-write timing, crash-safe marks, status — has no place in a plan.
 
 use std::collections::HashMap;
 
 use super::conditions::reason;
-use super::{Cx, EngineError, ManagedObject, Provider, recorded_id};
+use super::{Cx, EngineError, Located, ManagedObject, Provider, recorded_id};
 use crate::api::envelope::ManagementPolicy;
 use crate::upstream::{Call, UpstreamClient};
 
@@ -99,7 +98,7 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
         || super::create_mark(obj).is_some();
     let is_deterministic = deterministic.is_some();
     let id = recorded.clone().or(deterministic);
-    let mut observed = match (&id, listed) {
+    let observed = match (&id, listed) {
         (Some(id), Some(listed)) => match listed.get(id) {
             Some(item) => Some(provider.complete(cx, item.clone()).await?),
             // As the reconciler: a deterministic id absent from a fresh List is absent;
@@ -110,55 +109,44 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
         (Some(id), None) => provider.observe(cx, id).await?,
         (None, _) => None,
     };
-    // A create in doubt (marked, no id recorded) is looked up by natural key first, as
-    // the reconciler does: the object it may have made is ours, not a second create.
+    // An accepted asynchronous create not visible yet: the operator waits for it (and
+    // re-sends only if it never shows); nothing new would be sent now.
     if observed.is_none()
-        && !is_deterministic
-        && (super::create_in_doubt(obj) || (observe_only && id.is_none()))
-    {
-        let mut candidates = provider.find(cx).await?;
-        match candidates.len() {
-            0 => {}
-            1 => observed = candidates.pop(),
-            _ => {
-                let ids: Vec<String> = candidates.iter().map(|c| provider.id_of(c)).collect();
-                return Err(super::ambiguous_create(&ids));
-            }
-        }
-    }
-    let Some(observed) = observed else {
-        // An accepted asynchronous create not visible yet: the operator waits for it
-        // (and re-sends only if it never shows); nothing new would be sent now.
-        if let Some(pending) = obj
+        && let Some(pending) = obj
             .managed_status()
             .and_then(|s| s.pending.as_ref())
             .filter(|p| p.operation == "Create")
-        {
-            return Ok(Planned::Pending {
-                message: format!(
-                    "a create accepted upstream at {} is not visible yet; the operator waits for it",
-                    pending.requested_at
-                ),
-            });
-        }
-        if managed.external_id.is_some() || observe_only {
+    {
+        return Ok(Planned::Pending {
+            message: format!(
+                "a create accepted upstream at {} is not visible yet; the operator waits for it",
+                pending.requested_at
+            ),
+        });
+    }
+    let in_doubt = super::create_in_doubt(obj);
+    let observed = match super::locate(provider, cx, id.as_deref(), observed, in_doubt).await? {
+        Located::Found { observed, .. } => observed,
+        Located::NotFound(message) => {
             return Ok(Planned::Blocked {
                 reason: reason::NOT_FOUND,
-                message: super::not_found_message(id.as_deref()),
+                message,
             });
         }
-        // Writes wait for the provider's gate (a busy gateway cluster), as they would.
-        provider.write_gate(cx).await?;
-        // As the reconciler, which compares what the create answered with the spec and
-        // updates what a create cannot set.
-        let mut requests = provider.create_calls(cx);
-        if let Some(created) = provider.created_state(cx) {
-            let diff = provider.diff(cx, &created);
-            if !diff.is_empty() {
-                requests.extend(provider.update_calls(cx, &created, &diff));
+        Located::Create => {
+            // Writes wait for the provider's gate (a busy gateway cluster), as they would.
+            provider.write_gate(cx).await?;
+            // As the reconciler, which compares what the create answered with the spec
+            // and updates what a create cannot set.
+            let mut requests = provider.create_calls(cx);
+            if let Some(created) = provider.created_state(cx) {
+                let diff = provider.diff(cx, &created);
+                if !diff.is_empty() {
+                    requests.extend(provider.update_calls(cx, &created, &diff));
+                }
             }
+            return Ok(Planned::Create { requests });
         }
-        return Ok(Planned::Create { requests });
     };
     let id = provider.id_of(&observed);
     let adopted = !ours;

@@ -13,6 +13,7 @@ use kube::runtime::reflector::Store;
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use super::Located;
 use super::conditions::{self, ConditionValue, READY, SYNCED, reason};
 use super::events::{EventPublisher, Note};
 use super::identity::ObjectKey;
@@ -414,17 +415,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     v.pending = Some(pending);
                     return Ok(v);
                 }
-                if managed.external_id.is_some() || observe_only {
-                    return Ok(Verdict::new(
-                        ConditionValue::new(
-                            false,
-                            reason::NOT_FOUND,
-                            super::not_found_message(Some(id)),
-                        ),
-                        self.resync(obj),
-                    ));
-                }
-                if recorded_id(obj).is_some() {
+                if recorded_id(obj).is_some() && managed.external_id.is_none() && !observe_only {
                     // The object the operator created is gone (deleted out of band): recreate it.
                     tracing::info!(id, "upstream object is gone; creating it again");
                 }
@@ -432,48 +423,33 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         }
 
         let mut recorded_adoption = false;
-        let observed = match observed {
-            Some(o) => o,
-            None => {
-                let pending_create = self.create_in_doubt(obj);
-                let deterministic = self.provider.deterministic_id(obj).is_some();
-                let candidates = if (pending_create || observe_only) && !deterministic {
-                    self.provider.find(&cx).await?
-                } else {
-                    vec![]
-                };
-                match candidates.len() {
-                    0 if observe_only => {
-                        return Ok(Verdict::new(
-                            ConditionValue::new(
-                                false,
-                                reason::NOT_FOUND,
-                                super::not_found_message(None),
-                            ),
-                            self.resync(obj),
-                        ));
+        let in_doubt = self.create_in_doubt(obj);
+        let observed =
+            match super::locate(&self.provider, &cx, known_id.as_deref(), observed, in_doubt)
+                .await?
+            {
+                Located::Found {
+                    observed,
+                    recovered,
+                } => {
+                    if recovered {
+                        // A create whose response was lost: the object is ours; the
+                        // status records its id.
+                        let id = self.provider.id_of(&observed);
+                        tracing::info!(id, "recovered an interrupted create");
+                        self.learned(obj, &id, None);
+                        recorded_adoption = true;
                     }
-                    0 => return self.create(api, obj, &cx).await,
-                    1 => {
-                        let found = candidates.into_iter().next().unwrap();
-                        if !observe_only {
-                            // A create whose response was lost: the object is ours; the
-                            // status records its id.
-                            let id = self.provider.id_of(&found);
-                            tracing::info!(id, "recovered an interrupted create");
-                            self.learned(obj, &id, None);
-                            recorded_adoption = true;
-                        }
-                        found
-                    }
-                    _ => {
-                        let ids: Vec<String> =
-                            candidates.iter().map(|c| self.provider.id_of(c)).collect();
-                        return Err(super::ambiguous_create(&ids));
-                    }
+                    observed
                 }
-            }
-        };
+                Located::Create => return self.create(api, obj, &cx).await,
+                Located::NotFound(message) => {
+                    return Ok(Verdict::new(
+                        ConditionValue::new(false, reason::NOT_FOUND, message),
+                        self.resync(obj),
+                    ));
+                }
+            };
         let id = self.provider.id_of(&observed);
         if !recorded_adoption
             && !observe_only

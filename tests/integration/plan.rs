@@ -1014,3 +1014,37 @@ async fn persona_access_control_adopt_and_prune() {
     );
     assert_eq!(ic.writes(), 1, "only the reconcile's create of `gone`");
 }
+
+/// A create in doubt (marked, no id recorded: a crash after the POST) is looked up by
+/// natural key as the reconciler does, and found: the object is the resource's own, not
+/// something to create a second time.
+#[tokio::test]
+async fn a_create_in_doubt_is_recovered_not_planned_twice() {
+    use accessplane::engine::plan::{Planned, plan as plan_one};
+    use accessplane::providers::serval::AccessProfileProvider;
+    let h = Harness::new().await;
+    let seeded = h
+        .serval
+        .seed_profile(json!({"teamId": TEAM, "name": "Recovered"}));
+    let in_doubt: accessplane::api::AccessProfile = serde_json::from_value(json!({
+        "apiVersion": GV, "kind": "AccessProfile",
+        "metadata": {"name": "recovered", "namespace": NS,
+                     "annotations": {"accessplane.io/create-attempted": "2026-12-04T05:00:00Z"}},
+        "spec": {"connectionRef": {"name": "serval"}, "teamId": TEAM, "name": "Recovered"}
+    }))
+    .unwrap();
+
+    let planned = plan_one(
+        &AccessProfileProvider,
+        &in_doubt,
+        &h.read_only_serval(),
+        &(),
+        None,
+    )
+    .await;
+
+    assert!(
+        matches!(&planned, Planned::NoOp { id, adopted: false } if *id == seeded),
+        "{planned:?}"
+    );
+}
