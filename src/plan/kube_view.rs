@@ -120,7 +120,7 @@ impl KubeView {
 }
 
 /// What only the cluster knows of an object, onto the input's copy.
-fn merge_cluster_state(obj: &mut Value, cluster: &Value) {
+pub(super) fn merge_cluster_state(obj: &mut Value, cluster: &Value) {
     for field in [
         "uid",
         "resourceVersion",

@@ -18,7 +18,7 @@ use kube::api::{Api, ListParams};
 use serde_json::Value;
 
 use super::connections::PlanConnections;
-use super::kube_view::KubeView;
+use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
 use super::report::{Action, Entry, Plan, PlannedRequest};
 use crate::api::GROUP_VERSION;
@@ -235,19 +235,18 @@ impl Planner<'_> {
         validate_rules(rules, &manifest, cluster_copy.as_ref())
             .map_err(|message| Settled::blocked(INVALID, message))?;
         // The resource as the reconciler will see it after the apply: the input's spec,
-        // the cluster's status and the operator's own annotations.
-        let obj = Api::<K>::namespaced(self.kube.clone(), &namespace)
-            .get(&name)
-            .await
-            .map_err(|e| {
-                Settled::blocked(
-                    crate::engine::conditions::reason::ERROR,
-                    format!(
-                        "{}: reading it with the cluster's state: {e}",
-                        loaded.source
-                    ),
-                )
-            })?;
+        // the cluster's status and the operator's own annotations (as the view serves it
+        // to the providers).
+        let mut merged = manifest;
+        if let Some(copy) = &cluster_copy {
+            merge_cluster_state(&mut merged, copy);
+        }
+        let obj: K = serde_json::from_value(merged).map_err(|e| {
+            Settled::blocked(
+                crate::engine::conditions::reason::ERROR,
+                format!("{}: with the cluster copy's status: {e}", loaded.source),
+            )
+        })?;
         if let Some(after) = self.created_first(provider, &obj) {
             return Err(after);
         }
@@ -299,8 +298,8 @@ impl Planner<'_> {
         })
     }
 
-    /// The cluster's copy of a resource, if any (for rules about changes, e.g. an
-    /// immutable field).
+    /// The cluster's copy of a resource, if any: its status and the operator's marks, and
+    /// the old object of rules about changes (an immutable field). A GET: reads only.
     async fn cluster_copy<K: ManagedObject>(
         &self,
         namespace: &str,
