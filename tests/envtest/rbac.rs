@@ -158,16 +158,23 @@ pub fn create_resources(env: &Envtest, ns: &str, serval: &FakeServal) {
 
 /// The operator's requests in the audit log: none refused, all with its User-Agent.
 fn check_audit(env: &Envtest, user: &str) {
-    let events: Vec<Value> = env
-        .audit_events()
-        .into_iter()
-        .filter(|e| e["user"]["username"] == user)
-        .collect();
+    let events = audited(env, user, accessplane::USER_AGENT);
     assert!(
         events.len() > 10,
         "few requests of {user}: {}",
         events.len()
     );
+}
+
+/// The audit log's requests of `user` (at least one): none refused (401/403), every one
+/// with User-Agent `agent`.
+pub fn audited(env: &Envtest, user: &str, agent: &str) -> Vec<Value> {
+    let events: Vec<Value> = env
+        .audit_events()
+        .into_iter()
+        .filter(|e| e["user"]["username"] == user)
+        .collect();
+    assert!(!events.is_empty(), "no audited request of {user}");
     let refused: Vec<String> = events
         .iter()
         .filter(|e| {
@@ -181,7 +188,6 @@ fn check_audit(env: &Envtest, user: &str) {
         refused.is_empty(),
         "requests of {user} refused: {refused:?}"
     );
-    let agent = concat!("accessplane/", env!("CARGO_PKG_VERSION"));
     let other: Vec<String> = events
         .iter()
         .filter(|e| e["userAgent"] != agent)
@@ -191,6 +197,7 @@ fn check_audit(env: &Envtest, user: &str) {
         other.is_empty(),
         "requests without User-Agent {agent}: {other:?}"
     );
+    events
 }
 
 /// `kubectl auth can-i VERB RESOURCE -n NS` as `user`.

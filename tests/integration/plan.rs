@@ -10,6 +10,7 @@ use accessplane::plan::report::{Action, Entry, Format, Plan, PlannedRequest, RED
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM};
+use crate::support::envtest::output;
 use crate::support::fake_http::Recorded;
 
 const GV: &str = "accessplane.io/v1alpha1";
@@ -617,23 +618,9 @@ async fn the_binary_exits_like_terraform_detailed_exitcode() {
     let run = |binary: std::path::PathBuf, args: Vec<&'static str>, stdin: String| {
         let kubeconfig = kubeconfig.clone();
         tokio::task::spawn_blocking(move || {
-            use std::io::Write;
-            let mut child = std::process::Command::new(binary)
-                .args(args)
-                .env_clear()
-                .env("KUBECONFIG", kubeconfig)
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(stdin.as_bytes())
-                .unwrap();
-            let out = child.wait_with_output().unwrap();
+            let mut plan = std::process::Command::new(binary);
+            plan.env_clear();
+            let out = output(plan, &args, &kubeconfig, Some(&stdin));
             (
                 out.status.code().unwrap(),
                 String::from_utf8(out.stdout).unwrap(),

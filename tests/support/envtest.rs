@@ -562,7 +562,8 @@ fn run(bin: &Path, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Out
     output(Command::new(bin), args, kubeconfig, stdin)
 }
 
-fn output(mut cmd: Command, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Output {
+/// Runs `cmd` with `args` against `kubeconfig`, feeding `stdin` if any; its output.
+pub fn output(mut cmd: Command, args: &[&str], kubeconfig: &Path, stdin: Option<&str>) -> Output {
     use std::io::Write;
     cmd.args(args)
         .env("KUBECONFIG", kubeconfig)
