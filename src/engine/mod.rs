@@ -261,6 +261,17 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         id: &str,
     ) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
 
+    /// The upstream value of the managed field `field` (a spec name), as `accessplane
+    /// plan` shows it next to the spec's value; `None` when not shown (unknown, or never
+    /// printed: a Connector's configuration).
+    fn observed_value(
+        &self,
+        _observed: &Self::Observed,
+        _field: &str,
+    ) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Why this upstream object must never be updated, if so.
     fn refuse_update(&self, _observed: &Self::Observed) -> Option<String> {
         None

@@ -22,6 +22,38 @@ use crate::upstream::{Call, UpstreamClient};
 /// requests that follow the create.
 pub const CREATED_ID: &str = "CREATED_ID";
 
+/// One differing managed field: its upstream value now and the spec's (`None` where not
+/// shown: unknown, or never printed, as a Connector's configuration).
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FieldChange {
+    pub field: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<serde_json::Value>,
+}
+
+/// The values of the differing `fields`, upstream and in the spec.
+fn changes<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    obj: &K,
+    observed: &P::Observed,
+    fields: &[&'static str],
+) -> Vec<FieldChange> {
+    let spec = serde_json::to_value(obj)
+        .ok()
+        .and_then(|o| o.get("spec").cloned())
+        .unwrap_or_default();
+    fields
+        .iter()
+        .map(|field| FieldChange {
+            field,
+            from: provider.observed_value(observed, field),
+            to: spec.get(*field).cloned(),
+        })
+        .collect()
+}
+
 /// What the reconciler would do with one resource.
 #[derive(Debug)]
 pub enum Planned {
@@ -33,6 +65,7 @@ pub enum Planned {
     Update {
         id: String,
         fields: Vec<&'static str>,
+        changes: Vec<FieldChange>,
         requests: Vec<Call>,
         adopted: bool,
         /// Parts no update achieves (e.g. a tool that is not approved): the reason and
@@ -45,6 +78,7 @@ pub enum Planned {
     Drifted {
         id: String,
         fields: Vec<&'static str>,
+        changes: Vec<FieldChange>,
     },
     /// An accepted asynchronous write is awaited: nothing is sent now.
     Pending { message: String },
@@ -165,12 +199,14 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
     if observe_only {
         return Ok(Planned::Drifted {
             id,
+            changes: changes(provider, obj, &observed, &diff.fields),
             fields: diff.fields,
         });
     }
     provider.write_gate(cx).await?;
     Ok(Planned::Update {
         requests: provider.update_calls(cx, &observed, &diff),
+        changes: changes(provider, obj, &observed, &diff.fields),
         id,
         fields: diff.fields,
         adopted,

@@ -374,6 +374,7 @@ impl Planner<'_> {
                 action,
                 id,
                 fields: vec![],
+                changes: vec![],
                 requests: vec![],
                 reason: None,
                 message: Some(message),
@@ -425,6 +426,7 @@ impl Planner<'_> {
             action: Action::NoOp,
             id: None,
             fields: vec![],
+            changes: vec![],
             requests: vec![],
             reason: None,
             message: None,
@@ -524,10 +526,12 @@ fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
         Planned::Update {
             id,
             fields,
+            changes,
             requests: calls,
             adopted,
             unresolved,
         } => {
+            entry.changes = changes;
             entry.action = if adopted {
                 Action::Adopt
             } else {
@@ -548,7 +552,12 @@ fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
                 entry.message = Some("an existing upstream object is taken over unchanged".into());
             }
         }
-        Planned::Drifted { id, fields } => {
+        Planned::Drifted {
+            id,
+            fields,
+            changes,
+        } => {
+            entry.changes = changes;
             entry.action = Action::NoOp;
             entry.id = Some(id);
             entry.reason = Some(crate::engine::conditions::reason::DRIFTED.into());

@@ -9,6 +9,7 @@ use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::engine::plan::FieldChange;
 use crate::upstream::Call;
 
 /// The version of the JSON document (`"formatVersion"`); bumped only on a breaking change.
@@ -86,6 +87,21 @@ impl From<&Call> for PlannedRequest {
     }
 }
 
+/// `field: <upstream now> → <spec>` (`(hidden)` for a value not shown).
+fn change_line(change: &FieldChange) -> String {
+    let shown = |value: &Option<Value>| {
+        value
+            .as_ref()
+            .map_or_else(|| "(hidden)".to_string(), Value::to_string)
+    };
+    format!(
+        "{}: {} → {}",
+        change.field,
+        shown(&change.from),
+        shown(&change.to)
+    )
+}
+
 fn redact(value: &mut Value, secrets: &[secrecy::SecretString]) {
     match value {
         Value::String(text) if secrets.iter().any(|s| s.expose_secret() == text) => {
@@ -113,6 +129,10 @@ pub struct Entry {
     /// Managed fields that differ (update, adopt), in the order they would be sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<String>,
+    /// The same fields with their upstream value now (`from`) and the spec's (`to`),
+    /// each left out where not shown (a Connector's configuration never is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<FieldChange>,
     /// The requests, in order.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<PlannedRequest>,
@@ -231,6 +251,9 @@ impl Plan {
             if !entry.fields.is_empty() {
                 let _ = writeln!(out, "        fields: {}", entry.fields.join(", "));
             }
+            for change in &entry.changes {
+                let _ = writeln!(out, "          {}", change_line(change));
+            }
             for request in &entry.requests {
                 let _ = writeln!(out, "        {} {}", request.method, request.path);
                 if let Some(body) = &request.body {
@@ -253,6 +276,9 @@ impl Plan {
             let mut details = vec![];
             if !entry.fields.is_empty() {
                 details.push(format!("fields: {}", entry.fields.join(", ")));
+            }
+            for change in &entry.changes {
+                details.push(format!("`{}`", change_line(change)));
             }
             for request in &entry.requests {
                 details.push(format!("`{} {}`", request.method, request.path));
@@ -290,6 +316,7 @@ mod tests {
             action,
             id: None,
             fields: vec![],
+            changes: vec![],
             requests: vec![],
             reason: None,
             message: None,
@@ -327,6 +354,11 @@ mod tests {
         let mut update = entry(Action::Update);
         update.id = Some("ap-1".into());
         update.fields = vec!["description".into()];
+        update.changes = vec![FieldChange {
+            field: "description",
+            from: Some(json!("old")),
+            to: Some(json!("new")),
+        }];
         update.requests = vec![PlannedRequest {
             method: "PUT".into(),
             path: "/v2/access-profiles/ap-1".into(),
@@ -339,6 +371,8 @@ mod tests {
         let plan = Plan {
             entries: vec![update, blocked],
         };
+        let text = plan.render(Format::Text { colour: false });
+        assert!(text.contains("description: \"old\" → \"new\""), "{text}");
         let doc: Value = serde_json::from_str(&plan.render(Format::Json)).unwrap();
         assert_eq!(
             doc,
@@ -347,6 +381,7 @@ mod tests {
                 "entries": [
                     {"source": "a.yaml#1", "kind": "AccessProfile", "namespace": "team", "name": "oncall",
                      "action": "update", "id": "ap-1", "fields": ["description"],
+                     "changes": [{"field": "description", "from": "old", "to": "new"}],
                      "requests": [{"method": "PUT", "path": "/v2/access-profiles/ap-1", "body": {"description": "new"}}]},
                     {"source": "a.yaml#1", "kind": "AccessProfile", "namespace": "team", "name": "other",
                      "action": "blocked", "reason": "ConnectionNotAllowed",

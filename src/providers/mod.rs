@@ -203,6 +203,15 @@ pub(crate) fn offline_client() -> UpstreamClient {
     UpstreamClient::new(config).unwrap()
 }
 
+/// `field` of an observed object whose JSON names are the spec's (for
+/// [`crate::engine::Provider::observed_value`]).
+pub fn field_of(observed: &impl serde::Serialize, field: &str) -> Option<serde_json::Value> {
+    serde_json::to_value(observed)
+        .ok()?
+        .get_mut(field)
+        .map(serde_json::Value::take)
+}
+
 #[cfg(test)]
 mod tests {
     use super::segment;

@@ -162,6 +162,16 @@ async fn serval_outcomes_without_writes_then_the_reconcile_does_what_the_plan_sa
         ]
     );
     assert_eq!(entry(&plan, "existing").fields, ["description"]);
+    let change = &entry(&plan, "existing").changes[0];
+    assert_eq!(
+        (change.field, change.from.clone(), change.to.clone()),
+        (
+            "description",
+            Some(json!("Break-glass access")),
+            Some(json!("Changed in Git"))
+        ),
+        "upstream now, then the spec"
+    );
     assert_eq!(entry(&plan, "adopted").fields, ["description"]);
     assert_eq!(entry(&plan, "adopted").id.as_deref(), Some(seeded.as_str()));
     let ghost = entry(&plan, "ghost");
@@ -445,6 +455,30 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
             assert_eq!(body, pbody);
         }
     }
+
+    // A rotated configuration value in the input: an update of `config` whose values
+    // are never shown, upstream (not read back) or from the Secret.
+    let rotated = "ghp_rotated_secret_value";
+    let input = secret.replace(token, rotated) + &connector;
+    let plan = plan_of(h, &input, None).await;
+    let github = entry(&plan, "github");
+    assert_eq!(
+        (github.action, github.fields.clone()),
+        (Action::Update, vec!["config".to_string()]),
+        "{github:?}"
+    );
+    assert_eq!(
+        (github.changes[0].from.clone(), github.changes[0].to.clone()),
+        (None, None)
+    );
+    for format in [
+        Format::Json,
+        Format::Markdown,
+        Format::Text { colour: false },
+    ] {
+        let text = plan.render(format);
+        assert!(!text.contains(rotated) && !text.contains(token), "{text}");
+    }
 }
 
 /// A toolset whose tools change: the update's binding requests (added and removed) as
@@ -481,6 +515,12 @@ async fn toolset_binding_changes_are_planned_as_sent() {
     let readers = entry(&plan, "readers");
     assert_eq!(readers.action, Action::Update, "{readers:?}");
     assert_eq!(readers.fields, ["tools"]);
+    assert_eq!(
+        readers.changes[0].from,
+        Some(json!([search])),
+        "bound now, by id"
+    );
+    assert_eq!(readers.changes[0].to, Some(json!([{"id": files}])));
     let expected = planned(&readers.requests);
     assert!(
         expected.len() >= 2,

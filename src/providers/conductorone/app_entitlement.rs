@@ -295,6 +295,10 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
             .collect())
     }
 
+    fn observed_value(&self, observed: &Entitlement, field: &str) -> Option<Value> {
+        Some(observed.field(field))
+    }
+
     fn diff(&self, cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Diff {
         let entity = observed.entity();
         let mut diff = Diff::default();

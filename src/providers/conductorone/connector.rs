@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Resource, ResourceExt};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
@@ -39,7 +39,7 @@ const CREATE_FIELDS: &[&str] = &["catalogId", "displayName", "description", "use
 const ENV_CONFIG_TYPE: &str = "type.googleapis.com/c1.api.app.v1.EnvConfig";
 
 /// A connector `C` as ConductorOne returns it (protobuf JSON: `null` means unset).
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamConnector {
     #[serde(default)]
@@ -54,7 +54,7 @@ pub struct UpstreamConnector {
     deleted_at: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct SyncState {
     status: Option<String>,
@@ -321,6 +321,11 @@ impl Provider<Connector> for ConnectorProvider {
                 .is_some_and(|c| Some(c.hash.as_str()) != sent_config_hash(cx.obj)),
         );
         diff
+    }
+
+    /// The connector's fields; never the configuration (not read back, and secret).
+    fn observed_value(&self, observed: &UpstreamConnector, field: &str) -> Option<Value> {
+        crate::providers::field_of(observed, field)
     }
 
     /// The create body as stored: the configuration (and the profile lists) are then

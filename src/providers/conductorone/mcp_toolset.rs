@@ -448,6 +448,17 @@ impl Provider<McpToolset> for McpToolsetProvider {
         self.load(cx, listed.profile).await
     }
 
+    /// Tools as the ids bound now (the spec may select them by name).
+    fn observed_value(&self, observed: &Toolset, field: &str) -> Option<Value> {
+        let profile = &observed.profile;
+        match field {
+            "displayName" => Some(json!(profile.display_name)),
+            "description" => Some(json!(profile.description)),
+            TOOLS => observed.tools.as_ref().map(|t| json!(t.bound)),
+            _ => None,
+        }
+    }
+
     fn diff(&self, cx: &Cx<'_, McpToolset, ConnectorIds>, observed: &Toolset) -> Diff {
         let spec = &cx.obj.spec;
         let profile = &observed.profile;

@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::api::PersonaAccessControl;
@@ -29,7 +29,7 @@ const OPERATION_FAILED: &str = "OPERATION_FAILED";
 const CLUSTER_STATE_TTL: Duration = Duration::from_secs(2);
 
 /// A persona access control as the gateway shows it.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Control {
     pub id: String,
@@ -177,6 +177,10 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         cx.upstream
             .json(Call::get("list_persona_access_controls", path))
             .await
+    }
+
+    fn observed_value(&self, observed: &Control, field: &str) -> Option<Value> {
+        crate::providers::field_of(observed, field)
     }
 
     fn diff(&self, cx: &Cx<'_, PersonaAccessControl>, observed: &Control) -> Diff {

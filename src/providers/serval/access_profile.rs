@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::api::access_profile::{
@@ -18,7 +18,7 @@ const MATCH_TYPE_UNSPECIFIED: &str = "ACCESS_PROFILE_GROUP_MATCH_TYPE_UNSPECIFIE
 const PAGE_SIZE: usize = 1000;
 
 /// An access profile as Serval returns it. Missing fields read as empty.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServalProfile {
     pub id: String,
@@ -30,13 +30,13 @@ pub struct ServalProfile {
     pub grants: Option<ObservedGrants>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct ObservedCriteria {
     pub groups: Option<ObservedGroups>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObservedGroups {
     pub match_type: Option<String>,
@@ -44,20 +44,20 @@ pub struct ObservedGroups {
     pub excluded_group_ids: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObservedGrants {
     pub app_resource_roles: Vec<ObservedRole>,
     pub workflows: Vec<ObservedWorkflow>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObservedRole {
     pub app_resource_role_id: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObservedWorkflow {
     pub workflow_id: String,
@@ -255,6 +255,10 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         team_id: &str,
     ) -> Result<Vec<ServalProfile>, UpstreamError> {
         list_team(cx, team_id).await
+    }
+
+    fn observed_value(&self, observed: &ServalProfile, field: &str) -> Option<Value> {
+        crate::providers::field_of(observed, field)
     }
 
     fn diff(&self, cx: &Cx<'_, AccessProfile>, observed: &ServalProfile) -> Diff {
