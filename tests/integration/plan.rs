@@ -555,6 +555,35 @@ async fn toolset_binding_changes_are_planned_as_sent() {
         Some("ToolNotFound"),
         "{readers:?}"
     );
+
+    // A tool awaiting approval, with what is bound already: nothing can be sent for it,
+    // and the plan says why as the resource would.
+    let pending = env.c1.seed_tool(
+        &env.app,
+        &connector,
+        "delete_repo",
+        "MCP_TOOL_STATE_PENDING",
+    );
+    let unapproved = plan_of(
+        h,
+        &manifest(
+            "McpToolset",
+            "readers",
+            spec(json!([{"id": files}, {"id": pending}])),
+        ),
+        None,
+    )
+    .await;
+    let readers = entry(&unapproved, "readers");
+    assert_eq!(
+        (readers.action, readers.reason.as_deref()),
+        (Action::Blocked, Some("ToolNotApproved")),
+        "{readers:?}"
+    );
+    assert!(
+        readers.message.as_ref().unwrap().contains(&pending),
+        "names the tool: {readers:?}"
+    );
 }
 
 /// PersonaAccessControl: a create (its one request), and a write the gateway cluster
