@@ -389,6 +389,21 @@ pub async fn locate<K: ManagedObject, P: Provider<K>>(
     }
 }
 
+/// The key of the objects one List answers: the Connection (per namespace; one
+/// ClusterConnection's across namespaces, `*` being no namespace name) and the
+/// provider's list scope. `None` for kinds that read objects one by one.
+pub fn scope_key<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K) -> Option<String> {
+    let scope = provider.list_scope(obj)?;
+    let reference = &obj.managed().connection_ref;
+    let home = match reference.kind() {
+        crate::api::envelope::ConnectionKind::Connection => {
+            obj.meta().namespace.clone().unwrap_or_default()
+        }
+        crate::api::envelope::ConnectionKind::ClusterConnection => "*".into(),
+    };
+    Some(format!("{home}/{}/{scope}", reference.name))
+}
+
 /// Why an adopted or observed resource shows `NotFound`: no object under `id`, or (no
 /// id) none matching its natural key.
 pub fn not_found_message(id: Option<&str>) -> String {

@@ -1157,13 +1157,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Snapshots are per Connection and scope: every namespace using one ClusterConnection
     /// shares its Lists (`*` is no namespace name).
     fn scope_key(&self, obj: &K) -> Option<String> {
-        let scope = self.provider.list_scope(obj)?;
-        let reference = &obj.managed().connection_ref;
-        let home = match reference.kind() {
-            ConnectionKind::Connection => obj.namespace().unwrap_or_default(),
-            ConnectionKind::ClusterConnection => "*".into(),
-        };
-        Some(format!("{home}/{}/{scope}", reference.name))
+        super::scope_key(&self.provider, obj)
     }
 
     /// How many cached objects share the scope `key` (recounted once per list window).

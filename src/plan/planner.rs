@@ -22,9 +22,11 @@ use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
 use super::report::{Action, Entry, Plan, PlannedRequest};
 use crate::api::GROUP_VERSION;
-use crate::api::envelope::{ConnectionKind, DeletionPolicy};
+use crate::api::envelope::DeletionPolicy;
 use crate::engine::plan::{Planned, plan as plan_one};
-use crate::engine::{Cx, ManagedObject, Provider, effective_deletion_policy, recorded_id};
+use crate::engine::{
+    Cx, ManagedObject, Provider, effective_deletion_policy, recorded_id, scope_key,
+};
 use crate::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
 };
@@ -127,7 +129,8 @@ struct Prepared<K, I> {
     obj: K,
     client: UpstreamClient,
     inputs: I,
-    /// Connection and list scope: resources sharing it are read with one List.
+    /// List scope and its key (see [`scope_key`]): resources sharing it are read with
+    /// one List.
     scope: Option<(String, String)>,
 }
 
@@ -260,13 +263,7 @@ impl Planner<'_> {
             .resolve(&self.kube, &obj)
             .await
             .map_err(|e| Settled::blocked(e.ready_reason(), e.to_string()))?;
-        let home = match reference.kind() {
-            ConnectionKind::Connection => namespace.clone(),
-            ConnectionKind::ClusterConnection => "*".into(),
-        };
-        let scope = provider
-            .list_scope(&obj)
-            .map(|scope| (format!("{home}/{}", reference.name), scope));
+        let scope = provider.list_scope(&obj).zip(scope_key(provider, &obj));
         Ok(Prepared {
             at,
             obj,
@@ -501,13 +498,13 @@ async fn list_scopes<K: ManagedObject, P: Provider<K>>(
             upstream: &first.client,
             inputs: &first.inputs,
         };
-        match provider.list(&cx, &scope.1).await {
+        match provider.list(&cx, &scope.0).await {
             Ok(items) => {
                 let items = items.into_iter().map(|o| (provider.id_of(&o), o)).collect();
                 lists.insert(scope.clone(), items);
             }
             Err(error) => {
-                tracing::warn!(scope = %scope.1, %error, "listing the scope failed; reading its objects one by one");
+                tracing::warn!(scope = %scope.0, %error, "listing the scope failed; reading its objects one by one");
             }
         }
     }
