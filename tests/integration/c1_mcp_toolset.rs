@@ -14,7 +14,7 @@ use crate::harness::{C1Env, NS};
 use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_http::{Fault, FaultMatch};
 
-const PENDING: &str = "MCP_TOOL_STATE_PENDING";
+const PENDING: &str = "MCP_TOOL_STATE_PENDING_REVIEW";
 
 struct Env {
     e: C1Env,
@@ -366,7 +366,7 @@ async fn unapproved_and_unknown_tools_are_named_and_the_rest_bound() {
         ("False", "TerminalError")
     );
     assert!(
-        message.contains("tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING)"),
+        message.contains("tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING_REVIEW)"),
         "{message}"
     );
     assert!(

@@ -470,7 +470,7 @@ async fn toolsets_bindings_and_delete_cascade() {
         .seed_tool(&api.app, &conn, "write_file", TOOL_APPROVED);
     let pending = api
         .fake
-        .seed_tool(&api.app, &conn, "rm_rf", "MCP_TOOL_STATE_PENDING");
+        .seed_tool(&api.app, &conn, "rm_rf", "MCP_TOOL_STATE_PENDING_REVIEW");
     let base = api.toolsets(&conn);
 
     let (status, v) = api

@@ -5,6 +5,7 @@ mod support;
 mod argocd_application;
 mod argocd_health;
 mod c1_app_entitlement;
+mod c1_conformance;
 mod c1_connector;
 mod c1_mcp_toolset;
 mod chaos;

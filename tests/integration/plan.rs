@@ -562,7 +562,7 @@ async fn toolset_binding_changes_are_planned_as_sent() {
         &env.app,
         &connector,
         "delete_repo",
-        "MCP_TOOL_STATE_PENDING",
+        "MCP_TOOL_STATE_PENDING_REVIEW",
     );
     let unapproved = plan_of(
         h,

@@ -14,6 +14,11 @@
 //!   its entitlement.
 //! - Connector create requires `catalogId`; `config` must be an Any (`@type` set).
 //! - `aud` must be a single string; nonces are remembered only for accepted assertions.
+//!
+//! Every request the operator sends (its `User-Agent` starts with `accessplane`) and
+//! every `200` the fake answers is checked against ConductorOne's own OpenAPI document
+//! ([`super::c1_openapi`]); what breaks it is collected and fails the test when the fake
+//! is dropped (see [`FakeC1::nonconformities`]).
 #![allow(dead_code)]
 
 use std::{
@@ -31,6 +36,7 @@ use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use rand::{Rng, distr::Alphanumeric};
 use serde_json::{Map, Value, json};
 
+use super::c1_openapi;
 use super::fake_http::{Backend, FakeServer, Req, auth_param, reply};
 
 pub const TOKEN_PATH: &str = "/auth/v1/token";
@@ -62,6 +68,21 @@ pub struct FakeC1 {
     http: FakeServer<Inner>,
 }
 
+/// Fails the test that used the fake when the operator's requests or the fake's answers
+/// broke the vendor's OpenAPI document (unless the test is failing already).
+impl Drop for FakeC1 {
+    fn drop(&mut self) {
+        let found = self.nonconformities();
+        if !found.is_empty() && !std::thread::panicking() {
+            panic!(
+                "{} request(s)/response(s) break ConductorOne's OpenAPI document:\n{}",
+                found.len(),
+                found.join("\n")
+            );
+        }
+    }
+}
+
 /// The request log and fault controls (`requests`, `count`, `fail_next`, `set_chaos`, …)
 /// are the shared [`FakeServer`]'s.
 impl std::ops::Deref for FakeC1 {
@@ -88,6 +109,18 @@ impl FakeC1 {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.http.state()
+    }
+
+    /// What broke ConductorOne's OpenAPI document so far: requests the operator sent and
+    /// `200` answers the fake gave. Taking them clears the list (a test that provokes
+    /// them on purpose takes them, and the drop check then passes).
+    pub fn take_nonconformities(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().nonconformities)
+    }
+
+    /// What broke ConductorOne's OpenAPI document so far (see `take_nonconformities`).
+    pub fn nonconformities(&self) -> Vec<String> {
+        self.lock().nonconformities.clone()
     }
 
     /// e.g. `http://127.0.0.1:41234` (no trailing slash).
@@ -325,7 +358,8 @@ impl FakeC1 {
         s.tools.push(
             json!({"id": id, "appId": app_id, "connectorId": connector_id,
             "toolName": tool_name, "displayName": tool_name, "description": "",
-            "state": state, "createdAt": now, "updatedAt": now}),
+            "state": state, "classification": "TOOL_CLASSIFICATION_READ",
+            "visibility": "TOOL_VISIBILITY_AVAILABLE", "createdAt": now, "updatedAt": now}),
         );
         id
     }
@@ -386,6 +420,8 @@ pub struct Inner {
     /// id -> when it was soft-deleted, for the retention window.
     deleted: HashMap<String, Instant>,
     ticks: u64,
+    /// Requests and answers that break the vendor's OpenAPI document (`c1_openapi`).
+    nonconformities: Vec<String>,
 }
 
 /// A handler's 200 JSON body, or an error response body.
@@ -399,9 +435,33 @@ struct ApiError {
 impl Backend for Inner {
     const TOKEN_PATH: &'static str = TOKEN_PATH;
 
+    /// Checks what the operator sends (not what the fake's own tests send on purpose).
+    fn receive(&mut self, req: &Req) {
+        let user_agent = req.headers.get(header::USER_AGENT);
+        let user_agent = user_agent.and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let Some(spec) = c1_openapi::spec().filter(|_| user_agent.starts_with("accessplane"))
+        else {
+            return;
+        };
+        let body = match req.body.is_empty() || req.path == TOKEN_PATH {
+            true => None,
+            false => Some(serde_json::from_slice(&req.body).unwrap_or_else(|_| {
+                Value::String(String::from_utf8_lossy(&req.body).into_owned())
+            })),
+        };
+        let found = spec.check_request(&req.method, &req.path, req.query.as_deref(), body.as_ref());
+        self.nonconformities.extend(found);
+    }
+
     fn serve(&mut self, req: &Req) -> Response {
         match self.route(req) {
-            Ok(body) => reply(200, body),
+            Ok(body) => {
+                if let Some(spec) = c1_openapi::spec() {
+                    let found = spec.check_response(&req.method, &req.path, &body);
+                    self.nonconformities.extend(found);
+                }
+                reply(200, body)
+            }
             Err(e) => reply(e.status, e.body),
         }
     }

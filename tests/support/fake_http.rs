@@ -149,6 +149,9 @@ pub trait Backend: Send + 'static {
     /// `""` if the upstream has none (every body is then logged as JSON or text).
     const TOKEN_PATH: &'static str;
 
+    /// Sees every request as it arrives, before any fault: for checks of what clients send.
+    fn receive(&mut self, _req: &Req) {}
+
     /// Serves a request that no `Fault::Status`/`DropConnection` intercepted.
     fn serve(&mut self, req: &Req) -> Response;
 
@@ -316,6 +319,7 @@ async fn handle<B: Backend>(State(shared): State<Arc<Shared<B>>>, req: Request) 
             .unwrap_or_default(),
     };
 
+    lock(&shared.backend).receive(&req);
     let (mut delay, fault) = {
         let mut log = lock(&shared.log);
         let i = log

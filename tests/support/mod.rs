@@ -1,5 +1,6 @@
 //! Test support: fake Kubernetes API and fake upstream servers.
 
+pub mod c1_openapi;
 pub mod envtest;
 pub mod fake_c1;
 pub mod fake_http;

@@ -363,10 +363,8 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         diff: &Diff,
     ) -> Vec<Call> {
         let desired = desired(cx.obj, created_by_us(&observed.entity()));
-        let mut entity = Map::from_iter([
-            ("id".to_string(), json!(observed.id())),
-            ("appId".to_string(), json!(cx.obj.spec.app_id)),
-        ]);
+        // The id travels in the path: the API marks `entitlement.id` readOnly.
+        let mut entity = Map::from_iter([("appId".to_string(), json!(cx.obj.spec.app_id))]);
         for field in &diff.fields {
             entity.insert(
                 (*field).into(),

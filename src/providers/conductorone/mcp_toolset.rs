@@ -638,8 +638,8 @@ mod tests {
             bound: BTreeSet::from(["t-old".to_string()]),
             catalogue: vec![
                 tool("t-read", "read_repo", TOOL_APPROVED),
-                tool("t-del", "delete_repo", "MCP_TOOL_STATE_PENDING"),
-                tool("t-old", "old_tool", "MCP_TOOL_STATE_PENDING"),
+                tool("t-del", "delete_repo", "MCP_TOOL_STATE_PENDING_REVIEW"),
+                tool("t-old", "old_tool", "MCP_TOOL_STATE_PENDING_REVIEW"),
             ],
         };
         let selectors = [
@@ -660,7 +660,7 @@ mod tests {
             vec![
                 Unresolved::new(
                     reason::TOOL_NOT_APPROVED,
-                    "tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING)"
+                    "tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING_REVIEW)"
                 ),
                 Unresolved::new(
                     reason::TOOL_NOT_FOUND,
