@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams, WatchEvent, WatchParams,
+    PatchParams, PostParams, Preconditions, WatchEvent, WatchParams,
 };
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
@@ -637,4 +637,433 @@ async fn lists_are_paged_with_limit_and_continue() {
         Some(WatchEvent::Modified(c)) => assert_eq!(c.name_any(), "c0"),
         other => panic!("expected the change made while paging, got {other:?}"),
     }
+}
+
+/// The resourceVersion preconditions the operator relies on, as the real apiserver
+/// enforces them: a PUT, a merge patch or an apply carrying a stale
+/// `metadata.resourceVersion` is a 409, on the object and on `/status`; a JSON patch whose
+/// `test` of `/metadata/resourceVersion` fails is a 422; DELETE preconditions (resourceVersion,
+/// uid) are 409s. A refused write changes nothing; a write without a resourceVersion is
+/// unconditional.
+#[tokio::test]
+async fn writes_carrying_a_stale_resource_version_are_refused() {
+    let fake = FakeKube::new();
+    let (api, ar) = widgets(&fake);
+    let created = api
+        .create(
+            &PostParams::default(),
+            &DynamicObject::new("w", &ar).data(json!({"spec": {"size": 1}})),
+        )
+        .await
+        .unwrap();
+    let stale = created.resource_version().unwrap();
+    // Unconditional: no resourceVersion in the patch.
+    let current = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"size": 2}})),
+        )
+        .await
+        .unwrap();
+    let fresh = current.resource_version().unwrap();
+    assert_ne!(fresh, stale);
+    let before = fake.resource_version();
+    let stored = || fake.get("accessplane.io/v1alpha1", "widgets", "default", "w");
+    let snapshot = stored();
+
+    let guarded = |rv: &str, mut body: serde_json::Value| {
+        body["metadata"]["resourceVersion"] = json!(rv);
+        body
+    };
+    let merge = Patch::Merge(guarded(&stale, json!({"spec": {"size": 3}})));
+    assert_eq!(
+        api_code(
+            api.patch("w", &PatchParams::default(), &merge)
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "merge patch"
+    );
+    let apply = Patch::Apply(guarded(
+        &stale,
+        json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Widget",
+               "metadata": {"name": "w"}, "spec": {"size": 3}}),
+    ));
+    assert_eq!(
+        api_code(
+            api.patch("w", &PatchParams::apply("test"), &apply)
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "apply"
+    );
+    let status = Patch::Merge(guarded(&stale, json!({"status": {"ready": true}})));
+    assert_eq!(
+        api_code(
+            api.patch_status("w", &PatchParams::default(), &status)
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "status merge patch"
+    );
+    let mut old = created.clone();
+    old.data["spec"] = json!({"size": 4});
+    assert_eq!(
+        api_code(
+            api.replace("w", &PostParams::default(), &old)
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "PUT"
+    );
+    old.data["status"] = json!({"ready": true});
+    assert_eq!(
+        api_code(
+            api.replace_status("w", &PostParams::default(), &old)
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "status PUT"
+    );
+    // The finalizer write's guard (engine::kube_ops::add_finalizer).
+    let tested = |rv: &str| {
+        Patch::Json::<()>(json_patch::Patch(vec![
+            json_patch::PatchOperation::Test(json_patch::TestOperation {
+                path: "/metadata/resourceVersion".parse().unwrap(),
+                value: json!(rv),
+            }),
+            json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: "/metadata/finalizers".parse().unwrap(),
+                value: json!(["accessplane.io/test"]),
+            }),
+        ]))
+    };
+    assert_eq!(
+        api_code(
+            api.patch("w", &PatchParams::default(), &tested(&stale))
+                .await
+                .unwrap_err()
+        ),
+        422,
+        "JSON patch test of the resourceVersion"
+    );
+    let precondition = |resource_version: Option<&str>, uid: Option<&str>| DeleteParams {
+        preconditions: Some(Preconditions {
+            resource_version: resource_version.map(String::from),
+            uid: uid.map(String::from),
+        }),
+        ..DeleteParams::default()
+    };
+    assert_eq!(
+        api_code(
+            api.delete("w", &precondition(Some(&stale), None))
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "DELETE, resourceVersion precondition"
+    );
+    assert_eq!(
+        api_code(
+            api.delete("w", &precondition(None, Some("another-uid")))
+                .await
+                .unwrap_err()
+        ),
+        409,
+        "DELETE, uid precondition"
+    );
+    assert_eq!(
+        api_code(
+            api.create(
+                &PostParams::default(),
+                &DynamicObject::new("w", &ar).data(json!({"spec": {}}))
+            )
+            .await
+            .unwrap_err()
+        ),
+        409,
+        "create of an existing name (AlreadyExists)"
+    );
+    assert_eq!(fake.resource_version(), before, "a refused write wrote");
+    assert_eq!(stored(), snapshot);
+
+    // The same writes at the current resourceVersion go through.
+    let merge = Patch::Merge(guarded(&fresh, json!({"spec": {"size": 3}})));
+    let merged = api
+        .patch("w", &PatchParams::default(), &merge)
+        .await
+        .unwrap();
+    let finalized = api
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &tested(&merged.resource_version().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(finalized.finalizers(), ["accessplane.io/test"]);
+    let uid = finalized.uid().unwrap();
+    let rv = finalized.resource_version().unwrap();
+    let deleted = api
+        .delete("w", &precondition(Some(&rv), Some(&uid)))
+        .await
+        .unwrap();
+    assert!(
+        deleted
+            .left()
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+}
+
+/// The server-side apply the operator (CRD install), Argo CD (`ServerSideApply=true`)
+/// and the e2e scripts rely on: an apply configuration must carry apiVersion and kind
+/// (the real apiserver's 400, found on the real-apiserver tier; creates too, not only
+/// updates); a typed one creates the object or merges into it; status in it is ignored
+/// where status is a subresource; applying the same configuration again writes nothing;
+/// an apply to the status of a missing object is a 404.
+#[tokio::test]
+async fn server_side_apply_needs_a_typed_configuration_and_creates_or_merges() {
+    let fake = FakeKube::new();
+    let (api, _) = widgets(&fake);
+    let ssa = PatchParams::apply("argocd-controller");
+    let stored = |name: &str| fake.get("accessplane.io/v1alpha1", "widgets", "default", name);
+
+    for untyped in [
+        json!({"metadata": {"name": "new"}, "spec": {"size": 1}}),
+        json!({"kind": "Widget", "metadata": {"name": "new"}, "spec": {"size": 1}}),
+        json!({"apiVersion": "accessplane.io/v1alpha1", "metadata": {"name": "new"}, "spec": {"size": 1}}),
+    ] {
+        let err = api
+            .patch("new", &ssa, &Patch::Apply(&untyped))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(s) if s.code == 400 && s.message.contains("invalid object type")),
+            "{untyped}: {err}"
+        );
+    }
+    assert!(
+        stored("new").is_none(),
+        "an untyped apply created the object"
+    );
+
+    let config = json!({
+        "apiVersion": "accessplane.io/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "new", "labels": {"team": "a"}},
+        "spec": {"size": 1}, "status": {"ready": true},
+    });
+    let created = api
+        .patch("new", &ssa, &Patch::Apply(&config))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(created.labels()["team"], "a");
+    assert!(created.data.get("status").is_none(), "status applied");
+    let again = api
+        .patch("new", &ssa, &Patch::Apply(&config))
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), created.resource_version());
+
+    let mut changed = config.clone();
+    changed["spec"]["size"] = json!(2);
+    let updated = api
+        .patch("new", &ssa, &Patch::Apply(&changed))
+        .await
+        .unwrap();
+    assert_eq!(updated.data["spec"]["size"], 2);
+    assert_eq!(updated.metadata.generation, Some(2));
+
+    let status = json!({
+        "apiVersion": "accessplane.io/v1alpha1", "kind": "Widget",
+        "metadata": {"name": "new"}, "status": {"ready": true},
+    });
+    let with_status = api
+        .patch_status("new", &ssa, &Patch::Apply(&status))
+        .await
+        .unwrap();
+    assert_eq!(with_status.data["status"]["ready"], true);
+    assert_eq!(with_status.metadata.generation, Some(2));
+    assert_eq!(
+        api_code(
+            api.patch_status("missing", &ssa, &Patch::Apply(&status))
+                .await
+                .unwrap_err()
+        ),
+        404
+    );
+}
+
+/// Every request's `User-Agent` is recorded as sent (issue #14; what the operator's
+/// identity tests read, as the real tier reads its audit log): each value of a repeated
+/// header, none as `None`, and also for a request answered with an injected fault.
+#[tokio::test]
+async fn the_user_agent_of_every_request_is_recorded() {
+    use tower::ServiceExt;
+    let fake = FakeKube::new();
+    let send = |agents: &[&str]| {
+        let mut req = http::Request::get("/api/v1/namespaces/default/configmaps");
+        for agent in agents {
+            req = req.header(http::header::USER_AGENT, *agent);
+        }
+        let req = req.body(kube::client::Body::empty()).unwrap();
+        fake.clone().oneshot(req)
+    };
+    let status = |r: Result<http::Response<_>, _>| r.unwrap().status().as_u16();
+    assert_eq!(status(send(&["accessplane/1.2.3"]).await), 200);
+    assert_eq!(status(send(&[]).await), 200);
+    assert_eq!(
+        status(send(&["accessplane/1.2.3", "kubectl/v1.32"]).await),
+        200
+    );
+    fake.fail_next("GET", "/configmaps", 503, 1);
+    assert_eq!(status(send(&["accessplane-plan/1.2.3"]).await), 503);
+
+    let agents: Vec<Option<String>> = fake.requests().into_iter().map(|r| r.user_agent).collect();
+    assert_eq!(
+        agents,
+        [
+            Some("accessplane/1.2.3".to_string()),
+            None,
+            Some("accessplane/1.2.3, kubectl/v1.32".to_string()),
+            Some("accessplane-plan/1.2.3".to_string()),
+        ]
+    );
+}
+
+/// Paging across namespaces as the watcher's all-namespace List sees it: items in
+/// (namespace, name) order, the selector applied before the limit, every page at the
+/// first page's resourceVersion, and no continue token on the last page.
+#[tokio::test]
+async fn all_namespace_lists_page_across_namespaces_with_a_selector() {
+    let fake = FakeKube::new();
+    for (ns, name, app) in [
+        ("b", "x", "on"),
+        ("a", "y", "on"),
+        ("a", "z", "off"),
+        ("b", "w", "on"),
+        ("c", "v", "off"),
+    ] {
+        let cms: Api<ConfigMap> = Api::namespaced(fake.client(), ns);
+        cms.create(&PostParams::default(), &cm(name, &[("app", app)]))
+            .await
+            .unwrap();
+    }
+    let all: Api<ConfigMap> = Api::all(fake.client());
+    let mut params = ListParams::default().labels("app=on").limit(2);
+    let mut pages = Vec::new();
+    let mut versions = Vec::new();
+    loop {
+        let page = all.list(&params).await.unwrap();
+        pages.push(
+            page.items
+                .iter()
+                .map(|c| format!("{}/{}", c.namespace().unwrap(), c.name_any()))
+                .collect::<Vec<_>>(),
+        );
+        versions.push(page.metadata.resource_version.clone().unwrap());
+        // A write between pages does not move the pages' resourceVersion.
+        let other: Api<ConfigMap> = Api::namespaced(fake.client(), "c");
+        let touch = json!({"data": {"k": fake.resource_version().to_string()}});
+        other
+            .patch("v", &PatchParams::default(), &Patch::Merge(touch))
+            .await
+            .unwrap();
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, [vec!["a/y", "b/w"], vec!["b/x"]]);
+    assert!(versions.iter().all(|v| v == &versions[0]), "{versions:?}");
+}
+
+/// Watches as kube's watcher uses them: a streaming list (`sendInitialEvents=true`) ends
+/// its initial events with the `k8s.io/initial-events-end` BOOKMARK; a dropped watch is
+/// resumed from the last resourceVersion seen and replays what changed while it was down
+/// (no relist: the fake keeps its whole history, so a resume never gets 410 Gone).
+#[tokio::test]
+async fn streaming_lists_end_with_a_bookmark_and_dropped_watches_resume() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    cms.create(&PostParams::default(), &cm("pre", &[]))
+        .await
+        .unwrap();
+
+    let wp = WatchParams::streaming_lists().timeout(1);
+    let events: Vec<_> = cms
+        .watch(&wp, "0")
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(matches!(&events[0], WatchEvent::Added(c) if c.name_any() == "pre"));
+    match &events[1] {
+        WatchEvent::Bookmark(b) => {
+            assert_eq!(
+                b.metadata
+                    .annotations
+                    .get("k8s.io/initial-events-end")
+                    .map(String::as_str),
+                Some("true")
+            );
+            assert_eq!(
+                b.metadata.resource_version,
+                fake.resource_version().to_string()
+            );
+        }
+        other => panic!("expected the initial-events-end bookmark, got {other:?}"),
+    }
+
+    let config = watcher::Config::default().streaming_lists();
+    let mut stream = watcher(cms.clone(), config).boxed();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(5), stream.try_next())
+            .await
+            .expect("watcher event in time")
+            .unwrap()
+            .unwrap()
+    };
+    assert!(matches!(next().await, watcher::Event::Init));
+    assert!(matches!(next().await, watcher::Event::InitApply(c) if c.name_any() == "pre"));
+    assert!(matches!(next().await, watcher::Event::InitDone));
+
+    let watches = || {
+        fake.requests()
+            .into_iter()
+            .filter(|r| r.query_param("watch").as_deref() == Some("true"))
+            .collect::<Vec<_>>()
+    };
+    let before = watches().len();
+    fake.disconnect_watches();
+    cms.create(&PostParams::default(), &cm("while-down", &[]))
+        .await
+        .unwrap();
+    // Resumed, not relisted: the next event is the change itself, not a new Init.
+    assert!(matches!(next().await, watcher::Event::Apply(c) if c.name_any() == "while-down"));
+    let watches = watches();
+    assert_eq!(watches.len(), before + 1, "one new watch, no List");
+    let resumed = watches.last().unwrap();
+    assert_eq!(resumed.query_param("sendInitialEvents"), None);
+    assert_ne!(resumed.query_param("resourceVersion").as_deref(), Some("0"));
+    assert!(
+        !fake
+            .requests()
+            .iter()
+            .any(|r| r.query_param("watch").is_none()
+                && r.method == "GET"
+                && r.path.ends_with("/configmaps")),
+        "relisted"
+    );
 }
