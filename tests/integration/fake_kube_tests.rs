@@ -1067,3 +1067,677 @@ async fn streaming_lists_end_with_a_bookmark_and_dropped_watches_resume() {
         "relisted"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Admission of custom resources (tests/support/fake_admission.rs)
+
+const AP_GROUP_VERSION: &str = "accessplane.io/v1alpha1";
+
+/// One request through the fake's service as a client sends it: the answer's status,
+/// JSON body and `Warning` headers.
+async fn send(
+    fake: &FakeKube,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value, Vec<String>) {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(match body {
+            Some(b) => kube::client::Body::from(b.to_string().into_bytes()),
+            None => kube::client::Body::empty(),
+        })
+        .unwrap();
+    let Ok(response) = fake.clone().oneshot(req).await;
+    let code = response.status().as_u16();
+    let warnings = response
+        .headers()
+        .get_all("Warning")
+        .iter()
+        .map(|w| w.to_str().unwrap().to_string())
+        .collect();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (code, serde_json::from_slice(&bytes).unwrap(), warnings)
+}
+
+const JSON: &str = "application/json";
+const MERGE: &str = "application/merge-patch+json";
+const APPLY: &str = "application/apply-patch+yaml";
+
+/// The collection URL of an accessplane object (`/apis/accessplane.io/v1alpha1/...`).
+fn collection(obj: &serde_json::Value) -> String {
+    let plural = crate::support::fake_kube::guess_plural(obj["kind"].as_str().unwrap());
+    match obj["metadata"]["namespace"].as_str() {
+        Some(ns) => format!("/apis/{AP_GROUP_VERSION}/namespaces/{ns}/{plural}"),
+        None => format!("/apis/{AP_GROUP_VERSION}/{plural}"),
+    }
+}
+
+fn causes(status: &serde_json::Value) -> Vec<(String, String, String)> {
+    status["details"]["causes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let s = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+            (s("reason"), s("field"), s("message"))
+        })
+        .collect()
+}
+
+/// The apiserver's name of a corpus instance path (`/spec/tools/0/toolName` is
+/// `spec.tools[0].toolName`), as tests/envtest/admission.rs maps it.
+fn apiserver_field(instance_path: &str) -> String {
+    let mut field = String::new();
+    for part in instance_path.trim_start_matches('/').split('/') {
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            field.push_str(&format!("[{part}]"));
+        } else {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(part);
+        }
+    }
+    field
+}
+
+/// Every case of `tests/bad_input` (path, case), sorted.
+fn bad_input_corpus() -> Vec<(String, serde_json::Value)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_input");
+    let mut cases = vec![];
+    for dir in std::fs::read_dir(root).unwrap() {
+        let dir = dir.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        for file in std::fs::read_dir(&dir).unwrap() {
+            let file = file.unwrap().path();
+            let case = serde_yaml::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            cases.push((file.display().to_string(), case));
+        }
+    }
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    cases
+}
+
+/// The whole bad-input corpus walked through the fake as tests/envtest/admission.rs walks
+/// it through the real apiserver, the way kubectl sends it (strict field validation, a
+/// server dry run; `old` created first, then replaced): every case is refused naming the
+/// same field or with the same CEL message, `details.causes` name it, and nothing is
+/// stored. Without strict validation an unknown field is pruned with a `Warning` instead,
+/// and what is left is admitted.
+#[tokio::test]
+async fn the_bad_input_corpus_is_refused_naming_the_field() {
+    let fake = FakeKube::new();
+    let cases = bad_input_corpus();
+    assert!(cases.len() >= 100, "{}", cases.len());
+    let mut failures = vec![];
+    let mut olds = 0;
+    for (i, (path, case)) in cases.iter().enumerate() {
+        let by = case["by"].as_str().unwrap();
+        let expect = case["expect"].as_str().unwrap();
+        let name = format!("case-{i}");
+        let with_name = |obj: &serde_json::Value| {
+            let mut obj = obj.clone();
+            if obj["kind"] != "ClusterConnection" {
+                obj["metadata"]["namespace"] = json!("bad-input");
+            }
+            obj["metadata"]["name"] = json!(name);
+            obj
+        };
+        let mut object = with_name(&case["object"]);
+        let url = collection(&object);
+        let (code, status, warnings) = match case.get("old") {
+            Some(old) => {
+                olds += 1;
+                let (code, created, warnings) = send(
+                    &fake,
+                    "POST",
+                    &format!("{url}?fieldValidation=Strict"),
+                    JSON,
+                    Some(&with_name(old)),
+                )
+                .await;
+                assert!(
+                    code == 201 && warnings.is_empty(),
+                    "{path}: `old` refused: {code} {created} {warnings:?}"
+                );
+                object["metadata"]["resourceVersion"] =
+                    created["metadata"]["resourceVersion"].clone();
+                send(
+                    &fake,
+                    "PUT",
+                    &format!("{url}/{name}?fieldValidation=Strict&dryRun=All"),
+                    JSON,
+                    Some(&object),
+                )
+                .await
+            }
+            None => {
+                send(
+                    &fake,
+                    "POST",
+                    &format!("{url}?fieldValidation=Strict&dryRun=All"),
+                    JSON,
+                    Some(&object),
+                )
+                .await
+            }
+        };
+        let message = status["message"].as_str().unwrap_or_default();
+        let causes = causes(&status);
+        let named: Vec<&(String, String, String)> =
+            causes.iter().filter(|(_, f, _)| f != "<nil>").collect();
+        let problem = match by {
+            "openapi" => {
+                // A missing field is named by its whole path, the corpus names the last
+                // part; any other by the instance path.
+                let required = expect
+                    .strip_suffix("\" is a required property")
+                    .map(|field| format!(".{}", field.trim_start_matches('"')));
+                let (wanted, field) = match &required {
+                    Some(suffix) => (format!("{suffix}: Required value"), suffix.clone()),
+                    None => {
+                        let field = apiserver_field(expect);
+                        (format!("{field}: "), field)
+                    }
+                };
+                let fits = |f: &str| match required {
+                    Some(_) => f.ends_with(&field),
+                    None => f == field,
+                };
+                if code != 422 || status["reason"] != "Invalid" {
+                    Some(format!("{code} {status}"))
+                } else if !message.contains(&wanted) {
+                    Some(format!("message without {wanted:?}: {message}"))
+                } else if named.is_empty() || named.iter().any(|(_, f, _)| !fits(f)) {
+                    Some(format!("causes name another field: {causes:?}"))
+                } else if status["details"]["kind"] != object["kind"]
+                    || status["details"]["group"] != "accessplane.io"
+                    || status["details"]["name"] != name.as_str()
+                {
+                    Some(format!("details: {}", status["details"]))
+                } else {
+                    None
+                }
+            }
+            "cel" => match named.as_slice() {
+                _ if code != 422 => Some(format!("{code} {status}")),
+                [(_, field, cause)] if cause.ends_with(expect) && field.starts_with("spec") => {
+                    (!message.contains(expect)).then(|| format!("message: {message}"))
+                }
+                _ => Some(format!("not one cause with {expect:?}: {causes:?}")),
+            },
+            "unknown-field" => {
+                let wanted = format!("strict decoding error: {expect}");
+                if code != 400 || status["reason"] != "BadRequest" || !message.contains(&wanted) {
+                    Some(format!("{code} {status}"))
+                } else {
+                    // Without strict validation: pruned, one warning, the rest admitted.
+                    let (code, admitted, warnings) = send(
+                        &fake,
+                        "POST",
+                        &format!("{url}?dryRun=All"),
+                        JSON,
+                        Some(&object),
+                    )
+                    .await;
+                    let field = expect
+                        .trim_start_matches("unknown field \"")
+                        .trim_end_matches('"');
+                    let left = field.split('.').fold(&admitted, |v, k| &v[k]);
+                    let header = format!("299 - {:?}", expect);
+                    (code != 201 || warnings != [header] || !left.is_null()).then(|| {
+                        format!("not pruned with a warning: {code} {warnings:?} {admitted}")
+                    })
+                }
+            }
+            other => Some(format!("unknown stage {other}")),
+        };
+        if let Some(problem) = problem {
+            failures.push(format!("{path}: {problem}"));
+        }
+        let _ = warnings;
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases differ from the apiserver:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+    let stored = fake
+        .all_objects()
+        .into_iter()
+        .filter(|(api_version, _, _)| api_version == AP_GROUP_VERSION)
+        .count();
+    assert_eq!(stored, olds, "only the `old` objects are stored (dry runs)");
+}
+
+fn access_profiles(fake: &FakeKube, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("accessplane.io", "v1alpha1", "AccessProfile");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "accessprofiles");
+    Api::namespaced_with(fake.client(), ns, &ar)
+}
+
+fn profile(name: &str, spec: serde_json::Value) -> DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": AP_GROUP_VERSION, "kind": "AccessProfile",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn api_status(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+fn status_causes(status: &kube::core::Status) -> Vec<(String, String, String)> {
+    status
+        .details
+        .iter()
+        .flat_map(|d| d.causes.iter())
+        .map(|c| (c.reason.clone(), c.field.clone(), c.message.clone()))
+        .collect()
+}
+
+const NOT_CHECKED: &str = "<nil>: Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+/// A custom resource is admitted with its CRD's OpenAPI schema and CEL rules on create,
+/// update, patch and apply, refused as the apiserver refuses it (422 `Invalid`, the
+/// message and `details.causes` naming each field; a blocking error leaves the rules
+/// unchecked, and says so); transition rules judge updates; metadata.name is a DNS
+/// subdomain; a refused or dry-run write stores nothing; strategic merge is not served
+/// for custom resources (415).
+#[tokio::test]
+async fn custom_resources_are_admitted_with_their_crd_schema_and_rules() {
+    let fake = FakeKube::new();
+    let aps = access_profiles(&fake, "team");
+    let pp = PostParams::default();
+    let before = fake.resource_version();
+
+    let status = api_status(
+        aps.create(
+            &pp,
+            &profile(
+                "p",
+                json!({"connectionRef": {"name": "serval"}, "name": "P"}),
+            ),
+        )
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        status.message,
+        format!(
+            "AccessProfile.accessplane.io \"p\" is invalid: [spec.teamId: Required value, {NOT_CHECKED}]"
+        )
+    );
+    let details = status.details.as_ref().unwrap();
+    assert_eq!(
+        (
+            details.group.as_str(),
+            details.kind.as_str(),
+            details.name.as_str()
+        ),
+        ("accessplane.io", "AccessProfile", "p")
+    );
+    assert_eq!(
+        status_causes(&status)[0],
+        (
+            "FieldValueRequired".to_string(),
+            "spec.teamId".to_string(),
+            "Required value".to_string()
+        )
+    );
+
+    // Schema-valid, but a rule fails: the rule's message, at its fieldPath.
+    let nameless = json!({"connectionRef": {"name": "serval"}, "teamId": "t1"});
+    let status = api_status(aps.create(&pp, &profile("p", nameless)).await.unwrap_err());
+    assert_eq!(
+        status.message,
+        "AccessProfile.accessplane.io \"p\" is invalid: spec.name: Invalid value: \"object\": spec.name is required unless spec.externalId adopts an existing profile"
+    );
+    // Enums name the supported values; names are DNS subdomains.
+    let policy = json!({"connectionRef": {"name": "serval"}, "teamId": "t1", "name": "P", "deletionPolicy": "Retain"});
+    let status = api_status(aps.create(&pp, &profile("p", policy)).await.unwrap_err());
+    assert!(
+        status.message.contains(
+            r#"spec.deletionPolicy: Unsupported value: "Retain": supported values: "Delete", "Orphan""#
+        ),
+        "{}",
+        status.message
+    );
+    let spec = json!({"connectionRef": {"name": "serval"}, "teamId": "t1", "name": "P"});
+    let status = api_status(
+        aps.create(&pp, &profile("Bad_Name", spec.clone()))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        status
+            .message
+            .starts_with("AccessProfile.accessplane.io \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"),
+        "{}",
+        status.message
+    );
+    // A dry run answers like the write would, and stores nothing.
+    let dry = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let answered = aps.create(&dry, &profile("p", spec.clone())).await.unwrap();
+    assert_eq!(answered.metadata.generation, Some(1));
+    assert_eq!(fake.resource_version(), before, "a refused write wrote");
+    assert!(fake.all_objects().is_empty());
+
+    // Updates: transition rules see the stored object, whatever the verb.
+    let created = aps.create(&pp, &profile("p", spec.clone())).await.unwrap();
+    let moved = Patch::Merge(json!({"spec": {"teamId": "t2"}}));
+    let status = api_status(
+        aps.patch("p", &PatchParams::default(), &moved)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        status.message,
+        "AccessProfile.accessplane.io \"p\" is invalid: spec.teamId: Invalid value: \"string\": spec.teamId is immutable"
+    );
+    let mut replaced = created.clone();
+    replaced.data["spec"]["teamId"] = json!("t2");
+    let status = api_status(aps.replace("p", &pp, &replaced).await.unwrap_err());
+    assert!(
+        status.message.contains("spec.teamId is immutable"),
+        "{}",
+        status.message
+    );
+    let mut applied = json!({"apiVersion": AP_GROUP_VERSION, "kind": "AccessProfile",
+        "metadata": {"name": "p"}, "spec": spec.clone()});
+    applied["spec"]["teamId"] = json!("t2");
+    let status = api_status(
+        aps.patch("p", &PatchParams::apply("test"), &Patch::Apply(&applied))
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        status.message.contains("spec.teamId is immutable"),
+        "{}",
+        status.message
+    );
+    // externalId may be added once, never changed.
+    let adopt = |id: &str| Patch::Merge(json!({"spec": {"externalId": id}}));
+    aps.patch("p", &PatchParams::default(), &adopt("ap-1"))
+        .await
+        .unwrap();
+    let status = api_status(
+        aps.patch("p", &PatchParams::default(), &adopt("ap-2"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        status_causes(&status),
+        [(
+            "FieldValueInvalid".to_string(),
+            "spec.externalId".to_string(),
+            "Invalid value: \"object\": spec.externalId is immutable once set".to_string()
+        )]
+    );
+    // A dry-run patch is judged, not stored.
+    let rv = fake.resource_version();
+    let described = Patch::Merge(json!({"spec": {"description": "new"}}));
+    let answered = aps
+        .patch("p", &PatchParams::default().dry_run(), &described)
+        .await
+        .unwrap();
+    assert_eq!(answered.data["spec"]["description"], "new");
+    assert_eq!(fake.resource_version(), rv);
+
+    let strategic = Patch::Strategic(json!({"spec": {"description": "x"}}));
+    let status = api_status(
+        aps.patch("p", &PatchParams::default(), &strategic)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(status.code, 415, "{}", status.message);
+    assert_eq!(fake.resource_version(), rv);
+}
+
+/// Unknown fields as `fieldValidation` says (handlers/create.go, update.go, patch.go; the
+/// default is `Warn`): pruned with a `Warning: 299 - "unknown field ..."` header each
+/// (recorded in the request log too), pruned silently (`Ignore`), or refused (`Strict`:
+/// a create or update is a 400 strict decoding error, a JSON or merge patch a 422 on
+/// `patch`). Server-side apply fails on them whatever the directive (a 500, as the
+/// apiserver answers a configuration its schema does not type). Pass-through objects
+/// (`x-kubernetes-preserve-unknown-fields`) keep theirs.
+#[tokio::test]
+async fn unknown_fields_are_pruned_with_a_warning_or_refused_as_field_validation_says() {
+    let fake = FakeKube::new();
+    let url = "/apis/accessplane.io/v1alpha1/namespaces/team/accessprofiles";
+    let object = |name: &str| {
+        json!({"apiVersion": AP_GROUP_VERSION, "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"connectionRef": {"name": "serval", "namespace": "other"},
+                     "teamId": "t1", "name": "P", "colour": "blue"}})
+    };
+    let unknown = [
+        r#"unknown field "spec.colour""#,
+        r#"unknown field "spec.connectionRef.namespace""#,
+    ];
+
+    let (code, created, warnings) = send(&fake, "POST", url, JSON, Some(&object("warned"))).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        warnings,
+        unknown.map(|u| format!("299 - {u:?}")),
+        "one Warning per field"
+    );
+    assert_eq!(created["spec"]["connectionRef"], json!({"name": "serval"}));
+    assert!(created["spec"]["colour"].is_null());
+    assert_eq!(fake.requests().last().unwrap().warnings, unknown);
+    let stored = fake
+        .get(AP_GROUP_VERSION, "accessprofiles", "team", "warned")
+        .unwrap();
+    assert_eq!(stored["spec"], created["spec"]);
+
+    let ignore = format!("{url}?fieldValidation=Ignore");
+    let (code, _, warnings) = send(&fake, "POST", &ignore, JSON, Some(&object("ignored"))).await;
+    assert_eq!((code, warnings.len()), (201, 0));
+
+    let strict = format!("{url}?fieldValidation=Strict");
+    let refusal = format!(
+        "AccessProfile in version \"v1alpha1\" cannot be handled as a AccessProfile: strict decoding error: {}",
+        unknown.join(", ")
+    );
+    let (code, status, _) = send(&fake, "POST", &strict, JSON, Some(&object("strict"))).await;
+    assert_eq!(
+        (code, &status["reason"], &status["message"]),
+        (400, &json!("BadRequest"), &json!(refusal))
+    );
+    assert!(
+        fake.get(AP_GROUP_VERSION, "accessprofiles", "team", "strict")
+            .is_none()
+    );
+    let mut put = object("warned");
+    put["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+    let put_url = format!("{url}/warned?fieldValidation=Strict");
+    let (code, status, _) = send(&fake, "PUT", &put_url, JSON, Some(&put)).await;
+    assert_eq!((code, &status["message"]), (400, &json!(refusal)));
+
+    let colour = json!({"spec": {"colour": "red"}});
+    let (code, status, _) = send(&fake, "PATCH", &put_url, MERGE, Some(&colour)).await;
+    assert_eq!(
+        (code, &status["reason"]),
+        (422, &json!("Invalid")),
+        "{status}"
+    );
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(r#" "" is invalid: patch: Invalid value: "{"#)
+            && message.ends_with(r#"": strict decoding error: unknown field "spec.colour""#),
+        "{message}"
+    );
+    assert_eq!(status["details"]["causes"][0]["field"], "patch");
+    let rv = fake.resource_version();
+    let patch_url = format!("{url}/warned");
+    let (code, _, warnings) = send(&fake, "PATCH", &patch_url, MERGE, Some(&colour)).await;
+    assert_eq!(code, 200);
+    assert_eq!(warnings, [r#"299 - "unknown field \"spec.colour\"""#]);
+    assert_eq!(fake.resource_version(), rv, "pruned to a no-op");
+
+    for query in ["", "?fieldValidation=Ignore", "?fieldValidation=Strict"] {
+        let apply_url = format!("{url}/warned{query}");
+        let (code, status, _) =
+            send(&fake, "PATCH", &apply_url, APPLY, Some(&object("warned"))).await;
+        assert_eq!(code, 500, "{query}: {status}");
+        assert_eq!(
+            status["message"],
+            "failed to create typed patch object (team/warned; accessplane.io/v1alpha1, Kind=AccessProfile): errors:\n  .spec.colour: field not declared in schema\n  .spec.connectionRef.namespace: field not declared in schema"
+        );
+    }
+
+    let bogus = format!("{url}?fieldValidation=Bogus");
+    let (code, status, _) = send(&fake, "POST", &bogus, JSON, Some(&object("bogus"))).await;
+    assert_eq!(code, 422);
+    assert_eq!(
+        status["message"],
+        r#"CreateOptions.meta.k8s.io "" is invalid: fieldValidation: Unsupported value: "Bogus": supported values: "", "Ignore", "Strict", "Warn""#
+    );
+
+    // The connector account's config is passed through to ConductorOne as it is.
+    let entitlement = json!({"apiVersion": AP_GROUP_VERSION, "kind": "AppEntitlement",
+        "metadata": {"name": "e", "namespace": "team"},
+        "spec": {"connectionRef": {"name": "c1"}, "appId": "a", "displayName": "D",
+                 "provisionerPolicy": {"connector": {"account": {"connectorId": "k", "config": {"anything": {"x": 1}}}}}}});
+    let e_url =
+        "/apis/accessplane.io/v1alpha1/namespaces/team/appentitlements?fieldValidation=Strict";
+    let (code, created, _) = send(&fake, "POST", e_url, JSON, Some(&entitlement)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(
+        created["spec"]["provisionerPolicy"]["connector"]["account"]["config"],
+        json!({"anything": {"x": 1}})
+    );
+}
+
+/// Updates are judged as the apiserver's validation ratcheting judges them: what an
+/// update leaves unchanged is not judged again (an object stored before a rule existed
+/// keeps taking finalizer, annotation and status writes), what it changes is. A `/status`
+/// write is judged against the status schema (required fields, types, `date-time`);
+/// the spec it carries is ignored, not judged.
+#[tokio::test]
+async fn updates_judge_what_changed_and_status_writes_are_validated() {
+    let fake = FakeKube::new();
+    // Stored past admission (as only etcd access could): a blank display name.
+    fake.put_object(
+        json!({"apiVersion": AP_GROUP_VERSION, "kind": "AccessProfile",
+        "metadata": {"name": "old", "namespace": "team", "generation": 1},
+        "spec": {"connectionRef": {"name": "serval"}, "teamId": "t1", "name": "   "}}),
+    );
+    let aps = access_profiles(&fake, "team");
+    let obj = aps.get("old").await.unwrap();
+    let finalizer = Patch::Json::<()>(json_patch::Patch(vec![
+        json_patch::PatchOperation::Test(json_patch::TestOperation {
+            path: "/metadata/resourceVersion".parse().unwrap(),
+            value: json!(obj.resource_version()),
+        }),
+        json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: "/metadata/finalizers".parse().unwrap(),
+            value: json!(["accessplane.io/cleanup"]),
+        }),
+    ]));
+    aps.patch("old", &PatchParams::default(), &finalizer)
+        .await
+        .unwrap();
+    let condition = |message: Option<&str>, at: &str| {
+        let mut c = json!({"type": "Ready", "status": "True", "reason": "Synced",
+                           "lastTransitionTime": at, "observedGeneration": 1});
+        if let Some(m) = message {
+            c["message"] = json!(m);
+        }
+        c
+    };
+    let status = |value: serde_json::Value| {
+        Patch::Json::<()>(json_patch::Patch(vec![json_patch::PatchOperation::Add(
+            json_patch::AddOperation {
+                path: "/status".parse().unwrap(),
+                value,
+            },
+        )]))
+    };
+    let ready = json!({"observedGeneration": 1, "conditions": [condition(Some(""), "2026-01-02T03:04:05Z")]});
+    aps.patch_status("old", &PatchParams::default(), &status(ready.clone()))
+        .await
+        .unwrap();
+    let described = Patch::Merge(json!({"spec": {"description": "still valid elsewhere"}}));
+    aps.patch("old", &PatchParams::default(), &described)
+        .await
+        .unwrap();
+
+    let renamed = Patch::Merge(json!({"spec": {"name": "\t"}}));
+    let refused = api_status(
+        aps.patch("old", &PatchParams::default(), &renamed)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        status_causes(&refused)
+            .iter()
+            .map(|(_, f, _)| f.as_str())
+            .collect::<Vec<_>>(),
+        ["spec.name"],
+        "{}",
+        refused.message
+    );
+
+    for (bad, reason, field, body) in [
+        (
+            json!({"observedGeneration": "one"}),
+            "FieldValueTypeInvalid",
+            "status.observedGeneration",
+            "Invalid value: \"string\": status.observedGeneration in body must be of type integer: \"string\"",
+        ),
+        (
+            json!({"conditions": [condition(None, "2026-01-02T03:04:05Z")]}),
+            "FieldValueRequired",
+            "status.conditions[0].message",
+            "Required value",
+        ),
+        (
+            json!({"conditions": [condition(Some(""), "yesterday")]}),
+            "FieldValueTypeInvalid",
+            "status.conditions[0].lastTransitionTime",
+            "Invalid value: \"yesterday\": status.conditions[0].lastTransitionTime in body must be of type date-time: \"yesterday\"",
+        ),
+    ] {
+        let refused = api_status(
+            aps.patch_status("old", &PatchParams::default(), &status(bad.clone()))
+                .await
+                .unwrap_err(),
+        );
+        assert_eq!(refused.code, 422, "{bad}");
+        assert_eq!(
+            status_causes(&refused)[0],
+            (reason.to_string(), field.to_string(), body.to_string()),
+            "{}",
+            refused.message
+        );
+    }
+    // A status write's spec is not looked at (the stored spec stays).
+    let with_spec =
+        Patch::Merge(json!({"spec": {"teamId": "elsewhere"}, "status": {"id": "ap-1"}}));
+    let written = aps
+        .patch_status("old", &PatchParams::default(), &with_spec)
+        .await
+        .unwrap();
+    assert_eq!(written.data["spec"]["teamId"], "t1");
+    assert_eq!(written.data["status"]["id"], "ap-1");
+}

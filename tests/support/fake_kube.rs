@@ -10,7 +10,10 @@
 //! bookkeeping, optimistic concurrency (409), status subresources, merge/JSON/apply patches
 //! (a failed JSON-patch `test` is a 422), no-op writes that neither bump the
 //! resourceVersion nor emit watch events, finalizers and graceful deletion, list with label
-//! and field selectors, and watches resumable from any resourceVersion.
+//! and field selectors, watches resumable from any resourceVersion, and admission of
+//! custom resources against their CRD (`fake_admission`: schema, CEL rules, unknown
+//! fields as `fieldValidation` says). README "What the fake apiserver models" lists it
+//! all, with the self-test of each.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,6 +29,8 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Frame;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+
+use super::fake_admission::{self, CrdSchema, FieldError, go_quote};
 
 /// Response body type of the fake service.
 pub type FakeBody = UnsyncBoxBody<Bytes, Infallible>;
@@ -43,6 +48,8 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
     /// The `User-Agent` header, `None` if absent (a client with no identity).
     pub user_agent: Option<String>,
+    /// `Warning` headers of the answer (e.g. `unknown field "spec.x"`, pruned).
+    pub warnings: Vec<String>,
 }
 
 impl RecordedRequest {
@@ -83,6 +90,9 @@ impl FakeKube {
             status_groups: ["accessplane.io", "apiextensions.k8s.io"]
                 .map(String::from)
                 .into(),
+            warnings: Vec::new(),
+            crds_required: false,
+            crd_cache: HashMap::new(),
         };
         Self {
             state: Arc::new(Mutex::new(state)),
@@ -116,7 +126,8 @@ impl FakeKube {
             .collect()
     }
 
-    /// Seed or overwrite an object directly, bypassing validation (status is kept as given).
+    /// Seed or overwrite an object directly, bypassing admission (as only etcd access
+    /// could: no schema, no CEL rules, no pruning; status is kept as given).
     /// The plural is guessed from `kind` (see [`guess_plural`]); use [`FakeKube::upsert`]
     /// for irregular plurals. Emits a watch event like a normal write and returns the stored
     /// object.
@@ -283,8 +294,9 @@ impl FakeKube {
     }
 
     /// Applies a merge patch (like `kubectl patch --type merge`) directly: bypasses fault
-    /// injection and the request log, but otherwise behaves like a PATCH (generation bump
-    /// on spec changes, resourceVersion, watch event).
+    /// injection and the request log, but otherwise behaves like a PATCH (admission with
+    /// kubectl's strict field validation, generation bump on spec changes,
+    /// resourceVersion, watch event).
     pub fn merge_patch(
         &self,
         api_version: &str,
@@ -302,6 +314,7 @@ impl FakeKube {
                 Some("application/merge-patch+json"),
                 patch,
                 false,
+                WriteOpts::kubectl(Via::Patch),
             )
             .map_err(|e| format!("{} {}", e.code, e.message))
     }
@@ -371,14 +384,16 @@ impl FakeKube {
             content_type: content_type.clone(),
             body: body.clone(),
             user_agent,
+            warnings: vec![],
         });
         let body_text = body.as_ref().map(Value::to_string).unwrap_or_default();
         if let Some(code) = st.take_fault(parts.method.as_str(), &path, &body_text) {
-            return error_response(ApiError::from_code(code, "injected failure"));
+            return error_response(ApiError::from_code(code, "injected failure"), &[]);
         }
         let q: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
+        st.warnings.clear();
         let result = match Route::parse(&path) {
             Some(route) => st.dispatch(&parts.method, &route, &q, content_type.as_deref(), body),
             None => Err(ApiError::new(
@@ -387,10 +402,14 @@ impl FakeKube {
                 format!("the server could not find the requested resource ({path})"),
             )),
         };
+        let warnings = std::mem::take(&mut st.warnings);
+        if let Some(recorded) = st.requests.last_mut() {
+            recorded.warnings = warnings.clone();
+        }
         match result {
-            Ok(Reply::Json(code, v)) => json_response(code, &v),
+            Ok(Reply::Json(code, v)) => json_response(code, &v, &warnings),
             Ok(Reply::Watch(rx, timeout)) => watch_response(rx, timeout),
-            Err(e) => error_response(e),
+            Err(e) => error_response(e, &warnings),
         }
     }
 }
@@ -485,6 +504,79 @@ struct State {
     /// Path fragments whose requests are applied but get no answer for now.
     held: Vec<String>,
     status_groups: BTreeSet<String>,
+    /// `Warning`s of the request being answered.
+    warnings: Vec<String>,
+    /// Whether resources of non-built-in groups need an installed CRD (else 404).
+    crds_required: bool,
+    /// Compiled schemas of stored CRDs, by CRD name: (its resourceVersion, schemas).
+    crd_cache: HashMap<String, (String, Vec<Arc<CrdSchema>>)>,
+}
+
+/// `fieldValidation` of a write: what happens to fields the schema does not declare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldValidation {
+    /// Pruned silently.
+    Ignore,
+    /// Pruned, with a `Warning` each (the apiserver's default).
+    Warn,
+    /// Refused.
+    Strict,
+}
+
+/// How a write reached the store: which decoding its body went through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    Post,
+    Put,
+    /// A JSON or merge patch (the patched object is decoded).
+    Patch,
+    /// Server-side apply (the configuration is converted to the schema's type).
+    Apply,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct WriteOpts {
+    validation: FieldValidation,
+    dry_run: bool,
+    via: Via,
+}
+
+impl WriteOpts {
+    fn from_query(q: &HashMap<String, String>, via: Via, verb: &str) -> ApiResult<Self> {
+        let validation = match q.get("fieldValidation").map(String::as_str) {
+            None | Some("" | "Warn") => FieldValidation::Warn,
+            Some("Ignore") => FieldValidation::Ignore,
+            Some("Strict") => FieldValidation::Strict,
+            Some(other) => {
+                let err = FieldError::new(
+                    fake_admission::NOT_SUPPORTED,
+                    "fieldValidation",
+                    Some(other.into()),
+                    r#"supported values: "", "Ignore", "Strict", "Warn""#,
+                );
+                return Err(ApiError::invalid_fields(
+                    "meta.k8s.io",
+                    &format!("{verb}Options"),
+                    "",
+                    &[err],
+                ));
+            }
+        };
+        Ok(Self {
+            validation,
+            dry_run: q.get("dryRun").is_some_and(|v| v == "All"),
+            via,
+        })
+    }
+
+    /// What the fake's own helpers use: kubectl's defaults (strict field validation).
+    fn kubectl(via: Via) -> Self {
+        Self {
+            validation: FieldValidation::Strict,
+            dry_run: false,
+            via,
+        }
+    }
 }
 
 enum Reply {
@@ -524,16 +616,26 @@ impl State {
             ("GET", None) if is_watch => self.watch(r, q),
             ("GET", None) => json(200, self.list_response(r, q)?),
             ("GET", Some(name)) => json(200, self.get_existing(&r.key(name))?),
-            ("POST", None) => json(201, self.create(r, body()?)?),
+            ("POST", None) => {
+                let opts = WriteOpts::from_query(q, Via::Post, "Create")?;
+                json(201, self.create(r, body()?, opts)?)
+            }
             ("PUT", Some(name)) => {
+                let opts = WriteOpts::from_query(q, Via::Put, "Update")?;
                 let key = r.key(name);
                 let old = self.get_existing(&key)?;
-                json(200, self.commit_update(&key, &old, body()?, status_only)?)
+                json(
+                    200,
+                    self.commit_update(&key, &old, body()?, status_only, opts)?,
+                )
             }
-            ("PATCH", Some(name)) => json(
-                200,
-                self.patch(r, name, content_type, body()?, status_only)?,
-            ),
+            ("PATCH", Some(name)) => {
+                let opts = WriteOpts::from_query(q, Via::Patch, "Patch")?;
+                json(
+                    200,
+                    self.patch(r, name, content_type, body()?, status_only, opts)?,
+                )
+            }
             ("DELETE", Some(name)) => json(
                 200,
                 self.delete(&r.key(name), q.get("dryRun").is_some(), body().ok())?,
@@ -673,11 +775,17 @@ impl State {
         Ok(Reply::Watch(rx, timeout))
     }
 
-    fn create(&mut self, r: &Route, mut obj: Value) -> ApiResult<Value> {
+    fn create(&mut self, r: &Route, mut obj: Value, opts: WriteOpts) -> ApiResult<Value> {
         if !obj.is_object() {
             return Err(ApiError::bad_request("body must be a JSON object"));
         }
         strip_nulls(&mut obj);
+        let schema = self.crd_schema(&r.api_version, &r.plural);
+        if let Some(schema) = &schema
+            && opts.via != Via::Apply
+        {
+            self.decode(schema, &mut obj, opts)?;
+        }
         let ns = r.namespace.clone().unwrap_or_default();
         if let Some(body_ns) = meta_str(&obj, "namespace")
             && !body_ns.is_empty()
@@ -714,7 +822,7 @@ impl State {
         obj["kind"] = kind.into();
         let uid = self.next_uid();
         let meta = metadata_mut(&mut obj);
-        meta.insert("name".into(), name.into());
+        meta.insert("name".into(), name.clone().into());
         if !ns.is_empty() {
             meta.insert("namespace".into(), ns.into());
         }
@@ -735,6 +843,20 @@ impl State {
         crd_hook(&key, &mut obj);
         secret_hook(&key, &mut obj);
         normalize_meta(&mut obj);
+        if let Some(schema) = &schema {
+            let errs = schema.validate_create(&obj);
+            if !errs.is_empty() {
+                return Err(ApiError::invalid_fields(
+                    &schema.group,
+                    &schema.kind,
+                    &name,
+                    &errs,
+                ));
+            }
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
         let rv = self.bump_rv();
         set_meta(&mut obj, "resourceVersion", rv.to_string().into());
         self.objects.insert(key.clone(), obj.clone());
@@ -749,6 +871,7 @@ impl State {
         content_type: Option<&str>,
         body: Value,
         status_only: bool,
+        mut opts: WriteOpts,
     ) -> ApiResult<Value> {
         let key = r.key(name);
         let ct = content_type
@@ -768,12 +891,26 @@ impl State {
                 body["kind"].as_str().unwrap_or("")
             )));
         }
+        let schema = self.crd_schema(&r.api_version, &r.plural);
+        if ct == "application/apply-patch+yaml" {
+            opts.via = Via::Apply;
+            if let Some(schema) = &schema {
+                apply_typed(schema, &body)?;
+            }
+        } else if ct == "application/strategic-merge-patch+json" && schema.is_some() {
+            // Custom resources have no strategic merge (no patch strategies in a CRD).
+            return Err(ApiError::new(
+                415,
+                "UnsupportedMediaType",
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
         let Some(old) = self.objects.get(&key).cloned() else {
             // Server-side apply creates missing objects.
             if ct == "application/apply-patch+yaml" && !status_only {
                 let mut obj = body;
                 set_meta(&mut obj, "name", name.into());
-                return self.create(r, obj);
+                return self.create(r, obj, opts);
             }
             return Err(ApiError::not_found(&key));
         };
@@ -792,7 +929,7 @@ impl State {
                 ));
             }
         }
-        self.commit_update(&key, &old, doc, status_only)
+        self.commit_update(&key, &old, doc, status_only, opts)
     }
 
     /// Shared tail of PUT and PATCH: apply apiserver invariants, then store the result
@@ -803,11 +940,18 @@ impl State {
         old: &Value,
         mut new: Value,
         status_only: bool,
+        opts: WriteOpts,
     ) -> ApiResult<Value> {
         if !new.is_object() {
             return Err(ApiError::bad_request("body must be a JSON object"));
         }
         strip_nulls(&mut new);
+        let schema = self.crd_schema(&key.api_version, &key.plural);
+        if let Some(schema) = &schema
+            && opts.via != Via::Apply
+        {
+            self.decode(schema, &mut new, opts)?;
+        }
         let old_rv = meta_str(old, "resourceVersion").unwrap_or("");
         if let Some(rv) = meta_str(&new, "resourceVersion")
             && !rv.is_empty()
@@ -864,7 +1008,22 @@ impl State {
         crd_hook(key, &mut new);
         secret_hook(key, &mut new);
         set_meta(&mut new, "resourceVersion", old_rv.into());
-        if new == *old {
+        if let Some(schema) = &schema {
+            let errs = if status_only {
+                schema.validate_status_update(&new, old)
+            } else {
+                schema.validate_update(&new, old)
+            };
+            if !errs.is_empty() {
+                return Err(ApiError::invalid_fields(
+                    &schema.group,
+                    &schema.kind,
+                    &key.name,
+                    &errs,
+                ));
+            }
+        }
+        if new == *old || opts.dry_run {
             return Ok(new); // no-op: no new resourceVersion, no watch event
         }
         let rv = self.bump_rv();
@@ -977,6 +1136,78 @@ impl State {
             .collect()
     }
 
+    /// The schema custom resources of this resource are admitted with: the stored CRD's
+    /// (`{plural}.{group}`), else (unless CRDs are required) the operator's own CRD.
+    /// `None` for built-in resources and resources no CRD describes: stored as sent.
+    fn crd_schema(&mut self, api_version: &str, plural: &str) -> Option<Arc<CrdSchema>> {
+        let group = group_of(api_version);
+        if group.is_empty() {
+            return None;
+        }
+        let crd_name = format!("{plural}.{group}");
+        let crd_key = Key::new(CRD_API_VERSION, CRDS, "", &crd_name);
+        if let Some(crd) = self.objects.get(&crd_key) {
+            let rv = meta_str(crd, "resourceVersion").unwrap_or("").to_string();
+            let schemas = match self.crd_cache.get(&crd_name) {
+                Some((cached, schemas)) if *cached == rv => schemas.clone(),
+                _ => {
+                    let schemas = CrdSchema::from_crd(crd);
+                    self.crd_cache.insert(crd_name, (rv, schemas.clone()));
+                    schemas
+                }
+            };
+            return schemas.into_iter().find(|s| s.api_version() == api_version);
+        }
+        if self.crds_required {
+            return None;
+        }
+        CrdSchema::operator_crds()
+            .get(&(api_version.to_string(), plural.to_string()))
+            .cloned()
+    }
+
+    /// Decoding a custom resource's body: unknown fields pruned; warned about or refused
+    /// as `fieldValidation` says (handlers/create.go, update.go, patch.go).
+    fn decode(&mut self, schema: &CrdSchema, obj: &mut Value, opts: WriteOpts) -> ApiResult<()> {
+        let before = (opts.via == Via::Patch && opts.validation == FieldValidation::Strict)
+            .then(|| obj.to_string());
+        let unknown = schema.prune(obj);
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        match opts.validation {
+            FieldValidation::Ignore => Ok(()),
+            FieldValidation::Warn => {
+                self.warnings.extend(
+                    unknown
+                        .iter()
+                        .map(|f| format!("unknown field {}", go_quote(f))),
+                );
+                Ok(())
+            }
+            FieldValidation::Strict => {
+                let strict = fake_admission::strict_decoding_error(&unknown);
+                match (opts.via, before) {
+                    // A JSON or merge patch: the patched object is what failed to decode.
+                    (Via::Patch, Some(patched)) => {
+                        let err = FieldError::new(
+                            fake_admission::INVALID,
+                            "patch",
+                            Some(patched.into()),
+                            &strict,
+                        );
+                        Err(ApiError::invalid_fields("", "", "", &[err]))
+                    }
+                    _ => Err(ApiError::bad_request(format!(
+                        "{kind} in version {version} cannot be handled as a {kind}: {strict}",
+                        kind = schema.kind,
+                        version = go_quote(&schema.version),
+                    ))),
+                }
+            }
+        }
+    }
+
     fn has_status_subresource(&self, api_version: &str) -> bool {
         self.status_groups.contains(group_of(api_version))
     }
@@ -1004,6 +1235,39 @@ fn resource_path(api_version: &str, plural: &str, namespace: &str, name: &str) -
     } else {
         format!("{prefix}/namespaces/{namespace}/{plural}/{name}")
     }
+}
+
+const CRD_API_VERSION: &str = "apiextensions.k8s.io/v1";
+const CRDS: &str = "customresourcedefinitions";
+
+/// Server-side apply converts the configuration to the schema's type first: a field the
+/// schema does not declare fails there, whatever `fieldValidation` says, with a plain
+/// error the apiserver answers as a 500 (managedfields/internal/structuredmerge.go;
+/// kubernetes/kubernetes#122480).
+fn apply_typed(schema: &CrdSchema, config: &Value) -> ApiResult<()> {
+    let unknown = schema.unknown_fields(config);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = unknown
+        .iter()
+        .map(|f| format!(".{f}: field not declared in schema"))
+        .collect();
+    let errors = match errors.as_slice() {
+        [one] => one.clone(),
+        many => format!("errors:\n  {}", many.join("\n  ")),
+    };
+    Err(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{}; {}, Kind={}): {errors}",
+            meta_str(config, "namespace").unwrap_or(""),
+            meta_str(config, "name").unwrap_or(""),
+            schema.api_version(),
+            schema.kind,
+        ),
+    ))
 }
 
 /// A parsed resource URL.
@@ -1165,6 +1429,8 @@ struct ApiError {
     code: u16,
     reason: &'static str,
     message: String,
+    /// `details` of the Status (e.g. the causes of a 422).
+    details: Option<Value>,
 }
 
 impl ApiError {
@@ -1173,6 +1439,16 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
+            details: None,
+        }
+    }
+
+    /// `errors.NewInvalid`: a 422 naming every field error in its causes.
+    fn invalid_fields(group: &str, kind: &str, name: &str, errs: &[FieldError]) -> Self {
+        let (message, details) = fake_admission::invalid_status(group, kind, name, errs);
+        Self {
+            details: Some(details),
+            ..Self::invalid(message)
         }
     }
 
@@ -1184,6 +1460,7 @@ impl ApiError {
             404 => "NotFound",
             409 => "Conflict",
             410 => "Expired",
+            415 => "UnsupportedMediaType",
             422 => "Invalid",
             429 => "TooManyRequests",
             500 => "InternalError",
@@ -1211,25 +1488,39 @@ impl ApiError {
     }
 }
 
-fn json_response(code: u16, v: &Value) -> Response<FakeBody> {
-    Response::builder()
+fn json_response(code: u16, v: &Value, warnings: &[String]) -> Response<FakeBody> {
+    let mut response = Response::builder()
         .status(StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, "application/json");
+    for warning in warnings {
+        // RFC 7234 warning, as the apiserver writes it: code 299, agent "-".
+        response = response.header("Warning", format!("299 - {}", go_quote(warning)));
+    }
+    response
         .body(Full::new(Bytes::from(v.to_string())).boxed_unsync())
         .expect("valid response")
 }
 
-fn error_response(e: ApiError) -> Response<FakeBody> {
-    let status = json!({
+fn status_value(e: &ApiError) -> Value {
+    let mut status = json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
         "message": e.message,
-        "reason": e.reason,
         "code": e.code,
     });
-    json_response(e.code, &status)
+    if !e.reason.is_empty() {
+        status["reason"] = e.reason.into();
+    }
+    if let Some(details) = &e.details {
+        status["details"] = details.clone();
+    }
+    status
+}
+
+fn error_response(e: ApiError, warnings: &[String]) -> Response<FakeBody> {
+    json_response(e.code, &status_value(&e), warnings)
 }
 
 fn watch_response(

@@ -2,6 +2,7 @@
 
 pub mod c1_openapi;
 pub mod envtest;
+pub mod fake_admission;
 pub mod fake_c1;
 pub mod fake_http;
 pub mod fake_instaclustr;
