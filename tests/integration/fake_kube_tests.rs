@@ -990,7 +990,8 @@ async fn all_namespace_lists_page_across_namespaces_with_a_selector() {
 /// Watches as kube's watcher uses them: a streaming list (`sendInitialEvents=true`) ends
 /// its initial events with the `k8s.io/initial-events-end` BOOKMARK; a dropped watch is
 /// resumed from the last resourceVersion seen and replays what changed while it was down
-/// (no relist: the fake keeps its whole history, so a resume never gets 410 Gone).
+/// (no relist while the history still holds the changes; past it, see
+/// `the_watcher_relists_after_410_and_its_store_drops_what_was_deleted_meanwhile`).
 #[tokio::test]
 async fn streaming_lists_end_with_a_bookmark_and_dropped_watches_resume() {
     let fake = FakeKube::new();
@@ -1740,4 +1741,268 @@ async fn updates_judge_what_changed_and_status_writes_are_validated() {
         .unwrap();
     assert_eq!(written.data["spec"]["teamId"], "t1");
     assert_eq!(written.data["status"]["id"], "ap-1");
+}
+
+// ---------------------------------------------------------------------------------------
+// Watch history expiry and bookmarks
+
+async fn watch_events(
+    cms: &Api<ConfigMap>,
+    wp: &WatchParams,
+    rv: &str,
+) -> Vec<WatchEvent<ConfigMap>> {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        cms.watch(wp, rv).await.unwrap().try_collect::<Vec<_>>(),
+    )
+    .await
+    .expect("the watch ends")
+    .unwrap()
+}
+
+fn expired(events: &[WatchEvent<ConfigMap>]) -> Option<(u16, String, String)> {
+    match events {
+        [WatchEvent::Error(status)] => {
+            Some((status.code, status.reason.clone(), status.message.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The history a watch resumes from is bounded per resource, like the apiserver's watch
+/// cache ([`FakeKube::set_watch_history`]), and compacted on demand like etcd
+/// ([`FakeKube::compact`]): a watch from before it is a 200 whose one event is an ERROR
+/// with the `410 Expired` Status (`too old resource version: <rv> (<oldest>)`), then the
+/// stream ends; from inside it the changes are replayed. A paged List whose snapshot was
+/// compacted is a 410 with a token that continues at the latest resourceVersion.
+#[tokio::test]
+async fn watches_from_an_expired_resource_version_get_410_gone() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    let pp = PostParams::default();
+    let a = cms.create(&pp, &cm("a", &[])).await.unwrap();
+    let b = cms.create(&pp, &cm("b", &[])).await.unwrap();
+    let touch = Patch::Merge(json!({"data": {"k": "2"}}));
+    cms.patch("a", &PatchParams::default(), &touch)
+        .await
+        .unwrap();
+    let (rv_a, rv_b) = (a.resource_version().unwrap(), b.resource_version().unwrap());
+    let wp = WatchParams::default().timeout(1).disable_bookmarks();
+
+    fake.set_watch_history(1); // keeps the patch of `a` only
+    let events = watch_events(&cms, &wp, &rv_a).await;
+    assert_eq!(
+        expired(&events),
+        Some((
+            410,
+            "Expired".to_string(),
+            format!("too old resource version: {rv_a} ({rv_b})")
+        )),
+        "{events:?}"
+    );
+    let events = watch_events(&cms, &wp, &rv_b).await;
+    assert!(
+        matches!(events.as_slice(), [WatchEvent::Modified(c)] if c.name_any() == "a"),
+        "{events:?}"
+    );
+    // Another resource's writes do not push this one's history out.
+    let secrets: Api<Secret> = Api::default_namespaced(fake.client());
+    for i in 0..3 {
+        let secret =
+            serde_json::from_value(json!({"metadata": {"name": format!("s{i}")}})).unwrap();
+        secrets.create(&pp, &secret).await.unwrap();
+    }
+    assert_eq!(watch_events(&cms, &wp, &rv_b).await.len(), 1);
+
+    // Compaction: everything before now is gone.
+    fake.set_watch_history(crate::support::fake_kube::DEFAULT_WATCH_HISTORY);
+    fake.compact();
+    let now = fake.resource_version().to_string();
+    let events = watch_events(&cms, &wp, &rv_b).await;
+    assert_eq!(
+        expired(&events).map(|e| e.2),
+        Some(format!("too old resource version: {rv_b} ({now})"))
+    );
+    assert!(watch_events(&cms, &wp, &now).await.is_empty());
+
+    let first = cms.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = first.metadata.continue_.unwrap();
+    cms.create(&pp, &cm("c", &[])).await.unwrap();
+    fake.compact();
+    let status = api_status(
+        cms.list(&ListParams::default().limit(1).continue_token(&token))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((status.code, status.reason.as_str()), (410, "Expired"));
+    assert!(
+        status.message.starts_with(
+            "The provided continue parameter is too old to display a consistent list result."
+        ),
+        "{}",
+        status.message
+    );
+    let fresh = status.metadata.unwrap().continue_.unwrap();
+    let rest = cms
+        .list(&ListParams::default().continue_token(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.items.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+        ["b", "c"]
+    );
+}
+
+/// kube_runtime's watcher after a gap longer than the history: its resumed watch gets
+/// 410 Gone, it relists, and the reflector's store ends up as the apiserver is: an object
+/// deleted during the gap (whose DELETED event nobody will replay) disappears, one
+/// created during it appears.
+#[tokio::test]
+async fn the_watcher_relists_after_410_and_its_store_drops_what_was_deleted_meanwhile() {
+    use kube::runtime::reflector;
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    let pp = PostParams::default();
+    for name in ["keep", "gone"] {
+        cms.create(&pp, &cm(name, &[])).await.unwrap();
+    }
+    let (store, writer) = reflector::store::<ConfigMap>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = reflector::reflector(writer, watcher(cms.clone(), watcher::Config::default()));
+    let driver = tokio::spawn(async move {
+        let mut stream = stream.boxed();
+        while let Some(event) = stream.next().await {
+            let seen = match event {
+                Ok(watcher::Event::Init) => "Init".to_string(),
+                Ok(watcher::Event::InitDone) => "InitDone".to_string(),
+                Ok(watcher::Event::InitApply(c)) => format!("InitApply {}", c.name_any()),
+                Ok(watcher::Event::Apply(c)) => format!("Apply {}", c.name_any()),
+                Ok(watcher::Event::Delete(c)) => format!("Delete {}", c.name_any()),
+                Err(e) => format!("Err {e}"),
+            };
+            if tx.send(seen).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen: Vec<String> = vec![];
+    async fn until(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+        seen: &mut Vec<String>,
+        what: &str,
+    ) {
+        let found = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let event = rx.recv().await.expect("watcher running");
+                seen.push(event.clone());
+                if event.starts_with(what) {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(found.is_ok(), "no {what} in {seen:?}");
+    }
+    until(&mut rx, &mut seen, "InitDone").await;
+    let names = |store: &reflector::Store<ConfigMap>| {
+        let mut names: Vec<String> = store.state().iter().map(|c| c.name_any()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&store), ["gone", "keep"]);
+    let lists = || {
+        fake.requests()
+            .iter()
+            .filter(|r| r.method == "GET" && r.path.ends_with("/configmaps"))
+            .filter(|r| r.query_param("watch").is_none())
+            .count()
+    };
+    assert_eq!(lists(), 1);
+
+    // The gap: the watch drops and cannot come back until the history is compacted past
+    // a deletion and a creation.
+    fake.stall("/configmaps", true);
+    fake.disconnect_watches();
+    fake.delete_object("v1", "configmaps", "default", "gone")
+        .unwrap();
+    fake.put_object(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "new", "namespace": "default"}}));
+    fake.compact();
+    fake.stall("/configmaps", false);
+
+    until(&mut rx, &mut seen, "Err").await;
+    assert!(
+        seen.last().unwrap().contains("410") || seen.last().unwrap().contains("Expired"),
+        "{seen:?}"
+    );
+    until(&mut rx, &mut seen, "InitDone").await;
+    assert_eq!(names(&store), ["keep", "new"], "{seen:?}");
+    assert_eq!(lists(), 2, "relisted once");
+    driver.abort();
+}
+
+/// With `allowWatchBookmarks=true` (kube's default) a watch gets a BOOKMARK at the current
+/// resourceVersion every bookmark interval ([`FakeKube::set_bookmark_interval`]; the
+/// apiserver's minute by default) and 2 s before its timeout, none later than that (the
+/// apiserver's storage/cacher schedule); without, none.
+#[tokio::test]
+async fn watches_that_allow_bookmarks_get_them_periodically_and_before_the_timeout() {
+    let fake = FakeKube::new();
+    let cms: Api<ConfigMap> = Api::default_namespaced(fake.client());
+    cms.create(&PostParams::default(), &cm("a", &[]))
+        .await
+        .unwrap();
+    let now = fake.resource_version().to_string();
+    let bookmarks = |events: &[WatchEvent<ConfigMap>]| {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                WatchEvent::Bookmark(b) => Some(b.metadata.resource_version.clone()),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+
+    // Before the timeout: at 1 s of a 3 s watch, the default interval being a minute.
+    let started = tokio::time::Instant::now();
+    let events = watch_events(&cms, &WatchParams::default().timeout(3), &now).await;
+    assert_eq!(bookmarks(&events), std::slice::from_ref(&now), "{events:?}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+
+    // Every 300 ms up to 2 s before the end: at 0.3, 0.6, 0.9 and 1 s of a 3 s watch.
+    fake.set_bookmark_interval(Duration::from_millis(300));
+    let events = watch_events(&cms, &WatchParams::default().timeout(3), &now).await;
+    let marks = bookmarks(&events);
+    assert!((3..=5).contains(&marks.len()), "{events:?}");
+    assert!(marks.iter().all(|rv| *rv == now));
+    let events = watch_events(
+        &cms,
+        &WatchParams::default().timeout(1).disable_bookmarks(),
+        &now,
+    )
+    .await;
+    assert!(events.is_empty(), "{events:?}");
+
+    // A bookmark comes after the events sent before it and carries their resourceVersion.
+    let mut live = cms
+        .watch(&WatchParams::default().timeout(3), &now)
+        .await
+        .unwrap()
+        .boxed();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "3"}})),
+    )
+    .await
+    .unwrap();
+    let modified = fake.resource_version().to_string();
+    assert!(matches!(
+        live.try_next().await.unwrap(),
+        Some(WatchEvent::Modified(_))
+    ));
+    match live.try_next().await.unwrap() {
+        Some(WatchEvent::Bookmark(b)) => assert_eq!(b.metadata.resource_version, modified),
+        other => panic!("expected a bookmark, got {other:?}"),
+    }
 }

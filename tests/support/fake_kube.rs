@@ -80,8 +80,12 @@ impl FakeKube {
             rv: 0,
             uids: 0,
             kinds: HashMap::new(),
-            history: Vec::new(),
+            histories: HashMap::new(),
+            history_limit: DEFAULT_WATCH_HISTORY,
+            compacted: 0,
             watchers: Vec::new(),
+            next_watcher: 0,
+            bookmark_interval: DEFAULT_BOOKMARK_INTERVAL,
             requests: Vec::new(),
             faults: Vec::new(),
             stalled: Vec::new(),
@@ -349,6 +353,38 @@ impl FakeKube {
         self.lock().watchers.clear();
     }
 
+    /// How many events of each resource (apiVersion, plural) are kept for watches to
+    /// resume from, like the apiserver's watch cache (default [`DEFAULT_WATCH_HISTORY`]);
+    /// older ones are dropped now and from then on. A watch from before the oldest kept
+    /// event gets `410 Gone` (an ERROR event), and kube's watcher relists.
+    pub fn set_watch_history(&self, events: usize) {
+        let mut st = self.lock();
+        st.history_limit = events;
+        for history in st.histories.values_mut() {
+            history.trim(events);
+        }
+    }
+
+    /// Compacts now, as etcd's periodic compaction does: every watch and paged List from
+    /// a resourceVersion before the current one is answered `410 Gone` (watches with an
+    /// ERROR event, Lists with the apiserver's continue-expired Status).
+    pub fn compact(&self) {
+        let mut st = self.lock();
+        let now = st.rv;
+        st.compacted = now;
+        for history in st.histories.values_mut() {
+            history.floor = history.floor.max(now);
+            history.events.clear();
+        }
+    }
+
+    /// How often a watch that allows bookmarks (`allowWatchBookmarks=true`, kube's
+    /// default) gets a BOOKMARK with the current resourceVersion (the apiserver: every
+    /// minute, the default here too, and 2 s before the watch's timeout).
+    pub fn set_bookmark_interval(&self, every: Duration) {
+        self.lock().bookmark_interval = every;
+    }
+
     /// Current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
@@ -406,9 +442,22 @@ impl FakeKube {
         if let Some(recorded) = st.requests.last_mut() {
             recorded.warnings = warnings.clone();
         }
+        let bookmark_interval = st.bookmark_interval;
+        drop(st);
         match result {
             Ok(Reply::Json(code, v)) => json_response(code, &v, &warnings),
-            Ok(Reply::Watch(rx, timeout)) => watch_response(rx, timeout),
+            Ok(Reply::Watch {
+                rx,
+                timeout,
+                bookmarks,
+            }) => {
+                let bookmarks = bookmarks.map(|id| Bookmarks {
+                    kube: self.clone(),
+                    watcher: id,
+                    every: bookmark_interval,
+                });
+                watch_response(rx, timeout, bookmarks)
+            }
             Err(e) => error_response(e, &warnings),
         }
     }
@@ -475,7 +524,33 @@ struct Fault {
     remaining: usize,
 }
 
-/// One committed change; the full history lets watches resume from any resourceVersion.
+/// Events kept per resource by default: far more than any test writes of one resource,
+/// so only tests that ask for expiry ([`FakeKube::set_watch_history`],
+/// [`FakeKube::compact`]) see it.
+pub const DEFAULT_WATCH_HISTORY: usize = 10_000;
+
+/// The apiserver's bookmark frequency (storage/cacher: `defaultBookmarkFrequency`).
+pub const DEFAULT_BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The changes of one resource a watch can resume from, like one watch cache.
+#[derive(Default)]
+struct History {
+    events: std::collections::VecDeque<Change>,
+    /// Every change up to this resourceVersion is gone: a watch from before it is 410.
+    floor: u64,
+}
+
+impl History {
+    fn trim(&mut self, limit: usize) {
+        while self.events.len() > limit {
+            if let Some(gone) = self.events.pop_front() {
+                self.floor = self.floor.max(gone.rv);
+            }
+        }
+    }
+}
+
+/// One committed change, kept (for a while) so that watches can resume after it.
 struct Change {
     rv: u64,
     key: Key,
@@ -485,6 +560,7 @@ struct Change {
 }
 
 struct Watcher {
+    id: u64,
     filter: Filter,
     tx: mpsc::UnboundedSender<Bytes>,
 }
@@ -495,8 +571,14 @@ struct State {
     uids: u64,
     /// Kind per (apiVersion, plural), learned from writes; used for list kinds.
     kinds: HashMap<(String, String), String>,
-    history: Vec<Change>,
+    /// Recent changes per (apiVersion, plural), at most `history_limit` each.
+    histories: HashMap<(String, String), History>,
+    history_limit: usize,
+    /// The resourceVersion of the last compaction ([`FakeKube::compact`]).
+    compacted: u64,
     watchers: Vec<Watcher>,
+    next_watcher: u64,
+    bookmark_interval: Duration,
     requests: Vec<RecordedRequest>,
     faults: Vec<Fault>,
     /// Path fragments whose requests get no answer for now.
@@ -581,7 +663,12 @@ impl WriteOpts {
 
 enum Reply {
     Json(u16, Value),
-    Watch(mpsc::UnboundedReceiver<Bytes>, Option<Duration>),
+    Watch {
+        rx: mpsc::UnboundedReceiver<Bytes>,
+        timeout: Option<Duration>,
+        /// The watcher's id when it asked for bookmarks.
+        bookmarks: Option<u64>,
+    },
 }
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -706,8 +793,16 @@ impl State {
             Some(token) => {
                 let (rv, after) = token
                     .split_once(':')
-                    .and_then(|(rv, after)| Some((rv.parse::<u64>().ok()?, after)))
+                    .and_then(|(rv, after)| Some((rv.parse::<i64>().ok()?, after)))
                     .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                // -1: the inconsistent token of an expired one (continue at the latest).
+                let rv = u64::try_from(rv).unwrap_or(self.rv);
+                if rv < self.compacted {
+                    // storage/etcd3: the snapshot the pages were read at is compacted.
+                    let mut gone = ApiError::new(410, "Expired", INCONSISTENT_CONTINUE);
+                    gone.list_meta = Some(json!({"continue": format!("-1:{after}")}));
+                    return Err(gone);
+                }
                 let (ns, name) = after.split_once('/').unwrap_or(("", after));
                 (rv, Some((ns.to_string(), name.to_string())))
             }
@@ -761,18 +856,62 @@ impl State {
             let since: u64 = since
                 .parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {since:?}")))?;
-            for c in self.history.iter().filter(|c| c.rv > since) {
+            let resource = (r.api_version.clone(), r.plural.clone());
+            let history = self.histories.get(&resource);
+            let floor = history.map_or(0, |h| h.floor).max(self.compacted);
+            if since < floor {
+                // storage/cacher: past authorization and a parsable resourceVersion, the
+                // error is a watch event (the stream is a 200 that ends after it).
+                let gone = ApiError::new(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {since} ({floor})"),
+                );
+                let _ = tx.send(event_line("ERROR", &status_value(&gone)));
+                return Ok(Reply::Watch {
+                    rx,
+                    timeout: None,
+                    bookmarks: None,
+                });
+            }
+            for c in history
+                .into_iter()
+                .flat_map(|h| h.events.iter())
+                .filter(|c| c.rv > since)
+            {
                 if let Some((kind, obj)) = filter.translate(c) {
                     let _ = tx.send(event_line(kind, obj));
                 }
             }
         }
-        self.watchers.push(Watcher { filter, tx });
+        self.next_watcher += 1;
+        let id = self.next_watcher;
+        self.watchers.push(Watcher { id, filter, tx });
         let timeout = q
             .get("timeoutSeconds")
             .and_then(|s| s.parse().ok())
             .map(Duration::from_secs);
-        Ok(Reply::Watch(rx, timeout))
+        let bookmarks = q.get("allowWatchBookmarks").is_some_and(|v| v == "true");
+        Ok(Reply::Watch {
+            rx,
+            timeout,
+            bookmarks: bookmarks.then_some(id),
+        })
+    }
+
+    /// A BOOKMARK at the current resourceVersion for watcher `id`, queued behind the
+    /// events already sent to it; false once the watcher is gone.
+    fn bookmark(&mut self, id: u64) -> bool {
+        let rv = self.rv.to_string();
+        let Some(w) = self.watchers.iter().find(|w| w.id == id) else {
+            return false;
+        };
+        let bookmark = json!({
+            "kind": self.kind_of(&w.filter.api_version, &w.filter.plural),
+            "apiVersion": w.filter.api_version,
+            "metadata": {"resourceVersion": rv},
+        });
+        w.tx.send(event_line("BOOKMARK", &bookmark)).is_ok()
     }
 
     fn create(&mut self, r: &Route, mut obj: Value, opts: WriteOpts) -> ApiResult<Value> {
@@ -1096,7 +1235,13 @@ impl State {
             Some((kind, obj)) => w.tx.send(event_line(kind, obj)).is_ok(),
             None => !w.tx.is_closed(),
         });
-        self.history.push(change);
+        let limit = self.history_limit;
+        let history = self
+            .histories
+            .entry((key.api_version.clone(), key.plural.clone()))
+            .or_default();
+        history.events.push_back(change);
+        history.trim(limit);
     }
 
     fn take_fault(&mut self, method: &str, path: &str, body: &str) -> Option<u16> {
@@ -1431,7 +1576,12 @@ struct ApiError {
     message: String,
     /// `details` of the Status (e.g. the causes of a 422).
     details: Option<Value>,
+    /// `metadata` of the Status (a fresh continue token).
+    list_meta: Option<Value>,
 }
+
+/// storage/etcd3's answer to a continue token from before a compaction.
+const INCONSISTENT_CONTINUE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
 
 impl ApiError {
     fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
@@ -1440,6 +1590,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            list_meta: None,
         }
     }
 
@@ -1516,6 +1667,9 @@ fn status_value(e: &ApiError) -> Value {
     if let Some(details) = &e.details {
         status["details"] = details.clone();
     }
+    if let Some(meta) = &e.list_meta {
+        status["metadata"] = meta.clone();
+    }
     status
 }
 
@@ -1523,19 +1677,57 @@ fn error_response(e: ApiError, warnings: &[String]) -> Response<FakeBody> {
     json_response(e.code, &status_value(&e), warnings)
 }
 
+/// Periodic bookmarks of one watch.
+struct Bookmarks {
+    kube: FakeKube,
+    watcher: u64,
+    every: Duration,
+}
+
 fn watch_response(
     rx: mpsc::UnboundedReceiver<Bytes>,
     timeout: Option<Duration>,
+    bookmarks: Option<Bookmarks>,
 ) -> Response<FakeBody> {
+    use tokio::time::{Instant, sleep_until};
     // The stream ends at `timeoutSeconds`, like the apiserver closing the watch.
-    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-    let stream = futures::stream::unfold(rx, move |mut rx| async move {
-        let next = match deadline {
-            Some(d) => tokio::time::timeout_at(d, rx.recv()).await.ok().flatten(),
-            None => rx.recv().await,
-        };
-        next.map(|line| (Ok::<_, Infallible>(Frame::data(line)), rx))
-    });
+    let deadline = timeout.map(|t| Instant::now() + t);
+    // storage/cacher's nextBookmarkTime: every `every`, and 2 s before the deadline;
+    // none once that time has passed.
+    let next_bookmark = move |now: Instant, every: Duration| {
+        let mut at = now + every;
+        if let Some(pre) = deadline.and_then(|d| d.checked_sub(Duration::from_secs(2))) {
+            at = at.min(pre);
+        }
+        (at > now).then_some(at)
+    };
+    let first = bookmarks
+        .as_ref()
+        .and_then(|b| next_bookmark(Instant::now(), b.every));
+    let stream = futures::stream::unfold(
+        (rx, bookmarks, first),
+        move |(mut rx, bookmarks, mut bookmark_at)| async move {
+            loop {
+                tokio::select! {
+                    line = rx.recv() => {
+                        return line.map(|line| {
+                            (Ok::<_, Infallible>(Frame::data(line)), (rx, bookmarks, bookmark_at))
+                        });
+                    }
+                    _ = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                        return None;
+                    }
+                    _ = sleep_until(bookmark_at.unwrap_or_else(Instant::now)), if bookmark_at.is_some() => {
+                        let b = bookmarks.as_ref().expect("bookmarks asked for");
+                        bookmark_at = match b.kube.lock().bookmark(b.watcher) {
+                            true => next_bookmark(Instant::now(), b.every),
+                            false => None,
+                        };
+                    }
+                }
+            }
+        },
+    );
     Response::builder()
         .status(StatusCode::OK)
         .header(http::header::CONTENT_TYPE, "application/json")
