@@ -34,10 +34,14 @@ impl Env {
     /// Namespaces `team-a` (labelled `access: serval`), `team-b` (not labelled) and the
     /// credentials namespace with the Secret; a ClusterConnection allowing the label.
     async fn new(spec_extra: Value) -> Self {
+        Self::seeded(FakeKube::new(), Some(spec_extra)).await
+    }
+
+    /// The namespaces and the Secret in `kube`; a ClusterConnection if `spec_extra`.
+    async fn seeded(kube: FakeKube, spec_extra: Option<Value>) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let serval = FakeServal::start().await;
         serval.add_client("operator", "s3cret");
-        let kube = FakeKube::new();
         for (ns, labels) in [
             ("team-a", json!({"access": "serval"})),
             ("team-b", json!({})),
@@ -53,18 +57,20 @@ impl Env {
             "metadata": {"name": "serval-creds", "namespace": CREDENTIALS_NS},
             "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
         }));
-        let mut spec = json!({
-            "serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}},
-            "allowedNamespaces": {"namespaceSelector": {"matchLabels": {"access": "serval"}}},
-        });
-        for (key, value) in spec_extra.as_object().unwrap() {
-            spec[key] = value.clone();
+        if let Some(spec_extra) = spec_extra {
+            let mut spec = json!({
+                "serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}},
+                "allowedNamespaces": {"namespaceSelector": {"matchLabels": {"access": "serval"}}},
+            });
+            for (key, value) in spec_extra.as_object().unwrap() {
+                spec[key] = value.clone();
+            }
+            kube.put_object(json!({
+                "apiVersion": API, "kind": "ClusterConnection",
+                "metadata": {"name": SHARED, "generation": 1},
+                "spec": spec,
+            }));
         }
-        kube.put_object(json!({
-            "apiVersion": API, "kind": "ClusterConnection",
-            "metadata": {"name": SHARED, "generation": 1},
-            "spec": spec,
-        }));
         Self {
             kube,
             serval,
@@ -564,6 +570,64 @@ async fn a_used_cluster_connection_is_kept_and_a_one_namespace_operator_refuses_
         .await;
     assert!(message.contains("--namespace"), "{message}");
     assert_eq!(env.creates("team-a", "oncall"), 0);
+    env.shutdown().await;
+}
+
+/// An upgrade that skipped the new ClusterConnection CRD (Helm never upgrades CRDs; commit
+/// 9d457cd, found on the real apiserver): the fake serves only installed CRDs, so the
+/// operator's List of ClusterConnections is the apiserver's 404. The operator runs as
+/// before for namespaced Connections, never watches ClusterConnections, and a resource
+/// naming one is told the CRD is missing instead of waiting forever.
+#[tokio::test]
+async fn without_the_cluster_connection_crd_the_rest_still_works() {
+    let kube = FakeKube::new();
+    kube.require_crds();
+    kube.install_crds_except(&["ClusterConnection"]);
+    let mut env = Env::seeded(kube, None).await;
+    env.kube.put_object(json!({
+        "apiVersion": API, "kind": "Connection",
+        "metadata": {"name": "own", "namespace": CREDENTIALS_NS, "generation": 1},
+        "spec": {"serval": {"baseUrl": env.serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
+    }));
+    env.apply_ap(CREDENTIALS_NS, "own", json!({"name": "own"}));
+    env.apply_ap("team-a", "shared", Env::shared_ref());
+    env.run(SecretsScope::Cluster);
+
+    env.wait("the namespaced one to converge", |e| {
+        converged_status(&e.get(CREDENTIALS_NS, "own"))
+    })
+    .await;
+    let message = env
+        .wait("the ClusterConnection user to be refused", |e| {
+            e.not_allowed("team-a", "shared")
+        })
+        .await;
+    assert!(
+        message.contains("the ClusterConnection CRD is not installed"),
+        "{message}"
+    );
+    assert_eq!(env.creates("team-a", "shared"), 0);
+    assert_eq!(env.serval.profiles().len(), 1, "only the namespaced one");
+    let cluster_connections: Vec<_> = env
+        .kube
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/clusterconnections"))
+        .collect();
+    assert!(
+        !cluster_connections.is_empty(),
+        "the operator never asked for ClusterConnections"
+    );
+    assert!(
+        cluster_connections
+            .iter()
+            .all(|r| r.query_param("watch").is_none()),
+        "ClusterConnections watched"
+    );
+    assert!(
+        !env.operator.as_ref().unwrap().is_finished(),
+        "the operator stopped"
+    );
     env.shutdown().await;
 }
 

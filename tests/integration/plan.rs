@@ -1104,3 +1104,128 @@ async fn a_create_in_doubt_is_recovered_not_planned_twice() {
         "{planned:?}"
     );
 }
+
+/// `--prune` as the PreSync Role allows it (commit 26aaf73, found on the real apiserver,
+/// where that Role cannot list cluster-wide): the binary lists each managed kind with the
+/// selector in the input's namespaces and the default one, never cluster-wide and never
+/// in another namespace, and says who it is on every request (`User-Agent:
+/// accessplane-plan/<version>`), read from the fake apiserver's request log as the real
+/// tier reads its audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prunes_only_in_the_input_namespaces_as_accessplane_plan() {
+    use crate::support::kube_server::KubeServer;
+    const USER_AGENT: &str = concat!("accessplane-plan/", env!("CARGO_PKG_VERSION"));
+    const SELECTOR: &str = "app.kubernetes.io/instance=access";
+    let h = Harness::new().await;
+    let labels = json!({"app.kubernetes.io/instance": "access"});
+    h.create::<accessplane::api::AccessProfile>(json!({"apiVersion": GV, "kind": "AccessProfile",
+        "metadata": {"name": "gone", "labels": labels}, "spec": profile_spec("Gone")}))
+        .await;
+    h.settle("gone", 4).await;
+    // The same Connection in team-x; a labelled profile where the input has nothing.
+    for (api_version, plural, name) in [
+        ("v1", "secrets", "serval-credentials"),
+        (GV, "connections", "serval"),
+    ] {
+        let mut obj = h.kube.get(api_version, plural, NS, name).unwrap();
+        obj["metadata"] = json!({"name": name, "namespace": "team-x", "generation": 1});
+        h.kube.put_object(obj);
+    }
+    h.kube
+        .put_object(json!({"apiVersion": GV, "kind": "AccessProfile",
+        "metadata": {"name": "far", "namespace": "elsewhere", "labels": labels, "generation": 1},
+        "spec": profile_spec("Far")}));
+    let input = manifest("AccessProfile", "new", profile_spec("New"))
+        + &serde_json::to_string(&json!({"apiVersion": GV, "kind": "AccessProfile",
+            "metadata": {"name": "remote", "namespace": "team-x"}, "spec": profile_spec("Remote")}))
+        .unwrap();
+    let server = KubeServer::start(h.kube.clone()).await;
+    let dir = std::env::temp_dir().join(format!("accessplane-prune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, server.kubeconfig(NS)).unwrap();
+    let before = h.kube.requests().len();
+
+    let out = tokio::task::spawn_blocking(move || {
+        let mut plan = std::process::Command::new(env!("CARGO_BIN_EXE_accessplane"));
+        plan.env_clear();
+        let args = ["plan", "-f", "-", "--prune", "-l", SELECTOR, "-o", "json"];
+        output(plan, &args, &kubeconfig, Some(&input))
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let document: Value = serde_json::from_str(&stdout).unwrap();
+    let entries: Vec<(String, String)> = document["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (format!("{}/{}", s("namespace"), s("name")), s("action"))
+        })
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            (format!("{NS}/new"), "create".to_string()),
+            ("team-x/remote".to_string(), "create".to_string()),
+            (format!("{NS}/gone"), "delete".to_string()),
+        ],
+        "{stdout}"
+    );
+
+    let requests = h.kube.requests()[before..].to_vec();
+    assert!(!requests.is_empty());
+    let wrong: Vec<String> = requests
+        .iter()
+        .filter(|r| r.method != "GET" || r.user_agent.as_deref() != Some(USER_AGENT))
+        .map(|r| format!("{} {}: {:?}", r.method, r.path, r.user_agent))
+        .collect();
+    assert!(wrong.is_empty(), "not GETs as {USER_AGENT}: {wrong:?}");
+    let plurals = [
+        "connectors",
+        "appentitlements",
+        "mcptoolsets",
+        "accessprofiles",
+        "personaaccesscontrols",
+    ];
+    let mut lists: Vec<String> = vec![];
+    for r in &requests {
+        let Some(rest) = r.path.strip_prefix(&format!("/apis/{GV}/")) else {
+            continue;
+        };
+        let parts: Vec<&str> = rest.split('/').collect();
+        match parts.as_slice() {
+            [plural] if plurals.contains(plural) => {
+                panic!("a cluster-wide List of {plural}: {} {}", r.path, r.query)
+            }
+            ["namespaces", ns, plural]
+                if plurals.contains(plural)
+                    && r.query_param("labelSelector").as_deref() == Some(SELECTOR) =>
+            {
+                lists.push(format!("{ns}/{plural}"));
+            }
+            _ => {}
+        }
+        assert!(
+            !r.path.contains("/namespaces/elsewhere/"),
+            "read outside the input's namespaces: {}",
+            r.path
+        );
+    }
+    lists.sort();
+    let mut expected: Vec<String> = [NS, "team-x"]
+        .iter()
+        .flat_map(|ns| plurals.map(|p| format!("{ns}/{p}")))
+        .collect();
+    expected.sort();
+    assert_eq!(lists, expected, "one prune List per kind and namespace");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -385,6 +385,30 @@ impl FakeKube {
         self.lock().bookmark_interval = every;
     }
 
+    /// From now on, resources of groups that are not built into Kubernetes are served
+    /// only while their CRD (`{plural}.{group}`, serving the version) is stored, as on a
+    /// real apiserver: any other request for them is its plain-text `404 page not found`.
+    /// Off by default, so tests that never install CRDs keep working; custom resources
+    /// are then admitted with the stored CRD only. See [`FakeKube::install_crds_except`].
+    pub fn require_crds(&self) {
+        self.lock().crds_required = true;
+    }
+
+    /// Stores the operator's CRDs (`accessplane::api::all_crds`, what `crds/` holds), all
+    /// but those of the given kinds, Established, as `kubectl apply -f crds/` would.
+    pub fn install_crds_except(&self, kinds: &[&str]) {
+        let route = Route::parse(&format!("/apis/{CRD_API_VERSION}/{CRDS}")).expect("route");
+        let mut st = self.lock();
+        for (_, crd) in accessplane::api::all_crds() {
+            if kinds.contains(&crd.spec.names.kind.as_str()) {
+                continue;
+            }
+            let crd = serde_json::to_value(&crd).expect("a CRD serializes");
+            st.create(&route, crd, WriteOpts::kubectl(Via::Post))
+                .unwrap_or_else(|e| panic!("CRD not installed: {} {}", e.code, e.message));
+        }
+    }
+
     /// Current global resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.lock().rv
@@ -430,6 +454,17 @@ impl FakeKube {
             .into_owned()
             .collect();
         st.warnings.clear();
+        if let Some(route) = Route::parse(&path)
+            && !st.served(&route)
+        {
+            // The end of the apiserver's delegation chain (util/notfoundhandler).
+            return Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header("X-Content-Type-Options", "nosniff")
+                .body(Full::new(Bytes::from_static(b"404 page not found\n")).boxed_unsync())
+                .expect("valid response");
+        }
         let result = match Route::parse(&path) {
             Some(route) => st.dispatch(&parts.method, &route, &q, content_type.as_deref(), body),
             None => Err(ApiError::new(
@@ -1281,6 +1316,24 @@ impl State {
             .collect()
     }
 
+    /// Whether the apiserver serves this resource: always, unless CRDs are required and
+    /// it belongs to a group only a CRD can define and no stored CRD serves it.
+    fn served(&self, r: &Route) -> bool {
+        let group = group_of(&r.api_version);
+        if !self.crds_required || BUILT_IN_GROUPS.contains(&group) {
+            return true;
+        }
+        let crd = Key::new(CRD_API_VERSION, CRDS, "", &format!("{}.{group}", r.plural));
+        let version = r.api_version.rsplit('/').next().unwrap_or_default();
+        self.objects.get(&crd).is_some_and(|crd| {
+            crd["spec"]["versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|v| v["name"] == version && v["served"] != false)
+        })
+    }
+
     /// The schema custom resources of this resource are admitted with: the stored CRD's
     /// (`{plural}.{group}`), else (unless CRDs are required) the operator's own CRD.
     /// `None` for built-in resources and resources no CRD describes: stored as sent.
@@ -1383,6 +1436,33 @@ fn resource_path(api_version: &str, plural: &str, namespace: &str, name: &str) -
 }
 
 const CRD_API_VERSION: &str = "apiextensions.k8s.io/v1";
+
+/// API groups served by kube-apiserver itself (no CRD needed).
+const BUILT_IN_GROUPS: &[&str] = &[
+    "",
+    "admissionregistration.k8s.io",
+    "apiextensions.k8s.io",
+    "apiregistration.k8s.io",
+    "apps",
+    "authentication.k8s.io",
+    "authorization.k8s.io",
+    "autoscaling",
+    "batch",
+    "certificates.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+    "events.k8s.io",
+    "flowcontrol.apiserver.k8s.io",
+    "internal.apiserver.k8s.io",
+    "networking.k8s.io",
+    "node.k8s.io",
+    "policy",
+    "rbac.authorization.k8s.io",
+    "resource.k8s.io",
+    "scheduling.k8s.io",
+    "storage.k8s.io",
+    "storagemigration.k8s.io",
+];
 const CRDS: &str = "customresourcedefinitions";
 
 /// Server-side apply converts the configuration to the schema's type first: a field the
