@@ -3,6 +3,7 @@
 pub mod api;
 pub mod connections;
 pub mod engine;
+pub mod fence;
 pub mod plan;
 pub mod providers;
 pub mod runtime;

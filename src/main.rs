@@ -9,7 +9,7 @@ use accessplane::connections::controller::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::plan::command::{self, Output, PlanCommand};
 use accessplane::runtime::telemetry::{self, LogFormat};
-use accessplane::runtime::{self, LeaderElection, RunConfig, crds};
+use accessplane::runtime::{self, LeaderElection, LeaseTiming, RunConfig, crds};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -90,6 +90,15 @@ struct RunArgs {
         default_value = "accessplane-leader"
     )]
     leader_election_lease: String,
+    /// How long the Lease stays valid after a renewal: how long a standby waits before it
+    /// takes over from a leader that stopped renewing (Go duration).
+    #[arg(long, env = "ACCESSPLANE_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_timeout)]
+    leader_election_lease_duration: Duration,
+    /// How often the leader renews the Lease (and a standby tries to take it). The leader
+    /// writes only within lease duration − renew period of its last renewal; at most half
+    /// the lease duration.
+    #[arg(long, env = "ACCESSPLANE_LEADER_ELECTION_RENEW_PERIOD", default_value = "5s", value_parser = parse_timeout)]
+    leader_election_renew_period: Duration,
     /// Namespace of every ClusterConnection's credentials Secret (default: the pod's
     /// namespace from POD_NAMESPACE, else `accessplane-system`).
     #[arg(long, env = "ACCESSPLANE_CREDENTIALS_NAMESPACE")]
@@ -199,10 +208,18 @@ impl RunArgs {
             // Unique per process, so a restarted pod never mistakes an old lease for its own.
             let pod = std::env::var("POD_NAME").unwrap_or_else(|_| "accessplane".into());
             let identity = format!("{pod}-{:08x}", rand::random::<u32>());
+            let timing = LeaseTiming {
+                duration: self.leader_election_lease_duration,
+                renew_every: self.leader_election_renew_period,
+            };
+            timing
+                .check()
+                .map_err(|e| format!("--leader-election-renew-period: {e}"))?;
             Some(LeaderElection {
                 namespace,
                 lease_name: self.leader_election_lease.clone(),
                 identity,
+                timing,
             })
         } else {
             None
@@ -311,7 +328,13 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let result = tokio::runtime::Runtime::new()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(runtime::run(config)).map_err(|e| e.to_string()));
+        .and_then(|rt| {
+            let result = rt.block_on(runtime::run(config)).map_err(|e| e.to_string());
+            // Exit now (a replica that lost its lease must not linger), not after
+            // whatever blocking work is still running.
+            rt.shutdown_timeout(Duration::from_millis(500));
+            result
+        });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

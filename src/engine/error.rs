@@ -52,6 +52,14 @@ impl EngineError {
         }
     }
 
+    /// Whether the write fence stopped this pass (this replica may no longer lead).
+    pub fn is_fenced(&self) -> bool {
+        match self {
+            Self::Kube { source, .. } => crate::fence::is_fenced_kube(source),
+            _ => self.upstream().is_some_and(UpstreamError::is_fenced),
+        }
+    }
+
     pub fn kube(context: &'static str) -> impl FnOnce(kube::Error) -> Self {
         move |source| Self::Kube { context, source }
     }

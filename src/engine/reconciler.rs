@@ -22,15 +22,16 @@ use super::observation::{Listed, Lookup, Observations, Purpose};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
 use super::schedule::ResyncSlots;
 use super::{
-    ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, Created, Cx, EXTERNAL_ID_ANNOTATION, EngineError,
-    LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written, annotation, clock::Clock,
-    clock::elapsed, create_in_doubt, create_mark, effective_deletion_policy,
+    ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, CreateMark, Created, Cx, EXTERNAL_ID_ANNOTATION,
+    EngineError, LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written, annotation,
+    clock::Clock, clock::elapsed, create_in_doubt, create_mark, effective_deletion_policy,
     metrics::ReconcileMetrics, recorded_id,
 };
 use crate::api::envelope::{
     ConnectionKind, DeletionPolicy, ManagedStatus, ManagementPolicy, PendingWrite,
 };
 use crate::connections::{Connections, Unusable};
+use crate::fence::Fence;
 use crate::upstream::{ErrorClass, UpstreamClient};
 
 /// Everything a kind's controller needs; one per kind.
@@ -64,6 +65,9 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     learned: Mutex<HashMap<ObjectKey, Learned>>,
     /// When the per-object maps were last pruned of objects gone from the cache.
     pruned: Mutex<Timestamp>,
+    /// Lets upstream writes go only while this replica leads (see [`crate::fence`]); the
+    /// Kubernetes client is fenced by whoever builds it.
+    fence: Fence,
     kind: PhantomData<fn() -> K>,
 }
 
@@ -204,8 +208,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             rechecks: Mutex::default(),
             learned: Mutex::default(),
             pruned,
+            fence: Fence::open(),
             kind: PhantomData,
         }
+    }
+
+    /// Sends upstream writes only while `fence` is open and tells create marks of other
+    /// replicas apart (leader election); without it the engine writes freely.
+    pub fn with_fence(mut self, fence: Fence) -> Self {
+        self.fence = fence;
+        self
     }
 
     /// How many objects the engine keeps per-object bookkeeping for (convergence marks).
@@ -278,6 +290,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// Requeue delay after a Kubernetes API error (the only errors returned to the controller).
     pub fn error_policy(&self, obj: &K, error: &EngineError) -> Action {
+        if error.is_fenced() {
+            // Not the leader any more: the process is on its way out; nothing to retry.
+            tracing::warn!(name = %obj.name_any(), "pass stopped: {error}");
+            return Action::await_change();
+        }
         tracing::warn!(%error, name = %obj.name_any(), "reconcile failed");
         Action::requeue(self.timing.error_backoff(self.bump_failures(obj)))
     }
@@ -424,6 +441,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
         let mut recorded_adoption = false;
         let in_doubt = self.create_in_doubt(obj);
+        if in_doubt
+            && let Some(wait) = self.create_of_another_replica_in_flight(obj, &upstream, now)
+        {
+            return Ok(Verdict::waiting(wait));
+        }
         let observed =
             match super::locate(&self.provider, &cx, known_id.as_deref(), observed, in_doubt)
                 .await?
@@ -602,7 +624,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             api,
             obj,
             BTreeMap::from([
-                (CREATE_MARK_ANNOTATION, Some(now.to_string())),
+                (
+                    CREATE_MARK_ANNOTATION,
+                    Some(CreateMark::value(now, self.fence.identity())),
+                ),
                 (LEGACY_CREATE_PENDING_ANNOTATION, None),
             ]),
         )
@@ -861,6 +886,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         rechecks: u64,
         outcome: Result<Verdict, EngineError>,
     ) -> Result<Action, EngineError> {
+        if let Err(error) = &outcome
+            && error.is_fenced()
+        {
+            // A replica that cannot prove it leads writes nothing more, status included.
+            tracing::warn!("pass stopped: {error}");
+            return Ok(Action::await_change());
+        }
         let now = self.clock.now();
         let generation = obj.meta().generation;
         let previous = obj.managed_status().cloned().unwrap_or_default();
@@ -1194,12 +1226,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
         let ns = obj.namespace().unwrap_or_default();
-        self.connections
+        let client = self
+            .connections
             .resolve(&ns, &obj.managed().connection_ref, P::UPSTREAM)
             .map_err(|unusable| match unusable {
                 Unusable::NotReady(message) => EngineError::Dependency(message),
                 Unusable::NotAllowed(message) => EngineError::ConnectionNotAllowed(message),
-            })
+            })?;
+        Ok(client.fenced(&self.fence))
     }
 
     /// The upstream id this resource points at, if known.
@@ -1207,6 +1241,35 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         recorded_id(obj)
             .or_else(|| self.learned_of(obj).map(|l| l.id))
             .or_else(|| self.provider.deterministic_id(obj))
+    }
+
+    /// How long to wait before taking another replica's create mark for an interrupted
+    /// create: a replica that wrote it may have been frozen between the mark and its
+    /// request, and its request may still arrive until its lease validity (less than a
+    /// lease duration after the mark) plus one request timeout have passed. Twice the
+    /// lease duration covers clock skew between the two replicas' wall clocks. `None`:
+    /// the mark is this replica's own, has no writer, or is old enough.
+    fn create_of_another_replica_in_flight(
+        &self,
+        obj: &K,
+        upstream: &UpstreamClient,
+        now: Timestamp,
+    ) -> Option<Duration> {
+        let (identity, lease) = (self.fence.identity()?, self.fence.lease_duration()?);
+        let mark = CreateMark::parse(create_mark(obj)?);
+        let (at, writer) = (mark.at?, mark.writer?);
+        if writer == identity {
+            return None;
+        }
+        let in_flight = 2 * lease + upstream.request_timeout();
+        let age = elapsed(at, now);
+        let wait = in_flight.checked_sub(age).filter(|w| !w.is_zero())?;
+        tracing::info!(
+            writer,
+            wait_s = wait.as_secs_f64(),
+            "a create by another replica may still be in flight; looking it up once it cannot be"
+        );
+        Some(wait)
     }
 
     /// A create was attempted whose outcome neither the resource nor this engine knows.
@@ -1288,7 +1351,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         if seen || self.learned_of(obj).is_some() {
             return None;
         }
-        let sent: Timestamp = create_mark(obj)?.parse().ok()?;
+        let sent = CreateMark::parse(create_mark(obj)?).at?;
         (elapsed(sent, now) < self.create_wait(obj)).then_some(sent)
     }
 

@@ -4,10 +4,12 @@
 //! (`resourceVersion`), which every apiserver (and the test apiserver) enforces.
 //!
 //! Rules: the holder renews every `renew_every`; anyone may take the lease once
-//! `renewTime + leaseDurationSeconds` has passed; a holder that cannot renew within its
-//! own lease duration (an error, or a request that hangs) stops being leader at once, a
-//! renewal period before the lease expires (the caller then stops writing); a
-//! graceful shutdown releases the lease so a standby takes over without waiting.
+//! `renewTime + leaseDurationSeconds` has passed. The holder may write only within
+//! `valid_for` (the duration less one renewal period) of the start of its last
+//! successful renewal, by its own monotonic clock: the [`Fence`] every write checks. When
+//! that runs out (renewals failing or hanging, or the process frozen and woken), it
+//! stops being leader at once, a renewal period before a standby may take the lease.
+//! A graceful shutdown releases the lease so a standby takes over without waiting.
 
 use std::time::Duration;
 
@@ -16,6 +18,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::fence::Fence;
 
 /// Lease timing.
 #[derive(Clone, Debug)]
@@ -32,6 +37,26 @@ impl Default for LeaseTiming {
             duration: Duration::from_secs(15),
             renew_every: Duration::from_secs(5),
         }
+    }
+}
+
+impl LeaseTiming {
+    /// How long after the start of a successful renewal this replica may write: the
+    /// lease duration less one renewal period, a margin for the wall-clock skew between
+    /// this replica (which stamps `renewTime`) and a standby (which reads it).
+    pub fn valid_for(&self) -> Duration {
+        self.duration.saturating_sub(self.renew_every)
+    }
+
+    /// Whether the holder gets at least one more renewal in before its validity ends.
+    pub fn check(&self) -> Result<(), String> {
+        if self.renew_every.is_zero() || self.renew_every * 2 > self.duration {
+            return Err(format!(
+                "the renew period ({:?}) must be more than zero and at most half the lease duration ({:?})",
+                self.renew_every, self.duration
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -126,48 +151,53 @@ impl LeaderElector {
         }
     }
 
-    /// Keeps trying and renewing until `stop` resolves, publishing whether this replica
-    /// leads; releases the lease on the way out.
+    /// Keeps trying and renewing until `stop` resolves, keeping `fence` open exactly while
+    /// this replica may write and publishing whether it leads; releases the lease on the
+    /// way out.
     pub async fn run(
         self,
+        fence: Fence,
         leading: watch::Sender<bool>,
         stop: impl std::future::Future<Output = ()>,
     ) {
         tokio::pin!(stop);
-        // Leader only while the last renewal is safely within the lease: a standby may
-        // take it over once it expires.
-        let margin = self.timing.duration.saturating_sub(self.timing.renew_every);
-        let mut last_renewal: Option<tokio::time::Instant> = None;
+        let valid_for = self.timing.valid_for();
         loop {
+            // A loss shows first, before another attempt: a process frozen past its
+            // validity wakes up here (all timers due) and must not wait for a request.
+            publish(&leading, fence.is_open(), &self);
+            let started = Instant::now();
             // The lease is renewed as of the attempt's start (`try_acquire` stamps it
-            // then), and an attempt that hangs (no client-side read timeout) must not keep
-            // this replica leading past that margin.
-            let started = tokio::time::Instant::now();
-            let deadline = last_renewal.map_or(started + margin, |at| at + margin);
-            let attempt = tokio::time::timeout_at(deadline, self.try_acquire()).await;
-            let held = match attempt {
-                Ok(Ok(held)) => {
-                    last_renewal = held.then_some(started);
-                    held
-                }
+            // then). A holder's attempt may take until its validity ends; anyone else's
+            // one renewal period (an attempt that hangs must neither keep a holder
+            // leading past its validity nor keep a standby from trying again).
+            let deadline = fence
+                .valid_until()
+                .filter(|until| *until > started)
+                .unwrap_or(started + self.timing.renew_every);
+            match tokio::time::timeout_at(deadline, self.try_acquire()).await {
+                Ok(Ok(true)) => fence.renewed(started, valid_for),
+                Ok(Ok(false)) => fence.close(),
+                // The validity runs out by itself if this goes on.
                 Ok(Err(error)) => {
-                    tracing::warn!(%error, lease = %self.name, "lease renewal failed");
-                    last_renewal.is_some_and(|at| at.elapsed() < margin)
+                    tracing::warn!(%error, lease = %self.name, "lease renewal failed")
                 }
                 Err(_) => {
-                    tracing::warn!(lease = %self.name, "lease renewal did not answer in time");
-                    false
+                    tracing::warn!(lease = %self.name, "lease renewal did not answer in time")
                 }
-            };
-            if *leading.borrow() != held {
-                tracing::info!(lease = %self.name, identity = %self.identity, leader = held, "leadership changed");
-                let _ = leading.send(held);
+            }
+            publish(&leading, fence.is_open(), &self);
+            // Next renewal, or the end of the validity if that comes first (to say so then).
+            let mut wake = started + self.timing.renew_every;
+            if let Some(until) = fence.valid_until().filter(|until| *until < wake) {
+                wake = until;
             }
             tokio::select! {
                 () = &mut stop => break,
-                () = tokio::time::sleep(self.timing.renew_every) => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
+        fence.close();
         let _ = leading.send(false);
         if let Err(error) = self.release().await {
             tracing::warn!(%error, lease = %self.name, "could not release the lease");
@@ -192,4 +222,212 @@ fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
     };
     let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
     renewed.0 + duration < now
+}
+
+/// Says when leadership changes.
+fn publish(leading: &watch::Sender<bool>, held: bool, elector: &LeaderElector) {
+    if *leading.borrow() != held {
+        tracing::info!(lease = %elector.name, identity = %elector.identity, leader = held, "leadership changed");
+        let _ = leading.send(held);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The elector against an in-memory Lease endpoint (a mock at the Kubernetes API
+    //! seam) on tokio's paused clock: renewals that hang or fail, and recovery from them.
+
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use http::{Method, Request, Response, StatusCode};
+    use kube::client::Body;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// How the endpoint answers.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mode {
+        Answer,
+        Hang,
+        Fail,
+    }
+
+    /// One Lease with resourceVersion conflicts, as the apiserver keeps it.
+    #[derive(Clone)]
+    struct LeaseApi(Arc<Mutex<(Option<Value>, u64, Mode)>>);
+
+    impl LeaseApi {
+        fn new() -> Self {
+            Self(Arc::new(Mutex::new((None, 0, Mode::Answer))))
+        }
+
+        fn set_mode(&self, mode: Mode) {
+            self.0.lock().unwrap().2 = mode;
+        }
+
+        fn holder(&self) -> Option<String> {
+            let state = self.0.lock().unwrap();
+            let holder = &state.0.as_ref()?["spec"]["holderIdentity"];
+            holder.as_str().map(str::to_string)
+        }
+
+        /// The holder stopped renewing long ago (the lease expired by the wall clock,
+        /// which tokio's paused clock does not move).
+        fn expire(&self) {
+            let mut state = self.0.lock().unwrap();
+            if let Some(lease) = &mut state.0 {
+                lease["spec"]["renewTime"] = json!("2000-01-01T00:00:00.000000Z");
+            }
+        }
+
+        fn client(&self) -> kube::Client {
+            let api = self.clone();
+            let service = tower::service_fn(move |request: Request<Body>| {
+                let api = api.clone();
+                async move { Ok::<_, Infallible>(api.answer(request).await) }
+            });
+            kube::Client::new(service, "ns")
+        }
+
+        async fn answer(&self, request: Request<Body>) -> Response<Body> {
+            let mode = self.0.lock().unwrap().2;
+            match mode {
+                Mode::Hang => std::future::pending().await,
+                Mode::Fail => return reply(StatusCode::INTERNAL_SERVER_ERROR, status(500)),
+                Mode::Answer => {}
+            }
+            let method = request.method().clone();
+            let bytes = request.into_body().collect_bytes().await.unwrap();
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let mut state = self.0.lock().unwrap();
+            let (stored, version, _) = &mut *state;
+            match method {
+                Method::GET => match stored {
+                    Some(lease) => reply(StatusCode::OK, lease.clone()),
+                    None => reply(StatusCode::NOT_FOUND, status(404)),
+                },
+                Method::POST | Method::PUT => {
+                    let current = stored
+                        .as_ref()
+                        .map(|l| l["metadata"]["resourceVersion"].clone());
+                    let conflict = match (&method, &current) {
+                        (&Method::POST, Some(_)) => true,
+                        (&Method::PUT, Some(rv)) => body["metadata"]["resourceVersion"] != *rv,
+                        _ => false,
+                    };
+                    if conflict {
+                        return reply(StatusCode::CONFLICT, status(409));
+                    }
+                    *version += 1;
+                    let mut lease = body;
+                    lease["metadata"]["resourceVersion"] = json!(version.to_string());
+                    *stored = Some(lease.clone());
+                    reply(StatusCode::OK, lease)
+                }
+                _ => reply(StatusCode::METHOD_NOT_ALLOWED, status(405)),
+            }
+        }
+    }
+
+    fn status(code: u16) -> Value {
+        let reason = match code {
+            404 => "NotFound",
+            409 => "Conflict",
+            _ => "InternalError",
+        };
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+               "reason": reason, "message": format!("HTTP {code}")})
+    }
+
+    /// Waits (in paused time) for leadership to become `held`; fails after two minutes.
+    async fn until(is_leader: &mut watch::Receiver<bool>, held: bool) {
+        let wait = is_leader.wait_for(|l| *l == held);
+        let outcome = tokio::time::timeout(Duration::from_secs(120), wait).await;
+        assert!(outcome.is_ok(), "leadership never became {held}");
+    }
+
+    fn reply(code: StatusCode, body: Value) -> Response<Body> {
+        Response::builder()
+            .status(code)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string().into_bytes()))
+            .unwrap()
+    }
+
+    /// 15 s lease, renewed every 5 s: writes allowed for 10 s after a renewal.
+    fn contender(
+        api: &LeaseApi,
+        identity: &str,
+    ) -> (Fence, watch::Receiver<bool>, tokio::task::JoinHandle<()>) {
+        let timing = LeaseTiming::default();
+        let fence = Fence::for_lease(identity, timing.duration);
+        let elector = LeaderElector::new(api.client(), "ns", "lease", identity, timing);
+        let (leading, is_leader) = watch::channel(false);
+        let task = tokio::spawn(elector.run(fence.clone(), leading, std::future::pending()));
+        (fence, is_leader, task)
+    }
+
+    async fn for_a_while(secs: u64) {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_renews_in_time_keeps_the_lease_and_its_fence_open() {
+        let api = LeaseApi::new();
+        let (fence, is_leader, _a) = contender(&api, "a");
+        for_a_while(1).await;
+        assert!(*is_leader.borrow() && fence.is_open());
+        // One failed renewal is not a loss: the next one comes within the validity.
+        api.set_mode(Mode::Fail);
+        for_a_while(5).await;
+        assert!(fence.is_open(), "still within the 10 s validity");
+        api.set_mode(Mode::Answer);
+        for_a_while(60).await;
+        assert!(*is_leader.borrow() && fence.is_open());
+        assert_eq!(api.holder().as_deref(), Some("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_that_hangs_closes_the_fence_when_the_validity_ends_and_the_leader_recovers()
+    {
+        let api = LeaseApi::new();
+        let (fence, mut is_leader, _a) = contender(&api, "a");
+        for_a_while(1).await;
+        let renewed = tokio::time::Instant::now();
+        api.set_mode(Mode::Hang);
+        until(&mut is_leader, false).await;
+        // The last renewal that answered started at most 5 s before the hang began.
+        let lost_after = renewed.elapsed();
+        assert!(
+            lost_after <= Duration::from_secs(10),
+            "closed {lost_after:?} after the last renewal"
+        );
+        assert!(!fence.is_open());
+        // The apiserver answers again: the elector tries again and leads again.
+        api.set_mode(Mode::Answer);
+        until(&mut is_leader, true).await;
+        assert!(fence.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_standby_whose_attempt_timed_out_takes_the_lease_once_it_expires() {
+        let api = LeaseApi::new();
+        let (fence_a, is_a, a) = contender(&api, "a");
+        for_a_while(1).await;
+        assert!(*is_a.borrow());
+        // b starts while the apiserver hangs: its attempts time out.
+        api.set_mode(Mode::Hang);
+        let (fence_b, mut is_b, _b) = contender(&api, "b");
+        for_a_while(20).await;
+        assert!(!fence_a.is_open(), "a cannot renew either");
+        assert!(!fence_b.is_open());
+        a.abort(); // a is gone for good
+        // a's lease has expired by the time the apiserver is back; b must still try.
+        api.expire();
+        api.set_mode(Mode::Answer);
+        until(&mut is_b, true).await;
+        assert!(fence_b.is_open());
+    }
 }

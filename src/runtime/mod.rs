@@ -19,7 +19,7 @@ use kube::api::Api;
 use kube::runtime::controller;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::api::{ClusterConnection, Connection};
@@ -29,6 +29,7 @@ use crate::engine::clock::{Clock, SystemClock};
 use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
+use crate::fence::Fence;
 use crate::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
 };
@@ -37,7 +38,8 @@ use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
 use controllers::{Scope, Wired, connection_controller, managed_controller, namespace_watch};
-use leader::{LeaderElector, LeaseTiming};
+use leader::LeaderElector;
+pub use leader::LeaseTiming;
 use server::Readiness;
 
 /// Settings of `accessplane run`.
@@ -76,12 +78,13 @@ impl Default for RunConfig {
     }
 }
 
-/// Where the leader-election Lease lives and who this replica is.
+/// Where the leader-election Lease lives, who this replica is and the Lease's timing.
 #[derive(Clone, Debug)]
 pub struct LeaderElection {
     pub namespace: String,
     pub lease_name: String,
     pub identity: String,
+    pub timing: LeaseTiming,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +125,8 @@ struct Shared {
     metrics: ReconcileMetrics,
     controller: controller::Config,
     shutdown: Shutdown,
+    /// Open while this replica may write (always, without leader election).
+    fence: Fence,
 }
 
 impl Shared {
@@ -135,7 +140,8 @@ impl Shared {
             self.clock.clone(),
             self.timing.clone(),
             self.metrics.clone(),
-        );
+        )
+        .with_fence(self.fence.clone());
         managed_controller(
             &self.scope,
             Arc::new(engine),
@@ -197,27 +203,38 @@ pub async fn run_with(
     // A standby replica is ready (it serves health and metrics) but starts no controller
     // until it holds the lease.
     let mut leadership = None;
+    let mut fence = Fence::open();
     if let Some(election) = &config.leader_election {
+        fence = Fence::for_lease(&election.identity, election.timing.duration);
         let (leading, mut is_leader) = watch::channel(false);
+        let (release, released) = oneshot::channel::<()>();
+        // The elector's own Lease writes go through the unfenced client.
         let elector = LeaderElector::new(
             client.clone(),
             &election.namespace,
             &election.lease_name,
             &election.identity,
-            LeaseTiming::default(),
+            election.timing.clone(),
         );
-        let elector = tokio::spawn(elector.run(leading, shutdown.clone()));
+        let elector = tokio::spawn(elector.run(fence.clone(), leading, released.map(|_| ())));
         readiness.set_ready();
         tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for leadership");
         tokio::select! {
             _ = is_leader.wait_for(|leader| *leader).map(|r| r.is_ok()) => {}
             () = shutdown.clone() => {
+                let _ = release.send(());
                 let _ = elector.await;
                 return server.await.map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?.map_err(RuntimeError::Serve);
             }
         }
-        leadership = Some((is_leader, elector));
+        leadership = Some(Leadership {
+            is_leader,
+            elector,
+            release,
+        });
     }
+    // Every Kubernetes write from here on is sent only while the fence is open.
+    let client = fence.kube_client(client);
 
     let reporter = Reporter {
         controller: "accessplane".into(),
@@ -238,6 +255,7 @@ pub async fn run_with(
         metrics: reconcile_metrics,
         controller: controller::Config::default().concurrency(config.concurrency),
         shutdown: shutdown.clone(),
+        fence,
     };
     let connection_cx = Arc::new(ConnectionContext::new(
         client.clone(),
@@ -349,7 +367,11 @@ pub async fn run_with(
             .map_err(RuntimeError::Serve)
     };
     let (lost, elector) = match leadership {
-        Some((mut is_leader, elector)) => {
+        Some(Leadership {
+            mut is_leader,
+            elector,
+            release,
+        }) => {
             let shutting_down = shutdown.clone();
             let lost = async move {
                 let _ = is_leader
@@ -361,7 +383,7 @@ pub async fn run_with(
                     futures::future::pending::<()>().await;
                 }
             };
-            (lost.boxed(), Some(elector))
+            (lost.boxed(), Some((elector, release)))
         }
         None => (futures::future::pending().boxed(), None),
     };
@@ -371,15 +393,34 @@ pub async fn run_with(
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
             Ok(())
         }
-        // Dropping the controllers cancels every reconcile at its next await: no more writes.
+        // Dropping the controllers cancels every reconcile at its next await (and the
+        // fence has refused every write since the lease ran out).
         () = lost => Err(RuntimeError::LeadershipLost),
     };
-    if let Some(elector) = elector {
-        // The elector releases the lease on shutdown so a standby takes over at once.
-        let _ = elector.await;
+    if let Some((elector, release)) = elector {
+        if result.is_err() {
+            // Lost: nothing to release, and no reason to stay.
+            elector.abort();
+        } else {
+            // Held until the controllers stopped (their last writes were a leader's);
+            // released now so that a standby takes over without waiting for expiry.
+            let _ = release.send(());
+            let _ = tokio::time::timeout(RELEASE_WAIT, elector).await;
+        }
     }
     result
 }
+
+/// The elector's task while this replica leads: whether it still does, the task, and
+/// how to make it release the lease.
+struct Leadership {
+    is_leader: watch::Receiver<bool>,
+    elector: tokio::task::JoinHandle<()>,
+    release: oneshot::Sender<()>,
+}
+
+/// Longest wait for the lease release at shutdown (one GET and one PUT).
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why ClusterConnections cannot be watched although the operator watches every
 /// namespace: their CRD is not installed (an upgrade that skipped the new CRDs). The rest

@@ -14,6 +14,7 @@ use super::error::{ErrorClass, UpstreamError, parse_error_body, transport_error}
 use super::metrics::UpstreamMetrics;
 use super::ratelimit::{RateLimit, RateLimiter};
 use super::retry::{Decision, RetryPolicy, RetryState, parse_retry_after};
+use crate::fence::Fence;
 
 /// Longest time spent establishing a connection, whatever the request timeout.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -208,6 +209,8 @@ pub struct UpstreamClient {
     inner: Arc<Inner>,
     /// Refuses every call that is not a read (`accessplane plan`): see [`Self::read_only`].
     read_only: bool,
+    /// Lets a write go only while this replica leads: see [`Self::fenced`].
+    fence: Fence,
 }
 
 impl std::fmt::Debug for UpstreamClient {
@@ -222,6 +225,8 @@ impl std::fmt::Debug for UpstreamClient {
 struct Inner {
     provider: &'static str,
     base_url: url::Url,
+    /// One request's time limit (the Connection's `timeoutSeconds`).
+    timeout: Duration,
     http: reqwest::Client,
     auth: Auth,
     limiter: Arc<RateLimiter>,
@@ -305,9 +310,11 @@ impl UpstreamClient {
         };
         Ok(Self {
             read_only: false,
+            fence: Fence::open(),
             inner: Arc::new(Inner {
                 provider: config.provider,
                 base_url,
+                timeout: config.timeout,
                 http,
                 auth,
                 limiter,
@@ -315,6 +322,11 @@ impl UpstreamClient {
                 metrics: config.metrics,
             }),
         })
+    }
+
+    /// How long one request may take before the client gives up on it.
+    pub fn request_timeout(&self) -> Duration {
+        self.inner.timeout
     }
 
     /// The provider name given in the config.
@@ -337,6 +349,18 @@ impl UpstreamClient {
         Self {
             inner: self.inner.clone(),
             read_only: true,
+            fence: self.fence.clone(),
+        }
+    }
+
+    /// The same client (tokens, rate limit) sending a write only while `fence` is open,
+    /// checked right before each attempt goes out (after any rate-limit wait or retry
+    /// backoff): a replica that lost the leader-election lease sends nothing.
+    pub fn fenced(&self, fence: &Fence) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            read_only: self.read_only,
+            fence: fence.clone(),
         }
     }
 
@@ -488,6 +512,22 @@ impl UpstreamClient {
         inner
             .metrics
             .observe_rate_limit_wait(inner.provider, waited);
+        // The last moment before the request leaves: a frozen-and-woken replica, or one
+        // whose renewals failed while it waited, stops here.
+        if !call.reads
+            && let Err(fenced) = self.fence.check()
+        {
+            tracing::warn!("{fenced}; not sent");
+            return Err(Failure {
+                error: UpstreamError::Fenced {
+                    provider: inner.provider,
+                    operation: call.operation,
+                    fenced,
+                },
+                reached_request: false,
+                token_generation,
+            });
+        }
         let start = Instant::now();
         let result = self.execute(request, call.operation).await;
         let latency = start.elapsed();

@@ -66,6 +66,14 @@ pub enum UpstreamError {
         operation: &'static str,
         method: String,
     },
+    /// This replica could not prove it holds the leader-election lease when the write
+    /// was due to go ([`crate::fence`]): not sent, not retried.
+    #[error("{provider} {operation}: {fenced}")]
+    Fenced {
+        provider: &'static str,
+        operation: &'static str,
+        fenced: crate::fence::Fenced,
+    },
 }
 
 /// How a caller should react to an [`UpstreamError`].
@@ -88,9 +96,10 @@ impl UpstreamError {
             Self::Api { status, code, .. } => class_of_status(*status, code.as_deref()),
             Self::Transport { .. } => ErrorClass::Retryable,
             Self::Authentication { .. } => ErrorClass::Authentication,
-            Self::Decode { .. } | Self::Config { .. } | Self::WriteRefused { .. } => {
-                ErrorClass::Terminal
-            }
+            Self::Decode { .. }
+            | Self::Config { .. }
+            | Self::WriteRefused { .. }
+            | Self::Fenced { .. } => ErrorClass::Terminal,
             Self::RetriesExhausted { last, .. } => last.class(),
         }
     }
@@ -102,6 +111,11 @@ impl UpstreamError {
             Self::RetriesExhausted { last, .. } => last.status(),
             _ => None,
         }
+    }
+
+    /// True when the write fence refused the call (this replica may no longer lead).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
     }
 
     /// True when the upstream said the object does not exist.
@@ -130,7 +144,8 @@ impl UpstreamError {
             Self::Authentication { .. }
             | Self::Decode { .. }
             | Self::Config { .. }
-            | Self::WriteRefused { .. } => false,
+            | Self::WriteRefused { .. }
+            | Self::Fenced { .. } => false,
         }
     }
 }
@@ -161,7 +176,7 @@ impl UpstreamError {
                 }
             }
             Self::RetriesExhausted { last, .. } => last.redact_in_place(secrets),
-            Self::WriteRefused { .. } => {}
+            Self::WriteRefused { .. } | Self::Fenced { .. } => {}
         }
     }
 
@@ -175,6 +190,7 @@ impl UpstreamError {
             Self::RetriesExhausted { last, .. } => last.status_label(),
             Self::Config { .. } => "config".into(),
             Self::WriteRefused { .. } => "write_refused".into(),
+            Self::Fenced { .. } => "fenced".into(),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
+use accessplane::fence::Fence;
 
 pub const NS: &str = "platform-access";
 pub const CLIENT_ID: &str = "operator-client";
@@ -180,16 +181,7 @@ impl Harness {
 
     /// The `serval` Connection's client, read-only (as `accessplane plan` uses it).
     pub fn read_only_serval(&self) -> accessplane::upstream::UpstreamClient {
-        let reference = accessplane::api::envelope::ConnectionRef::local("serval");
-        self.engine
-            .connections
-            .resolve(
-                NS,
-                &reference,
-                accessplane::api::connection::UpstreamKind::Serval,
-            )
-            .expect("the serval Connection is ready")
-            .read_only()
+        self.serval_client().read_only()
     }
 
     pub fn profiles(&self) -> Api<AccessProfile> {
@@ -260,15 +252,41 @@ impl Harness {
 
     /// An engine for another kind, sharing this harness's Connections, clock and fakes.
     pub fn engine<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Arc<Engine<K, P>> {
-        Arc::new(Engine::new(
-            self.client(),
+        self.fenced_engine(provider, Fence::open())
+    }
+
+    /// An engine whose upstream and Kubernetes writes go only while `fence` is open, as
+    /// a replica with leader election runs it.
+    pub fn fenced_engine<K: ManagedObject, P: Provider<K>>(
+        &self,
+        provider: P,
+        fence: Fence,
+    ) -> Arc<Engine<K, P>> {
+        let client = fence.kube_client(self.client());
+        let events = publisher(&client, &self.clock);
+        let engine = Engine::new(
+            client,
             provider,
             self.engine.connections.clone(),
-            self.publisher(),
+            events,
             self.clock.clone(),
             self.engine.timing.clone(),
             ReconcileMetrics::default(),
-        ))
+        );
+        Arc::new(engine.with_fence(fence))
+    }
+
+    /// The `serval` Connection's client.
+    pub fn serval_client(&self) -> accessplane::upstream::UpstreamClient {
+        let reference = accessplane::api::envelope::ConnectionRef::local("serval");
+        self.engine
+            .connections
+            .resolve(
+                NS,
+                &reference,
+                accessplane::api::connection::UpstreamKind::Serval,
+            )
+            .expect("the serval Connection is ready")
     }
 
     /// Creates any object of the group from JSON (namespace defaulted).

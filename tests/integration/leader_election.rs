@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use accessplane::fence::Fence;
 use accessplane::runtime::leader::{LeaderElector, LeaseTiming};
 use tokio::sync::watch;
 
@@ -95,6 +96,7 @@ async fn run_publishes_leadership_and_releases_on_stop() {
     let (leading_a, mut is_a) = watch::channel(false);
     let (stop_a, stopped_a) = tokio::sync::oneshot::channel::<()>();
     let a = tokio::spawn(contender_with(&kube, "replica-a", timing.clone()).run(
+        Fence::for_lease("replica-a", timing.duration),
         leading_a,
         async {
             let _ = stopped_a.await;
@@ -106,9 +108,11 @@ async fn run_publishes_leadership_and_releases_on_stop() {
         .unwrap();
 
     let (leading_b, mut is_b) = watch::channel(false);
-    let b = tokio::spawn(
-        contender_with(&kube, "replica-b", timing).run(leading_b, std::future::pending()),
-    );
+    let b = tokio::spawn(contender_with(&kube, "replica-b", timing.clone()).run(
+        Fence::for_lease("replica-b", timing.duration),
+        leading_b,
+        std::future::pending(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(!*is_b.borrow(), "standby while a renews");
 
@@ -134,8 +138,9 @@ async fn a_hanging_renewal_steps_down_before_the_lease_expires() {
         renew_every: Duration::from_millis(200),
     };
     let (leading, mut is_leader) = watch::channel(false);
+    let fence = Fence::for_lease("replica-a", timing.duration);
     let elector = contender_with(&kube, "replica-a", timing);
-    let run = tokio::spawn(elector.run(leading, std::future::pending()));
+    let run = tokio::spawn(elector.run(fence.clone(), leading, std::future::pending()));
     tokio::time::timeout(Duration::from_secs(5), is_leader.wait_for(|l| *l))
         .await
         .unwrap()
@@ -158,6 +163,14 @@ async fn a_hanging_renewal_steps_down_before_the_lease_expires() {
         stepped_down < expires,
         "stepped down at {stepped_down}, the lease renewed at {renewed} expires at {expires}"
     );
+    assert!(!fence.is_open(), "the fence closed with the step-down");
+    // Once the apiserver answers again, the replica takes the lease back (the elector
+    // recovers from attempts that timed out).
     kube.stall("/leases", false);
+    tokio::time::timeout(Duration::from_secs(5), is_leader.wait_for(|l| *l))
+        .await
+        .expect("leads again once the apiserver answers")
+        .unwrap();
+    assert!(fence.is_open());
     run.abort();
 }

@@ -20,6 +20,7 @@ mod harness;
 mod instaclustr_persona;
 mod kube_faults;
 mod leader_election;
+mod leader_fence;
 mod plan;
 mod plan_connections;
 mod probe;

@@ -165,6 +165,7 @@ async fn only_the_leader_reconciles_and_a_standby_takes_over() {
                 namespace: "team-a".into(),
                 lease_name: "accessplane-leader".into(),
                 identity: identity.into(),
+                timing: Default::default(),
             }),
             credentials: Default::default(),
         };
