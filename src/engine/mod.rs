@@ -227,10 +227,14 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
 
     /// What the upstream holds right after [`Self::create_calls`] as far as a plan can
     /// know it (the create body, stored under [`plan::CREATED_ID`]), for kinds whose
-    /// reconcile updates right after the create (fields only an update can set): the
-    /// plan of a create then shows that update too. `None`: the create is all.
-    fn created_state(&self, _cx: &Cx<'_, K, Self::Inputs>) -> Option<Self::Observed> {
-        None
+    /// reconciles update after the create (fields only an update can set, a toolset's tool
+    /// bindings): the plan of a create then shows that update too. It may read (a
+    /// toolset's tool catalogue), never write. `None`: the create is all.
+    fn created_state(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+    ) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send {
+        async { Ok(None) }
     }
 
     /// The requests an update of `diff` sends, in order (see [`Self::create_calls`]).

@@ -173,7 +173,7 @@ async fn decide<K: ManagedObject, P: Provider<K>>(
             // As the reconciler, which compares what the create answered with the spec
             // and updates what a create cannot set.
             let mut requests = provider.create_calls(cx);
-            if let Some(created) = provider.created_state(cx) {
+            if let Some(created) = provider.created_state(cx).await? {
                 let diff = provider.diff(cx, &created);
                 if !diff.is_empty() {
                     requests.extend(provider.update_calls(cx, &created, &diff));

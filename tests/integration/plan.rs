@@ -1229,3 +1229,52 @@ async fn the_binary_prunes_only_in_the_input_namespaces_as_accessplane_plan() {
     assert_eq!(lists, expected, "one prune List per kind and namespace");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A new toolset with `tools`: the plan shows its create and the binding request that
+/// follows it (sent by the next pass, once the id is recorded), and the operator then
+/// sends exactly these, in order.
+#[tokio::test]
+async fn a_new_toolset_with_tools_is_planned_with_its_bindings() {
+    use accessplane::providers::conductorone::McpToolsetProvider;
+    let env = C1Env::new().await;
+    let h = &env.h;
+    let connector = env.c1.seed_connector(&env.app, "GitHub MCP");
+    let approved = crate::support::fake_c1::TOOL_APPROVED;
+    let search = env
+        .c1
+        .seed_tool(&env.app, &connector, "search_issues", approved);
+    env.c1
+        .seed_tool(&env.app, &connector, "get_file_contents", approved);
+    let spec = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "connectorId": connector,
+        "displayName": "Readers", "tools": [{"id": search}, {"toolName": "get_file_contents"}]});
+    let c1_before = env.c1.requests().len();
+
+    let plan = plan_of(h, &manifest("McpToolset", "readers", spec.clone()), None).await;
+
+    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    let readers = entry(&plan, "readers");
+    assert_eq!(readers.action, Action::Create, "{readers:?}");
+    let expected = planned(&readers.requests);
+    assert_eq!(
+        expected
+            .iter()
+            .map(|(m, p, _)| (m.as_str(), p.rsplit('/').next().unwrap()))
+            .collect::<Vec<_>>(),
+        [("POST", "mcp_toolsets"), ("POST", "tool_bindings")],
+        "the create, then the bindings: {expected:#?}"
+    );
+
+    let before = env.c1.requests().len();
+    let engine = h.engine(McpToolsetProvider);
+    h.create::<accessplane::api::McpToolset>(
+        json!({"apiVersion": GV, "kind": "McpToolset", "metadata": {"name": "readers"}, "spec": spec}),
+    )
+    .await;
+    h.settle_kind(&engine, "readers", 6).await;
+    let id = h.get("mcptoolsets", "readers").unwrap()["status"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(writes(&env.c1.requests()[before..]), with_id(expected, &id));
+    assert_eq!(env.c1.bindings(&id).len(), 2);
+}

@@ -317,15 +317,18 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
 
     /// The create body as stored: fields a create cannot take (the deprovisioner policy)
     /// are then set by the update the reconciler sends right after.
-    fn created_state(&self, cx: &Cx<'_, AppEntitlement>) -> Option<Entitlement> {
+    async fn created_state(
+        &self,
+        cx: &Cx<'_, AppEntitlement>,
+    ) -> Result<Option<Entitlement>, UpstreamError> {
         let Value::Object(mut entity) = create_body(cx.obj) else {
-            return None;
+            return Ok(None);
         };
         if let Some(policy) = entity.remove("provisionPolicy") {
             entity.insert("provisionerPolicy".into(), policy);
         }
         entity.insert("id".into(), json!(crate::engine::plan::CREATED_ID));
-        Some(Entitlement::from_upstream(entity))
+        Ok(Some(Entitlement::from_upstream(entity)))
     }
 
     fn create_calls(&self, cx: &Cx<'_, AppEntitlement>) -> Vec<Call> {

@@ -330,14 +330,16 @@ impl Provider<Connector> for ConnectorProvider {
 
     /// The create body as stored: the configuration (and the profile lists) are then
     /// set by the update the reconciler sends right after.
-    fn created_state(
+    async fn created_state(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
-    ) -> Option<UpstreamConnector> {
-        let body = self.create_calls(cx).pop()?.body?;
-        let mut created: UpstreamConnector = serde_json::from_value(body).ok()?;
-        created.id = crate::engine::plan::CREATED_ID.into();
-        Some(created)
+    ) -> Result<Option<UpstreamConnector>, UpstreamError> {
+        let body = self.create_calls(cx).pop().and_then(|call| call.body);
+        let created = body.and_then(|b| serde_json::from_value::<UpstreamConnector>(b).ok());
+        Ok(created.map(|mut created| {
+            created.id = crate::engine::plan::CREATED_ID.into();
+            created
+        }))
     }
 
     fn create_calls(&self, cx: &Cx<'_, Connector, Option<ConnectorConfig>>) -> Vec<Call> {

@@ -186,6 +186,20 @@ pub struct McpToolsetProvider;
 impl McpToolsetProvider {
     /// The observed toolset: the profile plus, while the spec manages `tools` and the
     /// resource is not being deleted, its bindings and the catalogue.
+    /// The connector's tool catalogue.
+    async fn catalogue(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+    ) -> Result<Vec<Tool>, UpstreamError> {
+        api::list_all(
+            cx.upstream,
+            "list_mcp_tools",
+            &cx.inputs.path("mcp_tools"),
+            "tools",
+        )
+        .await
+    }
+
     async fn load(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
@@ -208,13 +222,7 @@ impl McpToolsetProvider {
                 let catalogue = if selectors.is_empty() {
                     vec![]
                 } else {
-                    api::list_all(
-                        cx.upstream,
-                        "list_mcp_tools",
-                        &cx.inputs.path("mcp_tools"),
-                        "tools",
-                    )
-                    .await?
+                    self.catalogue(cx).await?
                 };
                 Some(Tools {
                     bound: bindings
@@ -481,6 +489,33 @@ impl Provider<McpToolset> for McpToolsetProvider {
             diff.unresolved = plan.unresolved;
         }
         diff
+    }
+
+    /// The new toolset without bindings: the next pass (the id recorded) reads the tool
+    /// catalogue and binds the spec's tools, which the plan of a create shows too.
+    async fn created_state(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+    ) -> Result<Option<Toolset>, UpstreamError> {
+        let spec = &cx.obj.spec;
+        let profile = Profile {
+            id: crate::engine::plan::CREATED_ID.into(),
+            display_name: spec.display_name.clone(),
+            description: spec.description.clone(),
+            ..Profile::default()
+        };
+        let tools = match &spec.tools {
+            Some(selectors) if !selectors.is_empty() => Some(Tools {
+                bound: BTreeSet::new(),
+                catalogue: self.catalogue(cx).await?,
+            }),
+            _ => None,
+        };
+        Ok(Some(Toolset {
+            profile,
+            builtin: false,
+            tools,
+        }))
     }
 
     fn create_calls(&self, cx: &Cx<'_, McpToolset, ConnectorIds>) -> Vec<Call> {
