@@ -37,6 +37,8 @@ struct Lease {
     duration: Duration,
     /// Until when writes are allowed: set by each renewal, `None` while not leading.
     valid_until: Mutex<Option<Instant>>,
+    /// When this replica last started leading (a renewal that found the fence closed).
+    leading_since: Mutex<Option<Instant>>,
 }
 
 /// A write refused because this replica cannot prove it leads.
@@ -58,6 +60,7 @@ impl Fence {
                 identity: identity.into(),
                 duration,
                 valid_until: Mutex::new(None),
+                leading_since: Mutex::new(None),
             })),
         }
     }
@@ -90,11 +93,30 @@ impl Fence {
         self.lease.as_ref()?.until()
     }
 
-    /// A renewal that started at `renewed` succeeded: writes may go for `valid_for` after it.
-    pub fn renewed(&self, renewed: Instant, valid_for: Duration) {
-        if let Some(lease) = &self.lease {
-            *lease.valid_until.lock().unwrap() = Some(renewed + valid_for);
+    /// A renewal that started at `renewed` succeeded: writes may go for `valid_for` after
+    /// it. Returns whether the fence had been closed (a first acquisition, or a lapse that
+    /// this renewal ends: the caller must treat the lapse as a loss of leadership).
+    pub fn renewed(&self, renewed: Instant, valid_for: Duration) -> bool {
+        let Some(lease) = &self.lease else {
+            return false;
+        };
+        let now = Instant::now();
+        let mut until = lease.valid_until.lock().unwrap();
+        let was_closed = until.is_none_or(|u| u <= now);
+        *until = Some(renewed + valid_for);
+        if was_closed && renewed + valid_for > now {
+            *lease.leading_since.lock().unwrap() = Some(now);
         }
+        was_closed
+    }
+
+    /// When this replica last started leading, while it leads: every write of another
+    /// replica was sent before (its own fence had closed), so none can still arrive one
+    /// request timeout later.
+    pub fn leading_since(&self) -> Option<Instant> {
+        let lease = self.lease.as_ref()?;
+        self.is_open()
+            .then(|| *lease.leading_since.lock().unwrap())?
     }
 
     /// Someone else holds the Lease (or it was released): no write from now on.

@@ -212,9 +212,9 @@ impl RunArgs {
                 duration: self.leader_election_lease_duration,
                 renew_every: self.leader_election_renew_period,
             };
-            timing
-                .check()
-                .map_err(|e| format!("--leader-election-renew-period: {e}"))?;
+            timing.check().map_err(|e| {
+                format!("--leader-election-lease-duration/--leader-election-renew-period: {e}")
+            })?;
             Some(LeaderElection {
                 namespace,
                 lease_name: self.leader_election_lease.clone(),

@@ -754,8 +754,13 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         };
         let id = match known_id {
             Some(id) => Some(id),
-            // Deleted while a create was in flight: find what it may have made.
+            // Deleted while a create was in flight: find what it may have made (once
+            // another replica's create can no longer arrive).
             None => {
+                let now = self.clock.now();
+                if let Some(wait) = self.create_of_another_replica_in_flight(obj, &upstream, now) {
+                    return Ok(Verdict::waiting(wait));
+                }
                 let found = self.provider.find(&cx).await?;
                 match found.len() {
                     0 => None,
@@ -1243,12 +1248,15 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .or_else(|| self.provider.deterministic_id(obj))
     }
 
-    /// How long to wait before taking another replica's create mark for an interrupted
-    /// create: a replica that wrote it may have been frozen between the mark and its
-    /// request, and its request may still arrive until its lease validity (less than a
-    /// lease duration after the mark) plus one request timeout have passed. Twice the
-    /// lease duration covers clock skew between the two replicas' wall clocks. `None`:
-    /// the mark is this replica's own, has no writer, or is old enough.
+    /// How long to wait before taking a create mark that is not this replica's for an
+    /// interrupted create (leader election only): the replica that wrote it may have been
+    /// frozen between its mark and its request, which may still arrive. Two bounds, both
+    /// kept: every write of an earlier leader was sent before this replica started leading
+    /// (that leader's fence had closed), so none arrives later than one request timeout
+    /// after that, however long it waited behind a rate limit; and a mark of another
+    /// replica younger than 2 × the lease duration + one request timeout is still in
+    /// flight (twice the lease covers the wall-clock skew between the two replicas).
+    /// `None`: the mark is this replica's own, or old enough.
     fn create_of_another_replica_in_flight(
         &self,
         obj: &K,
@@ -1257,15 +1265,21 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Option<Duration> {
         let (identity, lease) = (self.fence.identity()?, self.fence.lease_duration()?);
         let mark = CreateMark::parse(create_mark(obj)?);
-        let (at, writer) = (mark.at?, mark.writer?);
-        if writer == identity {
+        if mark.writer == Some(identity) {
             return None;
         }
-        let in_flight = 2 * lease + upstream.request_timeout();
-        let age = elapsed(at, now);
-        let wait = in_flight.checked_sub(age).filter(|w| !w.is_zero())?;
+        let timeout = upstream.request_timeout();
+        let since_leading = self
+            .fence
+            .leading_since()
+            .and_then(|at| (at + timeout).checked_duration_since(tokio::time::Instant::now()));
+        let since_mark = match (mark.at, mark.writer) {
+            (Some(at), Some(_)) => (2 * lease + timeout).checked_sub(elapsed(at, now)),
+            _ => None,
+        };
+        let wait = since_leading.max(since_mark).filter(|w| !w.is_zero())?;
         tracing::info!(
-            writer,
+            writer = mark.writer.unwrap_or("an earlier release"),
             wait_s = wait.as_secs_f64(),
             "a create by another replica may still be in flight; looking it up once it cannot be"
         );

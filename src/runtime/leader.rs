@@ -48,8 +48,16 @@ impl LeaseTiming {
         self.duration.saturating_sub(self.renew_every)
     }
 
-    /// Whether the holder gets at least one more renewal in before its validity ends.
+    /// Whether the holder gets at least one more renewal in before its validity ends, and
+    /// the Lease can say the duration (`leaseDurationSeconds` is whole seconds: a fraction
+    /// would be cut off there and eat into the margin).
     pub fn check(&self) -> Result<(), String> {
+        if self.duration.subsec_nanos() != 0 || self.duration < Duration::from_secs(2) {
+            return Err(format!(
+                "the lease duration ({:?}) must be whole seconds, at least 2s",
+                self.duration
+            ));
+        }
         if self.renew_every.is_zero() || self.renew_every * 2 > self.duration {
             return Err(format!(
                 "the renew period ({:?}) must be more than zero and at most half the lease duration ({:?})",
@@ -176,7 +184,13 @@ impl LeaderElector {
                 .filter(|until| *until > started)
                 .unwrap_or(started + self.timing.renew_every);
             match tokio::time::timeout_at(deadline, self.try_acquire()).await {
-                Ok(Ok(true)) => fence.renewed(started, valid_for),
+                Ok(Ok(true)) => {
+                    // A renewal that ends a lapse (writes were refused meanwhile) is a loss
+                    // and a new term, not a continuation: say so before leading again.
+                    if fence.renewed(started, valid_for) {
+                        publish(&leading, false, &self);
+                    }
+                }
                 Ok(Ok(false)) => fence.close(),
                 // The validity runs out by itself if this goes on.
                 Ok(Err(error)) => {
@@ -429,5 +443,25 @@ mod tests {
         api.set_mode(Mode::Answer);
         until(&mut is_b, true).await;
         assert!(fence_b.is_open());
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    #[test]
+    fn lease_timing_needs_whole_seconds_and_a_renewal_within_half_the_lease() {
+        let timing = |duration: u64, renew: u64| LeaseTiming {
+            duration: Duration::from_millis(duration),
+            renew_every: Duration::from_millis(renew),
+        };
+        assert!(timing(15_000, 5_000).check().is_ok());
+        assert!(timing(3_000, 1_000).check().is_ok());
+        let fraction = timing(1_999, 999).check().unwrap_err();
+        assert!(fraction.contains("whole seconds"), "{fraction}");
+        assert!(timing(10_000, 6_000).check().is_err(), "more than half");
+        assert!(timing(10_000, 0).check().is_err());
+        assert_eq!(timing(15_000, 5_000).valid_for(), Duration::from_secs(10));
     }
 }

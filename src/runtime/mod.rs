@@ -223,7 +223,7 @@ pub async fn run_with(
             _ = is_leader.wait_for(|leader| *leader).map(|r| r.is_ok()) => {}
             () = shutdown.clone() => {
                 let _ = release.send(());
-                let _ = elector.await;
+                let _ = tokio::time::timeout(RELEASE_WAIT, elector).await;
                 return server.await.map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?.map_err(RuntimeError::Serve);
             }
         }
@@ -231,6 +231,14 @@ pub async fn run_with(
             is_leader,
             elector,
             release,
+            fence: fence.clone(),
+            elector_for_release: LeaderElector::new(
+                client.clone(),
+                &election.namespace,
+                &election.lease_name,
+                &election.identity,
+                election.timing.clone(),
+            ),
         });
     }
     // Every Kubernetes write from here on is sent only while the fence is open.
@@ -371,6 +379,8 @@ pub async fn run_with(
             mut is_leader,
             elector,
             release,
+            fence,
+            elector_for_release,
         }) => {
             let shutting_down = shutdown.clone();
             let lost = async move {
@@ -383,24 +393,36 @@ pub async fn run_with(
                     futures::future::pending::<()>().await;
                 }
             };
-            (lost.boxed(), Some((elector, release)))
+            (
+                lost.boxed(),
+                Some((elector, release, fence, elector_for_release)),
+            )
         }
         None => (futures::future::pending().boxed(), None),
     };
+    let mut cancelled = false;
     let result = tokio::select! {
         result = stopped => result,
         () = grace_expired(shutdown) => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
+            cancelled = true;
             Ok(())
         }
         // Dropping the controllers cancels every reconcile at its next await (and the
         // fence has refused every write since the lease ran out).
         () = lost => Err(RuntimeError::LeadershipLost),
     };
-    if let Some((elector, release)) = elector {
-        if result.is_err() {
-            // Lost: nothing to release, and no reason to stay.
+    if let Some((elector, release, fence, elector_for_release)) = elector {
+        if result.is_err() || cancelled {
+            // Lost, or reconciles cancelled mid-request (requests already sent may still
+            // land): stop contending and writing at once. Whatever this replica holds is
+            // given up, unless requests may still land: then the lease runs out first.
+            fence.close();
             elector.abort();
+            if !cancelled {
+                let released = elector_for_release.release();
+                let _ = tokio::time::timeout(RELEASE_WAIT, released).await;
+            }
         } else {
             // Held until the controllers stopped (their last writes were a leader's);
             // released now so that a standby takes over without waiting for expiry.
@@ -417,6 +439,9 @@ struct Leadership {
     is_leader: watch::Receiver<bool>,
     elector: tokio::task::JoinHandle<()>,
     release: oneshot::Sender<()>,
+    fence: Fence,
+    /// Gives up the lease if the aborted elector renewed it once more on its way out.
+    elector_for_release: LeaderElector,
 }
 
 /// Longest wait for the lease release at shutdown (one GET and one PUT).

@@ -20,7 +20,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::harness::{Harness, TEAM, requeue_of};
+use crate::harness::{Harness, NS as HARNESS_NS, TEAM, requeue_of};
 use crate::runtime_tests::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
@@ -410,16 +410,30 @@ async fn the_fenced_kubernetes_client_refuses_writes_but_reads() {
 // ---------------------------------------------------------------------------------
 // The create path, fenced end to end: another replica's create mark.
 
-/// `h`'s profile `p` as the old leader left it: finalizer and create mark written, its
-/// POST not (yet) sent.
+/// `h`'s profile `p` as the old leader left it `age` ago: finalizer and create mark
+/// (by `writer`) written, its POST not (yet) sent. The new leader's engine has just
+/// started leading; the Connection's requests time out after 1 s.
 async fn marked_by_the_old_leader(
     h: &Harness,
+    writer: Option<&str>,
+    age: Duration,
 ) -> (
     Arc<accessplane::engine::Engine<AccessProfile, AccessProfileProvider>>,
     Duration,
 ) {
+    h.kube
+        .merge_patch(
+            "accessplane.io/v1alpha1",
+            "connections",
+            HARNESS_NS,
+            "serval",
+            json!({"spec": {"timeoutSeconds": 1}}),
+        )
+        .unwrap();
+    h.reconcile_connection("serval").await;
     h.apply_profile("p", json!({"name": "P"})).await;
-    let mark = CreateMark::value(h.clock.now(), Some("replica-a-0001"));
+    let at = h.clock.now() - k8s_openapi::jiff::SignedDuration::try_from(age).unwrap();
+    let mark = CreateMark::value(at, writer);
     let patch = json!({"metadata": {"finalizers": [FINALIZER], "annotations": {CREATE_MARK_ANNOTATION: mark}}});
     h.profiles()
         .patch("p", &PatchParams::default(), &Patch::Merge(&patch))
@@ -428,14 +442,15 @@ async fn marked_by_the_old_leader(
     let fence = Fence::for_lease("replica-b-0002", Duration::from_secs(15));
     fence.renewed(tokio::time::Instant::now(), Duration::from_secs(600));
     let engine = h.fenced_engine(AccessProfileProvider, fence);
-    // Two lease durations and the Connection's request timeout (30 s by default).
-    (engine, Duration::from_secs(2 * 15 + 30))
+    // Two lease durations and the Connection's request timeout.
+    (engine, Duration::from_secs(2 * 15 + 1))
 }
 
 #[tokio::test]
 async fn the_new_leader_waits_out_the_old_leaders_create_and_then_recovers_it() {
     let h = Harness::new().await;
-    let (engine, in_flight) = marked_by_the_old_leader(&h).await;
+    let (engine, in_flight) =
+        marked_by_the_old_leader(&h, Some("replica-a-0001"), Duration::ZERO).await;
     let calls = h.serval.requests().len();
     let action = h.pass(&engine, "p").await.unwrap();
     let wait = requeue_of(&action).expect("requeued");
@@ -454,6 +469,8 @@ async fn the_new_leader_waits_out_the_old_leaders_create_and_then_recovers_it() 
         .serval
         .seed_profile(json!({"name": "P", "teamId": TEAM, "description": ""}));
     h.advance(in_flight);
+    // And one request timeout after this replica took the lease.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     h.pass(&engine, "p").await;
     assert_eq!(
         h.status_id("p").as_deref(),
@@ -466,10 +483,12 @@ async fn the_new_leader_waits_out_the_old_leaders_create_and_then_recovers_it() 
 #[tokio::test]
 async fn the_new_leader_creates_once_the_old_leaders_create_cannot_come_any_more() {
     let h = Harness::new().await;
-    let (engine, in_flight) = marked_by_the_old_leader(&h).await;
+    let (engine, in_flight) =
+        marked_by_the_old_leader(&h, Some("replica-a-0001"), Duration::ZERO).await;
     h.pass(&engine, "p").await;
     assert_eq!(h.serval.profiles().len(), 0, "waits");
     h.advance(in_flight);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     h.pass(&engine, "p").await;
     h.pass(&engine, "p").await;
     assert_eq!(h.serval.profiles().len(), 1, "exactly one upstream object");
@@ -479,5 +498,58 @@ async fn the_new_leader_creates_once_the_old_leaders_create_cannot_come_any_more
     assert!(
         mark.as_str().unwrap().ends_with(" by replica-b-0002"),
         "{mark}"
+    );
+}
+
+/// An old mark (an earlier release's without a writer, or one whose create waited long
+/// behind a rate limit) is still waited for one request timeout after this replica took
+/// the lease: the earlier leader may have sent its create just before its fence closed.
+#[tokio::test]
+async fn an_old_mark_is_waited_for_one_request_timeout_after_taking_the_lease() {
+    for writer in [None, Some("replica-a-0001")] {
+        let h = Harness::new().await;
+        let (engine, _) = marked_by_the_old_leader(&h, writer, Duration::from_secs(3600)).await;
+        let calls = h.serval.requests().len();
+        let wait = requeue_of(&h.pass(&engine, "p").await.unwrap()).expect("requeued");
+        assert!(wait <= Duration::from_secs(1), "{writer:?}: {wait:?}");
+        assert_eq!(
+            h.serval.requests().len(),
+            calls,
+            "{writer:?}: nothing looked up yet"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        h.pass(&engine, "p").await;
+        h.pass(&engine, "p").await;
+        assert_eq!(h.serval.profiles().len(), 1, "{writer:?}: created once");
+    }
+}
+
+/// A resource deleted while another replica's create may be in flight waits for it too,
+/// then deletes what it made: nothing is orphaned.
+#[tokio::test]
+async fn a_delete_during_a_takeover_waits_for_the_old_leaders_create() {
+    let h = Harness::new().await;
+    let (engine, in_flight) =
+        marked_by_the_old_leader(&h, Some("replica-a-0001"), Duration::ZERO).await;
+    h.delete_profile("p").await;
+    let calls = h.serval.requests().len();
+    let wait = requeue_of(&h.pass(&engine, "p").await.unwrap()).expect("requeued");
+    assert!(wait > Duration::from_secs(1), "{wait:?}");
+    assert_eq!(h.serval.requests().len(), calls, "nothing looked up yet");
+    // The old leader's create arrives.
+    h.serval
+        .seed_profile(json!({"name": "P", "teamId": TEAM, "description": ""}));
+    h.advance(in_flight);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        if h.pass(&engine, "p").await.is_none() {
+            break;
+        }
+    }
+    assert!(h.object("p").is_none(), "released");
+    assert_eq!(
+        h.serval.profiles(),
+        Vec::<Value>::new(),
+        "the old leader's object is deleted, not orphaned"
     );
 }

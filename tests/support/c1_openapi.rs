@@ -2,7 +2,8 @@
 //!
 //! The document (`../shared/upstream/specs/conductorone-openapi.yaml`, from their
 //! Terraform provider) is read at test time and never copied into the repository; without
-//! it [`spec`] is `None` and the checks skip with one line. The fake ConductorOne runs
+//! it [`spec`] is `None` and the checks skip with one line (CI sets
+//! `ACCESSPLANE_REQUIRE_C1_OPENAPI`, which makes a missing document a failure instead). The fake ConductorOne runs
 //! every request the operator sends and every `200` it answers through [`C1Spec`], so a
 //! field, path, mask or enum value the real API would not know fails the test that sent
 //! or served it.
@@ -42,6 +43,12 @@ pub fn spec() -> Option<&'static C1Spec> {
         let path = spec_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => Some(C1Spec::parse(&text)),
+            Err(e) if std::env::var_os("ACCESSPLANE_REQUIRE_C1_OPENAPI").is_some() => {
+                panic!(
+                    "ACCESSPLANE_REQUIRE_C1_OPENAPI is set but {} cannot be read: {e}",
+                    path.display()
+                )
+            }
             Err(e) => {
                 // Straight to stderr, past the test harness's capture: one line per run.
                 let _ = writeln!(
