@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use crate::support::envtest::{Envtest, envtest, unique};
+use crate::support::fake_admission::apiserver_field;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -106,30 +107,13 @@ fn crds_establish_and_every_example_is_admitted() {
     }
 }
 
-/// The field an instance path (`/spec/tools/0/toolName`) names, as the apiserver
-/// writes it (`spec.tools[0].toolName`).
-fn field_of(instance_path: &str) -> String {
-    let mut field = String::new();
-    for part in instance_path.trim_start_matches('/').split('/') {
-        if part.chars().all(|c| c.is_ascii_digit()) {
-            field.push_str(&format!("[{part}]"));
-        } else {
-            if !field.is_empty() {
-                field.push('.');
-            }
-            field.push_str(part);
-        }
-    }
-    field
-}
-
 /// What the apiserver's refusal must contain for a case's `expect`.
 fn apiserver_expectation(by: &str, expect: &str) -> String {
     match by {
         "openapi" => match expect.strip_suffix("\" is a required property") {
             // The corpus names the missing field, the apiserver its whole path.
             Some(field) => format!(".{}: Required value", field.trim_start_matches('"')),
-            None => format!("{}: ", field_of(expect)),
+            None => format!("{}: ", apiserver_field(expect)),
         },
         // CEL messages and strict-decoding errors are the same text.
         _ => expect.to_string(),
@@ -206,8 +190,11 @@ fn the_real_apiserver_refuses_every_bad_input_case_naming_the_field() {
 
 #[test]
 fn instance_paths_map_to_apiserver_field_paths() {
-    assert_eq!(field_of("/spec/tools/0/toolName"), "spec.tools[0].toolName");
-    assert_eq!(field_of("/spec/name"), "spec.name");
+    assert_eq!(
+        apiserver_field("/spec/tools/0/toolName"),
+        "spec.tools[0].toolName"
+    );
+    assert_eq!(apiserver_field("/spec/name"), "spec.name");
     assert_eq!(
         apiserver_expectation("openapi", "\"connectionRef\" is a required property"),
         ".connectionRef: Required value"

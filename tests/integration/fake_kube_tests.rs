@@ -1131,23 +1131,6 @@ fn causes(status: &serde_json::Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
-/// The apiserver's name of a corpus instance path (`/spec/tools/0/toolName` is
-/// `spec.tools[0].toolName`), as tests/envtest/admission.rs maps it.
-fn apiserver_field(instance_path: &str) -> String {
-    let mut field = String::new();
-    for part in instance_path.trim_start_matches('/').split('/') {
-        if part.chars().all(|c| c.is_ascii_digit()) {
-            field.push_str(&format!("[{part}]"));
-        } else {
-            if !field.is_empty() {
-                field.push('.');
-            }
-            field.push_str(part);
-        }
-    }
-    field
-}
-
 /// Every case of `tests/bad_input` (path, case), sorted.
 fn bad_input_corpus() -> Vec<(String, serde_json::Value)> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad_input");
@@ -1245,7 +1228,7 @@ async fn the_bad_input_corpus_is_refused_naming_the_field() {
                 let (wanted, field) = match &required {
                     Some(suffix) => (format!("{suffix}: Required value"), suffix.clone()),
                     None => {
-                        let field = apiserver_field(expect);
+                        let field = crate::support::fake_admission::apiserver_field(expect);
                         (format!("{field}: "), field)
                     }
                 };

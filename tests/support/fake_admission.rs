@@ -800,3 +800,21 @@ pub fn go_quote(s: &str) -> String {
     out.push('"');
     out
 }
+
+/// The field a JSON instance path (`/spec/tools/0/toolName`) names, as the apiserver
+/// writes it (`spec.tools[0].toolName`): how the bad-input corpus's expectations are
+/// matched against refusals, by the fake and by the real apiserver alike.
+pub fn apiserver_field(instance_path: &str) -> String {
+    let mut field = String::new();
+    for part in instance_path.trim_start_matches('/').split('/') {
+        if part.chars().all(|c| c.is_ascii_digit()) {
+            field.push_str(&format!("[{part}]"));
+        } else {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(part);
+        }
+    }
+    field
+}
