@@ -4,6 +4,7 @@ pub mod api;
 pub mod connections;
 pub mod engine;
 pub mod fence;
+pub mod kinds;
 pub mod plan;
 pub mod providers;
 pub mod runtime;

@@ -125,3 +125,6 @@ pub struct AccessProfileStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_team_default: Option<bool>,
 }
+
+// Its spec carries the common envelope (`spec.managed`), its status `status.managed`.
+crate::managed_object!(AccessProfile);

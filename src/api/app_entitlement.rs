@@ -304,3 +304,6 @@ pub struct AppEntitlementStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grant_count: Option<i64>,
 }
+
+// Its spec carries the common envelope (`spec.managed`), its status `status.managed`.
+crate::managed_object!(AppEntitlement);

@@ -84,3 +84,6 @@ pub struct ConnectorStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_hash: Option<String>,
 }
+
+// Its spec carries the common envelope (`spec.managed`), its status `status.managed`.
+crate::managed_object!(Connector);

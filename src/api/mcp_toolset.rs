@@ -97,3 +97,6 @@ pub struct McpToolsetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bound_tool_ids: Option<Vec<String>>,
 }
+
+// Its spec carries the common envelope (`spec.managed`), its status `status.managed`.
+crate::managed_object!(McpToolset);

@@ -49,17 +49,26 @@ pub(crate) const UUID: &str =
 /// OpenAPI `pattern`: an http(s) base URL without credentials, query or fragment.
 pub(crate) const BASE_URL: &str = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$";
 
-/// Every CRD of the group with the file name it is committed under in `crds/`.
-pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
-    vec![
-        ("connection.yaml", Connection::crd()),
-        ("clusterconnection.yaml", ClusterConnection::crd()),
-        ("accessprofile.yaml", AccessProfile::crd()),
-        ("appentitlement.yaml", AppEntitlement::crd()),
-        ("connector.yaml", Connector::crd()),
-        ("mcptoolset.yaml", McpToolset::crd()),
-        ("personaaccesscontrol.yaml", PersonaAccessControl::crd()),
-    ]
+/// Every CRD of the group with the file name it is committed under in `crds/`
+/// (`<kind in lower case>.yaml`): the Connection kinds, then the managed kinds of
+/// [`crate::kinds::each_kind`].
+pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
+    struct Crds(Vec<CustomResourceDefinition>);
+    impl crate::kinds::EachKind for Crds {
+        fn kind<K, P>(&mut self)
+        where
+            K: crate::engine::ManagedObject + CustomResourceExt,
+            P: crate::engine::Provider<K> + Default,
+        {
+            self.0.push(K::crd());
+        }
+    }
+    let mut crds = Crds(vec![Connection::crd(), ClusterConnection::crd()]);
+    crate::kinds::each_kind(&mut crds);
+    crds.0
+        .into_iter()
+        .map(|crd| (format!("{}.yaml", crd.spec.names.kind.to_lowercase()), crd))
+        .collect()
 }
 
 /// One CRD as the YAML document committed in `crds/`.
@@ -73,11 +82,3 @@ mod schema_tests;
 
 #[cfg(test)]
 mod bad_input_tests;
-
-crate::managed_object!(
-    AccessProfile,
-    AppEntitlement,
-    Connector,
-    McpToolset,
-    PersonaAccessControl
-);

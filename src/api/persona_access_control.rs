@@ -75,3 +75,6 @@ pub struct PersonaAccessControlStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
 }
+
+// Its spec carries the common envelope (`spec.managed`), its status `status.managed`.
+crate::managed_object!(PersonaAccessControl);

@@ -49,7 +49,7 @@ fn every_rule_compiles() {
 fn crds_in_repo_are_up_to_date() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     for (file, crd) in all_crds() {
-        let committed = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        let committed = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
         assert_eq!(
             committed,
             super::crd_yaml(&crd),

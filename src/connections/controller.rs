@@ -22,7 +22,6 @@ use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::condition::Condition;
 use crate::api::connection::{Connection, ConnectionSpec, UpstreamKind};
 use crate::api::envelope::ConnectionKind;
-use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::engine::clock::Clock;
 use crate::engine::conditions::{self, ConditionValue, READY};
 use crate::engine::events::{EventPublisher, Note};
@@ -30,6 +29,8 @@ use crate::engine::kube_ops;
 use crate::engine::requeue::Timing;
 use crate::providers::{self, ConnectError, SecretData};
 use crate::upstream::{ErrorClass, UpstreamError, UpstreamMetrics};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 /// `Ready` reasons of a Connection.
 pub mod reason {
@@ -513,12 +514,32 @@ async fn users_of<C: ConnectionObject>(
     conn: &C,
 ) -> Result<Vec<String>, ConnectionError> {
     let mut users = vec![];
-    users.extend(users_of_kind::<AccessProfile, C>(kube, conn).await?);
-    users.extend(users_of_kind::<AppEntitlement, C>(kube, conn).await?);
-    users.extend(users_of_kind::<Connector, C>(kube, conn).await?);
-    users.extend(users_of_kind::<McpToolset, C>(kube, conn).await?);
-    users.extend(users_of_kind::<PersonaAccessControl, C>(kube, conn).await?);
+    for users_of_kind in listers::<C>() {
+        users.extend(users_of_kind(kube, conn).await?);
+    }
     Ok(users)
+}
+
+/// Lists the users of a Connection among one kind's resources.
+type UsersOfKind<C> =
+    for<'a> fn(&'a kube::Client, &'a C) -> BoxFuture<'a, Result<Vec<String>, ConnectionError>>;
+
+/// [`users_of_kind`] for every managed kind ([`crate::kinds::each_kind`]).
+fn listers<C: ConnectionObject>() -> Vec<UsersOfKind<C>> {
+    struct Listers<C>(Vec<UsersOfKind<C>>);
+    impl<C: ConnectionObject> crate::kinds::EachKind for Listers<C> {
+        fn kind<K, P>(&mut self)
+        where
+            K: crate::engine::ManagedObject + kube::CustomResourceExt,
+            P: crate::engine::Provider<K> + Default,
+        {
+            self.0
+                .push(|kube, conn| users_of_kind::<K, C>(kube, conn).boxed());
+        }
+    }
+    let mut listers = Listers(vec![]);
+    crate::kinds::each_kind(&mut listers);
+    listers.0
 }
 
 async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, ConnectionError>

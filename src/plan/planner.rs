@@ -13,6 +13,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::FutureExt;
+use futures::future::LocalBoxFuture;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use serde_json::Value;
@@ -27,11 +29,6 @@ use crate::engine::plan::{Planned, plan as plan_one};
 use crate::engine::{
     Cx, ManagedObject, Provider, effective_deletion_policy, recorded_id, scope_key,
 };
-use crate::providers::conductorone::{
-    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
-};
-use crate::providers::instaclustr::PersonaAccessControlProvider;
-use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamClient;
 
 /// Reason of a resource the apiserver would refuse (it would never show a condition).
@@ -88,27 +85,39 @@ pub async fn plan(
         creates: HashSet::new(),
     };
     planner.unknown_kinds();
-    planner.kind(&ConnectorProvider).await?;
-    planner.kind(&AppEntitlementProvider).await?;
-    planner.kind(&McpToolsetProvider).await?;
-    planner.kind(&AccessProfileProvider).await?;
-    planner
-        .kind(&PersonaAccessControlProvider::default())
-        .await?;
+    for plan_kind in kind_planners() {
+        plan_kind(&mut planner).await?;
+    }
     planner.entries.sort_by_key(|(at, _)| *at);
     Ok(Plan {
         entries: planner.entries.into_iter().map(|(_, e)| e).collect(),
     })
 }
 
-/// The kinds a plan previews (Connections change nothing upstream).
-const MANAGED_KINDS: [&str; 5] = [
-    "Connector",
-    "AppEntitlement",
-    "McpToolset",
-    "AccessProfile",
-    "PersonaAccessControl",
-];
+/// Plans every resource of one kind in the input.
+type PlanKind = for<'p, 'a> fn(&'p mut Planner<'a>) -> LocalBoxFuture<'p, Result<(), PlanError>>;
+
+/// [`Planner::kind`] for every managed kind, in [`crate::kinds::each_kind`]'s order
+/// (a resource's dependencies are planned before it). Connections change nothing
+/// upstream and are not planned.
+fn kind_planners() -> Vec<PlanKind> {
+    struct Planners(Vec<PlanKind>);
+    impl crate::kinds::EachKind for Planners {
+        fn kind<K, P>(&mut self)
+        where
+            K: ManagedObject + kube::CustomResourceExt,
+            P: Provider<K> + Default,
+        {
+            self.0.push(|planner| {
+                async move { planner.kind::<K, P>(&P::default()).await }.boxed_local()
+            });
+        }
+    }
+    let mut planners = Planners(vec![]);
+    crate::kinds::each_kind(&mut planners);
+    planners.0
+}
+
 const OTHER_KINDS: [&str; 2] = ["Connection", "ClusterConnection"];
 
 struct Planner<'a> {
@@ -156,19 +165,16 @@ impl Planner<'_> {
     fn unknown_kinds(&mut self) {
         for (at, loaded) in self.input.iter().enumerate() {
             let group = loaded.api_version().split('/').next() == Some("accessplane.io");
-            let known = loaded.api_version() == GROUP_VERSION
-                && (MANAGED_KINDS.contains(&loaded.kind()) || OTHER_KINDS.contains(&loaded.kind()));
+            let mut kinds = crate::kinds::names();
+            kinds.extend(OTHER_KINDS.map(String::from));
+            let known =
+                loaded.api_version() == GROUP_VERSION && kinds.iter().any(|k| k == loaded.kind());
             if group && !known {
                 let message = format!(
                     "{} {} is not an accessplane kind (kinds of {GROUP_VERSION}: {})",
                     loaded.api_version(),
                     loaded.kind(),
-                    MANAGED_KINDS
-                        .iter()
-                        .chain(&OTHER_KINDS)
-                        .copied()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    kinds.join(", ")
                 );
                 let entry = self.entry_of(loaded, Settled::blocked(INVALID, message));
                 self.entries.push((at, entry));
@@ -384,10 +390,11 @@ impl Planner<'_> {
     /// Where `--prune` looks, as `kubectl apply --prune`: the namespaces of the input's
     /// resources and the default one (a namespaced Role is then enough to plan).
     fn prune_namespaces(&self) -> std::collections::BTreeSet<String> {
+        let managed = crate::kinds::names();
         let mut namespaces: std::collections::BTreeSet<String> = self
             .input
             .iter()
-            .filter(|l| l.api_version() == GROUP_VERSION && MANAGED_KINDS.contains(&l.kind()))
+            .filter(|l| l.api_version() == GROUP_VERSION && managed.iter().any(|k| k == l.kind()))
             .map(|l| self.identity(l).0)
             .collect();
         namespaces.insert(self.options.default_namespace.clone());

@@ -21,7 +21,6 @@ use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{oneshot, watch};
 
-use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
 use crate::api::{ClusterConnection, Connection};
 use crate::connections::Connections;
 use crate::connections::controller::{ConnectionContext, Credentials, SecretsScope};
@@ -30,11 +29,6 @@ use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
 use crate::fence::Fence;
-use crate::providers::conductorone::{
-    AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
-};
-use crate::providers::instaclustr::PersonaAccessControlProvider;
-use crate::providers::serval::AccessProfileProvider;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
 use controllers::{Scope, Wired, connection_controller, managed_controller, namespace_watch};
@@ -130,6 +124,24 @@ struct Shared {
 }
 
 impl Shared {
+    /// One controller per managed kind ([`crate::kinds::each_kind`]).
+    fn managed_controllers(&self) -> Vec<Wired> {
+        struct Controllers<'a>(&'a Shared, Vec<Wired>);
+        impl crate::kinds::EachKind for Controllers<'_> {
+            fn kind<K, P>(&mut self)
+            where
+                K: ManagedObject + kube::CustomResourceExt,
+                P: Provider<K> + Default,
+            {
+                let wired = self.0.managed::<K, P>(P::default());
+                self.1.push(wired);
+            }
+        }
+        let mut controllers = Controllers(self, vec![]);
+        crate::kinds::each_kind(&mut controllers);
+        controllers.1
+    }
+
     /// The controller of one managed kind.
     fn managed<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Wired {
         let engine = Engine::new(
@@ -327,13 +339,7 @@ pub async fn run_with(
     )
     .boxed()
     .shared();
-    let managed = vec![
-        shared.managed::<AccessProfile, _>(AccessProfileProvider),
-        shared.managed::<AppEntitlement, _>(AppEntitlementProvider),
-        shared.managed::<Connector, _>(ConnectorProvider),
-        shared.managed::<McpToolset, _>(McpToolsetProvider),
-        shared.managed::<PersonaAccessControl, _>(PersonaAccessControlProvider::default()),
-    ];
+    let managed = shared.managed_controllers();
     // Resource controllers start once the Connections they use are known.
     let wired = wired_connections
         .into_iter()

@@ -125,6 +125,7 @@ fn created_by_us(entity: &Map<String, Value>) -> bool {
 }
 
 /// The `AppEntitlement` provider.
+#[derive(Default)]
 pub struct AppEntitlementProvider;
 
 fn collection(app_id: &str) -> String {

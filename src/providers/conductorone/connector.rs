@@ -129,6 +129,7 @@ fn config_hash<'a>(
 }
 
 /// The `Connector` provider.
+#[derive(Default)]
 pub struct ConnectorProvider;
 
 fn collection(app_id: &str) -> String {

@@ -181,6 +181,7 @@ fn recorded(obj: &McpToolset) -> Option<ConnectorIds> {
 }
 
 /// The `McpToolset` provider.
+#[derive(Default)]
 pub struct McpToolsetProvider;
 
 impl McpToolsetProvider {

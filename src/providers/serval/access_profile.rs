@@ -91,6 +91,7 @@ impl ServalProfile {
 }
 
 /// The `AccessProfile` provider.
+#[derive(Default)]
 pub struct AccessProfileProvider;
 
 fn set<'a>(ids: impl IntoIterator<Item = &'a String>) -> BTreeSet<&'a str> {
