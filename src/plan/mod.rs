@@ -1,4 +1,4 @@
-//! `accessplane plan` (issue #18): preview what the reconciler would do upstream for a
+//! `accessplane plan`: preview what the reconciler would do upstream for a
 //! set of manifests, with no write anywhere. The input ([`manifests`]) is planned against
 //! the cluster as it would be after the apply ([`kube_view`]: read-only), through the
 //! Connections it names ([`connections`]: verified like the operator does, read-only

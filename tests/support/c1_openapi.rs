@@ -305,11 +305,12 @@ impl C1Spec {
                         ));
                     }
                 }
-                let Some(properties) = schema["properties"].as_object() else {
-                    return;
-                };
+                let empty = serde_json::Map::new();
+                let properties = schema["properties"].as_object().unwrap_or(&empty);
+                // A map's values (`additionalProperties` a schema) are messages too.
+                let values = Some(&schema["additionalProperties"]).filter(|v| v.is_object());
                 for (name, field) in fields {
-                    let Some(declared) = properties.get(name) else {
+                    let Some(declared) = properties.get(name).or(values) else {
                         continue; // the schema validation names undeclared fields
                     };
                     let here = format!("{at}/{name}");
