@@ -74,6 +74,10 @@ pub struct LeaderElector {
     name: String,
     identity: String,
     timing: LeaseTiming,
+    /// The Lease's resourceVersion as last read, and when (by this replica's monotonic
+    /// clock) it was first read so: another holder's lease has expired once it has not
+    /// changed for a lease duration, whatever the two replicas' wall clocks say.
+    observed: std::sync::Mutex<Option<(String, Instant)>>,
 }
 
 impl LeaderElector {
@@ -89,6 +93,7 @@ impl LeaderElector {
             name: name.into(),
             identity: identity.into(),
             timing,
+            observed: std::sync::Mutex::new(None),
         }
     }
 
@@ -112,7 +117,8 @@ impl LeaderElector {
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty());
         let ours = holder == Some(self.identity.as_str());
-        if holder.is_some() && !ours && !expired(&spec, now) {
+        let unchanged_for = self.unchanged_for(current.metadata.resource_version.as_deref());
+        if holder.is_some() && !ours && !expired(&spec, unchanged_for, now) {
             return Ok(false);
         }
         let transitions = spec.lease_transitions.unwrap_or_default() + i32::from(!ours);
@@ -132,6 +138,20 @@ impl LeaderElector {
             Ok(_) => Ok(true),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// How long the Lease has stood unchanged at `version`, as far as this replica has
+    /// seen (zero when it has just changed or is read for the first time).
+    fn unchanged_for(&self, version: Option<&str>) -> Duration {
+        let version = version.unwrap_or_default();
+        let mut observed = self.observed.lock().unwrap();
+        match &*observed {
+            Some((seen, at)) if seen == version => at.elapsed(),
+            _ => {
+                *observed = Some((version.to_string(), Instant::now()));
+                Duration::ZERO
+            }
         }
     }
 
@@ -230,12 +250,18 @@ impl LeaderElector {
     }
 }
 
-fn expired(spec: &LeaseSpec, now: Timestamp) -> bool {
+/// Whether another holder's lease has run out: it has stood unchanged for its duration
+/// by this replica's own clock (the holder renewed it before this replica first read it
+/// so, and writes only within less than a duration of a renewal), or its `renewTime`
+/// is more than two durations old by the wall clock (a lease left long ago is taken at
+/// start-up without waiting; clocks may differ by up to a duration).
+fn expired(spec: &LeaseSpec, unchanged_for: Duration, now: Timestamp) -> bool {
+    let seconds = spec.lease_duration_seconds.unwrap_or(15).max(1);
+    let duration = Duration::from_secs(seconds as u64);
     let Some(renewed) = spec.renew_time.as_ref() else {
         return true;
     };
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(15)));
-    renewed.0 + duration < now
+    unchanged_for > duration || renewed.0 + SignedDuration::from_secs(2 * i64::from(seconds)) < now
 }
 
 /// Says when leadership changes.
@@ -268,13 +294,21 @@ mod tests {
         Fail,
     }
 
-    /// One Lease with resourceVersion conflicts, as the apiserver keeps it.
+    /// One Lease with resourceVersion conflicts, as the apiserver keeps it. `behind`:
+    /// how far the writer's wall clock runs behind (its `renewTime` stamps).
     #[derive(Clone)]
-    struct LeaseApi(Arc<Mutex<(Option<Value>, u64, Mode)>>);
+    struct LeaseApi(Arc<Mutex<(Option<Value>, u64, Mode)>>, Arc<Mutex<i64>>);
 
     impl LeaseApi {
         fn new() -> Self {
-            Self(Arc::new(Mutex::new((None, 0, Mode::Answer))))
+            Self(
+                Arc::new(Mutex::new((None, 0, Mode::Answer))),
+                Arc::new(Mutex::new(0)),
+            )
+        }
+
+        fn set_clock_behind(&self, seconds: i64) {
+            *self.1.lock().unwrap() = seconds;
         }
 
         fn set_mode(&self, mode: Mode) {
@@ -336,6 +370,11 @@ mod tests {
                     }
                     *version += 1;
                     let mut lease = body;
+                    let behind = *self.1.lock().unwrap();
+                    if behind != 0 && !lease["spec"]["renewTime"].is_null() {
+                        let stamp = Timestamp::now() - SignedDuration::from_secs(behind);
+                        lease["spec"]["renewTime"] = json!(MicroTime(stamp));
+                    }
                     lease["metadata"]["resourceVersion"] = json!(version.to_string());
                     *stored = Some(lease.clone());
                     reply(StatusCode::OK, lease)
@@ -442,6 +481,33 @@ mod tests {
         api.expire();
         api.set_mode(Mode::Answer);
         until(&mut is_b, true).await;
+        assert!(fence_b.is_open());
+    }
+
+    /// A leader whose wall clock runs 20 s behind stamps `renewTime`s that look expired
+    /// to a standby's clock; the standby still waits for the Lease to stand unchanged for
+    /// a duration, so the two never write at the same time.
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_clock_runs_behind_is_not_taken_over_while_it_renews() {
+        let api = LeaseApi::new();
+        api.set_clock_behind(20);
+        let (fence_a, _, a) = contender(&api, "a");
+        for_a_while(1).await;
+        assert!(fence_a.is_open());
+        let (fence_b, _, _b) = contender(&api, "b");
+        for _ in 0..600 {
+            assert!(!(fence_a.is_open() && fence_b.is_open()), "two writers");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(api.holder().as_deref(), Some("a"), "a renews and keeps it");
+        // a stops renewing: b takes over once the Lease stood still for 15 s, not before
+        // a's validity (10 s after its last renewal) ended.
+        a.abort();
+        for _ in 0..300 {
+            assert!(!(fence_a.is_open() && fence_b.is_open()), "two writers");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(api.holder().as_deref(), Some("b"));
         assert!(fence_b.is_open());
     }
 }
