@@ -4,6 +4,7 @@ mod changes;
 pub mod controllers;
 pub mod crds;
 pub mod leader;
+mod leadership;
 pub mod probe;
 pub mod server;
 pub mod telemetry;
@@ -19,7 +20,6 @@ use kube::api::Api;
 use kube::runtime::controller;
 use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::{oneshot, watch};
 
 use crate::api::{ClusterConnection, Connection};
 use crate::connections::Connections;
@@ -32,8 +32,8 @@ use crate::fence::Fence;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
 use controllers::{Scope, Wired, connection_controller, managed_controller, namespace_watch};
-use leader::LeaderElector;
 pub use leader::LeaseTiming;
+use leadership::Ending;
 use server::Readiness;
 
 /// Settings of `accessplane run`.
@@ -124,6 +124,37 @@ struct Shared {
 }
 
 impl Shared {
+    /// What every controller shares, writing to Kubernetes through `client` (fenced).
+    fn new(
+        client: &kube::Client,
+        config: &RunConfig,
+        metrics: ReconcileMetrics,
+        shutdown: &Shutdown,
+        fence: Fence,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "accessplane".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        Self {
+            scope: Scope {
+                client: client.clone(),
+                namespace: config.namespace.clone(),
+                cluster_connections: config.namespace.is_none(),
+                read_secrets: config.credentials.scope == SecretsScope::Cluster,
+            },
+            connections: Arc::new(Connections::default()),
+            events: EventPublisher::new(client.clone(), reporter, clock.clone()),
+            clock,
+            timing: config.timing.clone(),
+            metrics,
+            controller: controller::Config::default().concurrency(config.concurrency),
+            shutdown: shutdown.clone(),
+            fence,
+        }
+    }
+
     /// One controller per managed kind ([`crate::kinds::each_kind`]).
     fn managed_controllers(&self) -> Vec<Wired> {
         struct Controllers<'a>(&'a Shared, Vec<Wired>);
@@ -184,7 +215,8 @@ pub async fn kube_client() -> Result<kube::Client, kube::Error> {
     kube::Client::try_from(config)
 }
 
-/// Runs the operator against `client` until `shutdown` resolves (tests pass a fake API server).
+/// Runs the operator against `client` until `shutdown` resolves (tests pass a fake API
+/// server), in phases: health and metrics, CRDs, leadership, controllers, the end.
 pub async fn run_with(
     client: kube::Client,
     config: RunConfig,
@@ -195,8 +227,87 @@ pub async fn run_with(
     upstream_metrics.register(&mut registry);
     let reconcile_metrics = ReconcileMetrics::default();
     reconcile_metrics.register(&mut registry);
+    let (readiness, server) = serve_health(&config, registry, shutdown.clone()).await?;
 
-    // Bind first: a taken port fails start-up instead of surfacing later.
+    if config.install_crds {
+        crds::install(client.clone()).await?;
+    }
+
+    // A standby replica is ready (it serves health and metrics) but starts no controller
+    // until it holds the lease.
+    let mut fence = Fence::open();
+    let mut leadership = None;
+    if let Some(election) = &config.leader_election {
+        fence = Fence::for_lease(&election.identity, election.timing.duration);
+        readiness.set_ready();
+        match leadership::lead(&client, election, &fence, shutdown.clone()).await {
+            Some(term) => leadership = Some(term),
+            None => return served(server).await,
+        }
+    }
+    // Every Kubernetes write from here on is sent only while the fence is open.
+    let client = fence.kube_client(client);
+
+    let mut shared = Shared::new(&client, &config, reconcile_metrics, &shutdown, fence);
+    let (connections, settled) =
+        connection_controllers(&mut shared, &client, &config, upstream_metrics).await;
+    // Resource controllers start once the Connections they use are known.
+    let managed = shared
+        .managed_controllers()
+        .into_iter()
+        .map(|w| after(settled.clone(), w, shutdown.clone()));
+    let (runs, synced): (Vec<_>, Vec<_>) = connections
+        .into_iter()
+        .chain(managed)
+        .map(|w| (w.run, w.synced))
+        .unzip();
+    tracing::info!(
+        namespace = config.namespace.as_deref().unwrap_or("<all>"),
+        controllers = runs.len(),
+        "controllers started"
+    );
+
+    // Ready once every controller's cache holds its initial list; waiting for it must
+    // not outlive shutdown (caches may never sync).
+    let ready = async move {
+        if join_all(synced).await.into_iter().all(|ok| ok) {
+            readiness.set_ready();
+            tracing::info!("ready");
+        }
+    };
+    let ready_or_shutdown = futures::future::select(ready.boxed(), shutdown.clone());
+    let stopped = async {
+        tokio::join!(join_all(runs), ready_or_shutdown);
+        tracing::info!("controllers stopped");
+        served(server).await
+    };
+    let lost = match &leadership {
+        Some(term) => term.lost(shutdown.clone()),
+        None => futures::future::pending().boxed(),
+    };
+    let (result, ending) = tokio::select! {
+        result = stopped => (result, Ending::Stopped),
+        () = grace_expired(shutdown) => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
+            (Ok(()), Ending::Cancelled)
+        }
+        // Dropping the controllers cancels every reconcile at its next await (and the
+        // fence has refused every write since the lease ran out).
+        () = lost => (Err(RuntimeError::LeadershipLost), Ending::Lost),
+    };
+    if let Some(term) = leadership {
+        term.end(ending).await;
+    }
+    result
+}
+
+/// Binds the metrics and health server (first: a taken port fails start-up instead of
+/// surfacing later) and serves it until shutdown.
+async fn serve_health(
+    config: &RunConfig,
+    registry: Registry,
+    shutdown: Shutdown,
+) -> Result<(Readiness, Server), RuntimeError> {
     let listener = tokio::net::TcpListener::bind(config.metrics_addr)
         .await
         .map_err(|source| RuntimeError::Bind {
@@ -205,78 +316,32 @@ pub async fn run_with(
         })?;
     let readiness = Readiness::default();
     let router = server::router(Arc::new(registry), readiness.clone());
-    let server = tokio::spawn(server::serve(listener, router, shutdown.clone()));
+    let server = tokio::spawn(server::serve(listener, router, shutdown));
     tracing::info!(addr = %config.metrics_addr, "serving /metrics, /healthz, /readyz");
+    Ok((readiness, server))
+}
 
-    if config.install_crds {
-        crds::install(client.clone()).await?;
-    }
+/// The metrics and health server's task.
+type Server = tokio::task::JoinHandle<Result<(), std::io::Error>>;
 
-    // A standby replica is ready (it serves health and metrics) but starts no controller
-    // until it holds the lease.
-    let mut leadership = None;
-    let mut fence = Fence::open();
-    if let Some(election) = &config.leader_election {
-        fence = Fence::for_lease(&election.identity, election.timing.duration);
-        let (leading, mut is_leader) = watch::channel(false);
-        let (release, released) = oneshot::channel::<()>();
-        // The elector's own Lease writes go through the unfenced client.
-        let elector = LeaderElector::new(
-            client.clone(),
-            &election.namespace,
-            &election.lease_name,
-            &election.identity,
-            election.timing.clone(),
-        );
-        let elector = tokio::spawn(elector.run(fence.clone(), leading, released.map(|_| ())));
-        readiness.set_ready();
-        tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for leadership");
-        tokio::select! {
-            _ = is_leader.wait_for(|leader| *leader).map(|r| r.is_ok()) => {}
-            () = shutdown.clone() => {
-                let _ = release.send(());
-                let _ = tokio::time::timeout(RELEASE_WAIT, elector).await;
-                return server.await.map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?.map_err(RuntimeError::Serve);
-            }
-        }
-        leadership = Some(Leadership {
-            is_leader,
-            elector,
-            release,
-            fence: fence.clone(),
-            elector_for_release: LeaderElector::new(
-                client.clone(),
-                &election.namespace,
-                &election.lease_name,
-                &election.identity,
-                election.timing.clone(),
-            ),
-        });
-    }
-    // Every Kubernetes write from here on is sent only while the fence is open.
-    let client = fence.kube_client(client);
+/// Waits for the health server to stop (at shutdown).
+async fn served(server: Server) -> Result<(), RuntimeError> {
+    server
+        .await
+        .map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?
+        .map_err(RuntimeError::Serve)
+}
 
-    let reporter = Reporter {
-        controller: "accessplane".into(),
-        instance: std::env::var("POD_NAME").ok(),
-    };
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let mut shared = Shared {
-        scope: Scope {
-            client: client.clone(),
-            namespace: config.namespace.clone(),
-            cluster_connections: config.namespace.is_none(),
-            read_secrets: config.credentials.scope == SecretsScope::Cluster,
-        },
-        connections: Arc::new(Connections::default()),
-        events: EventPublisher::new(client.clone(), reporter, clock.clone()),
-        clock,
-        timing: config.timing.clone(),
-        metrics: reconcile_metrics,
-        controller: controller::Config::default().concurrency(config.concurrency),
-        shutdown: shutdown.clone(),
-        fence,
-    };
+/// The Connection and (cluster-wide) ClusterConnection controllers with the namespace
+/// watch and the allowed-namespace counts, and a future that resolves once every
+/// Connection is known (or [`CONNECTIONS_SETTLE_LIMIT`] passed).
+async fn connection_controllers(
+    shared: &mut Shared,
+    client: &kube::Client,
+    config: &RunConfig,
+    upstream_metrics: Arc<UpstreamMetrics>,
+) -> (Vec<Wired>, Settled) {
+    let shutdown = shared.shutdown.clone();
     let connection_cx = Arc::new(ConnectionContext::new(
         client.clone(),
         shared.connections.clone(),
@@ -294,20 +359,20 @@ pub async fn run_with(
         shutdown.clone(),
     );
     shared.connections.watch_cache(connection_store.clone());
-    let mut wired_connections = vec![connection_wired];
+    let mut wired = vec![connection_wired];
     let mut cluster_store = None;
-    if let Some(missing) = cluster_connections_missing(&client, &shared.scope).await {
+    if let Some(missing) = cluster_connections_missing(client, &shared.scope).await {
         tracing::warn!(%missing, "ClusterConnections cannot be used");
         shared.connections.disable_cluster_connections(missing);
         shared.scope.cluster_connections = false;
     }
     if shared.scope.cluster_connections {
-        wired_connections.push(namespace_watch(
+        wired.push(namespace_watch(
             client.clone(),
             shared.connections.clone(),
             shutdown.clone(),
         ));
-        let (wired, store) = connection_controller::<ClusterConnection>(
+        let (cluster_wired, store) = connection_controller::<ClusterConnection>(
             Api::all(client.clone()),
             Some(Api::namespaced(
                 client.clone(),
@@ -318,12 +383,12 @@ pub async fn run_with(
             shutdown.clone(),
         );
         shared.connections.watch_cluster_cache(store.clone());
-        wired_connections.push(wired);
-        wired_connections.push(controllers::allowed_counts(
+        wired.push(cluster_wired);
+        wired.push(controllers::allowed_counts(
             client.clone(),
             store.clone(),
             shared.connections.clone(),
-            shutdown.clone(),
+            shutdown,
         ));
         cluster_store = Some(store);
     } else if let Some(ns) = &config.namespace {
@@ -339,119 +404,25 @@ pub async fn run_with(
     )
     .boxed()
     .shared();
-    let managed = shared.managed_controllers();
-    // Resource controllers start once the Connections they use are known.
-    let wired = wired_connections
-        .into_iter()
-        .chain(managed.into_iter().map(|w| {
-            let (settled, shutdown) = (settled.clone(), shutdown.clone());
-            Wired {
-                run: async move {
-                    tokio::select! {
-                        () = settled => w.run.await,
-                        () = shutdown => {}
-                    }
-                }
-                .boxed(),
-                synced: w.synced,
-            }
-        }));
-    let (runs, synced): (Vec<_>, Vec<_>) = wired.map(|w| (w.run, w.synced)).unzip();
-    tracing::info!(
-        namespace = config.namespace.as_deref().unwrap_or("<all>"),
-        controllers = runs.len(),
-        "controllers started"
-    );
+    (wired, settled)
+}
 
-    // Ready once every controller's cache holds its initial list.
-    let ready = async move {
-        if join_all(synced).await.into_iter().all(|ok| ok) {
-            readiness.set_ready();
-            tracing::info!("ready");
-        }
-    };
-    // Waiting for readiness must not outlive shutdown (caches may never sync).
-    let ready_or_shutdown = futures::future::select(ready.boxed(), shutdown.clone());
-    let stopped = async {
-        tokio::join!(join_all(runs), ready_or_shutdown);
-        tracing::info!("controllers stopped");
-        server
-            .await
-            .map_err(|e| RuntimeError::Serve(std::io::Error::other(e)))?
-            .map_err(RuntimeError::Serve)
-    };
-    let (lost, elector) = match leadership {
-        Some(Leadership {
-            mut is_leader,
-            elector,
-            release,
-            fence,
-            elector_for_release,
-        }) => {
-            let shutting_down = shutdown.clone();
-            let lost = async move {
-                let _ = is_leader
-                    .wait_for(|leader| !*leader)
-                    .map(|r| r.is_ok())
-                    .await;
-                if shutting_down.peek().is_some() {
-                    // Released on purpose during shutdown: not a loss.
-                    futures::future::pending::<()>().await;
-                }
-            };
-            (
-                lost.boxed(),
-                Some((elector, release, fence, elector_for_release)),
-            )
-        }
-        None => (futures::future::pending().boxed(), None),
-    };
-    let mut cancelled = false;
-    let result = tokio::select! {
-        result = stopped => result,
-        () = grace_expired(shutdown) => {
-            tracing::warn!(grace = ?SHUTDOWN_GRACE, "reconciles still running after the shutdown grace period; exiting");
-            cancelled = true;
-            Ok(())
-        }
-        // Dropping the controllers cancels every reconcile at its next await (and the
-        // fence has refused every write since the lease ran out).
-        () = lost => Err(RuntimeError::LeadershipLost),
-    };
-    if let Some((elector, release, fence, elector_for_release)) = elector {
-        if result.is_err() || cancelled {
-            // Lost, or reconciles cancelled mid-request (requests already sent may still
-            // land): stop contending and writing at once. Whatever this replica holds is
-            // given up, unless requests may still land: then the lease runs out first.
-            fence.close();
-            elector.abort();
-            if !cancelled {
-                let released = elector_for_release.release();
-                let _ = tokio::time::timeout(RELEASE_WAIT, released).await;
+/// Resolves once every Connection is known (see [`connection_controllers`]).
+type Settled = futures::future::Shared<futures::future::BoxFuture<'static, ()>>;
+
+/// `wired`, started only once `settled` (or never, if shutdown comes first).
+fn after(settled: Settled, wired: Wired, shutdown: Shutdown) -> Wired {
+    Wired {
+        run: async move {
+            tokio::select! {
+                () = settled => wired.run.await,
+                () = shutdown => {}
             }
-        } else {
-            // Held until the controllers stopped (their last writes were a leader's);
-            // released now so that a standby takes over without waiting for expiry.
-            let _ = release.send(());
-            let _ = tokio::time::timeout(RELEASE_WAIT, elector).await;
         }
+        .boxed(),
+        synced: wired.synced,
     }
-    result
 }
-
-/// The elector's task while this replica leads: whether it still does, the task, and
-/// how to make it release the lease.
-struct Leadership {
-    is_leader: watch::Receiver<bool>,
-    elector: tokio::task::JoinHandle<()>,
-    release: oneshot::Sender<()>,
-    fence: Fence,
-    /// Gives up the lease if the aborted elector renewed it once more on its way out.
-    elector_for_release: LeaderElector,
-}
-
-/// Longest wait for the lease release at shutdown (one GET and one PUT).
-const RELEASE_WAIT: Duration = Duration::from_secs(5);
 
 /// Why ClusterConnections cannot be watched although the operator watches every
 /// namespace: their CRD is not installed (an upgrade that skipped the new CRDs). The rest
