@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod conditions;
+mod create_mark;
 pub mod error;
 pub mod events;
 pub mod identity;
@@ -20,7 +21,6 @@ pub mod visibility;
 use std::fmt::Debug;
 use std::future::Future;
 
-use k8s_openapi::jiff::Timestamp;
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -29,6 +29,7 @@ use crate::api::connection::UpstreamKind;
 use crate::api::envelope::{DeletionPolicy, ManagedFields, ManagedStatus};
 use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
+pub use create_mark::CreateMark;
 pub use error::EngineError;
 pub use reconciler::{Engine, reconcile};
 
@@ -453,33 +454,6 @@ pub fn is_adopted<K: ManagedObject>(obj: &K) -> bool {
 pub fn create_mark<K: kube::Resource>(obj: &K) -> Option<&str> {
     annotation(obj, CREATE_MARK_ANNOTATION)
         .or_else(|| annotation(obj, LEGACY_CREATE_PENDING_ANNOTATION))
-}
-
-/// The create mark's value: when the create was attempted and, with leader election,
-/// by which replica (`<RFC 3339 time> by <identity>`; older marks hold the time only).
-pub struct CreateMark<'a> {
-    pub at: Option<Timestamp>,
-    pub writer: Option<&'a str>,
-}
-
-impl<'a> CreateMark<'a> {
-    pub fn value(at: Timestamp, writer: Option<&str>) -> String {
-        match writer {
-            Some(writer) => format!("{at} by {writer}"),
-            None => at.to_string(),
-        }
-    }
-
-    pub fn parse(value: &'a str) -> Self {
-        let (at, writer) = match value.split_once(" by ") {
-            Some((at, writer)) => (at, Some(writer.trim())),
-            None => (value, None),
-        };
-        Self {
-            at: at.trim().parse().ok(),
-            writer: writer.filter(|w| !w.is_empty()),
-        }
-    }
 }
 
 /// The id of an upstream object this resource was given, adopted or created.
