@@ -121,11 +121,25 @@ pub struct ManagedStatus {
 #[serde(rename_all = "camelCase")]
 pub struct PendingWrite {
     /// `Create`, `Update` or `Delete`.
-    pub operation: String,
+    // A string in the schema, as it always was: the enum is the operator's own reading.
+    #[schemars(with = "String")]
+    pub operation: PendingOperation,
     /// The `metadata.generation` whose desired state was sent.
     pub generation: i64,
     /// When the upstream accepted the write (RFC 3339).
     pub requested_at: String,
+}
+
+/// Which write a [`PendingWrite`] awaits.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PendingOperation {
+    Create,
+    Update,
+    Delete,
+    /// Written by no version of the operator (a hand edit): awaited by nothing, so the
+    /// write it names is treated as not accepted.
+    #[serde(other)]
+    Unknown,
 }
 
 /// An empty object (`{}`), used for oneof arms that carry no data.

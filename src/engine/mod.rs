@@ -1,36 +1,42 @@
-//! The generic managed-resource reconciler (design §2). Every kind goes through it; a
-//! kind only supplies a [`Provider`]: how to observe, diff, create, update and delete
-//! its upstream object. Finalizers, policies, adoption, crash-safe create, drift,
-//! asynchronous completion, conditions, events, status and requeue timing live here once.
+//! The generic managed-resource reconciler. Every kind goes through it; a kind only
+//! supplies a [`Provider`]: how to observe, diff, create, update and delete its upstream
+//! object. Finalizers, policies, adoption, crash-safe create, drift, asynchronous
+//! completion, conditions, events, status and requeue timing live here once.
+//!
+//! A pass is a decision ([`decision`], [`deletion`]: reads only, shared with
+//! `accessplane plan`) and its execution ([`reconciler`]: marks, writes, status).
 
 pub mod clock;
 pub mod conditions;
 mod create_mark;
+pub mod decision;
+pub mod deletion;
 pub mod error;
 pub mod events;
 pub mod identity;
 pub mod kube_ops;
+pub mod memory;
 pub mod metrics;
 pub mod observation;
 pub mod plan;
+mod provider;
 pub mod reconciler;
 pub mod requeue;
 pub mod schedule;
 pub mod visibility;
 
 use std::fmt::Debug;
-use std::future::Future;
 
 use kube::core::NamespaceResourceScope;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::api::connection::UpstreamKind;
 use crate::api::envelope::{DeletionPolicy, ManagedFields, ManagedStatus};
-use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 pub use create_mark::CreateMark;
+pub use decision::{Located, ambiguous_create, locate, not_found_message};
 pub use error::EngineError;
+pub use provider::{Created, Cx, Diff, Provider, Reference, Unresolved, Written};
 pub use reconciler::{Engine, reconcile};
 
 /// Finalizer on every managed resource (and on Connections still in use).
@@ -82,319 +88,6 @@ macro_rules! managed_object {
     )+};
 }
 
-/// What a provider call sees: the object, the Connection's upstream client and the
-/// inputs the provider resolved from Kubernetes (references, Secrets).
-pub struct Cx<'a, K, I = ()> {
-    pub obj: &'a K,
-    pub upstream: &'a UpstreamClient,
-    pub inputs: &'a I,
-}
-
-/// How the upstream object differs from the spec.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Diff {
-    /// Managed fields (lowerCamelCase spec names) whose upstream value differs.
-    pub fields: Vec<&'static str>,
-    /// Parts of the spec no update can achieve (e.g. a tool that is not approved); each
-    /// entry names what and why. Reported as `Synced=False/TerminalError`, not retried hot,
-    /// and as `Ready=False` with the first entry's reason (the message names them all).
-    pub unresolved: Vec<Unresolved>,
-}
-
-/// A part of the spec that no update can achieve.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Unresolved {
-    /// The `Ready=False` reason: one of [`conditions::reason`], e.g. `ToolNotApproved`.
-    pub reason: &'static str,
-    /// What cannot be achieved and why, e.g. `tool "x" is not approved (…)`.
-    pub message: String,
-}
-
-impl Unresolved {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-impl Diff {
-    /// Nothing to send.
-    pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
-    /// The `Ready` reason (the first entry's) and the message naming every part no
-    /// update can achieve, if any.
-    pub fn unresolved_summary(&self) -> Option<(&'static str, String)> {
-        let first = self.unresolved.first()?;
-        let messages: Vec<&str> = self.unresolved.iter().map(|u| u.message.as_str()).collect();
-        Some((first.reason, messages.join("; ")))
-    }
-
-    /// Records `field` when `differs`.
-    pub fn check(&mut self, field: &'static str, differs: bool) {
-        if differs {
-            self.fields.push(field);
-        }
-    }
-}
-
-/// Result of a create.
-pub enum Created<O> {
-    /// The upstream created it and answered with its state.
-    Done(O),
-    /// The upstream accepted the request (HTTP 202); confirmed later by reading back.
-    Accepted { id: String },
-}
-
-/// Result of an update or delete.
-pub enum Written<O> {
-    /// Applied; the new state when the response carried it.
-    Done(Option<O>),
-    /// Accepted (HTTP 202/204 on an asynchronous upstream); confirmed by reading back.
-    Accepted,
-}
-
-/// Another kind of object (same namespace) a provider's [`Provider::resolve`] reads, e.g.
-/// a `Connector` whose id a toolset needs. The runtime watches the kind and re-reconciles
-/// the objects waiting for the one that changed.
-pub struct Reference<K> {
-    /// The referenced kind.
-    pub kind: kube::core::ApiResource,
-    /// The name of the object of that kind an object refers to, if any.
-    pub name: fn(&K) -> Option<&str>,
-}
-
-/// The upstream-specific part of one kind.
-pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
-    /// The upstream object as read.
-    type Observed: Clone + Debug + Send + Sync;
-
-    /// What the provider needs from Kubernetes besides the object itself (a referenced
-    /// resource's id, a Secret's content), resolved before any upstream call.
-    type Inputs: Default + Send + Sync;
-
-    /// Which upstream the kind's Connection must point at.
-    const UPSTREAM: UpstreamKind;
-
-    /// For kinds whose objects read Secrets (in [`Self::resolve`]): the names of the
-    /// Secrets an object reads, in its namespace. `Some` makes the kind's controller watch
-    /// Secrets (metadata only) and reconcile the objects naming a Secret that changed.
-    const SECRET_REFS: Option<fn(&K) -> Vec<String>> = None;
-
-    /// The upstream id of an observed object.
-    fn id_of(&self, observed: &Self::Observed) -> String;
-
-    /// Resolves [`Self::Inputs`]; `EngineError::Dependency` when something is not ready yet.
-    fn resolve(
-        &self,
-        _kube: &kube::Client,
-        _obj: &K,
-    ) -> impl Future<Output = Result<Self::Inputs, EngineError>> + Send {
-        async { Ok(Self::Inputs::default()) }
-    }
-
-    /// The other objects [`Self::resolve`] reads, by kind.
-    fn references(&self) -> Vec<Reference<K>> {
-        vec![]
-    }
-
-    /// For upstreams whose ids follow from the spec (no crash-recovery lookup needed).
-    fn deterministic_id(&self, _obj: &K) -> Option<String> {
-        None
-    }
-
-    /// Reads the object; `None` when it does not exist (or is soft-deleted).
-    fn observe(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-        id: &str,
-    ) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send;
-
-    /// Finds upstream objects matching the resource's natural key (crash recovery, Observe without id).
-    fn find(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-    ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send;
-
-    /// Compares the managed (non-omitted) spec fields with the upstream object.
-    fn diff(&self, cx: &Cx<'_, K, Self::Inputs>, observed: &Self::Observed) -> Diff;
-
-    /// The requests a create sends, in order: what [`Self::create`] sends, and what
-    /// `accessplane plan` shows without sending.
-    fn create_calls(&self, cx: &Cx<'_, K, Self::Inputs>) -> Vec<Call>;
-
-    /// What the upstream holds right after [`Self::create_calls`] as far as a plan can
-    /// know it (the create body, stored under [`plan::CREATED_ID`]), for kinds whose
-    /// reconciles update after the create (fields only an update can set, a toolset's tool
-    /// bindings): the plan of a create then shows that update too. It may read (a
-    /// toolset's tool catalogue), never write. `None`: the create is all.
-    fn created_state(
-        &self,
-        _cx: &Cx<'_, K, Self::Inputs>,
-    ) -> impl Future<Output = Result<Option<Self::Observed>, UpstreamError>> + Send {
-        async { Ok(None) }
-    }
-
-    /// The requests an update of `diff` sends, in order (see [`Self::create_calls`]).
-    fn update_calls(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-        observed: &Self::Observed,
-        diff: &Diff,
-    ) -> Vec<Call>;
-
-    /// Sends [`Self::create_calls`].
-    fn create(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-    ) -> impl Future<Output = Result<Created<Self::Observed>, UpstreamError>> + Send;
-
-    /// Sends [`Self::update_calls`]: only the fields named in `diff`.
-    fn update(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-        observed: &Self::Observed,
-        diff: &Diff,
-    ) -> impl Future<Output = Result<Written<Self::Observed>, UpstreamError>> + Send;
-
-    /// Deletes; a 404 must be reported as `Done`.
-    fn delete(
-        &self,
-        cx: &Cx<'_, K, Self::Inputs>,
-        id: &str,
-    ) -> impl Future<Output = Result<Written<()>, UpstreamError>> + Send;
-
-    /// The upstream value of the managed field `field` (a spec name), as `accessplane
-    /// plan` shows it next to the spec's value; `None` when not shown (unknown, or never
-    /// printed: a Connector's configuration).
-    fn observed_value(
-        &self,
-        _observed: &Self::Observed,
-        _field: &str,
-    ) -> Option<serde_json::Value> {
-        None
-    }
-
-    /// Why this upstream object must never be updated, if so.
-    fn refuse_update(&self, _observed: &Self::Observed) -> Option<String> {
-        None
-    }
-
-    /// Why this upstream object must never be deleted, if so.
-    fn refuse_delete(&self, _observed: &Self::Observed) -> Option<String> {
-        None
-    }
-
-    /// For upstreams that list a whole scope in one (paged) call: the scope of this
-    /// object (its Serval team, ConductorOne app or connector, gateway cluster). Objects
-    /// of one scope observed together are then answered from one List
-    /// (see [`observation`]). Computed from the object alone: the engine groups its
-    /// cached objects by it.
-    fn list_scope(&self, _obj: &K) -> Option<String> {
-        None
-    }
-
-    /// Items per page of [`Self::list`] (to weigh one List against single GETs).
-    const LIST_PAGE_SIZE: usize = usize::MAX;
-
-    /// Every object of `scope` (called only when [`Self::list_scope`] names one).
-    fn list(
-        &self,
-        _cx: &Cx<'_, K, Self::Inputs>,
-        _scope: &str,
-    ) -> impl Future<Output = Result<Vec<Self::Observed>, UpstreamError>> + Send {
-        async { Ok(vec![]) }
-    }
-
-    /// Turns a listed item, or what [`Self::create`] returned, into what
-    /// [`Self::observe`] would have returned, for kinds whose List or create response
-    /// leaves parts out (a toolset's tool bindings). The engine completes a created object
-    /// only once its id is recorded: reads after the create belong here, not in
-    /// [`Self::create`], where their failure would leave the create in doubt.
-    fn complete(
-        &self,
-        _cx: &Cx<'_, K, Self::Inputs>,
-        listed: Self::Observed,
-    ) -> impl Future<Output = Result<Self::Observed, UpstreamError>> + Send {
-        async { Ok(listed) }
-    }
-
-    /// Checked before every write: `Err(EngineError::Dependency)` while the upstream
-    /// cannot take writes (e.g. its cluster is busy), so nothing is sent.
-    fn write_gate(
-        &self,
-        _cx: &Cx<'_, K, Self::Inputs>,
-    ) -> impl Future<Output = Result<(), EngineError>> + Send {
-        async { Ok(()) }
-    }
-
-    /// Kind-specific observed facts merged into `status` (camelCase keys).
-    fn facts(
-        &self,
-        _cx: &Cx<'_, K, Self::Inputs>,
-        _observed: &Self::Observed,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::Map::new()
-    }
-}
-
-/// Where a resource's upstream object stands once its id (if any) has been read: the
-/// step of the decision the reconciler and `accessplane plan` share.
-pub enum Located<O> {
-    /// The object (`recovered`: found by natural key after an interrupted create — it is
-    /// the resource's own, and its id is to be recorded).
-    Found { observed: O, recovered: bool },
-    /// Nothing upstream: the resource creates it.
-    Create,
-    /// Adopted or observed, and absent: `Ready=False/NotFound` with this message.
-    NotFound(String),
-}
-
-/// Decides what an object whose read found `observed` (under `id`, the id it records,
-/// adopts or follows from its spec) faces. Without an object: an adoption or `Observe`
-/// with an id is not found; a create in doubt (`in_doubt`) or `Observe` without id
-/// looks the natural key up (never for deterministic ids, which cannot duplicate).
-pub async fn locate<K: ManagedObject, P: Provider<K>>(
-    provider: &P,
-    cx: &Cx<'_, K, P::Inputs>,
-    id: Option<&str>,
-    observed: Option<P::Observed>,
-    in_doubt: bool,
-) -> Result<Located<P::Observed>, EngineError> {
-    if let Some(observed) = observed {
-        return Ok(Located::Found {
-            observed,
-            recovered: false,
-        });
-    }
-    let managed = cx.obj.managed();
-    let observe_only = managed.management() == crate::api::envelope::ManagementPolicy::Observe;
-    if id.is_some() && (managed.external_id.is_some() || observe_only) {
-        return Ok(Located::NotFound(not_found_message(id)));
-    }
-    let deterministic = provider.deterministic_id(cx.obj).is_some();
-    let mut candidates = if (in_doubt || observe_only) && !deterministic {
-        provider.find(cx).await?
-    } else {
-        vec![]
-    };
-    match candidates.len() {
-        0 if observe_only => Ok(Located::NotFound(not_found_message(None))),
-        0 => Ok(Located::Create),
-        1 => Ok(Located::Found {
-            observed: candidates.pop().expect("one candidate"),
-            recovered: !observe_only,
-        }),
-        _ => {
-            let ids: Vec<String> = candidates.iter().map(|c| provider.id_of(c)).collect();
-            Err(ambiguous_create(&ids))
-        }
-    }
-}
-
 /// The key of the objects one List answers: the Connection (per namespace; one
 /// ClusterConnection's across namespaces, `*` being no namespace name) and the
 /// provider's list scope. `None` for kinds that read objects one by one.
@@ -408,24 +101,6 @@ pub fn scope_key<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K) -> Opt
         crate::api::envelope::ConnectionKind::ClusterConnection => "*".into(),
     };
     Some(format!("{home}/{}/{scope}", reference.name))
-}
-
-/// Why an adopted or observed resource shows `NotFound`: no object under `id`, or (no
-/// id) none matching its natural key.
-pub fn not_found_message(id: Option<&str>) -> String {
-    match id {
-        Some(id) => format!("upstream object {id} does not exist"),
-        None => "no upstream object matches this resource; set spec.externalId to observe a specific one".into(),
-    }
-}
-
-/// More than one upstream object matches a resource whose create was interrupted.
-pub fn ambiguous_create(ids: &[String]) -> EngineError {
-    EngineError::CreateAmbiguous(format!(
-        "{} upstream objects match this resource after an interrupted create ({}); delete the duplicates upstream, or set spec.externalId to the one to keep",
-        ids.len(),
-        ids.join(", ")
-    ))
 }
 
 /// The deletion policy in force: explicit, else `Delete` for objects the operator

@@ -1,21 +1,22 @@
-//! The engine's preview of one resource (`accessplane plan`): the reconciler's decision
-//! — which upstream object the resource names, whether it exists, how it differs — made
-//! with the provider's own reads, diff and request planning, and nothing sent. Writes
-//! cannot happen: the client given is read-only ([`UpstreamClient::read_only`]) and
-//! nothing here calls a provider's `create`, `update` or `delete`.
+//! The engine's side of `accessplane plan`: the decision of one pass
+//! ([`super::decision::decide`]) or of a deletion ([`super::deletion`]), the very
+//! functions the reconciler executes, made with the provider's own reads and printed
+//! instead of executed. Writes cannot happen: the client given is read-only
+//! ([`UpstreamClient::read_only`]) and a decision never writes.
 //!
-//! The decision is the reconciler's: the id the resource records (or adopts with
-//! `externalId`, or follows from its spec), the upstream object under that id, then the
-//! shared [`super::locate`] step (found, recovered after an interrupted create, not
-//! found, or to be created), the provider's refusal, diff and unresolved parts, and its
-//! write gate. What the reconciler adds around it — purposes and snapshots of the
-//! observation, pending-write timing, crash-safe marks, status — has no place in a plan.
+//! What only a plan adds: the requests that follow a create (the comparison of what the
+//! create is expected to leave, [`Provider::created_state`], with the spec), and the
+//! values of the differing fields.
 
 use std::collections::HashMap;
 
+use k8s_openapi::jiff::Timestamp;
+
 use super::conditions::reason;
-use super::{Cx, EngineError, Located, ManagedObject, Provider, recorded_id};
-use crate::api::envelope::ManagementPolicy;
+use super::decision::{self, Change, Found, Given, Read, Reader, Step};
+use super::deletion::{self, Reach, Removal};
+use super::requeue::Timing;
+use super::{Cx, EngineError, ManagedObject, Provider};
 use crate::upstream::{Call, UpstreamClient};
 
 /// Stands for the id the upstream assigns to an object a plan creates, in the paths of
@@ -89,12 +90,53 @@ pub enum Planned {
     },
 }
 
+/// What deleting one resource would do (`--prune`).
+#[derive(Debug)]
+pub enum PlannedDeletion {
+    /// The upstream object `id` is deleted with these requests.
+    Delete { id: String, requests: Vec<Call> },
+    /// Nothing is sent upstream: `orphaned` when the deletion policy keeps the upstream
+    /// object, else there is none (never created, or already gone).
+    Release { orphaned: bool },
+    /// An accepted asynchronous delete is awaited: nothing is sent now.
+    Pending { message: String },
+    /// The finalizer would stay: the `Ready` reason and message the resource would show.
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+/// Reads for a plan: from the one List of the resource's scope taken for the whole plan
+/// (as a resync wave reads), else one GET.
+struct PlanReader<'a, P, O> {
+    provider: &'a P,
+    listed: Option<&'a HashMap<String, O>>,
+}
+
+impl<K: ManagedObject, P: Provider<K>> Reader<K, P> for PlanReader<'_, P, P::Observed> {
+    async fn read(
+        &self,
+        cx: &Cx<'_, K, P::Inputs>,
+        id: &str,
+    ) -> Result<Read<P::Observed>, EngineError> {
+        let provider = self.provider;
+        let observed = match self.listed.map(|listed| listed.get(id)) {
+            Some(Some(item)) => Some(provider.complete(cx, item.clone()).await?),
+            // A deterministic id absent from a fresh List is absent; a server-assigned one
+            // is confirmed (Lists may lag behind creates), as the reconciler's reads do.
+            Some(None) if provider.deterministic_id(cx.obj).is_some() => None,
+            Some(None) | None => provider.observe(cx, id).await?,
+        };
+        Ok(Read::Now(observed))
+    }
+}
+
 /// Plans `obj` through `upstream` (read-only). `obj` is the manifest's resource, with
 /// the status and annotations of the cluster's copy when it has one. `inputs` are what
 /// the provider's `resolve` would give (a referenced Connector's ids, a config Secret).
 /// `listed`: the objects of the resource's list scope from one List taken for the whole
-/// plan ([`Provider::list`]), as the reconciler's coalesced observation answers a resync
-/// wave; `None` reads the object alone.
+/// plan ([`Provider::list`]); `None` reads the object alone.
 pub async fn plan<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     obj: &K,
@@ -107,109 +149,152 @@ pub async fn plan<K: ManagedObject, P: Provider<K>>(
         upstream,
         inputs,
     };
-    match decide(provider, &cx, listed).await {
-        Ok(planned) => planned,
-        Err(error) => Planned::Blocked {
-            reason: error.ready_reason(),
-            message: error.to_string(),
-        },
-    }
+    let timing = Timing::default();
+    let given = Given::object_only(Timestamp::now(), &timing);
+    let reader = PlanReader { provider, listed };
+    let planned = match decision::decide(provider, &cx, &reader, &given).await {
+        Ok(step) => planned(provider, &cx, step, &given).await,
+        Err(error) => Err(error),
+    };
+    planned.unwrap_or_else(|error| Planned::Blocked {
+        reason: error.ready_reason(),
+        message: error.to_string(),
+    })
 }
 
-async fn decide<K: ManagedObject, P: Provider<K>>(
+/// How the decision `step` is shown.
+async fn planned<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     cx: &Cx<'_, K, P::Inputs>,
-    listed: Option<&HashMap<String, P::Observed>>,
+    step: Step<P::Observed>,
+    given: &Given<'_>,
 ) -> Result<Planned, EngineError> {
-    let obj = cx.obj;
-    let managed = obj.managed();
-    let observe_only = managed.management() == ManagementPolicy::Observe;
-    let recorded = recorded_id(obj);
-    let deterministic = provider.deterministic_id(obj);
-    // Adopted: named by externalId, or existing under the id the spec names before this
-    // resource ever created it (the reconciler then marks it adopted).
-    let ours = obj.managed_status().and_then(|s| s.id.clone()).is_some()
-        || super::create_mark(obj).is_some();
-    let is_deterministic = deterministic.is_some();
-    let id = recorded.clone().or(deterministic);
-    let observed = match (&id, listed) {
-        (Some(id), Some(listed)) => match listed.get(id) {
-            Some(item) => Some(provider.complete(cx, item.clone()).await?),
-            // As the reconciler: a deterministic id absent from a fresh List is absent;
-            // a server-assigned one is confirmed (Lists may lag behind creates).
-            None if is_deterministic => None,
-            None => provider.observe(cx, id).await?,
-        },
-        (Some(id), None) => provider.observe(cx, id).await?,
-        (None, _) => None,
-    };
-    // An accepted asynchronous create not visible yet: the operator waits for it (and
-    // re-sends only if it never shows); nothing new would be sent now.
-    if observed.is_none()
-        && let Some(pending) = obj
-            .managed_status()
-            .and_then(|s| s.pending.as_ref())
-            .filter(|p| p.operation == "Create")
-    {
-        return Ok(Planned::Pending {
-            message: format!(
-                "a create accepted upstream at {} is not visible yet; the operator waits for it",
-                pending.requested_at
-            ),
-        });
-    }
-    let in_doubt = super::create_in_doubt(obj);
-    let observed = match super::locate(provider, cx, id.as_deref(), observed, in_doubt).await? {
-        Located::Found { observed, .. } => observed,
-        Located::NotFound(message) => {
+    let existing = match step {
+        Step::Wait(_) => {
+            return Ok(Planned::Pending {
+                message: "the operator waits before it acts on this resource".into(),
+            });
+        }
+        Step::AwaitCreate { pending, .. } => {
+            return Ok(Planned::Pending {
+                message: format!(
+                    "a create accepted upstream at {} is not visible yet; the operator waits for it",
+                    pending.requested_at
+                ),
+            });
+        }
+        Step::NotFound(message) => {
             return Ok(Planned::Blocked {
                 reason: reason::NOT_FOUND,
                 message,
             });
         }
-        Located::Create => {
-            // Writes wait for the provider's gate (a busy gateway cluster), as they would.
-            provider.write_gate(cx).await?;
-            // As the reconciler, which compares what the create answered with the spec
-            // and updates what a create cannot set.
-            let mut requests = provider.create_calls(cx);
-            if let Some(created) = provider.created_state(cx).await? {
-                let diff = provider.diff(cx, &created);
-                if !diff.is_empty() {
-                    requests.extend(provider.update_calls(cx, &created, &diff));
-                }
-            }
-            return Ok(Planned::Create { requests });
+        Step::Create { mut calls } => {
+            calls.extend(after_create(provider, cx, given).await?);
+            return Ok(Planned::Create { requests: calls });
         }
+        Step::Existing(existing) => existing,
     };
-    let id = provider.id_of(&observed);
-    let adopted = !ours;
-    if let Some(why) = provider.refuse_update(&observed) {
-        return Err(EngineError::Refused(why));
-    }
-    let diff = provider.diff(cx, &observed);
-    // As in the reconciler: what can be done is sent, what cannot is reported.
-    let unresolved = diff.unresolved_summary();
-    if diff.is_empty() {
-        return Ok(match unresolved {
+    let obj = cx.obj;
+    let id = existing.id;
+    let adopted = matches!(existing.found, Found::Adopted { .. });
+    let unresolved = existing.diff.unresolved_summary();
+    let fields = existing.diff.fields;
+    Ok(match existing.change {
+        Change::None => match unresolved {
             Some((reason, message)) => Planned::Blocked { reason, message },
             None => Planned::NoOp { id, adopted },
-        });
-    }
-    if observe_only {
-        return Ok(Planned::Drifted {
+        },
+        Change::Drifted => Planned::Drifted {
             id,
-            changes: changes(provider, obj, &observed, &diff.fields),
-            fields: diff.fields,
-        });
-    }
-    provider.write_gate(cx).await?;
-    Ok(Planned::Update {
-        requests: provider.update_calls(cx, &observed, &diff),
-        changes: changes(provider, obj, &observed, &diff.fields),
-        id,
-        fields: diff.fields,
-        adopted,
-        unresolved,
+            changes: changes(provider, obj, &existing.observed, &fields),
+            fields,
+        },
+        Change::Awaited(pending) => Planned::Pending {
+            message: format!(
+                "an update accepted upstream at {} is not visible yet; the operator waits for it",
+                pending.requested_at
+            ),
+        },
+        Change::Update { calls } => Planned::Update {
+            requests: calls,
+            changes: changes(provider, obj, &existing.observed, &fields),
+            id,
+            fields,
+            adopted,
+            unresolved,
+        },
     })
+}
+
+/// The requests the reconciler sends right after a create: the comparison of what the
+/// create is expected to leave ([`Provider::created_state`]) with the spec.
+async fn after_create<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    cx: &Cx<'_, K, P::Inputs>,
+    given: &Given<'_>,
+) -> Result<Vec<Call>, EngineError> {
+    let Some(created) = provider.created_state(cx).await? else {
+        return Ok(vec![]);
+    };
+    let existing = decision::compare(provider, cx, created, Found::Created, given).await?;
+    Ok(match existing.change {
+        Change::Update { calls } => calls,
+        Change::None | Change::Drifted | Change::Awaited(_) => vec![],
+    })
+}
+
+/// Where deleting `obj` starts: without the upstream (no Connection needed), or with it.
+pub fn deletion_reach<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K) -> Reach {
+    let timing = Timing::default();
+    deletion::reach(
+        provider,
+        obj,
+        &Given::object_only(Timestamp::now(), &timing),
+    )
+}
+
+/// Plans the deletion of `obj`, which [`deletion_reach`] sent upstream with `known_id`,
+/// through `upstream` (read-only).
+pub async fn plan_deletion<K: ManagedObject, P: Provider<K>>(
+    provider: &P,
+    obj: &K,
+    upstream: &UpstreamClient,
+    inputs: &P::Inputs,
+    known_id: Option<String>,
+) -> PlannedDeletion {
+    let cx = Cx {
+        obj,
+        upstream,
+        inputs,
+    };
+    let timing = Timing::default();
+    let given = Given::object_only(Timestamp::now(), &timing);
+    let reader = PlanReader {
+        provider,
+        listed: None,
+    };
+    match deletion::decide(provider, &cx, &reader, &given, known_id).await {
+        Ok(Removal::Delete { id, calls, .. }) => PlannedDeletion::Delete {
+            id,
+            requests: calls,
+        },
+        Ok(Removal::Release { .. }) => PlannedDeletion::Release { orphaned: false },
+        Ok(Removal::Wait(_)) => PlannedDeletion::Pending {
+            message: "the operator waits before it deletes this resource's upstream object".into(),
+        },
+        Ok(Removal::AwaitDelete(pending)) => PlannedDeletion::Pending {
+            message: format!(
+                "a delete accepted upstream at {} is not done yet; the operator waits for it",
+                pending.requested_at
+            ),
+        },
+        Err(error) => {
+            let error = deletion::explain(error);
+            PlannedDeletion::Blocked {
+                reason: error.ready_reason(),
+                message: error.to_string(),
+            }
+        }
+    }
 }

@@ -203,6 +203,35 @@ pub(crate) fn offline_client() -> UpstreamClient {
     UpstreamClient::new(config).unwrap()
 }
 
+/// Whether a delete found its object.
+pub enum Deleted {
+    /// The upstream took every request.
+    Sent,
+    /// It answered 404: there was nothing (left) to delete.
+    NotFound,
+}
+
+/// Sends the requests of a delete in order; a 404 is no failure (the object is gone).
+pub async fn send_delete(
+    upstream: &UpstreamClient,
+    calls: Vec<crate::upstream::Call>,
+) -> Result<Deleted, UpstreamError> {
+    for call in calls {
+        match upstream.send(call).await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => return Ok(Deleted::NotFound),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Deleted::Sent)
+}
+
+/// The one request of `calls` (for kinds whose create or update is one request).
+pub fn single(calls: Vec<crate::upstream::Call>) -> crate::upstream::Call {
+    let [call] = <[crate::upstream::Call; 1]>::try_from(calls).expect("one request");
+    call
+}
+
 /// `field` of an observed object whose JSON names are the spec's (for
 /// [`crate::engine::Provider::observed_value`]).
 pub fn field_of(observed: &impl serde::Serialize, field: &str) -> Option<serde_json::Value> {

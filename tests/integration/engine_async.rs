@@ -113,9 +113,14 @@ impl Provider<PersonaAccessControl> for SlowGateway {
         vec![Call::put("update", format!("controls/{}", observed.0))]
     }
 
+    fn delete_calls(&self, _cx: &Cx<'_, PersonaAccessControl>, id: &str) -> Vec<Call> {
+        vec![Call::delete("delete", format!("controls/{id}"))]
+    }
+
     async fn create(
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
+        _calls: Vec<Call>,
     ) -> Result<Created<(String, String)>, UpstreamError> {
         let id = self.deterministic_id(cx.obj).unwrap();
         let type_ = serde_json::to_value(cx.obj.spec.type_)
@@ -140,6 +145,7 @@ impl Provider<PersonaAccessControl> for SlowGateway {
         cx: &Cx<'_, PersonaAccessControl>,
         observed: &(String, String),
         _diff: &Diff,
+        _calls: Vec<Call>,
     ) -> Result<Written<(String, String)>, UpstreamError> {
         let type_ = serde_json::to_value(cx.obj.spec.type_)
             .unwrap()
@@ -161,8 +167,10 @@ impl Provider<PersonaAccessControl> for SlowGateway {
     async fn delete(
         &self,
         _cx: &Cx<'_, PersonaAccessControl>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
+        let id = calls[0].path.trim_start_matches("controls/").to_string();
+        let id = id.as_str();
         if let Some(stored) = self.objects.lock().unwrap().get_mut(id) {
             stored.deleted = true;
             stored.hidden_reads = DELAY_READS;

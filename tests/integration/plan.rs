@@ -906,23 +906,38 @@ async fn offline_plans_from_the_input_alone() {
     );
 }
 
-/// An accepted asynchronous create that is not visible yet is awaited, not planned again.
+/// An accepted asynchronous create that is not visible yet is awaited, not planned again,
+/// while the operator waits for it (its grace period); once that has passed the operator
+/// sends it again, and so does the plan.
 #[tokio::test]
 async fn an_awaited_create_is_not_planned_again() {
     use accessplane::engine::plan::{Planned, plan as plan_one};
     use accessplane::providers::serval::AccessProfileProvider;
     let h = Harness::new().await;
-    let awaited: accessplane::api::AccessProfile = serde_json::from_value(json!({
-        "apiVersion": GV, "kind": "AccessProfile",
-        "metadata": {"name": "awaited", "namespace": NS},
-        "spec": profile_spec("Awaited"),
-        "status": {"id": "ap-accepted", "pending": {"operation": "Create", "generation": 1, "requestedAt": "2026-12-04T05:00:00Z"}}
-    }))
-    .unwrap();
+    let accepted_at = |requested_at: String| -> accessplane::api::AccessProfile {
+        serde_json::from_value(json!({
+            "apiVersion": GV, "kind": "AccessProfile",
+            "metadata": {"name": "awaited", "namespace": NS},
+            "spec": profile_spec("Awaited"),
+            "status": {"id": "ap-accepted", "pending": {"operation": "Create", "generation": 1, "requestedAt": requested_at}}
+        }))
+        .unwrap()
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let recent = accepted_at(now.to_string());
+    let expired = accepted_at((now - std::time::Duration::from_secs(3600)).to_string());
 
     let planned = plan_one(
         &AccessProfileProvider,
-        &awaited,
+        &recent,
+        &h.read_only_serval(),
+        &(),
+        None,
+    )
+    .await;
+    let planned_after_grace = plan_one(
+        &AccessProfileProvider,
+        &expired,
         &h.read_only_serval(),
         &(),
         None,
@@ -930,8 +945,12 @@ async fn an_awaited_create_is_not_planned_again() {
     .await;
 
     assert!(
-        matches!(&planned, Planned::Pending { message } if message.contains("2026-12-04T05:00:00Z")),
+        matches!(&planned, Planned::Pending { message } if message.contains(&now.to_string())),
         "{planned:?}"
+    );
+    assert!(
+        matches!(&planned_after_grace, Planned::Create { .. }),
+        "{planned_after_grace:?}"
     );
 }
 

@@ -115,19 +115,8 @@ pub async fn get_optional<T: DeserializeOwned>(
 }
 
 /// `DELETE` with the `{}` body ConductorOne expects; 404 means already gone.
-pub async fn delete(
-    client: &UpstreamClient,
-    operation: &'static str,
-    path: String,
-) -> Result<(), UpstreamError> {
-    match client
-        .send(Call::delete(operation, path).json(Value::Object(Map::new())))
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_not_found() => Ok(()),
-        Err(e) => Err(e),
-    }
+pub fn delete_call(operation: &'static str, path: String) -> Call {
+    Call::delete(operation, path).json(Value::Object(Map::new()))
 }
 
 /// Soft-deleted objects come back with `deletedAt` set: they count as gone.

@@ -14,7 +14,7 @@ use crate::api::AppEntitlement;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
 use crate::engine::{Created, Cx, Diff, ManagedObject, Provider, Written};
-use crate::providers::segment;
+use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
 /// Annotation marking entitlements the operator created.
@@ -342,21 +342,20 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
     async fn create(
         &self,
         cx: &Cx<'_, AppEntitlement>,
+        calls: Vec<Call>,
     ) -> Result<Created<Entitlement>, UpstreamError> {
-        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
-        let one: One = cx.upstream.json(call).await?;
+        let one: One = cx.upstream.json(single(calls)).await?;
         Ok(Created::Done(one.app_entitlement_view.0))
     }
 
     async fn update(
         &self,
         cx: &Cx<'_, AppEntitlement>,
-        observed: &Entitlement,
-        diff: &Diff,
+        _observed: &Entitlement,
+        _diff: &Diff,
+        calls: Vec<Call>,
     ) -> Result<Written<Entitlement>, UpstreamError> {
-        let [call] =
-            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
-        let one: One = cx.upstream.json(call).await?;
+        let one: One = cx.upstream.json(single(calls)).await?;
         Ok(Written::Done(Some(one.app_entitlement_view.0)))
     }
 
@@ -393,17 +392,19 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         ]
     }
 
+    fn delete_calls(&self, cx: &Cx<'_, AppEntitlement>, id: &str) -> Vec<Call> {
+        vec![api::delete_call(
+            "delete_app_entitlement",
+            item(&cx.obj.spec.app_id, id),
+        )]
+    }
+
     async fn delete(
         &self,
         cx: &Cx<'_, AppEntitlement>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
-        api::delete(
-            cx.upstream,
-            "delete_app_entitlement",
-            item(&cx.obj.spec.app_id, id),
-        )
-        .await?;
+        send_delete(cx.upstream, calls).await?;
         Ok(Written::Done(None))
     }
 

@@ -28,7 +28,7 @@ use crate::api::Connector;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
 use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
-use crate::providers::segment;
+use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
 /// The update-mask name of the configuration.
@@ -355,21 +355,20 @@ impl Provider<Connector> for ConnectorProvider {
     async fn create(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
+        calls: Vec<Call>,
     ) -> Result<Created<UpstreamConnector>, UpstreamError> {
-        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
-        let one: One = cx.upstream.json(call).await?;
+        let one: One = cx.upstream.json(single(calls)).await?;
         Ok(Created::Done(one.connector_view.connector))
     }
 
     async fn update(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
-        observed: &UpstreamConnector,
-        diff: &Diff,
+        _observed: &UpstreamConnector,
+        _diff: &Diff,
+        calls: Vec<Call>,
     ) -> Result<Written<UpstreamConnector>, UpstreamError> {
-        let [call] =
-            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
-        let one: One = cx.upstream.json(call).await?;
+        let one: One = cx.upstream.json(single(calls)).await?;
         Ok(Written::Done(Some(one.connector_view.connector)))
     }
 
@@ -408,17 +407,19 @@ impl Provider<Connector> for ConnectorProvider {
         vec![call]
     }
 
+    fn delete_calls(&self, cx: &Cx<'_, Connector, Option<ConnectorConfig>>, id: &str) -> Vec<Call> {
+        vec![api::delete_call(
+            "delete_connector",
+            item(&cx.obj.spec.app_id, id),
+        )]
+    }
+
     async fn delete(
         &self,
         cx: &Cx<'_, Connector, Option<ConnectorConfig>>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
-        api::delete(
-            cx.upstream,
-            "delete_connector",
-            item(&cx.obj.spec.app_id, id),
-        )
-        .await?;
+        send_delete(cx.upstream, calls).await?;
         Ok(Written::Done(None))
     }
 

@@ -27,7 +27,7 @@ use crate::engine::conditions::reason;
 use crate::engine::{
     Created, Cx, Diff, EngineError, Provider, Reference, Unresolved, Written, is_adopted,
 };
-use crate::providers::segment;
+use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
 /// Names of the toolsets ConductorOne maintains on every connector.
@@ -558,9 +558,9 @@ impl Provider<McpToolset> for McpToolsetProvider {
     async fn create(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
+        calls: Vec<Call>,
     ) -> Result<Created<Toolset>, UpstreamError> {
-        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
-        let one: One = cx.upstream.json(call).await?;
+        let one: One = cx.upstream.json(single(calls)).await?;
         // Bindings are listed (by `complete`, once the id is recorded) rather than assumed
         // empty: tools are only ever bound after a diff.
         Ok(Created::Done(Toolset {
@@ -576,9 +576,10 @@ impl Provider<McpToolset> for McpToolsetProvider {
         cx: &Cx<'_, McpToolset, ConnectorIds>,
         observed: &Toolset,
         diff: &Diff,
+        calls: Vec<Call>,
     ) -> Result<Written<Toolset>, UpstreamError> {
         let mut updated = observed.clone();
-        for call in self.update_calls(cx, observed, diff) {
+        for call in calls {
             if call.operation == "update_mcp_toolset" {
                 let one: One = cx.upstream.json(call).await?;
                 updated.profile = one.profile;
@@ -595,12 +596,19 @@ impl Provider<McpToolset> for McpToolsetProvider {
     }
 
     /// Deletes the toolset; ConductorOne deletes its bindings and app entitlement with it.
+    fn delete_calls(&self, cx: &Cx<'_, McpToolset, ConnectorIds>, id: &str) -> Vec<Call> {
+        vec![api::delete_call(
+            "delete_mcp_toolset",
+            cx.inputs.toolset(id),
+        )]
+    }
+
     async fn delete(
         &self,
         cx: &Cx<'_, McpToolset, ConnectorIds>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
-        api::delete(cx.upstream, "delete_mcp_toolset", cx.inputs.toolset(id)).await?;
+        send_delete(cx.upstream, calls).await?;
         Ok(Written::Done(None))
     }
 

@@ -17,7 +17,7 @@ use crate::api::PersonaAccessControl;
 use crate::api::connection::UpstreamKind;
 use crate::api::persona_access_control::AccessControlType;
 use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
-use crate::providers::segment;
+use crate::providers::{Deleted, segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
 const CONTROLS: &str =
@@ -223,10 +223,10 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
     async fn create(
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
+        calls: Vec<Call>,
     ) -> Result<Created<Control>, UpstreamError> {
         let id = self.deterministic_id(cx.obj).expect("deterministic");
-        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
-        match cx.upstream.send(call).await {
+        match cx.upstream.send(single(calls)).await {
             Ok(response) => {
                 // Prefer the id the gateway reports, when the 202 body carries one.
                 let reported = serde_json::from_slice::<Control>(&response.body)
@@ -246,32 +246,33 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
     async fn update(
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
-        observed: &Control,
-        diff: &Diff,
+        _observed: &Control,
+        _diff: &Diff,
+        calls: Vec<Call>,
     ) -> Result<Written<Control>, UpstreamError> {
-        for call in self.update_calls(cx, observed, diff) {
+        for call in calls {
             cx.upstream.send(call).await?;
         }
         Ok(Written::Accepted)
     }
 
+    fn delete_calls(&self, _cx: &Cx<'_, PersonaAccessControl>, id: &str) -> Vec<Call> {
+        vec![Call::delete(
+            "delete_persona_access_control",
+            control_path(id),
+        )]
+    }
+
+    /// The gateway accepts a delete to apply it later (a 404: nothing was there).
     async fn delete(
         &self,
         cx: &Cx<'_, PersonaAccessControl>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
-        match cx
-            .upstream
-            .send(Call::delete(
-                "delete_persona_access_control",
-                control_path(id),
-            ))
-            .await
-        {
-            Ok(_) => Ok(Written::Accepted),
-            Err(e) if e.is_not_found() => Ok(Written::Done(None)),
-            Err(e) => Err(e),
-        }
+        Ok(match send_delete(cx.upstream, calls).await? {
+            Deleted::Sent => Written::Accepted,
+            Deleted::NotFound => Written::Done(None),
+        })
     }
 
     /// No writes while the gateway cluster is busy or not running.

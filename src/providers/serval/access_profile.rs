@@ -10,7 +10,7 @@ use crate::api::access_profile::{
 };
 use crate::api::connection::UpstreamKind;
 use crate::engine::{Created, Cx, Diff, Provider, Written};
-use crate::providers::segment;
+use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
 const MATCH_TYPE_UNSPECIFIED: &str = "ACCESS_PROFILE_GROUP_MATCH_TYPE_UNSPECIFIED";
@@ -337,38 +337,34 @@ impl Provider<AccessProfile> for AccessProfileProvider {
     async fn create(
         &self,
         cx: &Cx<'_, AccessProfile>,
+        calls: Vec<Call>,
     ) -> Result<Created<ServalProfile>, UpstreamError> {
-        let [call] = <[Call; 1]>::try_from(self.create_calls(cx)).expect("one call");
-        Ok(Created::Done(cx.upstream.json::<One>(call).await?.data))
+        let one: One = cx.upstream.json(single(calls)).await?;
+        Ok(Created::Done(one.data))
     }
 
     async fn update(
         &self,
         cx: &Cx<'_, AccessProfile>,
-        observed: &ServalProfile,
-        diff: &Diff,
+        _observed: &ServalProfile,
+        _diff: &Diff,
+        calls: Vec<Call>,
     ) -> Result<Written<ServalProfile>, UpstreamError> {
-        let [call] =
-            <[Call; 1]>::try_from(self.update_calls(cx, observed, diff)).expect("one call");
-        Ok(Written::Done(Some(
-            cx.upstream.json::<One>(call).await?.data,
-        )))
+        let one: One = cx.upstream.json(single(calls)).await?;
+        Ok(Written::Done(Some(one.data)))
+    }
+
+    fn delete_calls(&self, _cx: &Cx<'_, AccessProfile>, id: &str) -> Vec<Call> {
+        vec![Call::delete("delete_access_profile", profile_path(id))]
     }
 
     async fn delete(
         &self,
         cx: &Cx<'_, AccessProfile>,
-        id: &str,
+        calls: Vec<Call>,
     ) -> Result<Written<()>, UpstreamError> {
-        match cx
-            .upstream
-            .send(Call::delete("delete_access_profile", profile_path(id)))
-            .await
-        {
-            Ok(_) => Ok(Written::Done(None)),
-            Err(e) if e.is_not_found() => Ok(Written::Done(None)),
-            Err(e) => Err(e),
-        }
+        send_delete(cx.upstream, calls).await?;
+        Ok(Written::Done(None))
     }
 
     fn refuse_delete(&self, observed: &ServalProfile) -> Option<String> {
