@@ -16,19 +16,18 @@ use std::collections::{HashMap, HashSet};
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use serde_json::Value;
+
+mod prune;
 
 use super::connections::PlanConnections;
 use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
 use super::report::{Action, Entry, Plan, PlannedRequest};
 use crate::api::GROUP_VERSION;
-use crate::api::envelope::DeletionPolicy;
 use crate::engine::plan::{Planned, plan as plan_one};
-use crate::engine::{
-    Cx, ManagedObject, Provider, effective_deletion_policy, recorded_id, scope_key,
-};
+use crate::engine::{Cx, ManagedObject, Provider, scope_key};
 use crate::upstream::UpstreamClient;
 
 /// Reason of a resource the apiserver would refuse (it would never show a condition).
@@ -222,7 +221,7 @@ impl Planner<'_> {
             self.entries.push((ready.at, entry));
         }
         if self.options.prune_selector.is_some() {
-            self.prune::<K>().await?;
+            self.prune::<K, P>(provider).await?;
         }
         Ok(())
     }
@@ -324,67 +323,6 @@ impl Planner<'_> {
                 )
             })?;
         Ok(found.map(|obj| serde_json::to_value(obj).expect("a resource serializes")))
-    }
-
-    /// `--prune`: resources of kind `K` under the selector that the input does not hold.
-    async fn prune<K: ManagedObject>(&mut self) -> Result<(), PlanError> {
-        let selector = self.options.prune_selector.clone().unwrap_or_default();
-        let kind = K::kind(&()).to_string();
-        let mut listed = vec![];
-        for namespace in self.prune_namespaces() {
-            let found = Api::<K>::namespaced(self.kube.clone(), &namespace)
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|source| PlanError::Prune {
-                    kind: kind.clone(),
-                    namespace: namespace.clone(),
-                    selector: selector.clone(),
-                    source,
-                })?;
-            listed.extend(found.items);
-        }
-        let in_input: HashSet<(String, String)> = self
-            .input
-            .iter()
-            .filter(|l| l.api_version() == GROUP_VERSION && l.kind() == kind)
-            .map(|l| self.identity(l))
-            .collect();
-        for obj in listed {
-            let namespace = obj.namespace().unwrap_or_default();
-            if in_input.contains(&(namespace.clone(), obj.name_any())) {
-                continue;
-            }
-            let id = recorded_id(&obj);
-            let (action, message) = match (effective_deletion_policy(&obj), &id) {
-                (DeletionPolicy::Delete, Some(id)) => (
-                    Action::Delete,
-                    format!("not in the input: deleting the resource deletes upstream object {id} (deletionPolicy Delete)"),
-                ),
-                (DeletionPolicy::Delete, None) => (
-                    Action::Orphan,
-                    "not in the input: no upstream object is recorded, nothing is deleted upstream".into(),
-                ),
-                (DeletionPolicy::Orphan, _) => (
-                    Action::Orphan,
-                    "not in the input: the upstream object is kept (deletionPolicy Orphan, or adopted or observed)".into(),
-                ),
-            };
-            let entry = Entry {
-                source: String::new(),
-                kind: kind.clone(),
-                namespace,
-                name: obj.name_any(),
-                action,
-                id,
-                fields: vec![],
-                changes: vec![],
-                requests: vec![],
-                reason: None,
-                message: Some(message),
-            };
-            self.entries.push((usize::MAX, entry));
-        }
-        Ok(())
     }
 
     /// Where `--prune` looks, as `kubectl apply --prune`: the namespaces of the input's

@@ -23,6 +23,7 @@ mod leader_election;
 mod leader_fence;
 mod plan;
 mod plan_connections;
+mod plan_equals_operator;
 mod probe;
 mod runtime_tests;
 mod scale;
