@@ -174,7 +174,7 @@ struct Scope<O> {
 }
 
 /// What a confirm read does.
-enum Plan<O> {
+enum ConfirmRead<O> {
     /// A List taken after the write shows the object.
     Found(O),
     /// Read the object alone (a GET).
@@ -305,12 +305,12 @@ impl<O: Clone> Observations<O> {
             let awaited = purpose != Purpose::Resync
                 && (purpose == Purpose::Confirm || state.accepted.contains_key(&IdKey::of(id)));
             if awaited {
-                match self.plan_confirm(&mut state, key, id) {
-                    Plan::Found(item) => return Ok(Lookup::Found(item)),
-                    Plan::Read => return Ok(Lookup::Unknown),
-                    Plan::Wait(wait) => return Ok(Lookup::Later(wait)),
-                    Plan::List => true,
-                    Plan::Join(since) => {
+                match self.confirm_read(&mut state, key, id) {
+                    ConfirmRead::Found(item) => return Ok(Lookup::Found(item)),
+                    ConfirmRead::Read => return Ok(Lookup::Unknown),
+                    ConfirmRead::Wait(wait) => return Ok(Lookup::Later(wait)),
+                    ConfirmRead::List => true,
+                    ConfirmRead::Join(since) => {
                         fresh_from = since;
                         true
                     }
@@ -364,12 +364,12 @@ impl<O: Clone> Observations<O> {
             let mut state = scope.state.lock().unwrap();
             if state.accepted.contains_key(&IdKey::of(id)) {
                 // A read-back: what that List says of it, or when to look again.
-                match self.plan_confirm(&mut state, key, id) {
-                    Plan::Found(item) => return Ok(Lookup::Found(item)),
-                    Plan::Wait(wait) => return Ok(Lookup::Later(wait)),
-                    Plan::Read => return Ok(Lookup::Unknown),
+                match self.confirm_read(&mut state, key, id) {
+                    ConfirmRead::Found(item) => return Ok(Lookup::Found(item)),
+                    ConfirmRead::Wait(wait) => return Ok(Lookup::Later(wait)),
+                    ConfirmRead::Read => return Ok(Lookup::Unknown),
                     // No List since its write: take one.
-                    Plan::List | Plan::Join(_) => {}
+                    ConfirmRead::List | ConfirmRead::Join(_) => {}
                 }
             }
             let listed_since = state
@@ -402,10 +402,10 @@ impl<O: Clone> Observations<O> {
         state.snapshot = Some(Snapshot::new(started, listed.items));
         if state.accepted.contains_key(&IdKey::of(id)) {
             // A read-back: what this List says of it, or when to look again.
-            return Ok(match self.plan_confirm(&mut state, key, id) {
-                Plan::Found(item) => Lookup::Found(item),
-                Plan::Wait(wait) => Lookup::Later(wait),
-                Plan::Read | Plan::List | Plan::Join(_) => Lookup::Unknown,
+            return Ok(match self.confirm_read(&mut state, key, id) {
+                ConfirmRead::Found(item) => Lookup::Found(item),
+                ConfirmRead::Wait(wait) => Lookup::Later(wait),
+                ConfirmRead::Read | ConfirmRead::List | ConfirmRead::Join(_) => Lookup::Unknown,
             });
         }
         Ok(match answer(&state, id, Duration::MAX) {
@@ -418,7 +418,7 @@ impl<O: Clone> Observations<O> {
     /// A read-back of object `id` of scope `key`: found in a List taken after its write;
     /// not due yet (come back then); or due, and then read alone, or listed with the
     /// scope's other due writes (at most one List per round).
-    fn plan_confirm(&self, state: &mut ScopeState<O>, key: &str, id: &str) -> Plan<O> {
+    fn confirm_read(&self, state: &mut ScopeState<O>, key: &str, id: &str) -> ConfirmRead<O> {
         let now = Instant::now();
         // A read-back the engine asked for that no write of this process announced (after
         // a restart): awaited from now on.
@@ -436,7 +436,7 @@ impl<O: Clone> Observations<O> {
             .filter(|s| s.started >= awaited.at && s.started.elapsed() < self.window)
         {
             if let Some(item) = snapshot.get(id) {
-                return Plan::Found(item.clone());
+                return ConfirmRead::Found(item.clone());
             }
             // Not shown by a List taken when it was due: not visible yet.
             if snapshot.started + DUE_SLACK >= awaited.next_look {
@@ -448,12 +448,12 @@ impl<O: Clone> Observations<O> {
             }
         }
         if awaited.next_look > now + DUE_SLACK {
-            return Plan::Wait(awaited.next_look - now);
+            return ConfirmRead::Wait(awaited.next_look - now);
         }
         if let Some(since) = state.listing_since
             && since >= awaited.at
         {
-            return Plan::Join(since);
+            return ConfirmRead::Join(since);
         }
         let round = self.confirm_round;
         let others_due = state
@@ -461,12 +461,12 @@ impl<O: Clone> Observations<O> {
             .iter()
             .any(|(other, a)| *other != IdKey::of(id) && a.next_look <= now + round);
         if !others_due {
-            return Plan::Read;
+            return ConfirmRead::Read;
         }
         let last_list = state.snapshot.as_ref().map(|s| s.started);
         match last_list {
-            Some(last) if last + round > now + DUE_SLACK => Plan::Wait(last + round - now),
-            _ => Plan::List,
+            Some(last) if last + round > now + DUE_SLACK => ConfirmRead::Wait(last + round - now),
+            _ => ConfirmRead::List,
         }
     }
 

@@ -24,7 +24,7 @@ mod prune;
 use super::connections::PlanConnections;
 use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
-use super::report::{Action, Entry, Plan, PlannedRequest};
+use super::report::{Action, Entry, PlannedRequest, Report};
 use crate::api::GROUP_VERSION;
 use crate::engine::plan::{Planned, plan as plan_one};
 use crate::engine::{Cx, ManagedObject, Provider, scope_key};
@@ -66,7 +66,7 @@ pub async fn plan(
     input: &[Loaded],
     cluster: Option<kube::Client>,
     options: &Options,
-) -> Result<Plan, PlanError> {
+) -> Result<Report, PlanError> {
     let view = KubeView::new(input, cluster.clone(), &options.default_namespace);
     let kube = view.client(&options.default_namespace);
     let mut planner = Planner {
@@ -88,7 +88,7 @@ pub async fn plan(
         plan_kind(&mut planner).await?;
     }
     planner.entries.sort_by_key(|(at, _)| *at);
-    Ok(Plan {
+    Ok(Report {
         entries: planner.entries.into_iter().map(|(_, e)| e).collect(),
     })
 }

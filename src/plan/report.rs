@@ -158,7 +158,7 @@ impl Entry {
 
 /// The whole plan.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct Plan {
+pub struct Report {
     pub entries: Vec<Entry>,
 }
 
@@ -170,7 +170,7 @@ pub enum Format {
     Markdown,
 }
 
-impl Plan {
+impl Report {
     /// `terraform plan -detailed-exitcode`: 2 when something would change, 1 when a
     /// resource is blocked, else 0.
     pub fn exit_code(&self) -> u8 {
@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_terraform_detailed_exitcode() {
-        let plan = |actions: &[Action]| Plan {
+        let plan = |actions: &[Action]| Report {
             entries: actions.iter().map(|a| entry(*a)).collect(),
         };
         assert_eq!(plan(&[]).exit_code(), 0);
@@ -368,7 +368,7 @@ mod tests {
         blocked.name = "other".into();
         blocked.reason = Some("ConnectionNotAllowed".into());
         blocked.message = Some("ClusterConnection shared does not allow namespace team".into());
-        let plan = Plan {
+        let plan = Report {
             entries: vec![update, blocked],
         };
         let text = plan.render(Format::Text { colour: false });
@@ -398,7 +398,7 @@ mod tests {
         let mut created = entry(Action::Create);
         created.message = Some("a | b".into());
         created.reason = Some("Note".into());
-        let plan = Plan {
+        let plan = Report {
             entries: vec![created],
         };
         let plain = plan.render(Format::Text { colour: false });

@@ -27,9 +27,10 @@ use crate::engine::{self, Engine, ManagedObject, Provider, Reference};
 /// Resolves once, when the process is asked to stop; every controller and the server share it.
 pub type Shutdown = Shared<BoxFuture<'static, ()>>;
 
-/// Where controllers watch: one namespace, or all of them.
+/// What the controllers watch: one namespace or all of them, and which kinds beside the
+/// managed ones (ClusterConnections, Secrets).
 #[derive(Clone)]
-pub struct Scope {
+pub struct Watched {
     pub client: kube::Client,
     pub namespace: Option<String>,
     /// Whether resources may use ClusterConnections (watched cluster-wide).
@@ -39,7 +40,7 @@ pub struct Scope {
     pub read_secrets: bool,
 }
 
-impl Scope {
+impl Watched {
     pub fn api<K>(&self) -> Api<K>
     where
         K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
@@ -55,7 +56,7 @@ impl Scope {
         self.read_secrets.then(|| self.api())
     }
 
-    /// [`Scope::api`] for the metadata of a kind known only at run time.
+    /// [`Watched::api`] for the metadata of a kind known only at run time.
     pub fn metadata_api(&self, kind: &ApiResource) -> Api<PartialObjectMeta<DynamicObject>> {
         match &self.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, kind),
@@ -295,7 +296,7 @@ fn connections_using<C: ConnectionObject>(
 
 /// The controller of one managed kind `K`, reconciled by the engine with provider `P`.
 pub fn managed_controller<K, P>(
-    scope: &Scope,
+    watched: &Watched,
     engine: Arc<Engine<K, P>>,
     config: controller::Config,
     shutdown: Shutdown,
@@ -316,30 +317,33 @@ where
         .combine(resync_annotation::<K>)
         .combine(being_deleted::<K>);
     let mut changes = Changes::new(changes);
-    let objects = watcher(scope.api::<K>(), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(trim_managed::<K>)
-        .reflect(writer)
-        .applied_objects()
-        .try_filter(move |obj| future::ready(changes.changed(obj)));
+    let objects = watcher(
+        watched.api::<K>(),
+        watcher::Config::default().any_semantic(),
+    )
+    .default_backoff()
+    .modify(trim_managed::<K>)
+    .reflect(writer)
+    .applied_objects()
+    .try_filter(move |obj| future::ready(changes.changed(obj)));
     engine.watch_store(store.clone());
     let mapper_store = store.clone();
     let mut controller = Controller::for_stream(objects, store.clone())
         .with_config(config)
         .graceful_shutdown_on(shutdown)
         .watches(
-            scope.api::<Connection>(),
+            watched.api::<Connection>(),
             watcher::Config::default(),
             move |conn| waiting_on(&mapper_store, &conn),
         );
-    if scope.cluster_connections {
+    if watched.cluster_connections {
         let mapper_store = store.clone();
         let affected = engine.connections.subscribe().flat_map(move |change| {
             futures::stream::iter(affected_by(&mapper_store, change.as_ref()))
         });
         controller = controller.reconcile_on(affected);
     }
-    if let (Some(secret_refs), Some(secrets)) = (P::SECRET_REFS, scope.secrets_api()) {
+    if let (Some(secret_refs), Some(secrets)) = (P::SECRET_REFS, watched.secrets_api()) {
         let (mapper_store, engine) = (store.clone(), engine.clone());
         controller = controller.watches_stream(secret_changes(secrets), move |secret| {
             let readers = reading(&mapper_store, secret_refs, &secret);
@@ -357,7 +361,7 @@ where
     for reference in engine.provider.references() {
         let mapper_store = store.clone();
         controller = controller.watches_with(
-            scope.metadata_api(&reference.kind),
+            watched.metadata_api(&reference.kind),
             reference.kind.clone(),
             watcher::Config::default(),
             move |referenced| waiting_for(&mapper_store, &reference, &referenced),

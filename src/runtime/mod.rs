@@ -31,7 +31,7 @@ use crate::engine::{Engine, ManagedObject, Provider};
 use crate::fence::Fence;
 use crate::upstream::UpstreamMetrics;
 pub use controllers::Shutdown;
-use controllers::{Scope, Wired, connection_controller, managed_controller, namespace_watch};
+use controllers::{Watched, Wired, connection_controller, managed_controller, namespace_watch};
 pub use leader::LeaseTiming;
 use leadership::Ending;
 use server::Readiness;
@@ -111,7 +111,7 @@ pub enum RuntimeError {
 
 /// Everything the controllers share.
 struct Shared {
-    scope: Scope,
+    watched: Watched,
     connections: Arc<Connections>,
     events: EventPublisher,
     clock: Arc<dyn Clock>,
@@ -138,7 +138,7 @@ impl Shared {
         };
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         Self {
-            scope: Scope {
+            watched: Watched {
                 client: client.clone(),
                 namespace: config.namespace.clone(),
                 cluster_connections: config.namespace.is_none(),
@@ -176,7 +176,7 @@ impl Shared {
     /// The controller of one managed kind.
     fn managed<K: ManagedObject, P: Provider<K>>(&self, provider: P) -> Wired {
         let engine = Engine::new(
-            self.scope.client.clone(),
+            self.watched.client.clone(),
             provider,
             self.connections.clone(),
             self.events.clone(),
@@ -186,7 +186,7 @@ impl Shared {
         )
         .with_fence(self.fence.clone());
         managed_controller(
-            &self.scope,
+            &self.watched,
             Arc::new(engine),
             self.controller.clone(),
             self.shutdown.clone(),
@@ -352,8 +352,8 @@ async fn connection_controllers(
         config.credentials.clone(),
     ));
     let (connection_wired, connection_store) = connection_controller::<Connection>(
-        shared.scope.api(),
-        shared.scope.secrets_api(),
+        shared.watched.api(),
+        shared.watched.secrets_api(),
         connection_cx.clone(),
         shared.controller.clone(),
         shutdown.clone(),
@@ -361,12 +361,12 @@ async fn connection_controllers(
     shared.connections.watch_cache(connection_store.clone());
     let mut wired = vec![connection_wired];
     let mut cluster_store = None;
-    if let Some(missing) = cluster_connections_missing(client, &shared.scope).await {
+    if let Some(missing) = cluster_connections_missing(client, &shared.watched).await {
         tracing::warn!(%missing, "ClusterConnections cannot be used");
         shared.connections.disable_cluster_connections(missing);
-        shared.scope.cluster_connections = false;
+        shared.watched.cluster_connections = false;
     }
-    if shared.scope.cluster_connections {
+    if shared.watched.cluster_connections {
         wired.push(namespace_watch(
             client.clone(),
             shared.connections.clone(),
@@ -427,8 +427,8 @@ fn after(settled: Settled, wired: Wired, shutdown: Shutdown) -> Wired {
 /// Why ClusterConnections cannot be watched although the operator watches every
 /// namespace: their CRD is not installed (an upgrade that skipped the new CRDs). The rest
 /// of the operator then runs as before instead of never becoming ready.
-async fn cluster_connections_missing(client: &kube::Client, scope: &Scope) -> Option<String> {
-    if !scope.cluster_connections {
+async fn cluster_connections_missing(client: &kube::Client, watched: &Watched) -> Option<String> {
+    if !watched.cluster_connections {
         return None;
     }
     let api: Api<ClusterConnection> = Api::all(client.clone());

@@ -6,7 +6,7 @@
 
 use accessplane::plan::manifests::load;
 use accessplane::plan::planner::{Options, plan};
-use accessplane::plan::report::{Action, Entry, Format, Plan, PlannedRequest, REDACTED};
+use accessplane::plan::report::{Action, Entry, Format, PlannedRequest, REDACTED, Report};
 use serde_json::{Value, json};
 
 use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM};
@@ -15,7 +15,7 @@ use crate::support::fake_http::Recorded;
 
 const GV: &str = "accessplane.io/v1alpha1";
 
-async fn plan_of(h: &Harness, yaml: &str, prune: Option<&str>) -> Plan {
+async fn plan_of(h: &Harness, yaml: &str, prune: Option<&str>) -> Report {
     let input = load(&["-".into()], &mut yaml.as_bytes()).unwrap();
     let options = Options {
         default_namespace: NS.into(),
@@ -25,7 +25,7 @@ async fn plan_of(h: &Harness, yaml: &str, prune: Option<&str>) -> Plan {
     plan(&input, Some(h.client()), &options).await.unwrap()
 }
 
-fn entry<'a>(plan: &'a Plan, name: &str) -> &'a Entry {
+fn entry<'a>(plan: &'a Report, name: &str) -> &'a Entry {
     plan.entries
         .iter()
         .find(|e| e.name == name)
@@ -33,7 +33,7 @@ fn entry<'a>(plan: &'a Plan, name: &str) -> &'a Entry {
 }
 
 /// Each entry's name and action, in order.
-fn actions(plan: &Plan) -> Vec<(&str, Action)> {
+fn actions(plan: &Report) -> Vec<(&str, Action)> {
     plan.entries
         .iter()
         .map(|e| (e.name.as_str(), e.action))

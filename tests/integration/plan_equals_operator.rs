@@ -21,7 +21,7 @@ use accessplane::api::{
 use accessplane::engine::{Engine, ManagedObject, Provider};
 use accessplane::plan::manifests::load;
 use accessplane::plan::planner::{Options, plan};
-use accessplane::plan::report::{Action, Plan};
+use accessplane::plan::report::{Action, Report};
 use accessplane::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
 };
@@ -212,7 +212,7 @@ fn writes(requests: &[Recorded]) -> Vec<(String, String, Value)> {
 }
 
 /// The planned requests of each resource (`CREATED_ID` left in), by name.
-fn planned_by_resource(plan: &Plan) -> BTreeMap<String, Vec<(String, String, Value)>> {
+fn planned_by_resource(plan: &Report) -> BTreeMap<String, Vec<(String, String, Value)>> {
     plan.entries
         .iter()
         .map(|e| {

@@ -122,15 +122,15 @@ struct Tools {
 }
 
 /// Which tools the spec asks for that can be bound, and why the others cannot.
-struct ToolPlan {
+struct ToolSelection {
     wanted: BTreeSet<String>,
     unresolved: Vec<Unresolved>,
 }
 
 /// Resolves the spec's tools against the catalogue. A tool that is already bound stays
 /// wanted whatever its state now (ConductorOne keeps such bindings too).
-fn plan(selectors: &[ToolSelector], tools: &Tools, connector_id: &str) -> ToolPlan {
-    let mut plan = ToolPlan {
+fn select_tools(selectors: &[ToolSelector], tools: &Tools, connector_id: &str) -> ToolSelection {
+    let mut selection = ToolSelection {
         wanted: BTreeSet::new(),
         unresolved: vec![],
     };
@@ -150,25 +150,25 @@ fn plan(selectors: &[ToolSelector], tools: &Tools, connector_id: &str) -> ToolPl
         let id = found.map(|t| &t.id).or(selector.id.as_ref());
         match (found, id) {
             (_, Some(id)) if tools.bound.contains(id) => {
-                plan.wanted.insert(id.clone());
+                selection.wanted.insert(id.clone());
             }
             (Some(tool), _) if tool.state.as_deref() == Some(TOOL_APPROVED) => {
-                plan.wanted.insert(tool.id.clone());
+                selection.wanted.insert(tool.id.clone());
             }
-            (Some(tool), _) => plan.unresolved.push(Unresolved::new(
+            (Some(tool), _) => selection.unresolved.push(Unresolved::new(
                 reason::TOOL_NOT_APPROVED,
                 format!(
                     "tool \"{label}\" is not approved ({})",
                     tool.state.as_deref().unwrap_or("no state")
                 ),
             )),
-            (None, _) => plan.unresolved.push(Unresolved::new(
+            (None, _) => selection.unresolved.push(Unresolved::new(
                 reason::TOOL_NOT_FOUND,
                 format!("tool \"{label}\" does not exist on connector {connector_id}"),
             )),
         }
     }
-    plan
+    selection
 }
 
 /// The app and connector ids recorded in the object's status.
@@ -485,9 +485,9 @@ impl Provider<McpToolset> for McpToolsetProvider {
             differs(&spec.description, &profile.description),
         );
         if let (Some(selectors), Some(tools)) = (&spec.tools, &observed.tools) {
-            let plan = plan(selectors, tools, &cx.inputs.connector_id);
-            diff.check(TOOLS, plan.wanted != tools.bound);
-            diff.unresolved = plan.unresolved;
+            let selection = select_tools(selectors, tools, &cx.inputs.connector_id);
+            diff.check(TOOLS, selection.wanted != tools.bound);
+            diff.unresolved = selection.unresolved;
         }
         diff
     }
@@ -549,7 +549,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
         if let (Some(selectors), Some(tools)) = (&cx.obj.spec.tools, &observed.tools)
             && diff.fields.contains(&TOOLS)
         {
-            let wanted = plan(selectors, tools, &cx.inputs.connector_id).wanted;
+            let wanted = select_tools(selectors, tools, &cx.inputs.connector_id).wanted;
             calls.extend(self.bind_calls(cx, id, &tools.bound, &wanted));
         }
         calls
@@ -590,7 +590,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
         if let (Some(selectors), Some(tools)) = (&cx.obj.spec.tools, &mut updated.tools)
             && diff.fields.contains(&TOOLS)
         {
-            tools.bound = plan(selectors, tools, &cx.inputs.connector_id).wanted;
+            tools.bound = select_tools(selectors, tools, &cx.inputs.connector_id).wanted;
         }
         Ok(Written::Done(Some(updated)))
     }
@@ -693,14 +693,14 @@ mod tests {
             by_id("t-old"),
             by_id("t-read"),
         ];
-        let plan = plan(&selectors, &tools, "conn-1");
+        let selection = select_tools(&selectors, &tools, "conn-1");
         assert_eq!(
-            plan.wanted,
+            selection.wanted,
             BTreeSet::from(["t-old".to_string(), "t-read".to_string()]),
             "a bound tool stays bound whatever its state; duplicates collapse"
         );
         assert_eq!(
-            plan.unresolved,
+            selection.unresolved,
             vec![
                 Unresolved::new(
                     reason::TOOL_NOT_APPROVED,
