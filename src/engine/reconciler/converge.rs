@@ -147,29 +147,32 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     decision::compare(&self.provider, &cx, created, Found::Created, given).await?;
                 self.apply(&cx, existing, given).await
             }
-            Created::Accepted { id } => {
-                self.wrote(obj, &id, true);
-                // The status records the id and the pending create (the request time): a
-                // later pass waits for it to become visible instead of re-sending.
-                let pending = PendingWrite {
-                    operation: PendingOperation::Create,
-                    generation: obj.meta().generation.unwrap_or_default(),
-                    requested_at: now.to_string(),
-                };
-                self.learned(obj, &id, Some(pending.clone()));
-                let mut v = Verdict::new(
-                    ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
-                    self.first_look(obj, &id),
-                );
-                v.pending = Some(pending);
-                v.id = Some(id.clone());
-                v.event = Some((
-                    "CreateRequested",
-                    format!("requested creation of upstream object {id}"),
-                ));
-                Ok(v)
-            }
+            Created::Accepted { id } => Ok(self.create_accepted(obj, id, now)),
         }
+    }
+
+    /// The upstream accepted the create of `id` to apply later: the status records the id
+    /// and the pending create (the request time), so that a later pass waits for it to
+    /// become visible instead of re-sending.
+    fn create_accepted(&self, obj: &K, id: String, now: k8s_openapi::jiff::Timestamp) -> Verdict {
+        self.wrote(obj, &id, true);
+        let pending = PendingWrite {
+            operation: PendingOperation::Create,
+            generation: obj.meta().generation.unwrap_or_default(),
+            requested_at: now.to_string(),
+        };
+        self.learned(obj, &id, Some(pending.clone()));
+        let mut v = Verdict::new(
+            ConditionValue::new(false, reason::PENDING, ACCEPTED_CREATE),
+            self.first_look(obj, &id),
+        );
+        v.pending = Some(pending);
+        v.id = Some(id.clone());
+        v.event = Some((
+            "CreateRequested",
+            format!("requested creation of upstream object {id}"),
+        ));
+        v
     }
 
     /// Executes what an existing object needs: nothing, a report, a wait, or the update.

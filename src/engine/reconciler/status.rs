@@ -98,24 +98,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let now = self.clock.now();
         let generation = obj.meta().generation;
         let previous = obj.managed_status().cloned().unwrap_or_default();
-        let mut status = previous.clone();
-        status.observed_generation = generation;
-        let reference = &obj.managed().connection_ref;
-        status.cluster_connection = (reference.kind() == ConnectionKind::ClusterConnection)
-            .then(|| reference.name.to_string());
-        // What was learned (by this pass or one whose status write did not show yet) is
-        // newer than the cached status. Taken out: put back below while the cache may not
-        // show it.
-        let learned = self.memory.update(key, |r| {
-            r.confirmed = None;
-            r.learned.take()
-        });
-        if let Some(learned) = &learned {
-            status.id = Some(learned.id.clone());
-            if status.pending.is_none() {
-                status.pending.clone_from(&learned.pending_create);
-            }
-        }
+        let (mut status, learned) = self.status_to_write(obj, &previous);
         let keep_learned = |status: &ManagedStatus| {
             if let Some(learned) = Learned::from_status(status) {
                 self.memory
@@ -125,15 +108,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         // Whether this pass found the object converged (remembered once status says so).
         let mut converged = false;
         let (requeue, facts) = match outcome {
-            Ok(verdict) if verdict.released => {
-                // Gone or going: nothing about it is worth remembering.
-                self.memory.forget(key);
-                self.resync_slots.forget(key);
-                if let Some((reason, note)) = verdict.event {
-                    self.publish(obj, false, reason, note).await;
-                }
-                return Ok(Action::await_change());
-            }
+            Ok(verdict) if verdict.released => return Ok(self.released(obj, verdict).await),
             Ok(verdict) if verdict.waiting => {
                 self.clear_failures(obj);
                 if learned.is_some() {
@@ -144,33 +119,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             Ok(verdict) => {
                 self.clear_failures(obj);
                 converged = verdict.ready.status && verdict.unresolved.is_none();
-                if let Some(id) = verdict.id {
-                    status.id = Some(id);
-                }
-                status.pending = verdict.pending;
-                conditions::set(
-                    &mut status.conditions,
-                    READY,
-                    &verdict.ready,
-                    generation,
-                    now,
-                );
-                let mut requeue = verdict.requeue;
-                let synced = match verdict.unresolved {
-                    // Everything possible was done; the rest needs the user (or an upstream
-                    // change), so it is reported like a terminal error and not retried hot.
-                    Some(message) => {
-                        requeue = self.hold_terminal(obj, now);
-                        ConditionValue::new(false, reason::TERMINAL_ERROR, message)
-                    }
-                    None => ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""),
-                };
-                self.set_synced(obj, &previous, &mut status, synced, now)
-                    .await;
-                if let Some((reason, note)) = verdict.event {
-                    self.publish(obj, false, reason, note).await;
-                }
-                (requeue, verdict.facts)
+                self.report_verdict(obj, &previous, &mut status, verdict, now)
+                    .await
             }
             Err(EngineError::Kube { context, source }) => {
                 if learned.is_some() {
@@ -201,6 +151,82 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             self.memory.update(key, |r| r.confirmed = Some(confirmed));
         }
         Ok(Action::requeue(requeue))
+    }
+
+    /// The status this pass starts from: the cached one, for this generation and
+    /// Connection, with what the memory learned and the cache may not show yet (by this
+    /// pass or one whose status write did not show yet). What was learned is taken out of
+    /// the memory, to be put back while the cache may not show it; it is returned.
+    fn status_to_write(
+        &self,
+        obj: &K,
+        previous: &ManagedStatus,
+    ) -> (ManagedStatus, Option<Box<Learned>>) {
+        let mut status = previous.clone();
+        status.observed_generation = obj.meta().generation;
+        let reference = &obj.managed().connection_ref;
+        status.cluster_connection = (reference.kind() == ConnectionKind::ClusterConnection)
+            .then(|| reference.name.to_string());
+        let learned = self.memory.update(Self::key(obj), |r| {
+            r.confirmed = None;
+            r.learned.take()
+        });
+        if let Some(learned) = &learned {
+            status.id = Some(learned.id.clone());
+            if status.pending.is_none() {
+                status.pending.clone_from(&learned.pending_create);
+            }
+        }
+        (status, learned)
+    }
+
+    /// The finalizer is gone: nothing about the object is worth remembering.
+    async fn released(&self, obj: &K, verdict: Verdict) -> Action {
+        self.memory.forget(Self::key(obj));
+        self.resync_slots.forget(Self::key(obj));
+        if let Some((reason, note)) = verdict.event {
+            self.publish(obj, false, reason, note).await;
+        }
+        Action::await_change()
+    }
+
+    /// Sets the status of a pass that ended with `verdict` (and publishes its event):
+    /// when to look again, and the provider's facts to merge.
+    async fn report_verdict(
+        &self,
+        obj: &K,
+        previous: &ManagedStatus,
+        status: &mut ManagedStatus,
+        verdict: Verdict,
+        now: Timestamp,
+    ) -> (Duration, Option<Map<String, Value>>) {
+        let generation = obj.meta().generation;
+        if let Some(id) = verdict.id {
+            status.id = Some(id);
+        }
+        status.pending = verdict.pending;
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            &verdict.ready,
+            generation,
+            now,
+        );
+        let mut requeue = verdict.requeue;
+        let synced = match verdict.unresolved {
+            // Everything possible was done; the rest needs the user (or an upstream
+            // change), so it is reported like a terminal error and not retried hot.
+            Some(message) => {
+                requeue = self.hold_terminal(obj, now);
+                ConditionValue::new(false, reason::TERMINAL_ERROR, message)
+            }
+            None => ConditionValue::new(true, reason::RECONCILE_SUCCESS, ""),
+        };
+        self.set_synced(obj, previous, status, synced, now).await;
+        if let Some((reason, note)) = verdict.event {
+            self.publish(obj, false, reason, note).await;
+        }
+        (requeue, verdict.facts)
     }
 
     /// Sets the conditions of a pass that failed with `error`.
