@@ -22,10 +22,11 @@ use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::condition::Condition;
 use crate::api::connection::{Connection, ConnectionSpec, UpstreamKind};
 use crate::api::envelope::ConnectionKind;
-use crate::engine::clock::Clock;
-use crate::engine::conditions::{self, ConditionValue, READY};
-use crate::engine::events::{EventPublisher, Note};
-use crate::engine::kube_ops;
+use crate::base::KubeError;
+use crate::base::clock::Clock;
+use crate::base::conditions::{self, ConditionValue, READY};
+use crate::base::events::{EventPublisher, Note};
+use crate::base::kube_ops;
 use crate::engine::requeue::Timing;
 use crate::providers::{self, ConnectError, SecretData};
 use crate::upstream::{ErrorClass, UpstreamError, UpstreamMetrics};
@@ -154,23 +155,6 @@ impl ConnectionObject for ClusterConnection {
     }
 }
 
-/// Errors that abort a Connection reconcile (everything else becomes a condition).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
-    #[error("kubernetes API: {context}: {source}")]
-    Kube {
-        context: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
-}
-
-fn kube_err(context: &'static str) -> impl FnOnce(kube::Error) -> ConnectionError {
-    move |source| ConnectionError::Kube { context, source }
-}
-
 /// What makes a built client stale: the Connection's spec or its Secret changed.
 #[derive(Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -217,7 +201,7 @@ impl ConnectionContext {
 pub async fn reconcile<C: ConnectionObject>(
     conn: Arc<C>,
     cx: Arc<ConnectionContext>,
-) -> Result<Action, ConnectionError> {
+) -> Result<Action, KubeError> {
     let home = conn.home();
     let name = conn.name_any();
     let api = conn.api(&cx.kube);
@@ -307,7 +291,7 @@ fn announce<C: ConnectionObject>(cx: &ConnectionContext, conn: &C, rule: bool, w
 /// Requeue delay after a Kubernetes API error.
 pub fn error_policy<C: ConnectionObject>(
     _conn: Arc<C>,
-    error: &ConnectionError,
+    error: &KubeError,
     _cx: Arc<ConnectionContext>,
 ) -> Action {
     tracing::warn!(%error, "connection reconcile failed");
@@ -468,7 +452,7 @@ async fn write_ready<C: ConnectionObject>(
     conn: &C,
     cx: &ConnectionContext,
     ready: ConditionValue,
-) -> Result<(), ConnectionError> {
+) -> Result<(), KubeError> {
     let mut conditions = conn.conditions().to_vec();
     let previous =
         conditions::get(&conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
@@ -512,7 +496,7 @@ async fn write_ready<C: ConnectionObject>(
 async fn users_of<C: ConnectionObject>(
     kube: &kube::Client,
     conn: &C,
-) -> Result<Vec<String>, ConnectionError> {
+) -> Result<Vec<String>, KubeError> {
     let mut users = vec![];
     for users_of_kind in listers::<C>() {
         users.extend(users_of_kind(kube, conn).await?);
@@ -522,7 +506,7 @@ async fn users_of<C: ConnectionObject>(
 
 /// Lists the users of a Connection among one kind's resources.
 type UsersOfKind<C> =
-    for<'a> fn(&'a kube::Client, &'a C) -> BoxFuture<'a, Result<Vec<String>, ConnectionError>>;
+    for<'a> fn(&'a kube::Client, &'a C) -> BoxFuture<'a, Result<Vec<String>, KubeError>>;
 
 /// [`users_of_kind`] for every managed kind ([`crate::kinds::each_kind`]).
 fn listers<C: ConnectionObject>() -> Vec<UsersOfKind<C>> {
@@ -542,7 +526,7 @@ fn listers<C: ConnectionObject>() -> Vec<UsersOfKind<C>> {
     listers.0
 }
 
-async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, ConnectionError>
+async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, KubeError>
 where
     K: crate::engine::ManagedObject,
     C: ConnectionObject,
@@ -554,7 +538,7 @@ where
     let list = api
         .list(&ListParams::default())
         .await
-        .map_err(kube_err("listing users of a Connection"))?;
+        .map_err(KubeError::at("listing users of a Connection"))?;
     let name = conn.name_any();
     Ok(list
         .items

@@ -3,13 +3,9 @@
 //! its upstream object. Finalizers, policies, adoption, crash-safe create, drift,
 //! asynchronous completion, conditions, events, status and requeue timing live here once.
 
-pub mod clock;
-pub mod conditions;
 mod create_mark;
 pub mod error;
-pub mod events;
 pub mod identity;
-pub mod kube_ops;
 pub mod metrics;
 pub mod observation;
 pub mod plan;
@@ -17,6 +13,8 @@ pub mod reconciler;
 pub mod requeue;
 pub mod schedule;
 pub mod visibility;
+
+pub use crate::base::{clock, conditions, events, kube_ops};
 
 use std::fmt::Debug;
 use std::future::Future;

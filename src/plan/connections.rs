@@ -18,8 +18,8 @@ use crate::api::cluster_connection::ClusterConnectionSpec;
 use crate::api::connection::{ConnectionSpec, UpstreamKind};
 use crate::api::envelope::{ConnectionKind, ConnectionRef};
 use crate::api::{ClusterConnection, Connection};
+use crate::base::conditions::reason;
 use crate::connections::controller::{client_from, secret_name, verified};
-use crate::engine::conditions::reason;
 use crate::providers::SecretData;
 use crate::upstream::{UpstreamClient, UpstreamMetrics};
 
