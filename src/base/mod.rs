@@ -7,6 +7,7 @@ pub mod clock;
 pub mod conditions;
 pub mod error;
 pub mod events;
+pub mod jitter;
 pub mod kube_ops;
 
 pub use error::KubeError;

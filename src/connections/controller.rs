@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -26,12 +27,10 @@ use crate::base::KubeError;
 use crate::base::clock::Clock;
 use crate::base::conditions::{self, ConditionValue, READY};
 use crate::base::events::{EventPublisher, Note};
+use crate::base::jitter::jitter;
 use crate::base::kube_ops;
-use crate::engine::requeue::Timing;
 use crate::providers::{self, ConnectError, SecretData};
 use crate::upstream::{ErrorClass, UpstreamError, UpstreamMetrics};
-use futures::FutureExt;
-use futures::future::BoxFuture;
 
 /// `Ready` reasons of a Connection.
 pub mod reason {
@@ -155,6 +154,26 @@ impl ConnectionObject for ClusterConnection {
     }
 }
 
+/// When the controller looks at a Connection again.
+#[derive(Clone, Debug)]
+pub struct Recheck {
+    /// After it was verified (±10 % jitter, so Connections verified together do not all
+    /// call their upstreams again together).
+    pub resync: Duration,
+    /// After a spec that cannot work as it is (a change of it is seen at once anyway).
+    pub terminal_retry: Duration,
+}
+
+/// Lists the managed resources whose `connectionRef` names a Connection (`kind`, `home`
+/// "" for a ClusterConnection, `name`): `Kind/name`, or `Kind namespace/name` for a
+/// ClusterConnection. The runtime hands it in, as the managed kinds sit above this module.
+pub type Users = for<'a> fn(
+    &'a kube::Client,
+    ConnectionKind,
+    &'a str,
+    &'a str,
+) -> BoxFuture<'a, Result<Vec<String>, KubeError>>;
+
 /// What makes a built client stale: the Connection's spec or its Secret changed.
 #[derive(Clone, PartialEq, Eq)]
 struct Fingerprint {
@@ -169,20 +188,25 @@ pub struct ConnectionContext {
     pub metrics: Arc<UpstreamMetrics>,
     pub events: EventPublisher,
     pub clock: Arc<dyn Clock>,
-    pub timing: Timing,
+    pub recheck: Recheck,
     pub credentials: Credentials,
+    /// Who still uses a Connection that is being deleted.
+    pub users: Users,
     verified: Mutex<HashMap<(String, String), Fingerprint>>,
 }
 
 impl ConnectionContext {
+    // Each argument is a separate piece the runtime (or a test) owns and shares.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kube: kube::Client,
         connections: Arc<Connections>,
         metrics: Arc<UpstreamMetrics>,
         events: EventPublisher,
         clock: Arc<dyn Clock>,
-        timing: Timing,
+        recheck: Recheck,
         credentials: Credentials,
+        users: Users,
     ) -> Self {
         Self {
             kube,
@@ -190,8 +214,9 @@ impl ConnectionContext {
             metrics,
             events,
             clock,
-            timing,
+            recheck,
             credentials,
+            users,
             verified: Mutex::default(),
         }
     }
@@ -209,7 +234,7 @@ pub async fn reconcile<C: ConnectionObject>(
     let was_ready = cx.connections.is_ready(&home, &name);
 
     if conn.meta().deletion_timestamp.is_some() {
-        let users = users_of(&cx.kube, &*conn).await?;
+        let users = (cx.users)(&cx.kube, C::KIND, &home, &name).await?;
         if users.is_empty() {
             cx.connections.remove(&home, &name);
             cx.verified.lock().unwrap().remove(&key);
@@ -262,7 +287,7 @@ pub async fn reconcile<C: ConnectionObject>(
     let (ready, requeue) = match outcome {
         Ok(()) => (
             ConditionValue::new(true, reason::VERIFIED, "credentials verified"),
-            cx.timing.resync_for(None),
+            jitter(cx.recheck.resync, 0.1),
         ),
         Err((reason, message, requeue)) => {
             cx.connections
@@ -309,7 +334,7 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     let Some(kind) = spec.upstream_kind() else {
         let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set"
             .to_string();
-        return Err((reason::INVALID_SPEC, message, cx.timing.terminal_retry));
+        return Err((reason::INVALID_SPEC, message, cx.recheck.terminal_retry));
     };
     let ns = match C::KIND {
         ConnectionKind::Connection
@@ -322,7 +347,7 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
             return Err((
                 reason::NAMESPACED_CONNECTIONS_DISABLED,
                 message,
-                cx.timing.terminal_retry,
+                cx.recheck.terminal_retry,
             ));
         }
         ConnectionKind::Connection => home.clone(),
@@ -489,72 +514,4 @@ async fn write_ready<C: ConnectionObject>(
     }
     kube_ops::write_status(api, conn, Value::Object(status)).await?;
     Ok(())
-}
-
-/// Managed resources whose `connectionRef` names this Connection (its namespace's) or
-/// this ClusterConnection (any namespace's).
-async fn users_of<C: ConnectionObject>(
-    kube: &kube::Client,
-    conn: &C,
-) -> Result<Vec<String>, KubeError> {
-    let mut users = vec![];
-    for users_of_kind in listers::<C>() {
-        users.extend(users_of_kind(kube, conn).await?);
-    }
-    Ok(users)
-}
-
-/// Lists the users of a Connection among one kind's resources.
-type UsersOfKind<C> =
-    for<'a> fn(&'a kube::Client, &'a C) -> BoxFuture<'a, Result<Vec<String>, KubeError>>;
-
-/// [`users_of_kind`] for every managed kind ([`crate::kinds::each_kind`]).
-fn listers<C: ConnectionObject>() -> Vec<UsersOfKind<C>> {
-    struct Listers<C>(Vec<UsersOfKind<C>>);
-    impl<C: ConnectionObject> crate::kinds::EachKind for Listers<C> {
-        fn kind<K, P>(&mut self)
-        where
-            K: crate::engine::ManagedObject + kube::CustomResourceExt,
-            P: crate::engine::Provider<K> + Default,
-        {
-            self.0
-                .push(|kube, conn| users_of_kind::<K, C>(kube, conn).boxed());
-        }
-    }
-    let mut listers = Listers(vec![]);
-    crate::kinds::each_kind(&mut listers);
-    listers.0
-}
-
-async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, KubeError>
-where
-    K: crate::engine::ManagedObject,
-    C: ConnectionObject,
-{
-    let api: Api<K> = match C::KIND {
-        ConnectionKind::Connection => Api::namespaced(kube.clone(), &conn.home()),
-        ConnectionKind::ClusterConnection => Api::all(kube.clone()),
-    };
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(KubeError::at("listing users of a Connection"))?;
-    let name = conn.name_any();
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| {
-            let reference = &o.managed().connection_ref;
-            reference.kind() == C::KIND && *reference.name == *name
-        })
-        .map(|o| match C::KIND {
-            ConnectionKind::Connection => format!("{}/{}", K::kind(&()), o.name_any()),
-            ConnectionKind::ClusterConnection => format!(
-                "{} {}/{}",
-                K::kind(&()),
-                o.namespace().unwrap_or_default(),
-                o.name_any()
-            ),
-        })
-        .collect())
 }

@@ -3,4 +3,5 @@
 pub mod controller;
 mod registry;
 
+pub use controller::{Recheck, Users};
 pub use registry::{AccessChange, Connections, NamespaceStore, Unusable};

@@ -348,8 +348,9 @@ async fn connection_controllers(
         upstream_metrics,
         shared.events.clone(),
         shared.clock.clone(),
-        shared.timing.clone(),
+        (&shared.timing).into(),
         config.credentials.clone(),
+        crate::kinds::connection_users,
     ));
     let (connection_wired, connection_store) = connection_controller::<Connection>(
         shared.scope.api(),

@@ -79,8 +79,9 @@ impl Harness {
             metrics,
             events,
             clock.clone(),
-            timing,
+            (&timing).into(),
             Default::default(),
+            accessplane::kinds::connection_users,
         ));
         let h = Self {
             kube,
