@@ -19,9 +19,10 @@ use serde_json::{Map, Value, json};
 
 use super::Connections;
 use super::registry::AccessChange;
+use super::resolution::{self, Credentials, Failure, reason};
 use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::condition::Condition;
-use crate::api::connection::{Connection, ConnectionSpec, UpstreamKind};
+use crate::api::connection::{Connection, ConnectionSpec};
 use crate::api::envelope::ConnectionKind;
 use crate::base::KubeError;
 use crate::base::clock::Clock;
@@ -29,48 +30,8 @@ use crate::base::conditions::{self, ConditionValue, READY};
 use crate::base::events::{EventPublisher, Note};
 use crate::base::jitter::jitter;
 use crate::base::kube_ops;
-use crate::providers::{self, ConnectError, SecretData};
-use crate::upstream::{ErrorClass, UpstreamError, UpstreamMetrics};
-
-/// `Ready` reasons of a Connection.
-pub mod reason {
-    pub const VERIFIED: &str = "Verified";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
-    pub const SECRET_KEY_INVALID: &str = "SecretKeyInvalid";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
-    pub const UNREACHABLE: &str = "Unreachable";
-    pub const IN_USE: &str = "InUse";
-    pub const NAMESPACED_CONNECTIONS_DISABLED: &str = "NamespacedConnectionsDisabled";
-}
-
-/// Where the operator may read credentials Secrets (`--secrets-scope`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SecretsScope {
-    /// In every watched namespace: namespaced Connections and ClusterConnections.
-    #[default]
-    Cluster,
-    /// Only in the credentials namespace: ClusterConnections only.
-    CredentialsNamespace,
-}
-
-/// Where credentials come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// Namespace of every ClusterConnection's Secret (`--credentials-namespace`).
-    pub namespace: String,
-    pub scope: SecretsScope,
-}
-
-impl Default for Credentials {
-    fn default() -> Self {
-        Self {
-            namespace: "accessplane-system".into(),
-            scope: SecretsScope::Cluster,
-        }
-    }
-}
+use crate::providers::SecretData;
+use crate::upstream::UpstreamMetrics;
 
 /// What the controller needs of a `Connection` or a `ClusterConnection`.
 pub trait ConnectionObject:
@@ -100,12 +61,7 @@ pub trait ConnectionObject:
     }
     /// How it is named in messages.
     fn label(&self) -> String {
-        match Self::KIND {
-            ConnectionKind::Connection => {
-                format!("Connection {}/{}", self.home(), self.name_any())
-            }
-            ConnectionKind::ClusterConnection => format!("ClusterConnection {}", self.name_any()),
-        }
+        resolution::label(Self::KIND, &self.home(), &self.name_any())
     }
 }
 
@@ -248,7 +204,7 @@ pub async fn reconcile<C: ConnectionObject>(
             .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
         if let Err((reason, message, _)) = connect(&*conn, &cx).await {
             cx.connections
-                .set_not_ready(&home, &name, format!("{reason}: {message}"));
+                .set_not_ready(&home, &name, resolution::why(reason, &message));
             cx.verified.lock().unwrap().remove(&key);
         }
         announce(&cx, &*conn, rule_changed, was_ready);
@@ -291,7 +247,7 @@ pub async fn reconcile<C: ConnectionObject>(
         ),
         Err((reason, message, requeue)) => {
             cx.connections
-                .set_not_ready(&home, &name, format!("{reason}: {message}"));
+                .set_not_ready(&home, &name, resolution::why(reason, &message));
             cx.verified.lock().unwrap().remove(&key);
             (ConditionValue::new(false, reason, message), requeue)
         }
@@ -323,48 +279,21 @@ pub fn error_policy<C: ConnectionObject>(
     Action::requeue(Duration::from_secs(15))
 }
 
-/// A Connection's `Ready=False` reason, message and when to look again.
-pub type Failure = (&'static str, String, Duration);
-
 /// Builds and verifies the client unless the one in the registry is still current.
 async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Result<(), Failure> {
     let home = conn.home();
     let name = conn.name_any();
     let spec = conn.spec();
-    let Some(kind) = spec.upstream_kind() else {
-        let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set"
-            .to_string();
-        return Err((reason::INVALID_SPEC, message, cx.recheck.terminal_retry));
-    };
-    let ns = match C::KIND {
-        ConnectionKind::Connection
-            if cx.credentials.scope == SecretsScope::CredentialsNamespace =>
-        {
-            let message = format!(
-                "this operator reads credentials only from namespace {} (secrets scope credentialsNamespace): use a ClusterConnection that allows namespace {home}",
-                cx.credentials.namespace
-            );
-            return Err((
-                reason::NAMESPACED_CONNECTIONS_DISABLED,
-                message,
-                cx.recheck.terminal_retry,
-            ));
-        }
-        ConnectionKind::Connection => home.clone(),
-        ConnectionKind::ClusterConnection => cx.credentials.namespace.clone(),
-    };
-    let secret_name = secret_ref(spec, kind);
-    let secrets: Api<Secret> = Api::namespaced(cx.kube.clone(), &ns);
-    let secret = match secrets.get_opt(&secret_name).await {
+    let secret_ref = resolution::secret_of(spec, C::KIND, &home, &cx.credentials)
+        .map_err(|(reason, message)| (reason, message, cx.recheck.terminal_retry))?;
+    let secrets: Api<Secret> = Api::namespaced(cx.kube.clone(), &secret_ref.namespace);
+    let secret = match secrets.get_opt(&secret_ref.name).await {
         Ok(Some(secret)) => secret,
-        Ok(None) => {
-            let message = format!("Secret {ns}/{secret_name} does not exist");
-            return Err((reason::SECRET_NOT_FOUND, message, Duration::from_secs(60)));
-        }
+        Ok(None) => return Err(resolution::missing_secret(&secret_ref)),
         Err(e) => {
             return Err((
                 reason::SECRET_NOT_FOUND,
-                format!("cannot read Secret {ns}/{secret_name}: {e}"),
+                format!("cannot read Secret {secret_ref}: {e}"),
                 Duration::from_secs(30),
             ));
         }
@@ -381,9 +310,8 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     }
 
     let data = SecretData::new(secret.data.clone().unwrap_or_default());
-    let secret_label = format!("{ns}/{secret_name}");
-    let (kind, client) = client_from(spec, &data, cx.metrics.clone(), &secret_label)?;
-    verified(kind, &client).await?;
+    let (kind, client) = resolution::client_from(spec, &data, cx.metrics.clone(), &secret_ref)?;
+    resolution::verified(kind, &client).await?;
     tracing::info!(connection = %conn.label(), provider = kind.field(), "connection verified");
     // A new client also means fresh tokens: a rotated secret takes effect at once.
     cx.connections.set_ready(&home, &name, kind, client);
@@ -391,85 +319,9 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     Ok(())
 }
 
-/// The client a Connection's spec and Secret data make (not verified yet); a failure is
-/// the `Ready` reason and message the Connection shows (`secret`: `namespace/name`).
-pub fn client_from(
-    spec: &ConnectionSpec,
-    data: &SecretData,
-    metrics: Arc<UpstreamMetrics>,
-    secret: &str,
-) -> Result<(UpstreamKind, crate::upstream::UpstreamClient), Failure> {
-    providers::connect(spec, data, metrics).map_err(|e| {
-        let reason = match e {
-            ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
-            ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
-            _ => reason::INVALID_SPEC,
-        };
-        (
-            reason,
-            format!("Secret {secret}: {e}"),
-            Duration::from_secs(300),
-        )
-    })
-}
-
-/// Proves the client's credentials work (one cheap read), or says why not as the
-/// Connection's `Ready` reason and message.
-pub async fn verified(
-    kind: UpstreamKind,
-    client: &crate::upstream::UpstreamClient,
-) -> Result<(), Failure> {
-    providers::verify(kind, client)
-        .await
-        .map_err(|e| classify(&e))
-}
-
-fn classify(error: &UpstreamError) -> Failure {
-    let auth =
-        error.class() == ErrorClass::Authentication || matches!(error.status(), Some(401 | 403));
-    if auth {
-        (
-            reason::AUTHENTICATION_FAILED,
-            error.to_string(),
-            Duration::from_secs(300),
-        )
-    } else {
-        (
-            reason::UNREACHABLE,
-            error.to_string(),
-            Duration::from_secs(30),
-        )
-    }
-}
-
-fn secret_ref(spec: &ConnectionSpec, kind: UpstreamKind) -> String {
-    match kind {
-        UpstreamKind::ConductorOne => spec
-            .conductor_one
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Serval => spec
-            .serval
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Instaclustr => spec
-            .instaclustr
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-    }
-    .map(String::from)
-    .unwrap_or_default()
-}
-
-/// The name of the Secret a Connection spec reads.
-pub fn secret_name(spec: &ConnectionSpec) -> Option<String> {
-    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
-}
-
 /// The Secret a Connection reads, for the Secret → Connection watch mapping.
 pub fn credentials_secret<C: ConnectionObject>(conn: &C) -> Option<String> {
-    let spec = conn.spec();
-    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
+    resolution::secret_name(conn.spec())
 }
 
 async fn write_ready<C: ConnectionObject>(
