@@ -3,9 +3,14 @@
 //! adding a kind means `api/<kind>.rs`, `providers/<saas>/<kind>.rs` and one line in
 //! [`each_kind`].
 
-use kube::CustomResourceExt;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kube::api::{Api, ListParams};
+use kube::{CustomResourceExt, ResourceExt};
 
+use crate::api::envelope::ConnectionKind;
 use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
+use crate::base::KubeError;
 use crate::engine::{ManagedObject, Provider};
 use crate::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
@@ -47,6 +52,76 @@ pub fn names() -> Vec<String> {
     let mut names = Names(vec![]);
     each_kind(&mut names);
     names.0
+}
+
+/// The managed resources whose `connectionRef` names a Connection (`kind`, in `home`) or
+/// a ClusterConnection (`home` "", any namespace's): the Connection controller's
+/// [`crate::connections::Users`], which keeps a Connection while they exist.
+pub fn connection_users<'a>(
+    kube: &'a kube::Client,
+    kind: ConnectionKind,
+    home: &'a str,
+    name: &'a str,
+) -> BoxFuture<'a, Result<Vec<String>, KubeError>> {
+    async move {
+        let mut users = vec![];
+        for users_of_kind in listers() {
+            users.extend(users_of_kind(kube, kind, home, name).await?);
+        }
+        Ok(users)
+    }
+    .boxed()
+}
+
+/// [`users_of_kind`] for every managed kind.
+fn listers() -> Vec<crate::connections::Users> {
+    struct Listers(Vec<crate::connections::Users>);
+    impl EachKind for Listers {
+        fn kind<K, P>(&mut self)
+        where
+            K: ManagedObject + CustomResourceExt,
+            P: Provider<K> + Default,
+        {
+            self.0
+                .push(|kube, kind, home, name| users_of_kind::<K>(kube, kind, home, name).boxed());
+        }
+    }
+    let mut listers = Listers(vec![]);
+    each_kind(&mut listers);
+    listers.0
+}
+
+async fn users_of_kind<K: ManagedObject>(
+    kube: &kube::Client,
+    kind: ConnectionKind,
+    home: &str,
+    name: &str,
+) -> Result<Vec<String>, KubeError> {
+    let api: Api<K> = match kind {
+        ConnectionKind::Connection => Api::namespaced(kube.clone(), home),
+        ConnectionKind::ClusterConnection => Api::all(kube.clone()),
+    };
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(KubeError::at("listing users of a Connection"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|o| {
+            let reference = &o.managed().connection_ref;
+            reference.kind() == kind && *reference.name == *name
+        })
+        .map(|o| match kind {
+            ConnectionKind::Connection => format!("{}/{}", K::kind(&()), o.name_any()),
+            ConnectionKind::ClusterConnection => format!(
+                "{} {}/{}",
+                K::kind(&()),
+                o.namespace().unwrap_or_default(),
+                o.name_any()
+            ),
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! accessplane: manage SaaS access-control objects as Kubernetes custom resources.
 
 pub mod api;
+pub mod base;
 pub mod connections;
 pub mod engine;
 pub mod fence;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use accessplane::connections::controller::{Credentials, SecretsScope};
+use accessplane::connections::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::plan::command::{self, Output, PlanCommand};
 use accessplane::runtime::telemetry::{self, LogFormat};

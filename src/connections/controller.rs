@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
@@ -18,59 +19,19 @@ use serde_json::{Map, Value, json};
 
 use super::Connections;
 use super::registry::AccessChange;
+use super::resolution::{self, Credentials, Failure, reason};
 use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::condition::Condition;
-use crate::api::connection::{Connection, ConnectionSpec, UpstreamKind};
+use crate::api::connection::{Connection, ConnectionSpec};
 use crate::api::envelope::ConnectionKind;
-use crate::engine::clock::Clock;
-use crate::engine::conditions::{self, ConditionValue, READY};
-use crate::engine::events::{EventPublisher, Note};
-use crate::engine::kube_ops;
-use crate::engine::requeue::Timing;
-use crate::providers::{self, ConnectError, SecretData};
-use crate::upstream::{ErrorClass, UpstreamError, UpstreamMetrics};
-use futures::FutureExt;
-use futures::future::BoxFuture;
-
-/// `Ready` reasons of a Connection.
-pub mod reason {
-    pub const VERIFIED: &str = "Verified";
-    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
-    pub const SECRET_KEY_MISSING: &str = "SecretKeyMissing";
-    pub const SECRET_KEY_INVALID: &str = "SecretKeyInvalid";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const AUTHENTICATION_FAILED: &str = "AuthenticationFailed";
-    pub const UNREACHABLE: &str = "Unreachable";
-    pub const IN_USE: &str = "InUse";
-    pub const NAMESPACED_CONNECTIONS_DISABLED: &str = "NamespacedConnectionsDisabled";
-}
-
-/// Where the operator may read credentials Secrets (`--secrets-scope`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum SecretsScope {
-    /// In every watched namespace: namespaced Connections and ClusterConnections.
-    #[default]
-    Cluster,
-    /// Only in the credentials namespace: ClusterConnections only.
-    CredentialsNamespace,
-}
-
-/// Where credentials come from.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Credentials {
-    /// Namespace of every ClusterConnection's Secret (`--credentials-namespace`).
-    pub namespace: String,
-    pub scope: SecretsScope,
-}
-
-impl Default for Credentials {
-    fn default() -> Self {
-        Self {
-            namespace: "accessplane-system".into(),
-            scope: SecretsScope::Cluster,
-        }
-    }
-}
+use crate::base::KubeError;
+use crate::base::clock::Clock;
+use crate::base::conditions::{self, ConditionValue, READY};
+use crate::base::events::{EventPublisher, Note};
+use crate::base::jitter::jitter;
+use crate::base::kube_ops;
+use crate::providers::SecretData;
+use crate::upstream::UpstreamMetrics;
 
 /// What the controller needs of a `Connection` or a `ClusterConnection`.
 pub trait ConnectionObject:
@@ -100,12 +61,7 @@ pub trait ConnectionObject:
     }
     /// How it is named in messages.
     fn label(&self) -> String {
-        match Self::KIND {
-            ConnectionKind::Connection => {
-                format!("Connection {}/{}", self.home(), self.name_any())
-            }
-            ConnectionKind::ClusterConnection => format!("ClusterConnection {}", self.name_any()),
-        }
+        resolution::label(Self::KIND, &self.home(), &self.name_any())
     }
 }
 
@@ -154,22 +110,25 @@ impl ConnectionObject for ClusterConnection {
     }
 }
 
-/// Errors that abort a Connection reconcile (everything else becomes a condition).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectionError {
-    #[error("kubernetes API: {context}: {source}")]
-    Kube {
-        context: &'static str,
-        #[source]
-        source: kube::Error,
-    },
-    #[error(transparent)]
-    Engine(#[from] crate::engine::EngineError),
+/// When the controller looks at a Connection again.
+#[derive(Clone, Debug)]
+pub struct Recheck {
+    /// After it was verified (±10 % jitter, so Connections verified together do not all
+    /// call their upstreams again together).
+    pub resync: Duration,
+    /// After a spec that cannot work as it is (a change of it is seen at once anyway).
+    pub terminal_retry: Duration,
 }
 
-fn kube_err(context: &'static str) -> impl FnOnce(kube::Error) -> ConnectionError {
-    move |source| ConnectionError::Kube { context, source }
-}
+/// Lists the managed resources whose `connectionRef` names a Connection (`kind`, `home`
+/// "" for a ClusterConnection, `name`): `Kind/name`, or `Kind namespace/name` for a
+/// ClusterConnection. The runtime hands it in, as the managed kinds sit above this module.
+pub type Users = for<'a> fn(
+    &'a kube::Client,
+    ConnectionKind,
+    &'a str,
+    &'a str,
+) -> BoxFuture<'a, Result<Vec<String>, KubeError>>;
 
 /// What makes a built client stale: the Connection's spec or its Secret changed.
 #[derive(Clone, PartialEq, Eq)]
@@ -185,20 +144,25 @@ pub struct ConnectionContext {
     pub metrics: Arc<UpstreamMetrics>,
     pub events: EventPublisher,
     pub clock: Arc<dyn Clock>,
-    pub timing: Timing,
+    pub recheck: Recheck,
     pub credentials: Credentials,
+    /// Who still uses a Connection that is being deleted.
+    pub users: Users,
     verified: Mutex<HashMap<(String, String), Fingerprint>>,
 }
 
 impl ConnectionContext {
+    // Each argument is a separate piece the runtime (or a test) owns and shares.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kube: kube::Client,
         connections: Arc<Connections>,
         metrics: Arc<UpstreamMetrics>,
         events: EventPublisher,
         clock: Arc<dyn Clock>,
-        timing: Timing,
+        recheck: Recheck,
         credentials: Credentials,
+        users: Users,
     ) -> Self {
         Self {
             kube,
@@ -206,8 +170,9 @@ impl ConnectionContext {
             metrics,
             events,
             clock,
-            timing,
+            recheck,
             credentials,
+            users,
             verified: Mutex::default(),
         }
     }
@@ -217,7 +182,7 @@ impl ConnectionContext {
 pub async fn reconcile<C: ConnectionObject>(
     conn: Arc<C>,
     cx: Arc<ConnectionContext>,
-) -> Result<Action, ConnectionError> {
+) -> Result<Action, KubeError> {
     let home = conn.home();
     let name = conn.name_any();
     let api = conn.api(&cx.kube);
@@ -225,7 +190,7 @@ pub async fn reconcile<C: ConnectionObject>(
     let was_ready = cx.connections.is_ready(&home, &name);
 
     if conn.meta().deletion_timestamp.is_some() {
-        let users = users_of(&cx.kube, &*conn).await?;
+        let users = (cx.users)(&cx.kube, C::KIND, &home, &name).await?;
         if users.is_empty() {
             cx.connections.remove(&home, &name);
             cx.verified.lock().unwrap().remove(&key);
@@ -239,7 +204,7 @@ pub async fn reconcile<C: ConnectionObject>(
             .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
         if let Err((reason, message, _)) = connect(&*conn, &cx).await {
             cx.connections
-                .set_not_ready(&home, &name, format!("{reason}: {message}"));
+                .set_not_ready(&home, &name, resolution::why(reason, &message));
             cx.verified.lock().unwrap().remove(&key);
         }
         announce(&cx, &*conn, rule_changed, was_ready);
@@ -278,11 +243,11 @@ pub async fn reconcile<C: ConnectionObject>(
     let (ready, requeue) = match outcome {
         Ok(()) => (
             ConditionValue::new(true, reason::VERIFIED, "credentials verified"),
-            cx.timing.resync_for(None),
+            jitter(cx.recheck.resync, 0.1),
         ),
         Err((reason, message, requeue)) => {
             cx.connections
-                .set_not_ready(&home, &name, format!("{reason}: {message}"));
+                .set_not_ready(&home, &name, resolution::why(reason, &message));
             cx.verified.lock().unwrap().remove(&key);
             (ConditionValue::new(false, reason, message), requeue)
         }
@@ -307,55 +272,28 @@ fn announce<C: ConnectionObject>(cx: &ConnectionContext, conn: &C, rule: bool, w
 /// Requeue delay after a Kubernetes API error.
 pub fn error_policy<C: ConnectionObject>(
     _conn: Arc<C>,
-    error: &ConnectionError,
+    error: &KubeError,
     _cx: Arc<ConnectionContext>,
 ) -> Action {
     tracing::warn!(%error, "connection reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }
 
-/// A Connection's `Ready=False` reason, message and when to look again.
-pub type Failure = (&'static str, String, Duration);
-
 /// Builds and verifies the client unless the one in the registry is still current.
 async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Result<(), Failure> {
     let home = conn.home();
     let name = conn.name_any();
     let spec = conn.spec();
-    let Some(kind) = spec.upstream_kind() else {
-        let message = "exactly one of spec.conductorOne, spec.serval, spec.instaclustr must be set"
-            .to_string();
-        return Err((reason::INVALID_SPEC, message, cx.timing.terminal_retry));
-    };
-    let ns = match C::KIND {
-        ConnectionKind::Connection
-            if cx.credentials.scope == SecretsScope::CredentialsNamespace =>
-        {
-            let message = format!(
-                "this operator reads credentials only from namespace {} (secrets scope credentialsNamespace): use a ClusterConnection that allows namespace {home}",
-                cx.credentials.namespace
-            );
-            return Err((
-                reason::NAMESPACED_CONNECTIONS_DISABLED,
-                message,
-                cx.timing.terminal_retry,
-            ));
-        }
-        ConnectionKind::Connection => home.clone(),
-        ConnectionKind::ClusterConnection => cx.credentials.namespace.clone(),
-    };
-    let secret_name = secret_ref(spec, kind);
-    let secrets: Api<Secret> = Api::namespaced(cx.kube.clone(), &ns);
-    let secret = match secrets.get_opt(&secret_name).await {
+    let secret_ref = resolution::secret_of(spec, C::KIND, &home, &cx.credentials)
+        .map_err(|(reason, message)| (reason, message, cx.recheck.terminal_retry))?;
+    let secrets: Api<Secret> = Api::namespaced(cx.kube.clone(), &secret_ref.namespace);
+    let secret = match secrets.get_opt(&secret_ref.name).await {
         Ok(Some(secret)) => secret,
-        Ok(None) => {
-            let message = format!("Secret {ns}/{secret_name} does not exist");
-            return Err((reason::SECRET_NOT_FOUND, message, Duration::from_secs(60)));
-        }
+        Ok(None) => return Err(resolution::missing_secret(&secret_ref)),
         Err(e) => {
             return Err((
                 reason::SECRET_NOT_FOUND,
-                format!("cannot read Secret {ns}/{secret_name}: {e}"),
+                format!("cannot read Secret {secret_ref}: {e}"),
                 Duration::from_secs(30),
             ));
         }
@@ -372,9 +310,8 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     }
 
     let data = SecretData::new(secret.data.clone().unwrap_or_default());
-    let secret_label = format!("{ns}/{secret_name}");
-    let (kind, client) = client_from(spec, &data, cx.metrics.clone(), &secret_label)?;
-    verified(kind, &client).await?;
+    let (kind, client) = resolution::client_from(spec, &data, cx.metrics.clone(), &secret_ref)?;
+    resolution::verified(kind, &client).await?;
     tracing::info!(connection = %conn.label(), provider = kind.field(), "connection verified");
     // A new client also means fresh tokens: a rotated secret takes effect at once.
     cx.connections.set_ready(&home, &name, kind, client);
@@ -382,85 +319,9 @@ async fn connect<C: ConnectionObject>(conn: &C, cx: &ConnectionContext) -> Resul
     Ok(())
 }
 
-/// The client a Connection's spec and Secret data make (not verified yet); a failure is
-/// the `Ready` reason and message the Connection shows (`secret`: `namespace/name`).
-pub fn client_from(
-    spec: &ConnectionSpec,
-    data: &SecretData,
-    metrics: Arc<UpstreamMetrics>,
-    secret: &str,
-) -> Result<(UpstreamKind, crate::upstream::UpstreamClient), Failure> {
-    providers::connect(spec, data, metrics).map_err(|e| {
-        let reason = match e {
-            ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
-            ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
-            _ => reason::INVALID_SPEC,
-        };
-        (
-            reason,
-            format!("Secret {secret}: {e}"),
-            Duration::from_secs(300),
-        )
-    })
-}
-
-/// Proves the client's credentials work (one cheap read), or says why not as the
-/// Connection's `Ready` reason and message.
-pub async fn verified(
-    kind: UpstreamKind,
-    client: &crate::upstream::UpstreamClient,
-) -> Result<(), Failure> {
-    providers::verify(kind, client)
-        .await
-        .map_err(|e| classify(&e))
-}
-
-fn classify(error: &UpstreamError) -> Failure {
-    let auth =
-        error.class() == ErrorClass::Authentication || matches!(error.status(), Some(401 | 403));
-    if auth {
-        (
-            reason::AUTHENTICATION_FAILED,
-            error.to_string(),
-            Duration::from_secs(300),
-        )
-    } else {
-        (
-            reason::UNREACHABLE,
-            error.to_string(),
-            Duration::from_secs(30),
-        )
-    }
-}
-
-fn secret_ref(spec: &ConnectionSpec, kind: UpstreamKind) -> String {
-    match kind {
-        UpstreamKind::ConductorOne => spec
-            .conductor_one
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Serval => spec
-            .serval
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-        UpstreamKind::Instaclustr => spec
-            .instaclustr
-            .as_ref()
-            .map(|c| c.credentials_secret_ref.name.clone()),
-    }
-    .map(String::from)
-    .unwrap_or_default()
-}
-
-/// The name of the Secret a Connection spec reads.
-pub fn secret_name(spec: &ConnectionSpec) -> Option<String> {
-    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
-}
-
 /// The Secret a Connection reads, for the Secret → Connection watch mapping.
 pub fn credentials_secret<C: ConnectionObject>(conn: &C) -> Option<String> {
-    let spec = conn.spec();
-    spec.upstream_kind().map(|kind| secret_ref(spec, kind))
+    resolution::secret_name(conn.spec())
 }
 
 async fn write_ready<C: ConnectionObject>(
@@ -468,7 +329,7 @@ async fn write_ready<C: ConnectionObject>(
     conn: &C,
     cx: &ConnectionContext,
     ready: ConditionValue,
-) -> Result<(), ConnectionError> {
+) -> Result<(), KubeError> {
     let mut conditions = conn.conditions().to_vec();
     let previous =
         conditions::get(&conditions, READY).map(|c| (c.status.clone(), c.reason.clone()));
@@ -505,72 +366,4 @@ async fn write_ready<C: ConnectionObject>(
     }
     kube_ops::write_status(api, conn, Value::Object(status)).await?;
     Ok(())
-}
-
-/// Managed resources whose `connectionRef` names this Connection (its namespace's) or
-/// this ClusterConnection (any namespace's).
-async fn users_of<C: ConnectionObject>(
-    kube: &kube::Client,
-    conn: &C,
-) -> Result<Vec<String>, ConnectionError> {
-    let mut users = vec![];
-    for users_of_kind in listers::<C>() {
-        users.extend(users_of_kind(kube, conn).await?);
-    }
-    Ok(users)
-}
-
-/// Lists the users of a Connection among one kind's resources.
-type UsersOfKind<C> =
-    for<'a> fn(&'a kube::Client, &'a C) -> BoxFuture<'a, Result<Vec<String>, ConnectionError>>;
-
-/// [`users_of_kind`] for every managed kind ([`crate::kinds::each_kind`]).
-fn listers<C: ConnectionObject>() -> Vec<UsersOfKind<C>> {
-    struct Listers<C>(Vec<UsersOfKind<C>>);
-    impl<C: ConnectionObject> crate::kinds::EachKind for Listers<C> {
-        fn kind<K, P>(&mut self)
-        where
-            K: crate::engine::ManagedObject + kube::CustomResourceExt,
-            P: crate::engine::Provider<K> + Default,
-        {
-            self.0
-                .push(|kube, conn| users_of_kind::<K, C>(kube, conn).boxed());
-        }
-    }
-    let mut listers = Listers(vec![]);
-    crate::kinds::each_kind(&mut listers);
-    listers.0
-}
-
-async fn users_of_kind<K, C>(kube: &kube::Client, conn: &C) -> Result<Vec<String>, ConnectionError>
-where
-    K: crate::engine::ManagedObject,
-    C: ConnectionObject,
-{
-    let api: Api<K> = match C::KIND {
-        ConnectionKind::Connection => Api::namespaced(kube.clone(), &conn.home()),
-        ConnectionKind::ClusterConnection => Api::all(kube.clone()),
-    };
-    let list = api
-        .list(&ListParams::default())
-        .await
-        .map_err(kube_err("listing users of a Connection"))?;
-    let name = conn.name_any();
-    Ok(list
-        .items
-        .iter()
-        .filter(|o| {
-            let reference = &o.managed().connection_ref;
-            reference.kind() == C::KIND && *reference.name == *name
-        })
-        .map(|o| match C::KIND {
-            ConnectionKind::Connection => format!("{}/{}", K::kind(&()), o.name_any()),
-            ConnectionKind::ClusterConnection => format!(
-                "{} {}/{}",
-                K::kind(&()),
-                o.namespace().unwrap_or_default(),
-                o.name_any()
-            ),
-        })
-        .collect())
 }

@@ -11,6 +11,7 @@ use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use tokio::sync::broadcast;
 
+use super::resolution::{self, check_allowed};
 use crate::api::Connection;
 use crate::api::cluster_connection::{AllowedNamespaces, ClusterConnection};
 use crate::api::connection::UpstreamKind;
@@ -125,7 +126,9 @@ impl Connections {
     ) -> Result<UpstreamClient, Unusable> {
         let name = &*reference.name;
         match reference.kind() {
-            ConnectionKind::Connection => self.resolve_entry(namespace, name, want),
+            ConnectionKind::Connection => {
+                self.resolve_entry(ConnectionKind::Connection, namespace, name, want)
+            }
             ConnectionKind::ClusterConnection => {
                 if let Some(why) = self.cluster_disabled.get() {
                     return Err(Unusable::NotAllowed(format!(
@@ -143,33 +146,26 @@ impl Connections {
                 };
                 match self.allowed.read().unwrap().get(name) {
                     None => {
-                        return Err(Unusable::NotReady(format!(
-                            "ClusterConnection {name} is not ready (not found or not yet verified)"
-                        )));
+                        let label = resolution::label(ConnectionKind::ClusterConnection, "", name);
+                        return Err(not_verified(&label));
                     }
-                    Some(rule) if !rule.allows(namespace, &labels) => {
-                        return Err(Unusable::NotAllowed(format!(
-                            "ClusterConnection {name} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
-                        )));
-                    }
-                    Some(_) => {}
+                    Some(rule) => check_allowed(name, rule, namespace, &labels)?,
                 }
-                self.resolve_entry("", name, want)
+                self.resolve_entry(ConnectionKind::ClusterConnection, "", name, want)
             }
         }
     }
 
+    /// `namespace` "" for a ClusterConnection.
     fn resolve_entry(
         &self,
+        kind: ConnectionKind,
         namespace: &str,
         name: &str,
         want: UpstreamKind,
     ) -> Result<UpstreamClient, Unusable> {
         // Only failures are described (a resolve happens on every reconcile).
-        let label = || match namespace {
-            "" => format!("ClusterConnection {name}"),
-            ns => format!("Connection {ns}/{name}"),
-        };
+        let label = || resolution::label(kind, namespace, name);
         let gone = if namespace.is_empty() {
             self.cluster_cache
                 .get()
@@ -185,20 +181,11 @@ impl Connections {
         }
         let entries = self.entries.read().unwrap();
         match entries.get(&(namespace.to_string(), name.to_string())) {
-            None => Err(Unusable::NotReady(format!(
-                "{} is not ready (not found or not yet verified)",
-                label()
-            ))),
-            Some(Entry::NotReady { message }) => Err(Unusable::NotReady(format!(
-                "{} is not ready: {message}",
-                label()
-            ))),
-            Some(Entry::Ready { kind, .. }) if *kind != want => Err(Unusable::NotReady(format!(
-                "{} points at {}, but this kind needs spec.{}",
-                label(),
-                kind.field(),
-                want.field()
-            ))),
+            None => Err(not_verified(&label())),
+            Some(Entry::NotReady { message }) => Err(resolution::not_ready(&label(), message)),
+            Some(Entry::Ready { kind, .. }) if *kind != want => {
+                Err(resolution::wrong_upstream(&label(), *kind, want))
+            }
             Some(Entry::Ready { client, .. }) => Ok(client.clone()),
         }
     }
@@ -320,6 +307,13 @@ impl Connections {
             }
         })
     }
+}
+
+/// A Connection the controller has not reconciled (yet) since start-up.
+fn not_verified(label: &str) -> Unusable {
+    Unusable::NotReady(format!(
+        "{label} is not ready (not found or not yet verified)"
+    ))
 }
 
 #[cfg(test)]

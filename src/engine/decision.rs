@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::clock::elapsed;
 use super::memory::Learned;
 use super::requeue::Timing;
 use super::{
@@ -27,6 +26,7 @@ use super::{
     create_mark, recorded_id,
 };
 use crate::api::envelope::{ManagementPolicy, PendingOperation, PendingWrite};
+use crate::base::clock::elapsed;
 use crate::upstream::Call;
 
 /// What a reader found under an id.

@@ -1,8 +1,8 @@
 //! Errors of the engine layer and how they map to conditions.
 
+use crate::base::KubeError;
+use crate::base::conditions::reason;
 use crate::upstream::{ErrorClass, UpstreamError};
-
-use super::conditions::reason;
 
 /// Why a reconcile could not finish.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,14 @@ impl EngineError {
             Self::CreateAmbiguous(_) => "create_ambiguous",
             Self::Refused(_) => "refused",
         }
+    }
+}
+
+/// A failed write of the base layer's (finalizer, annotations, status): retried like any
+/// other failed Kubernetes call.
+impl From<KubeError> for EngineError {
+    fn from(KubeError { context, source }: KubeError) -> Self {
+        Self::Kube { context, source }
     }
 }
 

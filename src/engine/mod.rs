@@ -6,15 +6,11 @@
 //! A pass is a decision ([`decision`], [`deletion`]: reads only, shared with
 //! `accessplane plan`) and its execution ([`reconciler`]: marks, writes, status).
 
-pub mod clock;
-pub mod conditions;
 mod create_mark;
 pub mod decision;
 pub mod deletion;
 pub mod error;
-pub mod events;
 pub mod identity;
-pub mod kube_ops;
 pub mod memory;
 pub mod metrics;
 pub mod observation;
@@ -39,8 +35,7 @@ pub use error::EngineError;
 pub use provider::{Created, Cx, Diff, Provider, Reference, Unresolved, Written};
 pub use reconciler::{Engine, reconcile};
 
-/// Finalizer on every managed resource (and on Connections still in use).
-pub const FINALIZER: &str = "accessplane.io/finalizer";
+pub use crate::base::kube_ops::FINALIZER;
 /// The create mark: written together with the finalizer, in the resource's one metadata
 /// write, just before a create is sent (its value: when), and kept. While the status
 /// records no id it says a create may have made an upstream object whose id was lost (a

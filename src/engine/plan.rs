@@ -12,11 +12,11 @@ use std::collections::HashMap;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::conditions::reason;
 use super::decision::{self, Change, Found, Given, Read, Reader, Step};
 use super::deletion::{self, Reach, Removal};
 use super::requeue::Timing;
 use super::{Cx, EngineError, ManagedObject, Provider};
+use crate::base::conditions::reason;
 use crate::upstream::{Call, UpstreamClient};
 
 /// Stands for the id the upstream assigns to an object a plan creates, in the paths of

@@ -31,7 +31,7 @@ pub struct Diff {
 /// A part of the spec that no update can achieve.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unresolved {
-    /// The `Ready=False` reason: one of [`super::conditions::reason`], e.g. `ToolNotApproved`.
+    /// The `Ready=False` reason: one of [`crate::base::conditions::reason`], e.g. `ToolNotApproved`.
     pub reason: &'static str,
     /// What cannot be achieved and why, e.g. `tool "x" is not approved (…)`.
     pub message: String,

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use rand::Rng;
+use crate::base::jitter::jitter;
+use crate::connections::Recheck;
 
 /// Annotation overriding the resync interval of one resource (Go duration syntax, e.g. `30m`).
 pub const RESYNC_ANNOTATION: &str = "accessplane.io/resync-interval";
@@ -107,6 +108,16 @@ impl Timing {
     }
 }
 
+/// The part of these knobs the Connection controller uses.
+impl From<&Timing> for Recheck {
+    fn from(timing: &Timing) -> Self {
+        Self {
+            resync: timing.resync,
+            terminal_retry: timing.terminal_retry,
+        }
+    }
+}
+
 /// Shortest resync interval an annotation may ask for: shorter would hammer the upstream.
 const MIN_RESYNC_ANNOTATION: Duration = Duration::from_secs(10);
 
@@ -135,11 +146,6 @@ fn fnv1a(text: &str) -> u64 {
 pub fn parse_interval(text: &str) -> Option<Duration> {
     let parsed: kube::core::Duration = text.trim().parse().ok()?;
     Some(Duration::from(parsed))
-}
-
-fn jitter(base: Duration, fraction: f64) -> Duration {
-    let factor = rand::rng().random_range((1.0 - fraction)..=(1.0 + fraction));
-    base.mul_f64(factor)
 }
 
 #[cfg(test)]

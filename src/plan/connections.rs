@@ -1,8 +1,9 @@
 //! Where `accessplane plan` gets its upstream clients: the Connection (or
 //! ClusterConnection) a resource names and its Secret, from the input when it defines
 //! them, else from the cluster. Clients are built and verified exactly as the operator's
-//! Connection controller does (the same functions), then made read-only. A resource
-//! whose Connection would not work is blocked with the reason and message it would show.
+//! Connection controller does, and judged as its registry does (the same functions, in
+//! [`crate::connections::resolution`]), then made read-only. A resource whose Connection
+//! would not work is blocked with the reason and message it would show.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -18,8 +19,9 @@ use crate::api::cluster_connection::ClusterConnectionSpec;
 use crate::api::connection::{ConnectionSpec, UpstreamKind};
 use crate::api::envelope::{ConnectionKind, ConnectionRef};
 use crate::api::{ClusterConnection, Connection};
-use crate::connections::controller::{client_from, secret_name, verified};
-use crate::engine::conditions::reason;
+use crate::base::conditions::reason;
+use crate::connections::Unusable;
+use crate::connections::resolution::{self, Credentials, SecretsScope};
 use crate::providers::SecretData;
 use crate::upstream::{UpstreamClient, UpstreamMetrics};
 
@@ -40,6 +42,26 @@ impl Blocked {
             message,
         }
     }
+
+    /// A Connection or ClusterConnection that is in neither place.
+    fn absent(label: &str) -> Self {
+        Self::waiting(format!(
+            "{label} does not exist (neither in the input nor in the cluster)"
+        ))
+    }
+}
+
+/// The reasons the engine shows for each (a Connection to wait for, or a refusal).
+impl From<Unusable> for Blocked {
+    fn from(unusable: Unusable) -> Self {
+        match unusable {
+            Unusable::NotReady(message) => Self::waiting(message),
+            Unusable::NotAllowed(message) => Self {
+                reason: reason::CONNECTION_NOT_ALLOWED,
+                message,
+            },
+        }
+    }
 }
 
 /// Clients by Connection, built once per plan.
@@ -48,8 +70,8 @@ pub struct PlanConnections<'a> {
     cluster: Option<kube::Client>,
     /// Namespace of input objects that name none (as kubectl's current namespace).
     default_namespace: String,
-    /// Where ClusterConnections' Secrets live.
-    credentials_namespace: String,
+    /// Where ClusterConnections' Secrets live (the plan may read any namespace's).
+    credentials: Credentials,
     metrics: Arc<UpstreamMetrics>,
     built: HashMap<(String, String), Result<(UpstreamKind, UpstreamClient), Blocked>>,
 }
@@ -65,7 +87,10 @@ impl<'a> PlanConnections<'a> {
             input,
             cluster,
             default_namespace: default_namespace.into(),
-            credentials_namespace: credentials_namespace.into(),
+            credentials: Credentials {
+                namespace: credentials_namespace.into(),
+                scope: SecretsScope::Cluster,
+            },
             metrics: Arc::default(),
             built: HashMap::new(),
         }
@@ -79,28 +104,25 @@ impl<'a> PlanConnections<'a> {
         want: UpstreamKind,
     ) -> Result<UpstreamClient, Blocked> {
         let name = reference.name.to_string();
-        let (home, label) = match reference.kind() {
-            ConnectionKind::Connection => (
-                namespace.to_string(),
-                format!("Connection {namespace}/{name}"),
-            ),
+        let kind = reference.kind();
+        let home = match kind {
+            ConnectionKind::Connection => namespace.to_string(),
             ConnectionKind::ClusterConnection => {
                 self.check_allowed(namespace, &name).await?;
-                (String::new(), format!("ClusterConnection {name}"))
+                String::new()
             }
         };
+        let label = resolution::label(kind, &home, &name);
         let key = (home.clone(), name.clone());
         if !self.built.contains_key(&key) {
-            let built = self.build(&home, &name, &label).await;
+            let built = self.build(kind, &home, &name, &label).await;
             self.built.insert(key.clone(), built);
         }
         match &self.built[&key] {
             Err(blocked) => Err(blocked.clone()),
-            Ok((kind, _)) if *kind != want => Err(Blocked::waiting(format!(
-                "{label} points at {}, but this kind needs spec.{}",
-                kind.field(),
-                want.field()
-            ))),
+            Ok((kind, _)) if *kind != want => {
+                Err(resolution::wrong_upstream(&label, *kind, want).into())
+            }
             Ok((_, client)) => Ok(client.clone()),
         }
     }
@@ -108,65 +130,47 @@ impl<'a> PlanConnections<'a> {
     /// A ClusterConnection's `allowedNamespaces` against the namespace's labels.
     async fn check_allowed(&self, namespace: &str, name: &str) -> Result<(), Blocked> {
         let Some(spec) = self.cluster_connection(name).await? else {
-            return Err(Blocked::waiting(format!(
-                "ClusterConnection {name} does not exist (neither in the input nor in the cluster)"
-            )));
+            let label = resolution::label(ConnectionKind::ClusterConnection, "", name);
+            return Err(Blocked::absent(&label));
         };
         let labels = self.namespace_labels(namespace).await?;
-        if spec.allowed_namespaces.allows(namespace, &labels) {
-            return Ok(());
-        }
-        Err(Blocked {
-            reason: reason::CONNECTION_NOT_ALLOWED,
-            message: format!(
-                "ClusterConnection {name} does not allow namespace {namespace} (spec.allowedNamespaces); nothing is sent upstream until it does"
-            ),
-        })
+        resolution::check_allowed(name, &spec.allowed_namespaces, namespace, &labels)
+            .map_err(Blocked::from)
     }
 
+    /// The client the Connection (`kind`, in `home`) and its Secret make, as the
+    /// Connection controller builds and verifies it.
     async fn build(
         &self,
+        kind: ConnectionKind,
         home: &str,
         name: &str,
         label: &str,
     ) -> Result<(UpstreamKind, UpstreamClient), Blocked> {
-        let not_ready = |reason: &str, message: &str| {
-            Blocked::waiting(format!("{label} is not ready: {reason}: {message}"))
+        let not_ready = |reason: &str, message: &str| -> Blocked {
+            resolution::not_ready(label, &resolution::why(reason, message)).into()
         };
-        let (spec, secret_ns) = if home.is_empty() {
-            let spec = self.cluster_connection(name).await?.ok_or_else(|| {
-                Blocked::waiting(format!(
-                    "{label} does not exist (neither in the input nor in the cluster)"
-                ))
-            })?;
-            (spec.connection, self.credentials_namespace.clone())
-        } else {
-            let spec = self.connection(home, name).await?.ok_or_else(|| {
-                Blocked::waiting(format!(
-                    "{label} does not exist (neither in the input nor in the cluster)"
-                ))
-            })?;
-            (spec, home.to_string())
+        let spec = match kind {
+            ConnectionKind::Connection => self.connection(home, name).await?,
+            ConnectionKind::ClusterConnection => {
+                self.cluster_connection(name).await?.map(|c| c.connection)
+            }
         };
-        let secret = secret_name(&spec).unwrap_or_default();
-        let Some(data) = self.secret(&secret_ns, &secret).await? else {
-            return Err(not_ready(
-                "SecretNotFound",
-                &format!("Secret {secret_ns}/{secret} does not exist"),
-            ));
+        let spec = spec.ok_or_else(|| Blocked::absent(label))?;
+        let secret = resolution::secret_of(&spec, kind, home, &self.credentials)
+            .map_err(|(reason, message)| not_ready(reason, &message))?;
+        let Some(data) = self.secret(&secret.namespace, &secret.name).await? else {
+            let (reason, message, _) = resolution::missing_secret(&secret);
+            return Err(not_ready(reason, &message));
         };
-        let (kind, client) = client_from(
-            &spec,
-            &data,
-            self.metrics.clone(),
-            &format!("{secret_ns}/{secret}"),
-        )
-        .map_err(|(reason, message, _)| not_ready(reason, &message))?;
+        let (upstream, client) =
+            resolution::client_from(&spec, &data, self.metrics.clone(), &secret)
+                .map_err(|(reason, message, _)| not_ready(reason, &message))?;
         let client = client.read_only();
-        verified(kind, &client)
+        resolution::verified(upstream, &client)
             .await
             .map_err(|(reason, message, _)| not_ready(reason, &message))?;
-        Ok((kind, client))
+        Ok((upstream, client))
     }
 
     /// An object of the input: `kind` and name, in `namespace` (`None`: cluster-scoped).

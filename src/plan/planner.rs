@@ -251,7 +251,7 @@ impl Planner<'_> {
         }
         let obj: K = serde_json::from_value(merged).map_err(|e| {
             Settled::blocked(
-                crate::engine::conditions::reason::ERROR,
+                crate::base::conditions::reason::ERROR,
                 format!("{}: with the cluster copy's status: {e}", loaded.source),
             )
         })?;
@@ -315,7 +315,7 @@ impl Planner<'_> {
             .await
             .map_err(|e| {
                 Settled::blocked(
-                    crate::engine::conditions::reason::ERROR,
+                    crate::base::conditions::reason::ERROR,
                     format!(
                         "cannot read {} {namespace}/{name} from the cluster: {e}",
                         K::kind(&())
@@ -502,7 +502,7 @@ fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
             entry.changes = changes;
             entry.action = Action::NoOp;
             entry.id = Some(id);
-            entry.reason = Some(crate::engine::conditions::reason::DRIFTED.into());
+            entry.reason = Some(crate::base::conditions::reason::DRIFTED.into());
             entry.message = Some(format!(
                 "managementPolicy Observe: upstream differs in {}; nothing is written",
                 fields.join(", ")
@@ -511,7 +511,7 @@ fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
         }
         Planned::Pending { message } => {
             entry.action = Action::NoOp;
-            entry.reason = Some(crate::engine::conditions::reason::PENDING.into());
+            entry.reason = Some(crate::base::conditions::reason::PENDING.into());
             entry.message = Some(message);
         }
         Planned::Blocked { reason, message } => {

@@ -17,11 +17,11 @@ use kube::{Resource, ResourceExt};
 use super::changes::Changes;
 use crate::api::envelope::ConnectionKind;
 use crate::api::{ClusterConnection, Connection};
+use crate::base::conditions::{self, READY, reason};
 use crate::connections::controller::{
     self as connection, ConnectionContext, ConnectionObject, credentials_secret,
 };
 use crate::connections::{AccessChange, Connections};
-use crate::engine::conditions::{self, READY, reason};
 use crate::engine::{self, Engine, ManagedObject, Provider, Reference};
 
 /// Resolves once, when the process is asked to stop; every controller and the server share it.

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::engine::events::{EventPublisher, Reporter};
 use futures::FutureExt;
 use futures::future::join_all;
 use kube::api::Api;
@@ -22,9 +21,10 @@ use prometheus_client::registry::Registry;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::api::{ClusterConnection, Connection};
-use crate::connections::Connections;
-use crate::connections::controller::{ConnectionContext, Credentials, SecretsScope};
-use crate::engine::clock::{Clock, SystemClock};
+use crate::base::clock::{Clock, SystemClock};
+use crate::base::events::{EventPublisher, Reporter};
+use crate::connections::controller::ConnectionContext;
+use crate::connections::{Connections, Credentials, SecretsScope};
 use crate::engine::metrics::ReconcileMetrics;
 use crate::engine::requeue::Timing;
 use crate::engine::{Engine, ManagedObject, Provider};
@@ -348,8 +348,9 @@ async fn connection_controllers(
         upstream_metrics,
         shared.events.clone(),
         shared.clock.clone(),
-        shared.timing.clone(),
+        (&shared.timing).into(),
         config.credentials.clone(),
+        crate::kinds::connection_users,
     ));
     let (connection_wired, connection_store) = connection_controller::<Connection>(
         shared.watched.api(),

@@ -8,8 +8,8 @@ use std::time::Duration;
 use accessplane::api::{
     AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl,
 };
-use accessplane::connections::controller::reason as conn;
-use accessplane::engine::conditions::reason;
+use accessplane::base::conditions::reason;
+use accessplane::connections::reason as conn;
 use accessplane::engine::{Engine, ManagedObject, Provider};
 use accessplane::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use accessplane::connections::controller::{Credentials, SecretsScope};
+use accessplane::connections::{Credentials, SecretsScope};
 use accessplane::runtime::{RunConfig, RuntimeError, run_with};
 use futures::FutureExt;
 use serde_json::{Value, json};

@@ -353,7 +353,7 @@ async fn status_written_from_a_stale_copy_leaves_nothing_behind() {
     .await
     .unwrap();
     let wanted = json!({"id": "ap-1", "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]});
-    accessplane::engine::kube_ops::write_status(&api, &stale, wanted.clone())
+    accessplane::base::kube_ops::write_status(&api, &stale, wanted.clone())
         .await
         .unwrap();
     assert_eq!(h.object("oncall").unwrap()["status"], wanted);

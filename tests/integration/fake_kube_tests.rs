@@ -17,8 +17,8 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use accessplane::engine::clock::ManualClock;
-use accessplane::engine::events::{EventPublisher, Note, Reporter};
+use accessplane::base::clock::ManualClock;
+use accessplane::base::events::{EventPublisher, Note, Reporter};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::jiff::Timestamp;
 
@@ -731,7 +731,7 @@ async fn writes_carrying_a_stale_resource_version_are_refused() {
         409,
         "status PUT"
     );
-    // The finalizer write's guard (engine::kube_ops::add_finalizer).
+    // The finalizer write's guard (base::kube_ops::add_finalizer).
     let tested = |rv: &str| {
         Patch::Json::<()>(json_patch::Patch(vec![
             json_patch::PatchOperation::Test(json_patch::TestOperation {

@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use accessplane::api::{AccessProfile, Connection};
+use accessplane::base::clock::ManualClock;
+use accessplane::base::events::{EventPublisher, Reporter};
 use accessplane::connections::Connections;
 use accessplane::connections::controller::{self, ConnectionContext};
-use accessplane::engine::clock::ManualClock;
-use accessplane::engine::events::{EventPublisher, Reporter};
 use accessplane::engine::metrics::ReconcileMetrics;
 use accessplane::engine::requeue::Timing;
 use accessplane::engine::{Engine, ManagedObject, Provider, reconcile};
@@ -79,8 +79,9 @@ impl Harness {
             metrics,
             events,
             clock.clone(),
-            timing,
+            (&timing).into(),
             Default::default(),
+            accessplane::kinds::connection_users,
         ));
         let h = Self {
             kube,

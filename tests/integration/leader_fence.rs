@@ -10,8 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use accessplane::api::AccessProfile;
-use accessplane::engine::clock::Clock;
-use accessplane::engine::{CREATE_MARK_ANNOTATION, CreateMark, FINALIZER, reconcile};
+use accessplane::base::clock::Clock;
+use accessplane::base::kube_ops::FINALIZER;
+use accessplane::engine::{CREATE_MARK_ANNOTATION, CreateMark, reconcile};
 use accessplane::fence::{Fence, is_fenced_kube};
 use accessplane::providers::serval::AccessProfileProvider;
 use accessplane::upstream::Call;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessplane::api::{AppEntitlement, Connector, McpToolset, PersonaAccessControl};
-use accessplane::engine::conditions::reason;
+use accessplane::base::conditions::reason;
 use accessplane::engine::{Engine, ManagedObject, Provider};
 use accessplane::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,

@@ -10,14 +10,15 @@ use super::Engine;
 use super::read::PassReader;
 use super::status::{ACCEPTED_CREATE, ACCEPTED_UPDATE, Verdict};
 use crate::api::envelope::{PendingOperation, PendingWrite};
-use crate::engine::conditions::{ConditionValue, READY, reason};
+use crate::base::conditions::{self, ConditionValue, READY, reason};
+use crate::base::kube_ops;
 use crate::engine::decision::{self, Change, Existing, Found, Given, Step};
 use crate::engine::memory::Learned;
 use crate::engine::observation::Purpose;
 use crate::engine::{
     ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, CreateMark, Created, Cx, EXTERNAL_ID_ANNOTATION,
-    EngineError, LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written, conditions,
-    kube_ops, memory::Record, recorded_id,
+    EngineError, LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written,
+    memory::Record, recorded_id,
 };
 use crate::upstream::{Call, ErrorClass};
 

@@ -10,12 +10,13 @@ use super::Engine;
 use super::read::{CurrentReader, pending_wait};
 use super::status::Verdict;
 use crate::api::envelope::{PendingOperation, PendingWrite};
-use crate::engine::clock::elapsed;
-use crate::engine::conditions::{ConditionValue, reason};
+use crate::base::clock::elapsed;
+use crate::base::conditions::{ConditionValue, reason};
+use crate::base::kube_ops;
 use crate::engine::decision::Given;
 use crate::engine::deletion::{self, Reach, Removal};
 use crate::engine::memory::Record;
-use crate::engine::{Cx, EngineError, ManagedObject, Provider, Written, kube_ops};
+use crate::engine::{Cx, EngineError, ManagedObject, Provider, Written};
 use crate::upstream::Call;
 
 /// Ready message while an accepted delete is not done.

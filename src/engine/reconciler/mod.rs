@@ -25,21 +25,21 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use tracing::Instrument;
 
-use super::conditions::{self, READY, SYNCED};
 use super::decision::Given;
-use super::events::{EventPublisher, Note};
 use super::identity::ObjectKey;
-use super::kube_ops::{self, has_finalizer};
 use super::memory::{Memory, Record};
 use super::observation::{Observations, Purpose};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
 use super::schedule::ResyncSlots;
 use super::{
-    CreateMark, EngineError, ManagedObject, Provider, annotation, clock::Clock, clock::elapsed,
-    create_in_doubt, create_mark, effective_deletion_policy, metrics::ReconcileMetrics,
-    recorded_id,
+    CreateMark, EngineError, ManagedObject, Provider, annotation, create_in_doubt, create_mark,
+    effective_deletion_policy, metrics::ReconcileMetrics, recorded_id,
 };
 use crate::api::envelope::{ConnectionKind, DeletionPolicy, ManagementPolicy};
+use crate::base::clock::{Clock, elapsed};
+use crate::base::conditions::{self, READY, SYNCED};
+use crate::base::events::{EventPublisher, Note};
+use crate::base::kube_ops::{self, has_finalizer};
 use crate::connections::{Connections, Unusable};
 use crate::fence::Fence;
 use crate::upstream::UpstreamClient;

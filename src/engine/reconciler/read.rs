@@ -9,7 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::Engine;
 use crate::api::envelope::{ManagementPolicy, PendingOperation, PendingWrite};
-use crate::engine::clock::elapsed;
+use crate::base::clock::elapsed;
 use crate::engine::decision::{Given, Read, Reader};
 use crate::engine::observation::{Listed, Lookup, Purpose};
 use crate::engine::{Cx, EngineError, ManagedObject, Provider, recorded_id};

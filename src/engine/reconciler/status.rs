@@ -10,10 +10,11 @@ use serde_json::{Map, Value};
 
 use super::{Engine, deleting};
 use crate::api::envelope::{ConnectionKind, ManagedStatus, PendingWrite};
-use crate::engine::clock::elapsed;
-use crate::engine::conditions::{self, ConditionValue, READY, SYNCED, reason};
+use crate::base::clock::elapsed;
+use crate::base::conditions::{self, ConditionValue, READY, SYNCED, reason};
+use crate::base::kube_ops;
 use crate::engine::memory::{Confirmed, Learned, Record, TerminalHold};
-use crate::engine::{EngineError, ManagedObject, Provider, kube_ops};
+use crate::engine::{EngineError, ManagedObject, Provider};
 
 /// Ready messages while an accepted write is not visible yet.
 pub(super) const ACCEPTED_CREATE: &str =

@@ -138,7 +138,7 @@ fn describe(entry: &mut Entry, deletion: PlannedDeletion) {
             },
         ),
         PlannedDeletion::Pending { message } => {
-            entry.reason = Some(crate::engine::conditions::reason::DELETING.into());
+            entry.reason = Some(crate::base::conditions::reason::DELETING.into());
             (Action::NoOp, format!("not in the input: {message}"))
         }
         PlannedDeletion::Blocked { reason, message } => {

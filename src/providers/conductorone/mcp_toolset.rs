@@ -23,7 +23,7 @@ use super::api::{self, is_deleted};
 use crate::api::connection::UpstreamKind;
 use crate::api::mcp_toolset::ToolSelector;
 use crate::api::{Connector, McpToolset};
-use crate::engine::conditions::reason;
+use crate::base::conditions::reason;
 use crate::engine::{
     Created, Cx, Diff, EngineError, Provider, Reference, Unresolved, Written, is_adopted,
 };

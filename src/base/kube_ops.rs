@@ -1,4 +1,4 @@
-//! The engine's writes to the Kubernetes object: finalizer, bookkeeping annotations,
+//! The controllers' writes to the Kubernetes object: finalizer, bookkeeping annotations,
 //! status (only when it changed) and events. The operator never writes `spec`.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,11 @@ use serde_json::{Value, json};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{EngineError, FINALIZER};
+use super::KubeError;
+
+/// Finalizer on every managed resource (and on Connections still in use). The engine
+/// repeats it as `engine::FINALIZER` until its imports point here.
+pub const FINALIZER: &str = "accessplane.io/finalizer";
 
 /// What the helpers below need of a resource.
 pub trait Object:
@@ -29,7 +33,7 @@ pub fn has_finalizer<K: Resource>(obj: &K) -> bool {
     obj.finalizers().iter().any(|f| f == FINALIZER)
 }
 
-pub async fn add_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<K, EngineError> {
+pub async fn add_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<K, KubeError> {
     // A JSON patch guarded by the resourceVersion: a concurrent edit makes it fail
     // (and the reconcile retry) instead of clobbering someone else's finalizer list.
     let mut ops = vec![PatchOperation::Test(TestOperation {
@@ -53,10 +57,10 @@ pub async fn add_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<K, Engine
         &Patch::Json::<()>(JsonPatch(ops)),
     )
     .await
-    .map_err(EngineError::kube("adding finalizer"))
+    .map_err(KubeError::at("adding finalizer"))
 }
 
-pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), EngineError> {
+pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), KubeError> {
     let Some(index) = obj.finalizers().iter().position(|f| f == FINALIZER) else {
         return Ok(());
     };
@@ -81,7 +85,7 @@ pub async fn remove_finalizer<K: Object>(api: &Api<K>, obj: &K) -> Result<(), En
         Ok(_) => Ok(()),
         // Already gone: the deletion completed.
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(EngineError::kube("removing finalizer")(e)),
+        Err(e) => Err(KubeError::at("removing finalizer")(e)),
     }
 }
 
@@ -90,7 +94,7 @@ pub async fn set_annotations<K: Object>(
     api: &Api<K>,
     obj: &K,
     changes: BTreeMap<&str, Option<String>>,
-) -> Result<K, EngineError> {
+) -> Result<K, KubeError> {
     let patch = json!({"metadata": {"annotations": changes}});
     api.patch(
         &obj.name_any(),
@@ -98,7 +102,7 @@ pub async fn set_annotations<K: Object>(
         &Patch::Merge(patch),
     )
     .await
-    .map_err(EngineError::kube("writing annotations"))
+    .map_err(KubeError::at("writing annotations"))
 }
 
 /// Sets annotations, and adds the finalizer when it is missing, in one write, only if the
@@ -108,7 +112,7 @@ pub async fn mark_if_unchanged<K: Object>(
     api: &Api<K>,
     obj: &K,
     changes: BTreeMap<&str, Option<String>>,
-) -> Result<K, EngineError> {
+) -> Result<K, KubeError> {
     let mut patch = json!({"metadata": {
         "resourceVersion": obj.resource_version(),
         "annotations": changes,
@@ -124,7 +128,7 @@ pub async fn mark_if_unchanged<K: Object>(
         &Patch::Merge(patch),
     )
     .await
-    .map_err(EngineError::kube("writing annotations"))
+    .map_err(KubeError::at("writing annotations"))
 }
 
 /// Writes `status` when it differs from the object's current status; returns whether it wrote.
@@ -132,8 +136,10 @@ pub async fn write_status<K: Object>(
     api: &Api<K>,
     obj: &K,
     status: Value,
-) -> Result<bool, EngineError> {
-    let current = serde_json::to_value(obj).map_err(|e| EngineError::Dependency(e.to_string()))?;
+) -> Result<bool, KubeError> {
+    // Cannot fail for a Kubernetes object (no map has non-string keys).
+    let current = serde_json::to_value(obj)
+        .map_err(|e| KubeError::at("writing status")(kube::Error::SerdeError(e)))?;
     let current_status = current.get("status").cloned().unwrap_or(Value::Null);
     if current_status == status {
         return Ok(false);
@@ -147,6 +153,6 @@ pub async fn write_status<K: Object>(
     })]));
     api.patch_status(&obj.name_any(), &PatchParams::default(), &patch)
         .await
-        .map_err(EngineError::kube("writing status"))?;
+        .map_err(KubeError::at("writing status"))?;
     Ok(true)
 }

@@ -1,4 +1,4 @@
-//! Wall-clock time for the engine, injectable so tests can simulate hours in milliseconds.
+//! Wall-clock time for the controllers, injectable so tests can simulate hours in milliseconds.
 
 use std::sync::Mutex;
 use std::time::Duration;
