@@ -10,9 +10,9 @@ use accessplane::providers::conductorone::McpToolsetProvider;
 use accessplane::upstream::Call;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, NS};
 use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::harness::{C1Env, NS};
 
 const PENDING: &str = "MCP_TOOL_STATE_PENDING_REVIEW";
 

@@ -2,7 +2,7 @@
 //! Instaclustr gateway refuses a create or an update with a 400 in its usual error shape,
 //! the resource goes `Synced=False/TerminalError` with the upstream's message, further
 //! passes at the same generation call nothing upstream (no retry storm), and the next
-//! spec change is sent at once and goes through. (Serval: `serval_access_profile.rs`.)
+//! spec change is sent at once and goes through. (Serval: `kinds/access_profile.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +17,10 @@ use accessplane::providers::instaclustr::PersonaAccessControlProvider;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, NS, requeue_of};
 use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
+use crate::support::harness::{C1Env, Harness, NS, requeue_of};
 
 /// Passes made at the rejected generation, each after this much simulated time: every
 /// trigger the controller could have (status echoes, resyncs) within 10 minutes, which

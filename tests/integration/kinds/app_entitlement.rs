@@ -7,8 +7,8 @@ use accessplane::engine::Engine;
 use accessplane::providers::conductorone::AppEntitlementProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, NS};
 use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::harness::{C1Env, NS};
 
 struct Env {
     e: C1Env,

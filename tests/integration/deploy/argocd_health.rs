@@ -19,11 +19,11 @@ use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use mlua::{Lua, LuaOptions, StdLib};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM, condition};
 use crate::support::fake_c1::TOOL_APPROVED;
+use crate::support::harness::{C1Env, Harness, IcEnv, NS, TEAM, condition};
 
-const HEALTH_LUA: &str = include_str!("../../deploy/argocd/health.lua");
-const ARGOCD_CM: &str = include_str!("../../deploy/argocd/argocd-cm.yaml");
+const HEALTH_LUA: &str = include_str!("../../../deploy/argocd/health.lua");
+const ARGOCD_CM: &str = include_str!("../../../deploy/argocd/argocd-cm.yaml");
 
 /// Runs the script like Argo CD's `ExecuteHealthLua`: a fresh VM with only the base,
 /// table, package and os libraries, the object as global `obj`, the chunk's return

@@ -11,8 +11,8 @@ use accessplane::engine::{Engine, reconcile};
 use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, NS, capture_trace_text};
 use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::harness::{C1Env, NS, capture_trace_text};
 
 const CONFIG_SECRET: &str = "github-connector-config";
 const TOKEN: &str = "SENTINEL-connector-token-71c2";

@@ -10,8 +10,8 @@ use accessplane::providers::instaclustr::PersonaAccessControlProvider;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, NS};
 use crate::support::fake_instaclustr::{FakeInstaclustr, NO_OPERATION, RUNNING};
+use crate::support::harness::{Harness, NS};
 
 const CLUSTER: &str = "gw-1";
 const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";

@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::harness::{condition_pair, converged_status};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+use crate::support::harness::{condition_pair, converged_status};
 
 const API: &str = "accessplane.io/v1alpha1";
 const APS: &str = "accessprofiles";

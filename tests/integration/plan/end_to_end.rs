@@ -9,9 +9,9 @@ use accessplane::plan::planner::{Options, plan};
 use accessplane::plan::report::{Action, Entry, Format, Plan, PlannedRequest, REDACTED};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM};
 use crate::support::envtest::output;
 use crate::support::fake_http::Recorded;
+use crate::support::harness::{C1Env, Harness, IcEnv, NS, TEAM};
 
 const GV: &str = "accessplane.io/v1alpha1";
 
@@ -863,8 +863,8 @@ async fn offline_plans_from_the_input_alone() {
     let h = Harness::new().await;
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{clientId: {}, clientSecret: {}}}\n---\n",
-        crate::harness::CLIENT_ID,
-        crate::harness::CLIENT_SECRET
+        crate::support::harness::CLIENT_ID,
+        crate::support::harness::CLIENT_SECRET
     );
     let connection = manifest(
         "Connection",

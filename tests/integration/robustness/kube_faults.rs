@@ -13,10 +13,10 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::harness::{as_set, converged_status};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+use crate::support::harness::{as_set, converged_status};
 
 const API: &str = "accessplane.io/v1alpha1";
 const NS: &str = "faults";

@@ -1,5 +1,7 @@
 //! Drives the real Connection controller and the real engine against the fake
-//! Kubernetes API and the fake Serval server, one reconcile pass at a time.
+//! Kubernetes API and the fake Serval server, one reconcile pass at a time; and what
+//! the integration tests share besides: conditions, convergence, log capture.
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +22,10 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use crate::support::fake_c1::{FakeC1, test_credentials};
-use crate::support::fake_instaclustr::FakeInstaclustr;
-use crate::support::fake_kube::FakeKube;
-use crate::support::fake_serval::FakeServal;
+use super::fake_c1::{FakeC1, test_credentials};
+use super::fake_instaclustr::FakeInstaclustr;
+use super::fake_kube::FakeKube;
+use super::fake_serval::FakeServal;
 use accessplane::fence::Fence;
 
 pub const NS: &str = "platform-access";

@@ -265,7 +265,7 @@ async fn a_force_removed_connection_is_not_used() {
     )
     .await;
     let obj = kube.get(API, "accessprofiles", "team-a", "oncall").unwrap();
-    let ready = crate::harness::condition(&obj, "Ready").unwrap();
+    let ready = crate::support::harness::condition(&obj, "Ready").unwrap();
     assert!(
         ready["message"]
             .as_str()

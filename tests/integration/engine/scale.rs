@@ -21,9 +21,9 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{reflector, watcher};
 use serde_json::json;
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, requeue_of};
 use crate::support::fake_http::Recorded;
 use crate::support::fake_instaclustr::{self, FakeInstaclustr, list_path};
+use crate::support::harness::{C1Env, Harness, IcEnv, NS, requeue_of};
 
 /// Objects per scope in the wave tests.
 const N: usize = 12;
@@ -545,7 +545,7 @@ fn persona_ready(kube: &crate::support::fake_kube::FakeKube, i: usize) -> bool {
         &format!("persona-{i}"),
     )
     .as_ref()
-    .and_then(|o| crate::harness::condition(o, "Ready"))
+    .and_then(|o| crate::support::harness::condition(o, "Ready"))
     .is_some_and(|c| c["status"] == "True")
 }
 
@@ -689,7 +689,7 @@ async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
 
     const API: &str = "accessplane.io/v1alpha1";
     const COUNT: usize = 20;
-    let (kube, serval) = crate::runtime_tests::serval_world().await;
+    let (kube, serval) = crate::runtime::run::serval_world().await;
     for i in 0..COUNT {
         kube.put_object(json!({
             "apiVersion": API, "kind": "AccessProfile",
@@ -714,7 +714,7 @@ async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
         (0..COUNT).all(|i| {
             let obj = kube.get(API, "accessprofiles", "team-a", &format!("profile-{i}"));
             obj.as_ref()
-                .and_then(|o| crate::harness::condition(o, "Ready"))
+                .and_then(|o| crate::support::harness::condition(o, "Ready"))
                 .is_some_and(|c| c["status"] == "True")
         })
     };

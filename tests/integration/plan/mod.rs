@@ -1,0 +1,4 @@
+//! `accessplane plan` (`src/plan`).
+
+mod connections;
+mod end_to_end;
