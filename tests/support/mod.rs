@@ -2,6 +2,7 @@
 //! integration tests drive them with.
 
 pub mod c1_openapi;
+pub mod env;
 pub mod envtest;
 pub mod fake_admission;
 pub mod fake_c1;

@@ -4,5 +4,5 @@
 mod leader_election;
 mod leader_fence;
 mod probe;
-pub(crate) mod run;
+mod run;
 mod user_agent;

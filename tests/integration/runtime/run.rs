@@ -8,6 +8,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 
@@ -45,26 +46,6 @@ struct Running {
     kube: FakeKube,
     stop: oneshot::Sender<()>,
     operator: tokio::task::JoinHandle<Result<(), accessplane::runtime::RuntimeError>>,
-}
-
-/// A fake Serval with a client, and a fake apiserver holding its credentials Secret and a
-/// `serval` Connection in `team-a`.
-pub async fn serval_world() -> (FakeKube, FakeServal) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let serval = FakeServal::start().await;
-    serval.add_client("operator", "s3cret");
-    let kube = FakeKube::new();
-    kube.put_object(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "serval-creds", "namespace": "team-a"},
-        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
-    }));
-    kube.put_object(json!({
-        "apiVersion": API, "kind": "Connection",
-        "metadata": {"name": "serval", "namespace": "team-a"},
-        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
-    }));
-    (kube, serval)
 }
 
 /// A Secret, a Connection and an AccessProfile in `team-a`, and the operator running.

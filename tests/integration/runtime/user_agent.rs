@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::runtime::run::serval_world;
+use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::kube_server::KubeServer;
 
