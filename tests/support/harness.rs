@@ -382,6 +382,12 @@ pub fn condition_pair(obj: &Value, kind: &str) -> Option<(String, String)> {
     Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
 }
 
+/// "status/reason" of an object's Ready condition.
+pub fn ready_reason(obj: Option<Value>) -> Option<String> {
+    let (status, reason) = condition_pair(&obj?, "Ready")?;
+    Some(format!("{status}/{reason}"))
+}
+
 /// Ready=True/Available and Synced=True at the current generation, the id recorded in
 /// status (the only place it is written), nothing pending.
 pub fn converged_status(obj: &Value) -> Result<(), String> {

@@ -5,24 +5,15 @@ use std::time::Duration;
 
 use accessplane::runtime::{RunConfig, run_with};
 use futures::FutureExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::oneshot;
 
 use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
+use crate::support::harness::ready_reason;
 
 const API: &str = "accessplane.io/v1alpha1";
-
-fn ready_reason(obj: Option<Value>) -> Option<String> {
-    let conditions = obj?["status"]["conditions"].as_array()?.clone();
-    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
-    Some(format!(
-        "{}/{}",
-        ready["status"].as_str()?,
-        ready["reason"].as_str()?
-    ))
-}
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
