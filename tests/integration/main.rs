@@ -1,34 +1,13 @@
-//! Single integration-test binary (one binary keeps link times and CI fast).
+//! Single integration-test binary (one binary keeps link times and CI fast), in folders
+//! that mirror what they test; the fakes and the harness they share are in `tests/support`.
 #[path = "../support/mod.rs"]
 mod support;
 
-mod argocd_application;
-mod argocd_health;
-mod c1_app_entitlement;
-mod c1_conformance;
-mod c1_connector;
-mod c1_mcp_toolset;
-mod chaos;
-mod cluster_connection;
 mod connections;
-mod engine_async;
-mod fake_c1_tests;
-mod fake_instaclustr_tests;
-mod fake_kube_tests;
-mod fake_serval_tests;
-mod harness;
-mod instaclustr_persona;
-mod kube_faults;
-mod leader_election;
-mod leader_fence;
+mod deploy;
+mod engine;
+mod fakes;
+mod kinds;
 mod plan;
-mod plan_connections;
-mod plan_equals_operator;
-mod probe;
-mod runtime_tests;
-mod scale;
-mod secret_leaks;
-mod serval_access_profile;
-mod stuck_deletion;
-mod upstream_rejections;
-mod user_agent;
+mod robustness;
+mod runtime;

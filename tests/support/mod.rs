@@ -1,6 +1,8 @@
-//! Test support: fake Kubernetes API and fake upstream servers.
+//! Test support: fake Kubernetes API and fake upstream servers, and the harness the
+//! integration tests drive them with.
 
 pub mod c1_openapi;
+pub mod env;
 pub mod envtest;
 pub mod fake_admission;
 pub mod fake_c1;
@@ -8,4 +10,5 @@ pub mod fake_http;
 pub mod fake_instaclustr;
 pub mod fake_kube;
 pub mod fake_serval;
+pub mod harness;
 pub mod kube_server;

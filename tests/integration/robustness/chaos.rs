@@ -26,16 +26,16 @@ use tokio::task::JoinHandle;
 use accessplane::runtime::telemetry::json_layer;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::{
-    CapturedLogs, as_set, capture_logs, condition_pair as condition, converged_status,
-};
-use crate::secret_leaks::c1_sentinels;
+use super::secret_leaks::c1_sentinels;
 use crate::support::fake_c1::{FakeC1, TOOL_APPROVED, test_credentials};
 use crate::support::fake_http::Recorded;
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+use crate::support::harness::{
+    CapturedLogs, as_set, capture_logs, condition_pair as condition, converged_status,
+};
 
 const API: &str = "accessplane.io/v1alpha1";
 const NS: &str = "chaos";

@@ -11,67 +11,30 @@ use accessplane::engine::{Engine, reconcile};
 use accessplane::providers::conductorone::ConnectorProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, NS, capture_trace_text};
+use crate::support::env::{self, C1, Passes};
 use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::harness::{NS, capture_trace_text};
 
 const CONFIG_SECRET: &str = "github-connector-config";
 const TOKEN: &str = "SENTINEL-connector-token-71c2";
 const ROTATED_TOKEN: &str = "SENTINEL-connector-token-rotated-9d04";
 
-struct Env {
-    e: C1Env,
-    engine: Arc<Engine<Connector, ConnectorProvider>>,
-}
+type Env = env::Env<C1, Passes<Connector, ConnectorProvider>>;
 
 impl Env {
-    async fn new() -> Self {
-        let e = C1Env::new().await;
-        let engine = e.h.engine(ConnectorProvider);
-        Self { e, engine }
-    }
-
-    async fn apply(&self, name: &str, mut spec: Value) {
-        spec["connectionRef"] = json!({"name": "c1"});
-        spec["appId"] = json!(self.e.app);
-        self.e.h.create::<Connector>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "Connector", "metadata": {"name": name}, "spec": spec})).await;
-    }
-
     async fn put_config(&self, token: &str) {
-        self.e
-            .h
+        self.h()
             .put_secret(CONFIG_SECRET, json!({"token": token, "orgs": "acme"}))
             .await;
     }
 
-    async fn settle(&self, name: &str) {
-        self.e.h.settle_kind(&self.engine, name, 5).await;
-    }
-
-    async fn delete(&self, name: &str) {
-        let api: kube::Api<Connector> = kube::Api::namespaced(self.e.h.client(), NS);
-        api.delete(name, &Default::default()).await.unwrap();
-        self.settle(name).await;
-    }
-
-    fn ready(&self, name: &str) -> (String, String, String) {
-        self.e.h.condition_of("connectors", name, "Ready")
-    }
-
-    fn status(&self, name: &str) -> Value {
-        self.e.h.get("connectors", name).unwrap()["status"].clone()
-    }
-
-    fn id(&self, name: &str) -> String {
-        self.status(name)["id"].as_str().unwrap().to_string()
-    }
-
     fn masks(&self) -> Vec<String> {
-        self.e.c1.update_masks()
+        self.up.c1.update_masks()
     }
 
     /// `needle` is in no Connector (status included) and no Event.
     fn assert_not_in_objects_or_events(&self, needle: &str) {
-        let kube = &self.e.h.kube;
+        let kube = &self.kube;
         let connectors = kube.list("accessplane.io/v1alpha1", "connectors", None);
         for obj in connectors.into_iter().chain(kube.events(NS)) {
             assert!(!obj.to_string().contains(needle), "config value in {obj}");
@@ -110,7 +73,7 @@ async fn create_sends_the_config_in_a_follow_up_update() {
     let env = created("github").await;
     let id = env.id("github");
     let create = env
-        .e
+        .up
         .c1
         .requests()
         .into_iter()
@@ -122,7 +85,10 @@ async fn create_sends_the_config_in_a_follow_up_update() {
                "description": "GitHub organisation acme", "userIds": ["u-1", "u-2"]})
     );
     assert_eq!(env.masks(), vec!["config"]);
-    assert_eq!(env.e.c1.connector_config(&id), Some(expected_config(TOKEN)));
+    assert_eq!(
+        env.up.c1.connector_config(&id),
+        Some(expected_config(TOKEN))
+    );
     let hash = env.status("github")["configHash"]
         .as_str()
         .unwrap()
@@ -130,9 +96,9 @@ async fn create_sends_the_config_in_a_follow_up_update() {
     assert_eq!(hash.len(), 64, "hex SHA-256");
 
     // Converged: a resync only reads.
-    env.e.c1.clear_requests();
-    env.e.h.pass(&env.engine, "github").await;
-    assert_eq!(env.e.c1.writes(), 0);
+    env.up.c1.clear_requests();
+    env.pass("github").await;
+    assert_eq!(env.up.c1.writes(), 0);
     assert_eq!(env.status("github")["configHash"], hash.as_str());
 }
 
@@ -143,12 +109,12 @@ async fn rotated_secret_resends_the_config_exactly_once() {
     let hash = env.status("github")["configHash"].clone();
     env.put_config(ROTATED_TOKEN).await;
     env.settle("github").await;
-    env.e.h.pass(&env.engine, "github").await;
+    env.pass("github").await;
 
     assert_eq!(env.masks(), vec!["config", "config"], "one more update");
-    assert_eq!(env.e.c1.config_updates(), 2);
+    assert_eq!(env.up.c1.config_updates(), 2);
     assert_eq!(
-        env.e.c1.connector_config(&id),
+        env.up.c1.connector_config(&id),
         Some(expected_config(ROTATED_TOKEN))
     );
     assert_ne!(env.status("github")["configHash"], hash);
@@ -162,7 +128,7 @@ async fn rotated_secret_resends_the_config_exactly_once() {
 async fn a_secret_change_during_a_pass_is_not_lost() {
     let env = created("github").await;
     let id = env.id("github");
-    let h = &env.e.h;
+    let h = env.h();
     // An engine that, like the operator's, skips passes right after a converged one.
     let engine = Arc::new(Engine::new(
         h.client(),
@@ -177,8 +143,8 @@ async fn a_secret_change_during_a_pass_is_not_lost() {
         ReconcileMetrics::default(),
     ));
     // A resync pass that reads the upstream slowly, while the Secret changes.
-    let path = format!("/api/v1/apps/{}/connectors/{id}", env.e.app);
-    env.e.c1.push_fault(
+    let path = format!("/api/v1/apps/{}/connectors/{id}", env.up.app);
+    env.up.c1.push_fault(
         FaultMatch::new("GET", &path),
         Fault::Latency(Duration::from_secs(1)),
     );
@@ -190,14 +156,14 @@ async fn a_secret_change_during_a_pass_is_not_lost() {
     engine.recheck(&obj);
     pass.await.unwrap().unwrap();
     assert_eq!(
-        env.e.c1.connector_config(&id),
+        env.up.c1.connector_config(&id),
         Some(expected_config(TOKEN)),
         "the running pass had read the old content"
     );
 
     h.pass(&engine, "github").await;
     assert_eq!(
-        env.e.c1.connector_config(&id),
+        env.up.c1.connector_config(&id),
         Some(expected_config(ROTATED_TOKEN))
     );
 }
@@ -210,10 +176,10 @@ async fn config_values_echoed_in_upstream_errors_are_redacted() {
     let env = created("github").await;
     let id = env.id("github");
     let (logs, _capture) = capture_trace_text();
-    let path = format!("/api/v1/apps/{}/connectors/{id}", env.e.app);
+    let path = format!("/api/v1/apps/{}/connectors/{id}", env.up.app);
     for code in [503, 400] {
         let message = format!("config rejected: token {ROTATED_TOKEN} is not valid");
-        env.e.c1.push_fault(
+        env.up.c1.push_fault(
             FaultMatch::new("POST", &path),
             Fault::Status {
                 code,
@@ -226,7 +192,7 @@ async fn config_values_echoed_in_upstream_errors_are_redacted() {
     env.put_config(ROTATED_TOKEN).await;
     env.settle("github").await;
 
-    let (status, reason, message) = env.e.h.condition_of("connectors", "github", "Synced");
+    let (status, reason, message) = env.h().condition_of("connectors", "github", "Synced");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "TerminalError")
@@ -245,14 +211,14 @@ async fn config_values_echoed_in_upstream_errors_are_redacted() {
 async fn drifted_display_name_is_corrected_alone() {
     let env = created("github").await;
     let id = env.id("github");
-    env.e.c1.edit_connector(&id, |c| {
+    env.up.c1.edit_connector(&id, |c| {
         c["displayName"] = json!("renamed in the UI");
         c["profileIgnoreList"] = json!(["unmanaged"]);
     });
     env.settle("github").await;
 
     assert_eq!(env.masks(), vec!["config", "displayName"]);
-    let upstream = env.e.c1.connector(&id).unwrap();
+    let upstream = env.up.c1.connector(&id).unwrap();
     assert_eq!(upstream["displayName"], "GitHub");
     assert_eq!(
         upstream["profileIgnoreList"],
@@ -265,19 +231,19 @@ async fn drifted_display_name_is_corrected_alone() {
 async fn reordered_user_ids_are_no_drift() {
     let env = created("github").await;
     let id = env.id("github");
-    env.e
+    env.up
         .c1
         .edit_connector(&id, |c| c["userIds"] = json!(["u-2", "u-1"]));
-    env.e.c1.clear_requests();
+    env.up.c1.clear_requests();
     env.settle("github").await;
-    assert_eq!(env.e.c1.writes(), 0);
+    assert_eq!(env.up.c1.writes(), 0);
     assert_eq!(env.ready("github").0, "True");
 }
 
 #[tokio::test]
 async fn adopted_connector_is_updated_and_orphaned() {
     let env = Env::new().await;
-    let id = env.e.c1.seed_connector(&env.e.app, "Okta");
+    let id = env.up.c1.seed_connector(&env.up.app, "Okta");
     env.apply(
         "okta",
         json!({"externalId": id, "description": "Managed in Git", "profileAllowList": ["p-1"]}),
@@ -287,17 +253,18 @@ async fn adopted_connector_is_updated_and_orphaned() {
     assert_eq!(env.ready("okta").0, "True", "{:?}", env.ready("okta"));
     assert_eq!(env.masks(), vec!["description,profileAllowList"]);
     assert_eq!(
-        env.e
+        env.up
             .c1
-            .count("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+            .count("POST", &format!("/api/v1/apps/{}/connectors", env.up.app)),
         1,
         "one update, no create"
     );
 
     env.delete("okta").await;
-    assert!(env.e.h.get("connectors", "okta").is_none());
+    env.settle("okta").await;
+    assert!(env.h().get("connectors", "okta").is_none());
     assert!(
-        env.e.c1.connector(&id).unwrap()["deletedAt"].is_null(),
+        env.up.c1.connector(&id).unwrap()["deletedAt"].is_null(),
         "orphaned"
     );
 }
@@ -308,15 +275,16 @@ async fn created_connector_is_deleted_upstream() {
     let id = env.id("github");
     // The Secret often goes with the resource (`kubectl delete -f`): deletion needs no config.
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
-        kube::Api::namespaced(env.e.h.client(), NS);
+        kube::Api::namespaced(env.h().client(), NS);
     secrets
         .delete(CONFIG_SECRET, &Default::default())
         .await
         .unwrap();
     env.delete("github").await;
-    assert!(env.e.h.get("connectors", "github").is_none());
+    env.settle("github").await;
+    assert!(env.h().get("connectors", "github").is_none());
     assert!(
-        env.e.c1.connector(&id).unwrap()["deletedAt"].is_string(),
+        env.up.c1.connector(&id).unwrap()["deletedAt"].is_string(),
         "deleted upstream"
     );
 }
@@ -325,7 +293,7 @@ async fn created_connector_is_deleted_upstream() {
 async fn observe_reports_drift_without_writes_or_a_config_hash() {
     let env = Env::new().await;
     env.put_config(TOKEN).await;
-    let id = env.e.c1.seed_connector(&env.e.app, "Okta");
+    let id = env.up.c1.seed_connector(&env.up.app, "Okta");
     env.apply(
         "okta",
         json!({"externalId": id, "managementPolicy": "Observe", "displayName": "Okta prod",
@@ -339,7 +307,7 @@ async fn observe_reports_drift_without_writes_or_a_config_hash() {
         message.contains("displayName") && message.contains("config"),
         "{message}"
     );
-    assert_eq!(env.e.c1.writes(), 0);
+    assert_eq!(env.up.c1.writes(), 0);
     assert!(
         env.status("okta").get("configHash").is_none(),
         "never claims a config it did not send"
@@ -356,15 +324,15 @@ async fn sync_status_is_surfaced() {
     );
     assert!(env.status("github").get("lastError").is_none());
 
-    env.e
+    env.up
         .c1
         .set_connector_sync(&id, "SYNC_STATUS_ERROR", "401 from GitHub");
-    env.e.h.pass(&env.engine, "github").await;
+    env.pass("github").await;
     assert_eq!(env.status("github")["syncStatus"], "SYNC_STATUS_ERROR");
     assert_eq!(env.status("github")["lastError"], "401 from GitHub");
 
-    env.e.c1.set_connector_sync(&id, "SYNC_STATUS_DONE", "");
-    env.e.h.pass(&env.engine, "github").await;
+    env.up.c1.set_connector_sync(&id, "SYNC_STATUS_DONE", "");
+    env.pass("github").await;
     assert_eq!(env.status("github")["syncStatus"], "SYNC_STATUS_DONE");
     assert!(env.status("github").get("lastError").is_none());
 }
@@ -383,7 +351,7 @@ async fn missing_config_secret_waits_for_it() {
         message,
         format!("Secret {NS}/{CONFIG_SECRET} (spec.configSecretRef) does not exist")
     );
-    assert_eq!(env.e.c1.writes(), 0, "nothing created without its config");
+    assert_eq!(env.up.c1.writes(), 0, "nothing created without its config");
 
     env.put_config(TOKEN).await;
     env.settle("github").await;
@@ -395,16 +363,16 @@ async fn missing_config_secret_waits_for_it() {
 async fn lost_create_is_recovered_by_display_name() {
     let env = Env::new().await;
     env.put_config(TOKEN).await;
-    env.e.c1.push_fault(
-        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+    env.up.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.up.app)),
         Fault::ApplyThenDropConnection,
     );
     env.apply("github", spec()).await;
     env.settle("github").await;
     let live: Vec<Value> = env
-        .e
+        .up
         .c1
-        .connectors(&env.e.app)
+        .connectors(&env.up.app)
         .into_iter()
         .filter(|c| c["deletedAt"].is_null())
         .collect();
@@ -421,20 +389,20 @@ async fn lost_create_is_recovered_by_display_name() {
 async fn lost_create_with_namesakes_is_ambiguous() {
     let env = Env::new().await;
     env.put_config(TOKEN).await;
-    env.e.c1.push_fault(
-        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.e.app)),
+    env.up.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/connectors", env.up.app)),
         Fault::ApplyThenDropConnection,
     );
     // Connectors carry no annotations: a namesake from the same catalog entry is
     // indistinguishable from the one the lost create made.
-    env.e.c1.seed_connector(&env.e.app, "GitHub");
+    env.up.c1.seed_connector(&env.up.app, "GitHub");
     env.apply(
         "github",
         json!({"catalogId": "catalog-seeded", "displayName": "GitHub"}),
     )
     .await;
     env.settle("github").await;
-    let (status, reason, _) = env.e.h.condition_of("connectors", "github", "Synced");
+    let (status, reason, _) = env.h().condition_of("connectors", "github", "Synced");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "CreateAmbiguous")
@@ -449,7 +417,7 @@ async fn config_values_never_reach_logs_status_or_events() {
     env.put_config(ROTATED_TOKEN).await;
     env.settle("github").await;
     // A rejected config update: the error reaches status and events, the values must not.
-    env.e.c1.fail_next("POST", "/api/v1/apps", 400, 1);
+    env.up.c1.fail_next("POST", "/api/v1/apps", 400, 1);
     env.put_config(TOKEN).await;
     env.settle("github").await;
 
@@ -469,7 +437,7 @@ async fn a_config_secret_the_operator_may_not_read_is_named_with_why() {
     let env = Env::new().await;
     env.put_config(TOKEN).await;
     env.apply("github", spec()).await;
-    env.e
+    env.run
         .h
         .kube
         .fail_next("GET", &format!("/secrets/{CONFIG_SECRET}"), 403, 100);
@@ -485,5 +453,5 @@ async fn a_config_secret_the_operator_may_not_read_is_named_with_why() {
         )) && message.contains("secrets scope credentialsNamespace"),
         "{message}"
     );
-    assert_eq!(env.e.c1.writes(), 0, "nothing created without its config");
+    assert_eq!(env.up.c1.writes(), 0, "nothing created without its config");
 }

@@ -15,7 +15,7 @@ use accessplane::upstream::{Call, UpstreamError};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::harness::{Harness, NS, condition, requeue_of};
+use crate::support::harness::{Harness, NS, condition, requeue_of};
 
 /// One stored control; `reads_until_visible` read-backs still miss the latest write.
 #[derive(Clone, Debug)]

@@ -7,28 +7,23 @@
 use std::time::Duration;
 
 use accessplane::connections::{Credentials, SecretsScope};
-use accessplane::runtime::{RunConfig, RuntimeError, run_with};
-use futures::FutureExt;
+use accessplane::runtime::RunConfig;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
-use crate::harness::{condition_pair, converged_status};
+use crate::support::env::{self, Operator, Seed, Serval, Setup};
 use crate::support::fake_kube::FakeKube;
-use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+use crate::support::fake_serval::PROFILES_PATH;
+use crate::support::harness::{condition_pair, converged_status};
 
 const API: &str = "accessplane.io/v1alpha1";
 const APS: &str = "accessprofiles";
 const CREDENTIALS_NS: &str = "accessplane-system";
 const SHARED: &str = "serval-shared";
 const WAIT: Duration = Duration::from_secs(60);
+/// How long a graceful shutdown may take.
+const GRACE: Duration = Duration::from_secs(10);
 
-struct Env {
-    kube: FakeKube,
-    serval: FakeServal,
-    stop: Option<oneshot::Sender<()>>,
-    operator: Option<JoinHandle<Result<(), RuntimeError>>>,
-}
+type Env = env::Env<Serval, Operator>;
 
 impl Env {
     /// Namespaces `team-a` (labelled `access: serval`), `team-b` (not labelled) and the
@@ -39,49 +34,38 @@ impl Env {
 
     /// The namespaces and the Secret in `kube`; a ClusterConnection if `spec_extra`.
     async fn seeded(kube: FakeKube, spec_extra: Option<Value>) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let serval = FakeServal::start().await;
-        serval.add_client("operator", "s3cret");
+        let setup = Setup::<Serval>::start().await;
+        let mut spec = setup.connections[0].spec.clone();
+        let env = setup
+            .operator(kube, Seed::Secrets(CREDENTIALS_NS))
+            .patience(WAIT, Duration::from_millis(50));
         for (ns, labels) in [
             ("team-a", json!({"access": "serval"})),
             ("team-b", json!({})),
             (CREDENTIALS_NS, json!({})),
         ] {
-            kube.put_object(json!({
+            env.kube.put_object(json!({
                 "apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": ns, "labels": labels},
             }));
         }
-        kube.put_object(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "serval-creds", "namespace": CREDENTIALS_NS},
-            "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
-        }));
         if let Some(spec_extra) = spec_extra {
-            let mut spec = json!({
-                "serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}},
-                "allowedNamespaces": {"namespaceSelector": {"matchLabels": {"access": "serval"}}},
-            });
+            spec["allowedNamespaces"] =
+                json!({"namespaceSelector": {"matchLabels": {"access": "serval"}}});
             for (key, value) in spec_extra.as_object().unwrap() {
                 spec[key] = value.clone();
             }
-            kube.put_object(json!({
+            env.kube.put_object(json!({
                 "apiVersion": API, "kind": "ClusterConnection",
                 "metadata": {"name": SHARED, "generation": 1},
                 "spec": spec,
             }));
         }
-        Self {
-            kube,
-            serval,
-            stop: None,
-            operator: None,
-        }
+        env
     }
 
     fn run(&mut self, scope: SecretsScope) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let config = RunConfig {
+        self.start(RunConfig {
             namespace: None,
             concurrency: 2,
             metrics_addr: "127.0.0.1:0".parse().unwrap(),
@@ -90,26 +74,17 @@ impl Env {
                 scope,
             },
             ..Default::default()
-        };
-        let shutdown = stopped.map(|_| ()).boxed().shared();
-        self.operator = Some(tokio::spawn(run_with(self.kube.client(), config, shutdown)));
-        self.stop = Some(stop);
-    }
-
-    async fn stop(&mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        let operator = self.operator.take().unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(10), operator).await;
-        result.expect("graceful shutdown").unwrap().unwrap();
+        });
     }
 
     async fn shutdown(mut self) {
-        self.stop().await;
+        self.stop(GRACE).await;
     }
 
     /// List requests for profiles (not the Connection check, not single reads).
     fn profile_lists(&self) -> usize {
-        self.serval
+        self.up
+            .serval
             .requests()
             .iter()
             .filter(|r| r.method == "GET" && r.path == PROFILES_PATH)
@@ -146,7 +121,8 @@ impl Env {
     }
 
     fn creates(&self, ns: &str, name: &str) -> usize {
-        self.serval
+        self.up
+            .serval
             .requests()
             .iter()
             .filter(|r| r.method == "POST" && r.path == PROFILES_PATH)
@@ -159,7 +135,8 @@ impl Env {
     }
 
     fn upstream(&self, ns: &str, name: &str) -> Vec<Value> {
-        self.serval
+        self.up
+            .serval
             .profiles()
             .into_iter()
             .filter(|p| p["name"] == display(ns, name))
@@ -210,19 +187,6 @@ impl Env {
             .get(API, "clusterconnections", "", SHARED)
             .expect("the ClusterConnection")["status"]
             .clone()
-    }
-
-    async fn wait<T>(&self, what: &str, check: impl Fn(&Self) -> Result<T, String>) -> T {
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            match check(self) {
-                Ok(value) => return value,
-                Err(why) if tokio::time::Instant::now() >= deadline => {
-                    panic!("timed out waiting for {what}: {why}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        }
     }
 }
 
@@ -296,7 +260,7 @@ async fn namespaces_are_allowed_by_label_and_relabelling_takes_effect_at_once() 
         1,
         "not deleted upstream"
     );
-    let writes = env.serval.writes();
+    let writes = env.up.serval.writes();
     env.kube
         .merge_patch(
             API,
@@ -317,7 +281,7 @@ async fn namespaces_are_allowed_by_label_and_relabelling_takes_effect_at_once() 
     })
     .await;
     assert_eq!(
-        env.serval.writes(),
+        env.up.serval.writes(),
         writes,
         "nothing sent upstream for team-a"
     );
@@ -357,7 +321,7 @@ async fn namespaces_are_allowed_by_label_and_relabelling_takes_effect_at_once() 
         "orphaned upstream"
     );
     assert_eq!(
-        env.serval.writes(),
+        env.up.serval.writes(),
         writes,
         "nothing sent upstream for team-a"
     );
@@ -394,6 +358,7 @@ async fn every_namespace_shares_one_budget_and_a_rotation_reaches_all() {
             .await;
     }
     let creates: Vec<_> = env
+        .up
         .serval
         .requests()
         .into_iter()
@@ -407,7 +372,7 @@ async fn every_namespace_shares_one_budget_and_a_rotation_reaches_all() {
     );
 
     // A restart resyncs all 20 from one List: the two namespaces share the snapshot.
-    env.stop().await;
+    env.stop(GRACE).await;
     let lists = env.profile_lists();
     env.run(SecretsScope::Cluster);
     let mut last = (lists, tokio::time::Instant::now());
@@ -424,21 +389,21 @@ async fn every_namespace_shares_one_budget_and_a_rotation_reaches_all() {
     );
 
     // Rotation: the old credentials stop working, the Secret gets new ones.
-    env.serval.add_client("rotated", "n3w");
+    env.up.serval.add_client("rotated", "n3w");
     env.kube.put_object(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "serval-creds", "namespace": CREDENTIALS_NS},
         "data": {"clientId": "cm90YXRlZA==", "clientSecret": "bjN3"},
     }));
-    let exchanges = env.serval.token_exchanges();
+    let exchanges = env.up.serval.token_exchanges();
     env.wait("a token for the rotated client", |e| {
-        match e.serval.token_exchanges() > exchanges {
+        match e.up.serval.token_exchanges() > exchanges {
             true => Ok(()),
             false => Err("no new token exchange".into()),
         }
     })
     .await;
-    env.serval.revoke_tokens();
+    env.up.serval.revoke_tokens();
     for ns in ["team-a", "team-b"] {
         env.kube
             .merge_patch(API, APS, ns, "p0", json!({"spec": {"description": "v2"}}))
@@ -467,7 +432,7 @@ async fn least_privilege_mode_reads_secrets_only_in_the_credentials_namespace() 
     env.kube.put_object(json!({
         "apiVersion": API, "kind": "Connection",
         "metadata": {"name": "own", "namespace": "team-b", "generation": 1},
-        "spec": {"serval": {"baseUrl": env.serval.base_url(), "credentialsSecretRef": {"name": "own-creds"}}},
+        "spec": {"serval": {"baseUrl": env.up.serval.base_url(), "credentialsSecretRef": {"name": "own-creds"}}},
     }));
     env.apply_ap("team-a", "oncall", Env::shared_ref());
     env.apply_ap("team-b", "own", json!({"name": "own"}));
@@ -554,15 +519,11 @@ async fn a_used_cluster_connection_is_kept_and_a_one_namespace_operator_refuses_
 
     let mut env = Env::new(json!({"allowedNamespaces": {"names": ["team-a"]}})).await;
     env.apply_ap("team-a", "oncall", Env::shared_ref());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let config = RunConfig {
+    env.start(RunConfig {
         namespace: Some("team-a".into()),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
-    };
-    let shutdown = stopped.map(|_| ()).boxed().shared();
-    env.operator = Some(tokio::spawn(run_with(env.kube.client(), config, shutdown)));
-    env.stop = Some(stop);
+    });
     let message = env
         .wait("the resource to be refused", |e| {
             e.not_allowed("team-a", "oncall")
@@ -587,7 +548,7 @@ async fn without_the_cluster_connection_crd_the_rest_still_works() {
     env.kube.put_object(json!({
         "apiVersion": API, "kind": "Connection",
         "metadata": {"name": "own", "namespace": CREDENTIALS_NS, "generation": 1},
-        "spec": {"serval": {"baseUrl": env.serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
+        "spec": {"serval": {"baseUrl": env.up.serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
     }));
     env.apply_ap(CREDENTIALS_NS, "own", json!({"name": "own"}));
     env.apply_ap("team-a", "shared", Env::shared_ref());
@@ -607,7 +568,7 @@ async fn without_the_cluster_connection_crd_the_rest_still_works() {
         "{message}"
     );
     assert_eq!(env.creates("team-a", "shared"), 0);
-    assert_eq!(env.serval.profiles().len(), 1, "only the namespaced one");
+    assert_eq!(env.up.serval.profiles().len(), 1, "only the namespaced one");
     let cluster_connections: Vec<_> = env
         .kube
         .requests()
@@ -624,10 +585,7 @@ async fn without_the_cluster_connection_crd_the_rest_still_works() {
             .all(|r| r.query_param("watch").is_none()),
         "ClusterConnections watched"
     );
-    assert!(
-        !env.operator.as_ref().unwrap().is_finished(),
-        "the operator stopped"
-    );
+    env.assert_running();
     env.shutdown().await;
 }
 

@@ -2,7 +2,7 @@
 //! Instaclustr gateway refuses a create or an update with a 400 in its usual error shape,
 //! the resource goes `Synced=False/TerminalError` with the upstream's message, further
 //! passes at the same generation call nothing upstream (no retry storm), and the next
-//! spec change is sent at once and goes through. (Serval: `serval_access_profile.rs`.)
+//! spec change is sent at once and goes through. (Serval: `kinds/access_profile.rs`.)
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +14,14 @@ use accessplane::providers::conductorone::{
     AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
 };
 use accessplane::providers::instaclustr::PersonaAccessControlProvider;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, NS, requeue_of};
+use crate::support::env::{self, C1Env, Conn, Passes, Upstream};
 use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
+use crate::support::harness::{Harness, NS, requeue_of};
 
 /// Passes made at the rejected generation, each after this much simulated time: every
 /// trigger the controller could have (status echoes, resyncs) within 10 minutes, which
@@ -46,17 +47,6 @@ fn ic_invalid(field: &str, message: &str) -> Fault {
         retry_after_ms: None,
         body: Some(json!({"errors": [{"name": field, "message": message}]})),
     }
-}
-
-async fn edit<K: ManagedObject>(h: &Harness, name: &str, patch: Value) {
-    Api::<K>::namespaced(h.client(), NS)
-        .patch(
-            name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": patch})),
-        )
-        .await
-        .unwrap();
 }
 
 /// Reconciles `name` until its `Synced` condition is `TerminalError` (at most 5 passes),
@@ -123,30 +113,21 @@ async fn assert_terminal_and_quiet<K: ManagedObject, P: Provider<K>>(
 // ---------------------------------------------------------------------------------
 // ConductorOne
 
-struct C1 {
-    e: C1Env,
-}
+type C1 = C1Env;
 
 impl C1 {
-    async fn new() -> Self {
-        Self {
-            e: C1Env::new().await,
-        }
-    }
-
     fn calls(&self) -> impl Fn() -> usize + '_ {
-        || self.e.c1.requests().len()
+        || self.up.c1.requests().len()
     }
 
     fn entitlements_path(&self) -> String {
-        format!("/api/v1/apps/{}/entitlements", self.e.app)
+        format!("/api/v1/apps/{}/entitlements", self.up.app)
     }
 
     async fn apply<K: ManagedObject>(&self, kind: &str, name: &str, mut spec: Value) {
         spec["connectionRef"] = json!({"name": "c1"});
-        spec["appId"] = json!(self.e.app);
-        self.e
-            .h
+        spec["appId"] = json!(self.up.app);
+        self.h()
             .create::<K>(
                 json!({"apiVersion": "accessplane.io/v1alpha1", "kind": kind,
                 "metadata": {"name": name}, "spec": spec}),
@@ -155,9 +136,9 @@ impl C1 {
     }
 
     fn live_entitlements(&self, display_name: &str) -> Vec<Value> {
-        self.e
+        self.up
             .c1
-            .entitlements(&self.e.app)
+            .entitlements(&self.up.app)
             .into_iter()
             .filter(|e| e["deletedAt"].is_null() && e["displayName"] == display_name)
             .collect()
@@ -167,10 +148,10 @@ impl C1 {
 #[tokio::test]
 async fn c1_refused_entitlement_create_is_terminal_until_the_spec_changes() {
     let c = C1::new().await;
-    let h = &c.e.h;
+    let h = c.h();
     let engine = h.engine(AppEntitlementProvider);
     let message = "grant policy pol-missing does not exist";
-    c.e.c1.push_fault(
+    c.up.c1.push_fault(
         FaultMatch::exactly("POST", &c.entitlements_path()),
         c1_invalid(message),
     );
@@ -192,8 +173,9 @@ async fn c1_refused_entitlement_create_is_terminal_until_the_spec_changes() {
     assert!(c.live_entitlements("DB read").is_empty(), "nothing created");
 
     // The corrected spec is sent at once (no time passes) and goes through.
-    c.e.c1.clear_requests();
-    edit::<AppEntitlement>(h, "db-read", json!({"grantPolicyId": "pol-approvers"})).await;
+    c.up.c1.clear_requests();
+    h.edit_spec::<AppEntitlement>("db-read", json!({"grantPolicyId": "pol-approvers"}))
+        .await;
     h.settle_kind(&engine, "db-read", 5).await;
     assert_eq!(
         h.condition_of("appentitlements", "db-read", "Ready").0,
@@ -204,7 +186,7 @@ async fn c1_refused_entitlement_create_is_terminal_until_the_spec_changes() {
         "True"
     );
     assert_eq!(
-        c.e.c1.count("POST", &c.entitlements_path()),
+        c.up.c1.count("POST", &c.entitlements_path()),
         1,
         "one create"
     );
@@ -216,7 +198,7 @@ async fn c1_refused_entitlement_create_is_terminal_until_the_spec_changes() {
 #[tokio::test]
 async fn c1_refused_entitlement_update_is_terminal_until_the_spec_changes() {
     let c = C1::new().await;
-    let h = &c.e.h;
+    let h = c.h();
     let engine = h.engine(AppEntitlementProvider);
     c.apply::<AppEntitlement>(
         "AppEntitlement",
@@ -236,9 +218,10 @@ async fn c1_refused_entitlement_update_is_terminal_until_the_spec_changes() {
     let item = format!("{}/{id}", c.entitlements_path());
 
     let message = "risk level value rv-unknown does not exist";
-    c.e.c1
+    c.up.c1
         .push_fault(FaultMatch::exactly("POST", &item), c1_invalid(message));
-    edit::<AppEntitlement>(h, "db-read", json!({"riskLevelValueId": "rv-unknown"})).await;
+    h.edit_spec::<AppEntitlement>("db-read", json!({"riskLevelValueId": "rv-unknown"}))
+        .await;
     assert_terminal_and_quiet(
         h,
         &engine,
@@ -249,21 +232,22 @@ async fn c1_refused_entitlement_update_is_terminal_until_the_spec_changes() {
     )
     .await;
     assert_eq!(
-        c.e.c1.entitlement(&c.e.app, &id).unwrap()["riskLevelValueId"],
+        c.up.c1.entitlement(&c.up.app, &id).unwrap()["riskLevelValueId"],
         "rv-low",
         "nothing changed upstream"
     );
 
-    c.e.c1.clear_requests();
-    edit::<AppEntitlement>(h, "db-read", json!({"riskLevelValueId": "rv-high"})).await;
+    c.up.c1.clear_requests();
+    h.edit_spec::<AppEntitlement>("db-read", json!({"riskLevelValueId": "rv-high"}))
+        .await;
     h.settle_kind(&engine, "db-read", 5).await;
     assert_eq!(
         h.condition_of("appentitlements", "db-read", "Synced").0,
         "True"
     );
-    assert_eq!(c.e.c1.count("POST", &item), 1, "one update");
+    assert_eq!(c.up.c1.count("POST", &item), 1, "one update");
     assert_eq!(
-        c.e.c1.entitlement(&c.e.app, &id).unwrap()["riskLevelValueId"],
+        c.up.c1.entitlement(&c.up.app, &id).unwrap()["riskLevelValueId"],
         "rv-high"
     );
     assert_eq!(c.live_entitlements("DB read").len(), 1);
@@ -272,11 +256,11 @@ async fn c1_refused_entitlement_update_is_terminal_until_the_spec_changes() {
 #[tokio::test]
 async fn c1_refused_connector_create_is_terminal_until_the_spec_changes() {
     let c = C1::new().await;
-    let h = &c.e.h;
+    let h = c.h();
     let engine = h.engine(ConnectorProvider);
-    let path = format!("/api/v1/apps/{}/connectors", c.e.app);
+    let path = format!("/api/v1/apps/{}/connectors", c.up.app);
     let message = "user u-gone does not exist";
-    c.e.c1
+    c.up.c1
         .push_fault(FaultMatch::exactly("POST", &path), c1_invalid(message));
     c.apply::<Connector>(
         "Connector",
@@ -293,14 +277,15 @@ async fn c1_refused_connector_create_is_terminal_until_the_spec_changes() {
         &c.calls(),
     )
     .await;
-    assert!(c.e.c1.connectors(&c.e.app).is_empty(), "nothing created");
+    assert!(c.up.c1.connectors(&c.up.app).is_empty(), "nothing created");
 
-    c.e.c1.clear_requests();
-    edit::<Connector>(h, "github", json!({"userIds": ["u-1"]})).await;
+    c.up.c1.clear_requests();
+    h.edit_spec::<Connector>("github", json!({"userIds": ["u-1"]}))
+        .await;
     h.settle_kind(&engine, "github", 5).await;
     assert_eq!(h.condition_of("connectors", "github", "Ready").0, "True");
-    assert_eq!(c.e.c1.count("POST", &path), 1, "one create");
-    let connectors = c.e.c1.connectors(&c.e.app);
+    assert_eq!(c.up.c1.count("POST", &path), 1, "one create");
+    let connectors = c.up.c1.connectors(&c.up.app);
     assert_eq!(connectors.len(), 1);
     assert_eq!(connectors[0]["userIds"], json!(["u-1"]));
 }
@@ -308,18 +293,18 @@ async fn c1_refused_connector_create_is_terminal_until_the_spec_changes() {
 #[tokio::test]
 async fn c1_refused_toolset_create_is_terminal_until_the_spec_changes() {
     let c = C1::new().await;
-    let h = &c.e.h;
+    let h = c.h();
     let engine = h.engine(McpToolsetProvider);
-    let connector = c.e.c1.seed_connector(&c.e.app, "GitHub MCP");
+    let connector = c.up.c1.seed_connector(&c.up.app, "GitHub MCP");
     let tool =
-        c.e.c1
-            .seed_tool(&c.e.app, &connector, "search", TOOL_APPROVED);
+        c.up.c1
+            .seed_tool(&c.up.app, &connector, "search", TOOL_APPROVED);
     let path = format!(
         "/api/v1/apps/{}/connectors/{connector}/mcp_toolsets",
-        c.e.app
+        c.up.app
     );
     let message = "display name \"c1 admin\" is reserved";
-    c.e.c1
+    c.up.c1
         .push_fault(FaultMatch::exactly("POST", &path), c1_invalid(message));
     c.apply::<McpToolset>(
         "McpToolset",
@@ -337,22 +322,23 @@ async fn c1_refused_toolset_create_is_terminal_until_the_spec_changes() {
     )
     .await;
 
-    c.e.c1.clear_requests();
-    edit::<McpToolset>(h, "search", json!({"displayName": "Search only"})).await;
+    c.up.c1.clear_requests();
+    h.edit_spec::<McpToolset>("search", json!({"displayName": "Search only"}))
+        .await;
     h.settle_kind(&engine, "search", 6).await;
     assert_eq!(h.condition_of("mcptoolsets", "search", "Ready").0, "True");
-    let creates = c.e.c1.requests().into_iter();
+    let creates = c.up.c1.requests().into_iter();
     let creates = creates.filter(|r| r.method == "POST" && r.path == path);
     assert_eq!(creates.count(), 1, "one create");
     let ours: Vec<Value> =
-        c.e.c1
-            .toolsets(&c.e.app, &connector)
+        c.up.c1
+            .toolsets(&c.up.app, &connector)
             .into_iter()
             .filter(|t| t["displayName"] == "Search only")
             .collect();
     assert_eq!(ours.len(), 1);
     let id = ours[0]["id"].as_str().unwrap();
-    assert_eq!(c.e.c1.bindings(id), vec![tool]);
+    assert_eq!(c.up.c1.bindings(id), vec![tool]);
 }
 
 // ---------------------------------------------------------------------------------
@@ -366,49 +352,41 @@ const TOOL_A: &str = "7a1f0000-0000-4000-8000-000000000001";
 const TOOL_B: &str = "7a200000-0000-4000-8000-000000000002";
 const TOOL_C: &str = "7a300000-0000-4000-8000-000000000003";
 
-struct Ic {
-    h: Harness,
+/// The fake Instaclustr account, with the gateway cluster's virtual server.
+struct Gateway {
     ic: FakeInstaclustr,
-    engine: Arc<Engine<PersonaAccessControl, PersonaAccessControlProvider>>,
 }
 
-impl Ic {
-    async fn new() -> Self {
-        let h = Harness::new().await;
-        let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "key");
+impl Upstream for Gateway {
+    async fn start() -> (Self, Vec<Conn>) {
+        let (env::Ic { ic }, connections) = env::Ic::start().await;
         ic.add_virtual_server(CLUSTER, VS);
-        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-            .await;
-        h.apply_connection("ic", json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}))
-            .await;
-        h.reconcile_connection("ic").await;
-        assert_eq!(h.connection_ready("ic"), ("True".into(), "Verified".into()));
-        let engine = h.engine(PersonaAccessControlProvider::default());
-        Self { h, ic, engine }
+        (Self { ic }, connections)
     }
+}
 
+type Ic = env::Env<Gateway, Passes<PersonaAccessControl, PersonaAccessControlProvider>>;
+
+impl Ic {
     fn calls(&self) -> impl Fn() -> usize + '_ {
-        || self.ic.requests().len()
+        || self.up.ic.requests().len()
     }
 
     async fn apply(&self, name: &str, vs: &str, role: &str, tools: &[&str]) {
-        self.h
-            .create::<PersonaAccessControl>(
-                json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "PersonaAccessControl",
-            "metadata": {"name": name},
-            "spec": {"connectionRef": {"name": "ic"}, "clusterId": CLUSTER, "virtualServerId": vs,
-                     "personaRole": role, "type": "ALLOWLIST", "tools": tools}}),
-            )
-            .await;
+        self.create(
+            name,
+            json!({"connectionRef": {"name": "ic"}, "clusterId": CLUSTER, "virtualServerId": vs,
+                   "personaRole": role, "type": "ALLOWLIST", "tools": tools}),
+        )
+        .await;
     }
 
     /// Passes until Ready=True (the gateway's writes become visible asynchronously).
     async fn until_ready(&self, name: &str) {
         for _ in 0..20 {
-            self.h.pass(&self.engine, name).await;
+            self.pass(name).await;
             if self
-                .h
+                .h()
                 .condition_of("personaaccesscontrols", name, "Ready")
                 .0
                 == "True"
@@ -419,12 +397,17 @@ impl Ic {
         }
         panic!(
             "{name} not Ready: {:?}",
-            self.h.condition_of("personaaccesscontrols", name, "Ready")
+            self.h()
+                .condition_of("personaaccesscontrols", name, "Ready")
         );
     }
 
     fn tools(&self, role: &str) -> Vec<String> {
-        let control = self.ic.control(&format!("{VS}_{role}")).expect("control");
+        let control = self
+            .up
+            .ic
+            .control(&format!("{VS}_{role}"))
+            .expect("control");
         let mut tools: Vec<String> = control["tools"]
             .as_array()
             .unwrap()
@@ -444,50 +427,51 @@ async fn ic_unknown_virtual_server_is_terminal_and_deletes_cleanly() {
     let env = Ic::new().await;
     env.apply("ghost", UNKNOWN_VS, "analyst", &[TOOL_A]).await;
     assert_terminal_and_quiet(
-        &env.h,
-        &env.engine,
+        env.h(),
+        &env.run.engine,
         "personaaccesscontrols",
         "ghost",
         ("virtual server not found", reason::UPSTREAM_REJECTED),
         &env.calls(),
     )
     .await;
-    assert!(env.ic.controls(CLUSTER).is_empty());
+    assert!(env.up.ic.controls(CLUSTER).is_empty());
 
-    Api::<PersonaAccessControl>::namespaced(env.h.client(), NS)
+    Api::<PersonaAccessControl>::namespaced(env.h().client(), NS)
         .delete("ghost", &Default::default())
         .await
         .unwrap();
-    env.h.settle_kind(&env.engine, "ghost", 5).await;
-    assert!(env.h.get("personaaccesscontrols", "ghost").is_none());
+    env.h().settle_kind(&env.run.engine, "ghost", 5).await;
+    assert!(env.h().get("personaaccesscontrols", "ghost").is_none());
 }
 
 #[tokio::test]
 async fn ic_refused_create_is_terminal_until_the_spec_changes() {
     let env = Ic::new().await;
     let message = format!("tool {TOOL_C} is not registered on virtual server {VS}");
-    env.ic.push_fault(
+    env.up.ic.push_fault(
         FaultMatch::exactly("POST", CONTROLS_PATH),
         ic_invalid("tools", &message),
     );
     env.apply("analysts", VS, "analyst", &[TOOL_A, TOOL_C])
         .await;
     assert_terminal_and_quiet(
-        &env.h,
-        &env.engine,
+        env.h(),
+        &env.run.engine,
         "personaaccesscontrols",
         "analysts",
         (&message, reason::UPSTREAM_REJECTED),
         &env.calls(),
     )
     .await;
-    assert!(env.ic.controls(CLUSTER).is_empty());
-    assert_eq!(env.ic.pending_changes(), 0, "nothing accepted");
+    assert!(env.up.ic.controls(CLUSTER).is_empty());
+    assert_eq!(env.up.ic.pending_changes(), 0, "nothing accepted");
 
-    env.ic.clear_requests();
-    edit::<PersonaAccessControl>(&env.h, "analysts", json!({"tools": [TOOL_A, TOOL_B]})).await;
+    env.up.ic.clear_requests();
+    env.edit("analysts", json!({"tools": [TOOL_A, TOOL_B]}))
+        .await;
     env.until_ready("analysts").await;
-    assert_eq!(env.ic.count("POST", CONTROLS_PATH), 1, "one create");
+    assert_eq!(env.up.ic.count("POST", CONTROLS_PATH), 1, "one create");
     assert_eq!(env.tools("analyst"), vec![TOOL_A, TOOL_B]);
 }
 
@@ -498,7 +482,7 @@ async fn ic_refused_create_is_terminal_until_the_spec_changes() {
 async fn ic_forbidden_create_is_permission_denied() {
     let env = Ic::new().await;
     let message = "API key ops may not manage persona access controls";
-    env.ic.push_fault(
+    env.up.ic.push_fault(
         FaultMatch::exactly("POST", CONTROLS_PATH),
         Fault::Status {
             code: 403,
@@ -509,21 +493,21 @@ async fn ic_forbidden_create_is_permission_denied() {
     );
     env.apply("analysts", VS, "analyst", &[TOOL_A]).await;
     assert_terminal_and_quiet(
-        &env.h,
-        &env.engine,
+        env.h(),
+        &env.run.engine,
         "personaaccesscontrols",
         "analysts",
         (message, reason::PERMISSION_DENIED),
         &env.calls(),
     )
     .await;
-    assert!(env.ic.controls(CLUSTER).is_empty());
+    assert!(env.up.ic.controls(CLUSTER).is_empty());
 
     // Permission granted (the fault was used up): retried once the hold has passed.
-    env.h.advance(Duration::from_secs(15 * 60));
+    env.h().advance(Duration::from_secs(15 * 60));
     env.until_ready("analysts").await;
     assert_eq!(
-        env.ic.count("POST", CONTROLS_PATH),
+        env.up.ic.count("POST", CONTROLS_PATH),
         2,
         "refused, then created"
     );
@@ -538,14 +522,15 @@ async fn ic_refused_update_is_terminal_until_the_spec_changes() {
     let item = format!("{CONTROLS_PATH}/{VS}_analyst");
 
     let message = format!("tool {TOOL_C} is not registered on virtual server {VS}");
-    env.ic.push_fault(
+    env.up.ic.push_fault(
         FaultMatch::exactly("PUT", &item),
         ic_invalid("tools", &message),
     );
-    edit::<PersonaAccessControl>(&env.h, "analysts", json!({"tools": [TOOL_A, TOOL_C]})).await;
+    env.edit("analysts", json!({"tools": [TOOL_A, TOOL_C]}))
+        .await;
     assert_terminal_and_quiet(
-        &env.h,
-        &env.engine,
+        env.h(),
+        &env.run.engine,
         "personaaccesscontrols",
         "analysts",
         (&message, reason::UPSTREAM_REJECTED),
@@ -558,9 +543,10 @@ async fn ic_refused_update_is_terminal_until_the_spec_changes() {
         "nothing changed upstream"
     );
 
-    env.ic.clear_requests();
-    edit::<PersonaAccessControl>(&env.h, "analysts", json!({"tools": [TOOL_A, TOOL_B]})).await;
+    env.up.ic.clear_requests();
+    env.edit("analysts", json!({"tools": [TOOL_A, TOOL_B]}))
+        .await;
     env.until_ready("analysts").await;
-    assert_eq!(env.ic.count("PUT", &item), 1, "one update");
+    assert_eq!(env.up.ic.count("PUT", &item), 1, "one update");
     assert_eq!(env.tools("analyst"), vec![TOOL_A, TOOL_B]);
 }

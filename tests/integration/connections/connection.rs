@@ -3,9 +3,9 @@
 
 use serde_json::json;
 
-use crate::harness::{Harness, NS};
 use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_instaclustr::FakeInstaclustr;
+use crate::support::harness::{Harness, NS};
 
 #[tokio::test]
 async fn conductorone_client_assertion_is_accepted() {

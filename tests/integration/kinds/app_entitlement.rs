@@ -1,73 +1,26 @@
 //! AppEntitlement end to end: real engine + real ConductorOne client against the fake C1.
 
-use std::sync::Arc;
-
 use accessplane::api::AppEntitlement;
-use accessplane::engine::Engine;
 use accessplane::providers::conductorone::AppEntitlementProvider;
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, NS};
+use crate::support::env::{self, C1, Passes};
 use crate::support::fake_http::{Fault, FaultMatch};
+use crate::support::harness::NS;
 
-struct Env {
-    e: C1Env,
-    engine: Arc<Engine<AppEntitlement, AppEntitlementProvider>>,
-}
+type Env = env::Env<C1, Passes<AppEntitlement, AppEntitlementProvider>>;
 
 impl Env {
-    async fn new() -> Self {
-        let e = C1Env::new().await;
-        let engine = e.h.engine(AppEntitlementProvider);
-        Self { e, engine }
-    }
-
-    async fn apply(&self, name: &str, mut spec: Value) {
-        spec["connectionRef"] = json!({"name": "c1"});
-        spec["appId"] = json!(self.e.app);
-        self.e.h.create::<AppEntitlement>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AppEntitlement", "metadata": {"name": name}, "spec": spec})).await;
-    }
-
-    async fn edit(&self, name: &str, patch: Value) {
-        let api: kube::Api<AppEntitlement> = kube::Api::namespaced(self.e.h.client(), NS);
-        api.patch(
-            name,
-            &Default::default(),
-            &kube::api::Patch::Merge(json!({"spec": patch})),
-        )
-        .await
-        .unwrap();
-    }
-
-    /// Deletes the resource and lets the engine finish with it.
-    async fn delete(&self, name: &str) {
-        let api: kube::Api<AppEntitlement> = kube::Api::namespaced(self.e.h.client(), NS);
-        api.delete(name, &Default::default()).await.unwrap();
-        self.settle(name).await;
-    }
-
-    async fn settle(&self, name: &str) {
-        self.e.h.settle_kind(&self.engine, name, 5).await;
-    }
-
-    fn ready(&self, name: &str) -> (String, String, String) {
-        self.e.h.condition_of("appentitlements", name, "Ready")
-    }
-
-    fn id(&self, name: &str) -> String {
-        self.e.h.get("appentitlements", name).unwrap()["status"]["id"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
     fn upstream(&self, name: &str) -> Value {
-        self.e.c1.entitlement(&self.e.app, &self.id(name)).unwrap()
+        self.up
+            .c1
+            .entitlement(&self.up.app, &self.id(name))
+            .unwrap()
     }
 
     /// The bodies of the entitlement updates received, in order.
     fn updates(&self) -> Vec<Value> {
-        self.e
+        self.up
             .c1
             .requests()
             .into_iter()
@@ -101,7 +54,7 @@ async fn create_marks_the_entitlement_and_applies_the_deprovisioner_by_update() 
         env.ready("prod-db-read")
     );
     let create = env
-        .e
+        .up
         .c1
         .requests()
         .into_iter()
@@ -121,7 +74,7 @@ async fn create_marks_the_entitlement_and_applies_the_deprovisioner_by_update() 
         body["annotations"]["iac_resource_address"],
         format!("{NS}/prod-db-read")
     );
-    assert_eq!(env.e.c1.update_masks(), vec!["deprovisionerPolicy"]);
+    assert_eq!(env.up.c1.update_masks(), vec!["deprovisionerPolicy"]);
 
     let upstream = env.upstream("prod-db-read");
     assert_eq!(
@@ -129,14 +82,14 @@ async fn create_marks_the_entitlement_and_applies_the_deprovisioner_by_update() 
         "Remove the user from db-readers"
     );
     assert_eq!(
-        env.e.h.get("appentitlements", "prod-db-read").unwrap()["status"]["grantCount"],
+        env.h().get("appentitlements", "prod-db-read").unwrap()["status"]["grantCount"],
         0
     );
 
     // Converged: a resync only reads.
-    env.e.c1.clear_requests();
-    env.e.h.pass(&env.engine, "prod-db-read").await;
-    assert_eq!(env.e.c1.writes(), 0);
+    env.up.c1.clear_requests();
+    env.pass("prod-db-read").await;
+    assert_eq!(env.up.c1.writes(), 0);
 }
 
 /// `appResourceTypeId`/`appResourceId` are create-only: sent with the create (else the
@@ -171,15 +124,15 @@ async fn drift_is_corrected_with_a_mask_of_only_the_drifted_fields() {
     env.apply("prod-db-read", spec()).await;
     env.settle("prod-db-read").await;
     let id = env.id("prod-db-read");
-    env.e.c1.edit_entitlement(&env.e.app, &id, |e| {
+    env.up.c1.edit_entitlement(&env.up.app, &id, |e| {
         e["description"] = json!("edited in the UI");
         e["alias"] = json!("renamed");
         e["slug"] = json!("unmanaged-field-edit");
     });
-    let masks_before = env.e.c1.update_masks().len();
+    let masks_before = env.up.c1.update_masks().len();
     env.settle("prod-db-read").await;
 
-    let masks = env.e.c1.update_masks()[masks_before..].to_vec();
+    let masks = env.up.c1.update_masks()[masks_before..].to_vec();
     assert_eq!(masks.len(), 1, "one update: {masks:?}");
     let mut paths: Vec<&str> = masks[0].split(',').collect();
     paths.sort();
@@ -224,8 +177,8 @@ async fn oneof_switch_sends_only_the_new_arm() {
 #[tokio::test]
 async fn adopts_connector_synced_entitlement_and_orphans_it() {
     let env = Env::new().await;
-    let id = env.e.c1.seed_entitlement(
-        &env.e.app,
+    let id = env.up.c1.seed_entitlement(
+        &env.up.app,
         json!({"displayName": "GitHub admin", "riskLevelValueId": "low"}),
     );
     env.apply(
@@ -236,22 +189,23 @@ async fn adopts_connector_synced_entitlement_and_orphans_it() {
     env.settle("github-admin").await;
     assert_eq!(env.ready("github-admin").0, "True");
     assert_eq!(
-        env.e.c1.update_masks(),
+        env.up.c1.update_masks(),
         vec!["riskLevelValueId"],
         "false equals unset"
     );
     assert_eq!(
-        env.e
+        env.up
             .c1
-            .count("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+            .count("POST", &format!("/api/v1/apps/{}/entitlements", env.up.app)),
         1,
         "one update, no create"
     );
 
     env.delete("github-admin").await;
-    assert!(env.e.h.get("appentitlements", "github-admin").is_none());
+    env.settle("github-admin").await;
+    assert!(env.h().get("appentitlements", "github-admin").is_none());
     assert!(
-        env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_null(),
+        env.up.c1.entitlement(&env.up.app, &id).unwrap()["deletedAt"].is_null(),
         "orphaned"
     );
 }
@@ -259,8 +213,8 @@ async fn adopts_connector_synced_entitlement_and_orphans_it() {
 #[tokio::test]
 async fn observe_reports_drift_without_writes() {
     let env = Env::new().await;
-    let id = env.e.c1.seed_entitlement(
-        &env.e.app,
+    let id = env.up.c1.seed_entitlement(
+        &env.up.app,
         json!({"displayName": "Watched", "description": "actual"}),
     );
     env.apply(
@@ -272,28 +226,28 @@ async fn observe_reports_drift_without_writes() {
     let (status, reason, message) = env.ready("watched");
     assert_eq!((status.as_str(), reason.as_str()), ("False", "Drifted"));
     assert!(message.contains("description"));
-    assert_eq!(env.e.c1.writes(), 0);
+    assert_eq!(env.up.c1.writes(), 0);
 }
 
 #[tokio::test]
 async fn lost_create_is_recovered_through_the_annotations() {
     let env = Env::new().await;
     // Another resource's entitlement with the same display name must not be taken.
-    env.e.c1.seed_entitlement(
-        &env.e.app,
+    env.up.c1.seed_entitlement(
+        &env.up.app,
         json!({"displayName": "Production DB read", "annotations": {"managed_by": "accessplane", "iac_resource_address": "other/thing"}}),
     );
-    env.e.c1.push_fault(
-        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+    env.up.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.up.app)),
         Fault::ApplyThenDropConnection,
     );
     env.apply("prod-db-read", spec()).await;
     env.settle("prod-db-read").await;
 
     let live: Vec<Value> = env
-        .e
+        .up
         .c1
-        .entitlements(&env.e.app)
+        .entitlements(&env.up.app)
         .into_iter()
         .filter(|e| e["deletedAt"].is_null())
         .collect();
@@ -312,11 +266,11 @@ async fn lost_create_is_recovered_through_the_annotations() {
 async fn an_unmarked_same_named_entitlement_is_never_taken_for_a_lost_create() {
     let env = Env::new().await;
     let theirs = env
-        .e
+        .up
         .c1
-        .seed_entitlement(&env.e.app, json!({"displayName": "Production DB read"}));
-    env.e.c1.push_fault(
-        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.e.app)),
+        .seed_entitlement(&env.up.app, json!({"displayName": "Production DB read"}));
+    env.up.c1.push_fault(
+        FaultMatch::new("POST", &format!("/api/v1/apps/{}/entitlements", env.up.app)),
         Fault::status(503),
     );
     env.apply("prod-db-read", spec()).await;
@@ -327,8 +281,9 @@ async fn an_unmarked_same_named_entitlement_is_never_taken_for_a_lost_create() {
     assert!(env.upstream("prod-db-read")["annotations"]["managed_by"] == "accessplane");
 
     env.delete("prod-db-read").await;
-    assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
-    let entitlement = |id: &str| env.e.c1.entitlement(&env.e.app, id).unwrap();
+    env.settle("prod-db-read").await;
+    assert!(env.h().get("appentitlements", "prod-db-read").is_none());
+    let entitlement = |id: &str| env.up.c1.entitlement(&env.up.app, id).unwrap();
     assert!(entitlement(&ours)["deletedAt"].is_string(), "ours deleted");
     assert!(entitlement(&theirs)["deletedAt"].is_null(), "theirs kept");
 }
@@ -338,13 +293,13 @@ async fn expired_token_is_refreshed_once() {
     let env = Env::new().await;
     env.apply("prod-db-read", spec()).await;
     env.settle("prod-db-read").await;
-    let exchanges = env.e.c1.token_exchanges();
-    env.e.c1.expire_tokens();
-    env.e.c1.clear_requests();
-    env.e.h.pass(&env.engine, "prod-db-read").await;
-    assert_eq!(env.e.c1.token_exchanges(), exchanges + 1);
+    let exchanges = env.up.c1.token_exchanges();
+    env.up.c1.expire_tokens();
+    env.up.c1.clear_requests();
+    env.pass("prod-db-read").await;
+    assert_eq!(env.up.c1.token_exchanges(), exchanges + 1);
     let gets: Vec<u16> = env
-        .e
+        .up
         .c1
         .requests()
         .into_iter()
@@ -362,9 +317,10 @@ async fn delete_soft_deletes_and_soft_deleted_counts_as_gone() {
     env.settle("prod-db-read").await;
     let id = env.id("prod-db-read");
     env.delete("prod-db-read").await;
-    assert!(env.e.h.get("appentitlements", "prod-db-read").is_none());
+    env.settle("prod-db-read").await;
+    assert!(env.h().get("appentitlements", "prod-db-read").is_none());
     assert!(
-        env.e.c1.entitlement(&env.e.app, &id).unwrap()["deletedAt"].is_string(),
+        env.up.c1.entitlement(&env.up.app, &id).unwrap()["deletedAt"].is_string(),
         "deleted upstream"
     );
 

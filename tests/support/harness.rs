@@ -1,5 +1,7 @@
 //! Drives the real Connection controller and the real engine against the fake
-//! Kubernetes API and the fake Serval server, one reconcile pass at a time.
+//! Kubernetes API and the fake Serval server, one reconcile pass at a time; and what
+//! the integration tests share besides: conditions, convergence, log capture.
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +22,8 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use crate::support::fake_c1::{FakeC1, test_credentials};
-use crate::support::fake_instaclustr::FakeInstaclustr;
-use crate::support::fake_kube::FakeKube;
-use crate::support::fake_serval::FakeServal;
+use super::fake_kube::FakeKube;
+use super::fake_serval::FakeServal;
 use accessplane::fence::Fence;
 
 pub const NS: &str = "platform-access";
@@ -170,7 +170,12 @@ impl Harness {
 
     /// Merges `patch` into the AccessProfile's spec (a user edit).
     pub async fn edit_profile_spec(&self, name: &str, patch: Value) {
-        self.profiles()
+        self.edit_spec::<AccessProfile>(name, patch).await;
+    }
+
+    /// Merges `patch` into the spec of an object of any kind of the group (a user edit).
+    pub async fn edit_spec<K: ManagedObject>(&self, name: &str, patch: Value) {
+        Api::<K>::namespaced(self.client(), NS)
             .patch(
                 name,
                 &PatchParams::default(),
@@ -378,6 +383,12 @@ pub fn condition_pair(obj: &Value, kind: &str) -> Option<(String, String)> {
     Some((c["status"].as_str()?.into(), c["reason"].as_str()?.into()))
 }
 
+/// "status/reason" of an object's Ready condition.
+pub fn ready_reason(obj: Option<Value>) -> Option<String> {
+    let (status, reason) = condition_pair(&obj?, "Ready")?;
+    Some(format!("{status}/{reason}"))
+}
+
 /// Ready=True/Available and Synced=True at the current generation, the id recorded in
 /// status (the only place it is written), nothing pending.
 pub fn converged_status(obj: &Value) -> Result<(), String> {
@@ -502,59 +513,6 @@ pub fn requeue_of(action: &kube::runtime::controller::Action) -> Option<Duration
         "ns" => Duration::from_secs_f64(value / 1e9),
         _ => Duration::from_secs_f64(value),
     })
-}
-
-/// A harness plus a verified `c1` Connection to a fresh fake ConductorOne tenant with one app.
-pub struct C1Env {
-    pub h: Harness,
-    pub c1: FakeC1,
-    pub app: String,
-}
-
-impl C1Env {
-    /// A verified `c1` Connection to a fresh fake tenant with one app.
-    pub async fn new() -> Self {
-        let h = Harness::new().await;
-        let c1 = FakeC1::start().await;
-        let (client_id, secret, public) = test_credentials(&c1.host());
-        c1.add_client(&client_id, public, &secret);
-        h.put_secret(
-            "c1-credentials",
-            json!({"clientId": client_id, "clientSecret": secret}),
-        )
-        .await;
-        h.apply_connection("c1", json!({"conductorOne": {"serverUrl": c1.base_url(), "credentialsSecretRef": {"name": "c1-credentials"}}}))
-            .await;
-        h.reconcile_connection("c1").await;
-        assert_eq!(h.connection_ready("c1"), ("True".into(), "Verified".into()));
-        let app = c1.seed_app();
-        Self { h, c1, app }
-    }
-}
-
-/// A harness plus a verified `ic` Connection to a fresh fake Instaclustr account
-/// (`ops`/`key`); gateway clusters and virtual servers are added by the test.
-pub struct IcEnv {
-    pub h: Harness,
-    pub ic: FakeInstaclustr,
-}
-
-impl IcEnv {
-    pub async fn new() -> Self {
-        let h = Harness::new().await;
-        let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "key");
-        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-            .await;
-        h.apply_connection(
-            "ic",
-            json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
-        )
-        .await;
-        h.reconcile_connection("ic").await;
-        assert_eq!(h.connection_ready("ic"), ("True".into(), "Verified".into()));
-        Self { h, ic }
-    }
 }
 
 fn publisher(client: &kube::Client, clock: &Arc<ManualClock>) -> EventPublisher {

@@ -5,23 +5,15 @@ use std::time::Duration;
 
 use accessplane::runtime::{RunConfig, run_with};
 use futures::FutureExt;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::oneshot;
 
+use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
+use crate::support::harness::ready_reason;
 
 const API: &str = "accessplane.io/v1alpha1";
-
-fn ready_reason(obj: Option<Value>) -> Option<String> {
-    let conditions = obj?["status"]["conditions"].as_array()?.clone();
-    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
-    Some(format!(
-        "{}/{}",
-        ready["status"].as_str()?,
-        ready["reason"].as_str()?
-    ))
-}
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     for _ in 0..200 {
@@ -45,26 +37,6 @@ struct Running {
     kube: FakeKube,
     stop: oneshot::Sender<()>,
     operator: tokio::task::JoinHandle<Result<(), accessplane::runtime::RuntimeError>>,
-}
-
-/// A fake Serval with a client, and a fake apiserver holding its credentials Secret and a
-/// `serval` Connection in `team-a`.
-pub async fn serval_world() -> (FakeKube, FakeServal) {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let serval = FakeServal::start().await;
-    serval.add_client("operator", "s3cret");
-    let kube = FakeKube::new();
-    kube.put_object(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "serval-creds", "namespace": "team-a"},
-        "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
-    }));
-    kube.put_object(json!({
-        "apiVersion": API, "kind": "Connection",
-        "metadata": {"name": "serval", "namespace": "team-a"},
-        "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
-    }));
-    (kube, serval)
 }
 
 /// A Secret, a Connection and an AccessProfile in `team-a`, and the operator running.
@@ -265,7 +237,7 @@ async fn a_force_removed_connection_is_not_used() {
     )
     .await;
     let obj = kube.get(API, "accessprofiles", "team-a", "oncall").unwrap();
-    let ready = crate::harness::condition(&obj, "Ready").unwrap();
+    let ready = crate::support::harness::condition(&obj, "Ready").unwrap();
     assert!(
         ready["message"]
             .as_str()

@@ -19,12 +19,12 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::harness::{
-    CLIENT_ID, CLIENT_SECRET, CapturedLogs, Harness, NS, TEAM, capture_logs, condition,
-};
 use crate::support::fake_c1::{FakeC1, test_credentials};
 use crate::support::fake_instaclustr::FakeInstaclustr;
 use crate::support::fake_serval::PROFILES_PATH;
+use crate::support::harness::{
+    CLIENT_ID, CLIENT_SECRET, CapturedLogs, Harness, NS, TEAM, capture_logs, condition,
+};
 
 const SERVAL_ROTATED: &str = "SENTINEL-serval-rotated-5be1";
 const SERVAL_WRONG: &str = "SENTINEL-serval-wrong-77aa";

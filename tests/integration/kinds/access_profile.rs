@@ -4,9 +4,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{CLIENT_SECRET, Harness, TEAM, capture_trace_text, requeue_of};
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_serval::PROFILES_PATH;
+use crate::support::harness::{CLIENT_SECRET, Harness, TEAM, capture_trace_text, requeue_of};
 
 fn spec() -> serde_json::Value {
     json!({
@@ -489,7 +489,7 @@ async fn credentials_never_reach_logs_status_or_events() {
             .list("accessplane.io/v1alpha1", "accessprofiles", None)
             .into_iter()
             .chain(h.kube.list("accessplane.io/v1alpha1", "connections", None))
-            .chain(h.kube.events(crate::harness::NS))
+            .chain(h.kube.events(crate::support::harness::NS))
         {
             assert!(!obj.to_string().contains(needle), "secret in {obj}");
         }
@@ -570,7 +570,7 @@ async fn connection_is_kept_while_in_use() {
     h.apply_profile("user", spec()).await;
     h.settle("user", 4).await;
     let api: kube::Api<accessplane::api::Connection> =
-        kube::Api::namespaced(h.client(), crate::harness::NS);
+        kube::Api::namespaced(h.client(), crate::support::harness::NS);
     api.delete("serval", &Default::default()).await.unwrap();
     h.reconcile_connection("serval").await;
     assert_eq!(h.connection_ready("serval").1, "InUse");
@@ -583,7 +583,7 @@ async fn connection_is_kept_while_in_use() {
             .get(
                 "accessplane.io/v1alpha1",
                 "connections",
-                crate::harness::NS,
+                crate::support::harness::NS,
                 "serval"
             )
             .is_none()
@@ -666,10 +666,10 @@ async fn the_engine_plans_each_outcome_without_writing() {
     let manifest = |name: &str, spec: serde_json::Value| -> AccessProfile {
         let mut spec = spec;
         spec["connectionRef"] = json!({"name": "serval"});
-        spec["teamId"] = json!(crate::harness::TEAM);
+        spec["teamId"] = json!(crate::support::harness::TEAM);
         serde_json::from_value(
             json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
-            "metadata": {"name": name, "namespace": crate::harness::NS}, "spec": spec}),
+            "metadata": {"name": name, "namespace": crate::support::harness::NS}, "spec": spec}),
         )
         .unwrap()
     };
@@ -718,7 +718,7 @@ async fn the_engine_plans_each_outcome_without_writing() {
     assert_eq!(requests[0].body, Some(json!({"description": "Changed"})));
 
     let seeded = h.serval.seed_profile(
-        json!({"teamId": crate::harness::TEAM, "name": "Made by hand", "description": "old"}),
+        json!({"teamId": crate::support::harness::TEAM, "name": "Made by hand", "description": "old"}),
     );
     let adopt = planned(manifest(
         "adopted",

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use accessplane::api::PersonaAccessControl;
-use accessplane::engine::Engine;
 use accessplane::providers::instaclustr::PersonaAccessControlProvider;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::harness::{Harness, NS};
-use crate::support::fake_instaclustr::{FakeInstaclustr, NO_OPERATION, RUNNING};
+use crate::support::env::{self, Ic, Passes, Setup};
+use crate::support::fake_instaclustr::{NO_OPERATION, RUNNING};
+use crate::support::harness::NS;
 
 const CLUSTER: &str = "gw-1";
 const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
@@ -19,30 +19,19 @@ const TOOL_A: &str = "7a1f0000-0000-4000-8000-000000000001";
 const TOOL_B: &str = "7a200000-0000-4000-8000-000000000002";
 const DELAY: Duration = Duration::from_millis(300);
 
-struct Env {
-    h: Harness,
-    ic: FakeInstaclustr,
-    engine: Arc<Engine<PersonaAccessControl, PersonaAccessControlProvider>>,
-}
+type Env = env::Env<Ic, Passes<PersonaAccessControl, PersonaAccessControlProvider>>;
 
 impl Env {
-    async fn new(rate: Option<(u32, u32)>) -> Self {
-        let h = Harness::new().await;
-        let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "key");
-        ic.add_virtual_server(CLUSTER, VS);
-        ic.set_visibility_delay(DELAY);
-        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-            .await;
-        let mut spec = json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}});
+    /// The gateway cluster's virtual server, its writes visible after `DELAY`; the
+    /// Connection limited to `rate` (requests a second, burst) if given.
+    async fn started(rate: Option<(u32, u32)>) -> Self {
+        let mut setup = Setup::<Ic>::start().await;
+        setup.up.ic.add_virtual_server(CLUSTER, VS);
+        setup.up.ic.set_visibility_delay(DELAY);
         if let Some((rps, burst)) = rate {
-            spec["rateLimit"] = json!({"requestsPerSecond": rps, "burst": burst});
+            setup = setup.rate_limit(rps, burst);
         }
-        h.apply_connection("ic", spec).await;
-        h.reconcile_connection("ic").await;
-        assert_eq!(h.connection_ready("ic"), ("True".into(), "Verified".into()));
-        let engine = h.engine(PersonaAccessControlProvider::default());
-        Self { h, ic, engine }
+        setup.passes(PersonaAccessControlProvider::default()).await
     }
 
     async fn apply(&self, name: &str, role: &str, extra: Value) {
@@ -50,19 +39,12 @@ impl Env {
         for (k, v) in extra.as_object().unwrap() {
             spec[k] = v.clone();
         }
-        self.h.create::<PersonaAccessControl>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "PersonaAccessControl", "metadata": {"name": name}, "spec": spec})).await;
+        self.create(name, spec).await;
     }
 
-    fn api(&self) -> Api<PersonaAccessControl> {
-        Api::namespaced(self.h.client(), NS)
-    }
-
-    async fn pass(&self, name: &str) {
-        self.h.pass(&self.engine, name).await;
-    }
-
-    fn ready(&self, name: &str) -> (String, String) {
-        let (s, r, _) = self.h.condition_of("personaaccesscontrols", name, "Ready");
+    /// (status, reason) of Ready.
+    fn readiness(&self, name: &str) -> (String, String) {
+        let (s, r, _) = self.ready(name);
         (s, r)
     }
 
@@ -70,12 +52,12 @@ impl Env {
     async fn until_ready(&self, name: &str, n: usize) -> usize {
         for i in 0..n {
             self.pass(name).await;
-            if self.ready(name).0 == "True" {
+            if self.readiness(name).0 == "True" {
                 return i + 1;
             }
             tokio::time::sleep(Duration::from_millis(450)).await;
         }
-        panic!("{name} not Ready: {:?}", self.ready(name));
+        panic!("{name} not Ready: {:?}", self.readiness(name));
     }
 }
 
@@ -85,22 +67,25 @@ fn id(role: &str) -> String {
 
 #[tokio::test]
 async fn create_is_pending_until_visible_then_ready() {
-    let env = Env::new(None).await;
+    let env = Env::started(None).await;
     // Two passes must fit before the create shows, even on a starved machine.
     let delay = Duration::from_secs(2);
-    env.ic.set_visibility_delay(delay);
+    env.up.ic.set_visibility_delay(delay);
     env.apply("analysts", "analyst", json!({"tools": [TOOL_A]}))
         .await;
     env.pass("analysts").await;
-    assert_eq!(env.ready("analysts"), ("False".into(), "Pending".into()));
+    assert_eq!(
+        env.readiness("analysts"),
+        ("False".into(), "Pending".into())
+    );
     env.pass("analysts").await;
     assert_eq!(
-        env.ready("analysts"),
+        env.readiness("analysts"),
         ("False".into(), "Pending".into()),
         "not Ready before the gateway shows it"
     );
     assert_eq!(
-        env.ic.count("POST", "/cluster-management"),
+        env.up.ic.count("POST", "/cluster-management"),
         1,
         "accepted once, never re-sent while pending"
     );
@@ -108,13 +93,16 @@ async fn create_is_pending_until_visible_then_ready() {
     // Visible, and past the shared List window.
     tokio::time::sleep(delay + Duration::from_millis(150)).await;
     env.pass("analysts").await;
-    assert_eq!(env.ready("analysts"), ("True".into(), "Available".into()));
-    let obj = env.h.get("personaaccesscontrols", "analysts").unwrap();
+    assert_eq!(
+        env.readiness("analysts"),
+        ("True".into(), "Available".into())
+    );
+    let obj = env.h().get("personaaccesscontrols", "analysts").unwrap();
     assert_eq!(obj["status"]["id"], id("analyst"));
     assert_eq!(obj["status"]["clusterId"], CLUSTER);
     assert!(obj["status"].get("pending").is_none());
     assert_eq!(
-        env.ic.list_calls(CLUSTER),
+        env.up.ic.list_calls(CLUSTER),
         0,
         "a lone confirmation is one GET, not a List of the cluster"
     );
@@ -122,7 +110,7 @@ async fn create_is_pending_until_visible_then_ready() {
 
 #[tokio::test]
 async fn update_is_pending_then_ready_and_delete_waits_for_404() {
-    let env = Env::new(None).await;
+    let env = Env::started(None).await;
     env.apply("analysts", "analyst", json!({"tools": [TOOL_A]}))
         .await;
     env.until_ready("analysts", 20).await;
@@ -136,10 +124,13 @@ async fn update_is_pending_then_ready_and_delete_waits_for_404() {
         .await
         .unwrap();
     env.pass("analysts").await;
-    assert_eq!(env.ready("analysts"), ("False".into(), "Pending".into()));
+    assert_eq!(
+        env.readiness("analysts"),
+        ("False".into(), "Pending".into())
+    );
     env.until_ready("analysts", 20).await;
-    assert_eq!(env.ic.count("PUT", "/cluster-management"), 1);
-    let control = env.ic.control(&id("analyst")).unwrap();
+    assert_eq!(env.up.ic.count("PUT", "/cluster-management"), 1);
+    let control = env.up.ic.control(&id("analyst")).unwrap();
     assert_eq!(control["type"], "DENYLIST");
 
     env.api()
@@ -159,14 +150,14 @@ async fn update_is_pending_then_ready_and_delete_waits_for_404() {
         env.pass("analysts").await;
     }
     assert!(env.api().get_opt("analysts").await.unwrap().is_none());
-    assert!(env.ic.control(&id("analyst")).is_none());
-    assert_eq!(env.ic.count("DELETE", "/cluster-management"), 1);
+    assert!(env.up.ic.control(&id("analyst")).is_none());
+    assert_eq!(env.up.ic.count("DELETE", "/cluster-management"), 1);
 }
 
 #[tokio::test]
 async fn adopts_existing_control_and_corrects_drift() {
-    let env = Env::new(None).await;
-    env.ic.seed_control(
+    let env = Env::started(None).await;
+    env.up.ic.seed_control(
         json!({"virtualServerId": VS, "personaRole": "auditor", "type": "DENYLIST", "tools": []}),
     );
     env.apply(
@@ -177,33 +168,37 @@ async fn adopts_existing_control_and_corrects_drift() {
     .await;
     env.until_ready("auditors", 5).await;
     assert_eq!(
-        env.ic.count("POST", "/cluster-management"),
+        env.up.ic.count("POST", "/cluster-management"),
         0,
         "adopted, not created"
     );
-    let obj = env.h.get("personaaccesscontrols", "auditors").unwrap();
+    let obj = env.h().get("personaaccesscontrols", "auditors").unwrap();
     assert_eq!(
         obj["metadata"]["annotations"]["accessplane.io/adopted"],
         "true"
     );
 
-    env.ic
+    env.up
+        .ic
         .edit_control(&id("auditor"), |c| c["tools"] = json!([TOOL_B]));
     tokio::time::sleep(Duration::from_millis(450)).await; // past the shared List window
     env.pass("auditors").await;
     assert_eq!(
-        env.ic.count("PUT", "/cluster-management"),
+        env.up.ic.count("PUT", "/cluster-management"),
         1,
         "drift corrected"
     );
-    let reasons = env.h.event_reasons();
+    let reasons = env.h().event_reasons();
     assert!(
         reasons.contains(&"DriftCorrectionRequested".to_string())
             && !reasons.contains(&"UpdateRequested".to_string()),
         "the Event says the write corrects drift: {reasons:?}"
     );
     env.until_ready("auditors", 20).await;
-    assert_eq!(env.ic.control(&id("auditor")).unwrap()["tools"], json!([]));
+    assert_eq!(
+        env.up.ic.control(&id("auditor")).unwrap()["tools"],
+        json!([])
+    );
 
     // Adopted: deleting the resource leaves the control.
     env.api()
@@ -212,13 +207,13 @@ async fn adopts_existing_control_and_corrects_drift() {
         .unwrap();
     env.pass("auditors").await;
     assert!(env.api().get_opt("auditors").await.unwrap().is_none());
-    assert!(env.ic.control(&id("auditor")).is_some());
+    assert!(env.up.ic.control(&id("auditor")).is_some());
 }
 
 #[tokio::test]
 async fn observe_reports_drift_without_writes() {
-    let env = Env::new(None).await;
-    env.ic.seed_control(json!({"virtualServerId": VS, "personaRole": "viewer", "type": "ALLOWLIST", "tools": [TOOL_A]}));
+    let env = Env::started(None).await;
+    env.up.ic.seed_control(json!({"virtualServerId": VS, "personaRole": "viewer", "type": "ALLOWLIST", "tools": [TOOL_A]}));
     env.apply(
         "viewers",
         "viewer",
@@ -226,34 +221,36 @@ async fn observe_reports_drift_without_writes() {
     )
     .await;
     env.pass("viewers").await;
-    assert_eq!(env.ready("viewers"), ("False".into(), "Drifted".into()));
-    assert_eq!(env.ic.writes(), 0);
+    assert_eq!(env.readiness("viewers"), ("False".into(), "Drifted".into()));
+    assert_eq!(env.up.ic.writes(), 0);
 }
 
 #[tokio::test]
 async fn busy_cluster_gets_no_writes_until_it_runs() {
-    let env = Env::new(None).await;
-    env.ic
+    let env = Env::started(None).await;
+    env.up
+        .ic
         .set_cluster_state(CLUSTER, RUNNING, "OPERATION_IN_PROGRESS");
     env.apply("analysts", "analyst", json!({})).await;
     env.pass("analysts").await;
     env.pass("analysts").await;
     let (status, reason, message) =
-        env.h
+        env.h()
             .condition_of("personaaccesscontrols", "analysts", "Ready");
     assert_eq!(
         (status.as_str(), reason.as_str()),
         ("False", "WaitingForDependency")
     );
     assert!(message.contains("OPERATION_IN_PROGRESS"), "{message}");
-    assert_eq!(env.ic.writes(), 0);
-    assert_eq!(env.ic.writes_while_not_running(), 0);
+    assert_eq!(env.up.ic.writes(), 0);
+    assert_eq!(env.up.ic.writes_while_not_running(), 0);
 
-    env.ic.set_cluster_state(CLUSTER, RUNNING, NO_OPERATION);
+    env.up.ic.set_cluster_state(CLUSTER, RUNNING, NO_OPERATION);
     env.until_ready("analysts", 20).await;
-    assert_eq!(env.ic.writes_while_not_running(), 0);
+    assert_eq!(env.up.ic.writes_while_not_running(), 0);
 
-    env.ic
+    env.up
+        .ic
         .set_cluster_state(CLUSTER, RUNNING, "OPERATION_FAILED");
     env.api()
         .patch(
@@ -266,7 +263,7 @@ async fn busy_cluster_gets_no_writes_until_it_runs() {
     tokio::time::sleep(Duration::from_millis(2100)).await; // past the cluster-state cache
     env.pass("analysts").await;
     let (_, reason, message) = env
-        .h
+        .h()
         .condition_of("personaaccesscontrols", "analysts", "Ready");
     assert_eq!(reason, "DependencyFailed");
     assert!(message.contains("last operation failed"), "{message}");
@@ -274,7 +271,7 @@ async fn busy_cluster_gets_no_writes_until_it_runs() {
 
 #[tokio::test]
 async fn fifty_pending_controls_are_confirmed_from_one_list_per_round() {
-    let env = Env::new(Some((100, 100))).await;
+    let env = Env::started(Some((100, 100))).await;
     for i in 0..50 {
         env.apply(&format!("role-{i}"), &format!("role-{i}"), json!({}))
             .await;
@@ -283,13 +280,13 @@ async fn fifty_pending_controls_are_confirmed_from_one_list_per_round() {
     for i in 0..50 {
         env.pass(&format!("role-{i}")).await;
     }
-    assert_eq!(env.ic.count("POST", "/cluster-management"), 50);
+    assert_eq!(env.up.ic.count("POST", "/cluster-management"), 50);
     tokio::time::sleep(DELAY).await;
-    env.ic.clear_requests();
+    env.up.ic.clear_requests();
 
     // One poll round: all 50 confirmed concurrently.
     let passes = (0..50).map(|i| {
-        let engine = env.engine.clone();
+        let engine = env.run.engine.clone();
         let api = env.api();
         async move {
             let obj = api.get(&format!("role-{i}")).await.unwrap();
@@ -300,23 +297,23 @@ async fn fifty_pending_controls_are_confirmed_from_one_list_per_round() {
     });
     futures::future::join_all(passes).await;
     for i in 0..50 {
-        assert_eq!(env.ready(&format!("role-{i}")).0, "True", "role-{i}");
+        assert_eq!(env.readiness(&format!("role-{i}")).0, "True", "role-{i}");
     }
     assert!(
-        env.ic.list_calls(CLUSTER) <= 2,
+        env.up.ic.list_calls(CLUSTER) <= 2,
         "{} list calls",
-        env.ic.list_calls(CLUSTER)
+        env.up.ic.list_calls(CLUSTER)
     );
     // Only the first read of the round, before a second one showed demand, is a GET.
-    assert!(env.ic.get_calls() <= 1, "{} GETs", env.ic.get_calls());
+    assert!(env.up.ic.get_calls() <= 1, "{} GETs", env.up.ic.get_calls());
 }
 
 #[tokio::test]
 async fn rate_limited_storm_converges_within_the_configured_rate() {
     // The account allows 8 requests per second; the Connection is configured for 5/s.
-    let env = Env::new(Some((5, 1))).await;
-    env.ic.set_rate_limit(8, Duration::from_secs(1));
-    env.ic.fail_next("POST", "/cluster-management", 429, 3);
+    let env = Env::started(Some((5, 1))).await;
+    env.up.ic.set_rate_limit(8, Duration::from_secs(1));
+    env.up.ic.fail_next("POST", "/cluster-management", 429, 3);
     for i in 0..4 {
         env.apply(&format!("storm-{i}"), &format!("storm-{i}"), json!({}))
             .await;
@@ -325,20 +322,20 @@ async fn rate_limited_storm_converges_within_the_configured_rate() {
         env.until_ready(&format!("storm-{i}"), 40).await;
     }
     assert!(
-        env.ic.max_requests_in_window(Duration::from_secs(1)) <= 6,
+        env.up.ic.max_requests_in_window(Duration::from_secs(1)) <= 6,
         "{}",
-        env.ic.max_requests_in_window(Duration::from_secs(1))
+        env.up.ic.max_requests_in_window(Duration::from_secs(1))
     );
-    assert_eq!(env.ic.controls(CLUSTER).len(), 4);
+    assert_eq!(env.up.ic.controls(CLUSTER).len(), 4);
 }
 
 #[tokio::test]
 async fn persona_roles_needing_escapes_work_end_to_end() {
-    let env = Env::new(None).await;
+    let env = Env::started(None).await;
     env.apply("ops", "data analyst/ops é", json!({"tools": [TOOL_A]}))
         .await;
     env.until_ready("ops", 20).await;
-    assert!(env.ic.control(&id("data analyst/ops é")).is_some());
+    assert!(env.up.ic.control(&id("data analyst/ops é")).is_some());
     env.api()
         .delete("ops", &DeleteParams::default())
         .await
@@ -351,7 +348,7 @@ async fn persona_roles_needing_escapes_work_end_to_end() {
         tokio::time::sleep(Duration::from_millis(450)).await;
     }
     assert!(env.api().get_opt("ops").await.unwrap().is_none());
-    assert!(env.ic.control(&id("data analyst/ops é")).is_none());
+    assert!(env.up.ic.control(&id("data analyst/ops é")).is_none());
 }
 
 /// A pass working from a stale cached copy (one that does not show the create marks the
@@ -359,12 +356,11 @@ async fn persona_roles_needing_escapes_work_end_to_end() {
 /// adopting would switch its default deletion policy to Orphan.
 #[tokio::test]
 async fn a_stale_copy_never_adopts_our_own_create() {
-    let env = Env::new(None).await;
-    env.ic.set_visibility_delay(Duration::ZERO);
+    let env = Env::started(None).await;
+    env.up.ic.set_visibility_delay(Duration::ZERO);
     env.apply("analysts", "analyst", json!({})).await;
     // The copy a lagging cache holds: with the finalizer, before the create marks.
-    env.h
-        .kube
+    env.kube
         .merge_patch(
             "accessplane.io/v1alpha1",
             "personaaccesscontrols",
@@ -375,22 +371,28 @@ async fn a_stale_copy_never_adopts_our_own_create() {
         .unwrap();
     let stale = env.api().get("analysts").await.unwrap();
     env.pass("analysts").await;
-    assert!(env.ic.control(&id("analyst")).is_some(), "created upstream");
+    assert!(
+        env.up.ic.control(&id("analyst")).is_some(),
+        "created upstream"
+    );
 
-    let outcome = accessplane::engine::reconcile(Arc::new(stale), env.engine.clone()).await;
+    let outcome = accessplane::engine::reconcile(Arc::new(stale), env.run.engine.clone()).await;
     assert!(
         outcome.is_err(),
         "the stale pass must fail (409) rather than adopt: {outcome:?}"
     );
     env.pass("analysts").await;
     env.pass("analysts").await;
-    let obj = env.h.get("personaaccesscontrols", "analysts").unwrap();
+    let obj = env.h().get("personaaccesscontrols", "analysts").unwrap();
     assert!(
         obj["metadata"]["annotations"]
             .get("accessplane.io/adopted")
             .is_none(),
         "{obj}"
     );
-    assert!(!env.h.event_reasons().contains(&"Adopted".to_string()));
-    assert_eq!(env.ready("analysts"), ("True".into(), "Available".into()));
+    assert!(!env.h().event_reasons().contains(&"Adopted".to_string()));
+    assert_eq!(
+        env.readiness("analysts"),
+        ("True".into(), "Available".into())
+    );
 }

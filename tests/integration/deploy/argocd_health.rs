@@ -19,11 +19,12 @@ use kube::api::{Api, ApiResource, DynamicObject, PostParams};
 use mlua::{Lua, LuaOptions, StdLib};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM, condition};
+use crate::support::env::{C1Env, Ic, IcEnv};
 use crate::support::fake_c1::TOOL_APPROVED;
+use crate::support::harness::{Harness, NS, TEAM, condition};
 
-const HEALTH_LUA: &str = include_str!("../../deploy/argocd/health.lua");
-const ARGOCD_CM: &str = include_str!("../../deploy/argocd/argocd-cm.yaml");
+const HEALTH_LUA: &str = include_str!("../../../deploy/argocd/health.lua");
+const ARGOCD_CM: &str = include_str!("../../../deploy/argocd/argocd-cm.yaml");
 
 /// Runs the script like Argo CD's `ExecuteHealthLua`: a fresh VM with only the base,
 /// table, package and os libraries, the object as global `obj`, the chunk's return
@@ -557,10 +558,10 @@ async fn synced_serval_examples_stay_in_sync() {
 #[tokio::test]
 async fn synced_conductorone_examples_stay_in_sync() {
     let env = C1Env::new().await;
-    let engine = env.h.engine(AppEntitlementProvider);
-    let app = json!(env.app);
-    let adopted = env.c1.seed_entitlement(
-        &env.app,
+    let engine = env.h().engine(AppEntitlementProvider);
+    let app = json!(env.up.app);
+    let adopted = env.up.c1.seed_entitlement(
+        &env.up.app,
         json!({"displayName": "GitHub admin", "riskLevelValueId": "low"}),
     );
     for (path, extra) in [
@@ -578,9 +579,9 @@ async fn synced_conductorone_examples_stay_in_sync() {
         ),
     ] {
         let manifest = adjusted(path, "c1", &extra);
-        apply::<AppEntitlement>(&env.h, &manifest).await;
+        apply::<AppEntitlement>(env.h(), &manifest).await;
         let name = manifest["metadata"]["name"].as_str().unwrap();
-        let live = until_ready(&env.h, &engine, "appentitlements", name).await;
+        let live = until_ready(env.h(), &engine, "appentitlements", name).await;
         assert_in_sync(&manifest, &live);
     }
 }
@@ -588,7 +589,11 @@ async fn synced_conductorone_examples_stay_in_sync() {
 #[tokio::test]
 async fn synced_instaclustr_examples_stay_in_sync() {
     const CLUSTER: &str = "gw-1";
-    let IcEnv { h, ic } = IcEnv::new().await;
+    let IcEnv {
+        run: h,
+        up: Ic { ic },
+        ..
+    } = IcEnv::new().await;
     let vs = example("examples/instaclustr/personaaccesscontrol.yaml")["spec"]["virtualServerId"]
         .as_str()
         .unwrap()
@@ -611,13 +616,13 @@ async fn synced_instaclustr_examples_stay_in_sync() {
 #[tokio::test]
 async fn synced_connector_and_toolset_examples_stay_in_sync() {
     let env = C1Env::new().await;
-    let connectors = env.h.engine(ConnectorProvider);
-    let toolsets = env.h.engine(McpToolsetProvider);
-    let app = json!(env.app);
+    let connectors = env.h().engine(ConnectorProvider);
+    let toolsets = env.h().engine(McpToolsetProvider);
+    let app = json!(env.up.app);
 
     let secret = example("examples/conductorone/connector-config-secret.yaml");
     let secret_name = secret["metadata"]["name"].as_str().unwrap();
-    env.h
+    env.h()
         .put_secret(secret_name, json!({"token": "ghp-test", "orgs": "acme"}))
         .await;
     let connector = adjusted(
@@ -629,35 +634,37 @@ async fn synced_connector_and_toolset_examples_stay_in_sync() {
             ("userIds", json!(["u-owner"])),
         ],
     );
-    apply::<Connector>(&env.h, &connector).await;
-    let live = until_ready(&env.h, &connectors, "connectors", "github").await;
+    apply::<Connector>(env.h(), &connector).await;
+    let live = until_ready(env.h(), &connectors, "connectors", "github").await;
     assert_in_sync(&connector, &live);
 
     // The toolset example refers to the connector example by name.
     let connector_id = live["status"]["id"].as_str().unwrap().to_string();
     for tool in ["search_issues", "get_file_contents"] {
-        env.c1
-            .seed_tool(&env.app, &connector_id, tool, TOOL_APPROVED);
+        env.up
+            .c1
+            .seed_tool(&env.up.app, &connector_id, tool, TOOL_APPROVED);
     }
     let by_id = env
+        .up
         .c1
-        .seed_tool(&env.app, &connector_id, "list_commits", TOOL_APPROVED);
+        .seed_tool(&env.up.app, &connector_id, "list_commits", TOOL_APPROVED);
     let mut toolset = example("examples/conductorone/mcptoolset.yaml");
     toolset["spec"]["tools"][2]["id"] = json!(by_id);
     let toolset = adjusted_value(toolset, "c1", &[]);
-    apply::<McpToolset>(&env.h, &toolset).await;
-    let live = until_ready(&env.h, &toolsets, "mcptoolsets", "github-readers").await;
+    apply::<McpToolset>(env.h(), &toolset).await;
+    let live = until_ready(env.h(), &toolsets, "mcptoolsets", "github-readers").await;
     assert_in_sync(&toolset, &live);
     let toolset_id = live["status"]["id"].as_str().unwrap().to_string();
 
-    let existing = env.c1.seed_connector(&env.app, "Okta");
+    let existing = env.up.c1.seed_connector(&env.up.app, "Okta");
     let adopted = adjusted(
         "examples/conductorone/connector-adopted.yaml",
         "c1",
         &[("appId", app.clone()), ("externalId", json!(existing))],
     );
-    apply::<Connector>(&env.h, &adopted).await;
-    let live = until_ready(&env.h, &connectors, "connectors", "okta").await;
+    apply::<Connector>(env.h(), &adopted).await;
+    let live = until_ready(env.h(), &connectors, "connectors", "okta").await;
     assert_in_sync(&adopted, &live);
 
     let adopted = adjusted(
@@ -669,7 +676,7 @@ async fn synced_connector_and_toolset_examples_stay_in_sync() {
             ("externalId", json!(toolset_id)),
         ],
     );
-    apply::<McpToolset>(&env.h, &adopted).await;
-    let live = until_ready(&env.h, &toolsets, "mcptoolsets", "github-triage").await;
+    apply::<McpToolset>(env.h(), &adopted).await;
+    let live = until_ready(env.h(), &toolsets, "mcptoolsets", "github-triage").await;
     assert_in_sync(&adopted, &live);
 }

@@ -30,10 +30,10 @@ use accessplane::providers::serval::AccessProfileProvider;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, NS, TEAM};
+use crate::support::env::{C1, Env, Ic};
 use crate::support::fake_c1::TOOL_APPROVED;
 use crate::support::fake_http::Recorded;
-use crate::support::fake_instaclustr::FakeInstaclustr;
+use crate::support::harness::{Harness, NS, TEAM};
 
 const GV: &str = "accessplane.io/v1alpha1";
 const SELECTOR: &str = "app.kubernetes.io/instance=access";
@@ -63,8 +63,7 @@ impl Resource {
 
 /// Every kind's engine, and the upstream requests each resource's passes send.
 struct Installation {
-    env: C1Env,
-    ic: FakeInstaclustr,
+    env: Env<(C1, Ic), Harness>,
     toolsets: Arc<Engine<McpToolset, McpToolsetProvider>>,
     entitlements: Arc<Engine<AppEntitlement, AppEntitlementProvider>>,
     connectors: Arc<Engine<Connector, ConnectorProvider>>,
@@ -73,22 +72,12 @@ struct Installation {
 }
 
 impl Installation {
-    /// C1 (the environment's `c1` Connection), Serval (`serval`) and an Instaclustr
+    /// C1 (the Connection `c1`), Serval (`serval`, the harness's own) and an Instaclustr
     /// gateway (`ic`) in one cluster.
     async fn new() -> Self {
-        let env = C1Env::new().await;
-        let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "key");
-        ic.add_virtual_server("gw-1", VS);
-        let h = &env.h;
-        h.put_secret("ic", json!({"username": "ops", "apiKey": "key"}))
-            .await;
-        h.apply_connection(
-            "ic",
-            json!({"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic"}}}),
-        )
-        .await;
-        h.reconcile_connection("ic").await;
+        let env = Env::<(C1, Ic), Harness>::new().await;
+        env.up.1.ic.add_virtual_server("gw-1", VS);
+        let h = env.h();
         Self {
             toolsets: h.engine(McpToolsetProvider),
             entitlements: h.engine(AppEntitlementProvider),
@@ -96,20 +85,27 @@ impl Installation {
             profiles: h.engine(AccessProfileProvider),
             controls: h.engine(PersonaAccessControlProvider::default()),
             env,
-            ic,
         }
     }
 
     fn h(&self) -> &Harness {
-        &self.env.h
+        self.env.h()
+    }
+
+    fn c1(&self) -> &C1 {
+        &self.env.up.0
+    }
+
+    fn ic(&self) -> &crate::support::fake_instaclustr::FakeInstaclustr {
+        &self.env.up.1.ic
     }
 
     /// Every upstream request so far, in the order of the three fakes.
     fn requests(&self) -> [Vec<Recorded>; 3] {
         [
-            self.env.c1.requests(),
+            self.c1().c1.requests(),
             self.h().serval.requests(),
-            self.ic.requests(),
+            self.ic().requests(),
         ]
     }
 
@@ -180,7 +176,7 @@ async fn settle<K: ManagedObject, P: Provider<K>>(
         let Some(obj) = h.get(&resource.plural(), resource.name) else {
             return;
         };
-        let ready = crate::harness::condition(&obj, "Ready").map(|c| c["status"].clone());
+        let ready = crate::support::harness::condition(&obj, "Ready").map(|c| c["status"].clone());
         if ready == Some(json!("True")) && obj["status"]["pending"].is_null() {
             return;
         }
@@ -247,7 +243,7 @@ fn with_id(requests: &[(String, String, Value)], id: &str) -> Vec<(String, Strin
 #[tokio::test]
 async fn the_plan_of_a_mixed_change_set_is_what_the_operator_sends() {
     let it = Installation::new().await;
-    let (c1, app) = (&it.env.c1, it.env.app.clone());
+    let (c1, app) = (&it.c1().c1, it.c1().app.clone());
     let under = c1.seed_connector(&app, "GitHub MCP");
     let search = c1.seed_tool(&app, &under, "search_issues", TOOL_APPROVED);
     c1.seed_tool(&app, &under, "get_file_contents", TOOL_APPROVED);
@@ -467,7 +463,7 @@ async fn plan_one(
 #[tokio::test]
 async fn an_adopted_object_is_updated_as_planned() {
     let it = Installation::new().await;
-    it.ic.seed_control(json!({"virtualServerId": VS, "personaRole": "support", "type": "ALLOWLIST", "tools": [SEARCH]}));
+    it.ic().seed_control(json!({"virtualServerId": VS, "personaRole": "support", "type": "ALLOWLIST", "tools": [SEARCH]}));
     let support = Resource {
         kind: "PersonaAccessControl",
         name: "support",
@@ -543,7 +539,7 @@ async fn an_awaited_update_is_neither_planned_nor_sent_again() {
     };
     it.apply(&control(json!([SEARCH]))).await;
     it.settle(&control(json!([SEARCH]))).await;
-    it.ic
+    it.ic()
         .set_visibility_delay(std::time::Duration::from_secs(600));
     let changed = control(json!([SEARCH, FETCH]));
     it.apply(&changed).await;

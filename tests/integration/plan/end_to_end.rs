@@ -9,9 +9,10 @@ use accessplane::plan::planner::{Options, plan};
 use accessplane::plan::report::{Action, Entry, Format, PlannedRequest, REDACTED, Report};
 use serde_json::{Value, json};
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, TEAM};
+use crate::support::env::{C1Env, Ic, IcEnv};
 use crate::support::envtest::output;
 use crate::support::fake_http::Recorded;
+use crate::support::harness::{Harness, NS, TEAM};
 
 const GV: &str = "accessplane.io/v1alpha1";
 
@@ -325,7 +326,7 @@ async fn resources_of_one_scope_are_read_with_one_list() {
 #[tokio::test]
 async fn conductorone_creates_with_dependencies_and_hidden_config() {
     let env = C1Env::new().await;
-    let h = &env.h;
+    let h = env.h();
     let token = "ghp_plan_secret_value";
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: github-config}}\nstringData: {{token: {token}, orgs: acme}}\n---\n"
@@ -333,14 +334,14 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
     let connector = manifest(
         "Connector",
         "github",
-        json!({"connectionRef": {"name": "c1"}, "appId": env.app, "catalogId": "cat-github", "displayName": "GitHub", "configSecretRef": {"name": "github-config"}}),
+        json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "catalogId": "cat-github", "displayName": "GitHub", "configSecretRef": {"name": "github-config"}}),
     );
     let toolset = manifest(
         "McpToolset",
         "readers",
         json!({"connectionRef": {"name": "c1"}, "connectorRef": {"name": "github"}, "displayName": "Readers"}),
     );
-    let entitlement_spec = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "displayName": "Production DB read", "alias": "prod-db-read",
+    let entitlement_spec = json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "displayName": "Production DB read", "alias": "prod-db-read",
         "provisionerPolicy": {"manual": {"instructions": "Add the user to db-readers"}},
         "deprovisionerPolicy": {"manual": {"instructions": "Remove the user from db-readers"}}});
     let entitlement = manifest("AppEntitlement", "db-read", entitlement_spec.clone());
@@ -351,13 +352,13 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
         entitlement,
     ]
     .concat();
-    let (kube_before, c1_before) = (kube_writes(h), env.c1.requests().len());
+    let (kube_before, c1_before) = (kube_writes(h), env.up.c1.requests().len());
 
     let plan = plan_of(h, &input, None).await;
 
     assert_eq!(kube_writes(h), kube_before);
     assert_eq!(
-        writes(&env.c1.requests()[c1_before..]),
+        writes(&env.up.c1.requests()[c1_before..]),
         vec![],
         "no write upstream"
     );
@@ -405,13 +406,13 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
 
     // The reconcile sends the planned requests: the create, then the update of what a
     // create cannot set (the deprovisioner policy, the configuration), in order.
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
     h.put_secret("github-config", json!({"token": token, "orgs": "acme"}))
         .await;
     let engine = h.engine(accessplane::providers::conductorone::AppEntitlementProvider);
     h.create::<accessplane::api::AppEntitlement>(json!({"apiVersion": GV, "kind": "AppEntitlement", "metadata": {"name": "db-read"}, "spec": entitlement_spec})).await;
     h.pass(&engine, "db-read").await;
-    let sent = writes(&env.c1.requests()[before..]);
+    let sent = writes(&env.up.c1.requests()[before..]);
     let id = h.get("appentitlements", "db-read").unwrap()["status"]["id"]
         .as_str()
         .unwrap()
@@ -424,13 +425,13 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
         "create, then the deprovisioner policy: {expected:?}"
     );
 
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
     let engine = h.engine(accessplane::providers::conductorone::ConnectorProvider);
     let spec: Value =
         serde_yaml::from_str::<Value>(connector.trim_end_matches("---\n")).unwrap()["spec"].clone();
     h.create::<accessplane::api::Connector>(json!({"apiVersion": GV, "kind": "Connector", "metadata": {"name": "github"}, "spec": spec})).await;
     h.pass(&engine, "github").await;
-    let sent = writes(&env.c1.requests()[before..]);
+    let sent = writes(&env.up.c1.requests()[before..]);
     let id = h.get("connectors", "github").unwrap()["status"]["id"]
         .as_str()
         .unwrap()
@@ -488,30 +489,30 @@ async fn conductorone_creates_with_dependencies_and_hidden_config() {
 async fn toolset_binding_changes_are_planned_as_sent() {
     use accessplane::providers::conductorone::McpToolsetProvider;
     let env = C1Env::new().await;
-    let h = &env.h;
-    let connector = env.c1.seed_connector(&env.app, "GitHub MCP");
-    let search = env.c1.seed_tool(
-        &env.app,
+    let h = env.h();
+    let connector = env.up.c1.seed_connector(&env.up.app, "GitHub MCP");
+    let search = env.up.c1.seed_tool(
+        &env.up.app,
         &connector,
         "search_issues",
         crate::support::fake_c1::TOOL_APPROVED,
     );
-    let files = env.c1.seed_tool(
-        &env.app,
+    let files = env.up.c1.seed_tool(
+        &env.up.app,
         &connector,
         "get_file_contents",
         crate::support::fake_c1::TOOL_APPROVED,
     );
-    let spec = |tools: Value| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "connectorId": connector, "displayName": "Readers", "tools": tools});
+    let spec = |tools: Value| json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "connectorId": connector, "displayName": "Readers", "tools": tools});
     let engine = h.engine(McpToolsetProvider);
     h.create::<accessplane::api::McpToolset>(json!({"apiVersion": GV, "kind": "McpToolset", "metadata": {"name": "readers"}, "spec": spec(json!([{"id": search}]))})).await;
     h.settle_kind(&engine, "readers", 6).await;
     let wanted = spec(json!([{"id": files}]));
-    let c1_before = env.c1.requests().len();
+    let c1_before = env.up.c1.requests().len();
 
     let plan = plan_of(h, &manifest("McpToolset", "readers", wanted.clone()), None).await;
 
-    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    assert_eq!(writes(&env.up.c1.requests()[c1_before..]), vec![]);
     let readers = entry(&plan, "readers");
     assert_eq!(readers.action, Action::Update, "{readers:?}");
     assert_eq!(readers.fields, ["tools"]);
@@ -527,7 +528,7 @@ async fn toolset_binding_changes_are_planned_as_sent() {
         "a binding added and one removed: {expected:?}"
     );
 
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
     let api: kube::Api<accessplane::api::McpToolset> = kube::Api::namespaced(h.client(), NS);
     api.patch(
         "readers",
@@ -537,7 +538,7 @@ async fn toolset_binding_changes_are_planned_as_sent() {
     .await
     .unwrap();
     h.pass(&engine, "readers").await;
-    assert_eq!(writes(&env.c1.requests()[before..]), expected);
+    assert_eq!(writes(&env.up.c1.requests()[before..]), expected);
 
     let blocked = plan_of(
         h,
@@ -558,8 +559,8 @@ async fn toolset_binding_changes_are_planned_as_sent() {
 
     // A tool awaiting approval, with what is bound already: nothing can be sent for it,
     // and the plan says why as the resource would.
-    let pending = env.c1.seed_tool(
-        &env.app,
+    let pending = env.up.c1.seed_tool(
+        &env.up.app,
         &connector,
         "delete_repo",
         "MCP_TOOL_STATE_PENDING_REVIEW",
@@ -590,7 +591,11 @@ async fn toolset_binding_changes_are_planned_as_sent() {
 /// cannot take now blocked with the reason the resource would show.
 #[tokio::test]
 async fn persona_access_control_create_and_busy_cluster() {
-    let IcEnv { h, ic } = IcEnv::new().await;
+    let IcEnv {
+        run: h,
+        up: Ic { ic },
+        ..
+    } = IcEnv::new().await;
     const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
     const SEARCH: &str = "0f6f1e3a-1111-4222-8333-444455556666";
     const FETCH: &str = "0f6f1e3a-1111-4222-8333-444455557777";
@@ -790,20 +795,20 @@ async fn an_immutable_field_change_is_blocked_as_admission_would() {
 async fn conductorone_updates_no_ops_and_adoptions() {
     use accessplane::providers::conductorone::{AppEntitlementProvider, ConnectorProvider};
     let env = C1Env::new().await;
-    let h = &env.h;
-    let entitlement = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "displayName": "DB read", "alias": "db-read", "description": description});
-    let connector = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.app, "catalogId": "cat-github", "displayName": "GitHub", "description": description});
+    let h = env.h();
+    let entitlement = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "displayName": "DB read", "alias": "db-read", "description": description});
+    let connector = |description: &str| json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "catalogId": "cat-github", "displayName": "GitHub", "description": description});
     let entitlements = h.engine(AppEntitlementProvider);
     let connectors = h.engine(ConnectorProvider);
     h.create::<accessplane::api::AppEntitlement>(json!({"apiVersion": GV, "kind": "AppEntitlement", "metadata": {"name": "db-read"}, "spec": entitlement("v1")})).await;
     h.create::<accessplane::api::Connector>(json!({"apiVersion": GV, "kind": "Connector", "metadata": {"name": "github"}, "spec": connector("v1")})).await;
     h.settle_kind(&entitlements, "db-read", 5).await;
     h.settle_kind(&connectors, "github", 5).await;
-    let seeded = env.c1.seed_entitlement(
-        &env.app,
+    let seeded = env.up.c1.seed_entitlement(
+        &env.up.app,
         json!({"displayName": "Made by hand", "description": "old"}),
     );
-    let adopted = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "externalId": seeded, "description": "new"});
+    let adopted = json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "externalId": seeded, "description": "new"});
     let input = |version: &str| {
         [
             manifest("AppEntitlement", "db-read", entitlement(version)),
@@ -812,12 +817,12 @@ async fn conductorone_updates_no_ops_and_adoptions() {
         ]
         .concat()
     };
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
 
     let same = plan_of(h, &input("v1"), None).await;
     let changed = plan_of(h, &input("v2"), None).await;
 
-    assert_eq!(writes(&env.c1.requests()[before..]), vec![]);
+    assert_eq!(writes(&env.up.c1.requests()[before..]), vec![]);
     assert_eq!(
         actions(&same),
         [
@@ -839,7 +844,7 @@ async fn conductorone_updates_no_ops_and_adoptions() {
     assert_eq!(entry(&changed, "github").fields, ["description"]);
     assert_eq!(entry(&same, "adopted").fields, ["description"]);
 
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
     let patch = kube::api::Patch::Merge(json!({"spec": {"description": "v2"}}));
     kube::Api::<accessplane::api::AppEntitlement>::namespaced(h.client(), NS)
         .patch("db-read", &Default::default(), &patch)
@@ -853,7 +858,7 @@ async fn conductorone_updates_no_ops_and_adoptions() {
     h.pass(&connectors, "github").await;
     let mut expected = planned(&entry(&changed, "db-read").requests);
     expected.extend(planned(&entry(&changed, "github").requests));
-    assert_eq!(writes(&env.c1.requests()[before..]), expected);
+    assert_eq!(writes(&env.up.c1.requests()[before..]), expected);
 }
 
 /// `--offline`: no cluster, the Connection and its Secret from the input; a Connection
@@ -863,8 +868,8 @@ async fn offline_plans_from_the_input_alone() {
     let h = Harness::new().await;
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{clientId: {}, clientSecret: {}}}\n---\n",
-        crate::harness::CLIENT_ID,
-        crate::harness::CLIENT_SECRET
+        crate::support::harness::CLIENT_ID,
+        crate::support::harness::CLIENT_SECRET
     );
     let connection = manifest(
         "Connection",
@@ -965,9 +970,9 @@ async fn conductorone_other_outcomes_and_prune() {
         AppEntitlementProvider, ConnectorProvider, McpToolsetProvider,
     };
     let env = C1Env::new().await;
-    let h = &env.h;
-    let app = env.app.clone();
-    let under = env.c1.seed_connector(&app, "GitHub MCP");
+    let h = env.h();
+    let app = env.up.app.clone();
+    let under = env.up.c1.seed_connector(&app, "GitHub MCP");
     let labelled = |kind: &str, name: &str, spec: Value| json!({"apiVersion": GV, "kind": kind, "metadata": {"name": name, "labels": {"plan": "test"}}, "spec": spec});
     let toolset = |name: &str| json!({"connectionRef": {"name": "c1"}, "appId": app, "connectorId": under, "displayName": name});
     let (ae, cn, ts) = (
@@ -997,7 +1002,7 @@ async fn conductorone_other_outcomes_and_prune() {
         id("mcptoolsets", "ts-gone"),
         id("mcptoolsets", "ts-kept"),
     );
-    let legacy = env.c1.seed_connector(&app, "Legacy");
+    let legacy = env.up.c1.seed_connector(&app, "Legacy");
     let input = [
         manifest("McpToolset", "ts-kept", toolset("Kept")),
         manifest("McpToolset", "ts-adopted", json!({"connectionRef": {"name": "c1"}, "appId": app, "connectorId": under, "externalId": ts_kept})),
@@ -1006,12 +1011,12 @@ async fn conductorone_other_outcomes_and_prune() {
         manifest("Connector", "cn-missing", json!({"connectionRef": {"name": "c1"}, "appId": app, "externalId": "no-such-connector"})),
     ]
     .concat();
-    let (kube_before, c1_before) = (kube_writes(h), env.c1.requests().len());
+    let (kube_before, c1_before) = (kube_writes(h), env.up.c1.requests().len());
 
     let plan = plan_of(h, &input, Some("plan=test")).await;
 
     assert_eq!(kube_writes(h), kube_before);
-    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    assert_eq!(writes(&env.up.c1.requests()[c1_before..]), vec![]);
     assert_eq!(
         actions(&plan),
         [
@@ -1055,7 +1060,11 @@ async fn persona_access_control_adopt_and_prune() {
     use accessplane::api::PersonaAccessControl;
     use accessplane::providers::instaclustr::PersonaAccessControlProvider;
     const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
-    let IcEnv { h, ic } = IcEnv::new().await;
+    let IcEnv {
+        run: h,
+        up: Ic { ic },
+        ..
+    } = IcEnv::new().await;
     ic.add_virtual_server("gw-1", VS);
     let spec = |role: &str| json!({"connectionRef": {"name": "ic"}, "clusterId": "gw-1", "virtualServerId": VS, "personaRole": role, "type": "DENYLIST"});
     let engine = h.engine(PersonaAccessControlProvider::default());
@@ -1256,21 +1265,23 @@ async fn the_binary_prunes_only_in_the_input_namespaces_as_accessplane_plan() {
 async fn a_new_toolset_with_tools_is_planned_with_its_bindings() {
     use accessplane::providers::conductorone::McpToolsetProvider;
     let env = C1Env::new().await;
-    let h = &env.h;
-    let connector = env.c1.seed_connector(&env.app, "GitHub MCP");
+    let h = env.h();
+    let connector = env.up.c1.seed_connector(&env.up.app, "GitHub MCP");
     let approved = crate::support::fake_c1::TOOL_APPROVED;
     let search = env
+        .up
         .c1
-        .seed_tool(&env.app, &connector, "search_issues", approved);
-    env.c1
-        .seed_tool(&env.app, &connector, "get_file_contents", approved);
-    let spec = json!({"connectionRef": {"name": "c1"}, "appId": env.app, "connectorId": connector,
+        .seed_tool(&env.up.app, &connector, "search_issues", approved);
+    env.up
+        .c1
+        .seed_tool(&env.up.app, &connector, "get_file_contents", approved);
+    let spec = json!({"connectionRef": {"name": "c1"}, "appId": env.up.app, "connectorId": connector,
         "displayName": "Readers", "tools": [{"id": search}, {"toolName": "get_file_contents"}]});
-    let c1_before = env.c1.requests().len();
+    let c1_before = env.up.c1.requests().len();
 
     let plan = plan_of(h, &manifest("McpToolset", "readers", spec.clone()), None).await;
 
-    assert_eq!(writes(&env.c1.requests()[c1_before..]), vec![]);
+    assert_eq!(writes(&env.up.c1.requests()[c1_before..]), vec![]);
     let readers = entry(&plan, "readers");
     assert_eq!(readers.action, Action::Create, "{readers:?}");
     let expected = planned(&readers.requests);
@@ -1283,7 +1294,7 @@ async fn a_new_toolset_with_tools_is_planned_with_its_bindings() {
         "the create, then the bindings: {expected:#?}"
     );
 
-    let before = env.c1.requests().len();
+    let before = env.up.c1.requests().len();
     let engine = h.engine(McpToolsetProvider);
     h.create::<accessplane::api::McpToolset>(
         json!({"apiVersion": GV, "kind": "McpToolset", "metadata": {"name": "readers"}, "spec": spec}),
@@ -1294,6 +1305,9 @@ async fn a_new_toolset_with_tools_is_planned_with_its_bindings() {
         .as_str()
         .unwrap()
         .to_string();
-    assert_eq!(writes(&env.c1.requests()[before..]), with_id(expected, &id));
-    assert_eq!(env.c1.bindings(&id).len(), 2);
+    assert_eq!(
+        writes(&env.up.c1.requests()[before..]),
+        with_id(expected, &id)
+    );
+    assert_eq!(env.up.c1.bindings(&id).len(), 2);
 }

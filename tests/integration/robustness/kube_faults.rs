@@ -7,16 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use accessplane::runtime::{RunConfig, RuntimeError, run_with};
-use futures::FutureExt;
+use accessplane::runtime::RunConfig;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::harness::{as_set, converged_status};
+use crate::support::env::{self, Ic, Operator, Seed, Serval, Setup};
 use crate::support::fake_instaclustr::{CONTROLS_PATH, FakeInstaclustr};
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::{FakeServal, PROFILES_PATH};
+use crate::support::harness::{as_set, converged_status};
 
 const API: &str = "accessplane.io/v1alpha1";
 const NS: &str = "faults";
@@ -29,56 +28,28 @@ const TOOL_B: &str = "7a200000-0000-4000-8000-000000000002";
 /// Bounded waits are generous: retries back off from 5 s (engine) and 0.8 s (watches).
 const CONVERGE: Duration = Duration::from_secs(120);
 
-struct Env {
-    kube: FakeKube,
-    serval: FakeServal,
-    ic: FakeInstaclustr,
-    stop: Option<oneshot::Sender<()>>,
-    operator: Option<JoinHandle<Result<(), RuntimeError>>>,
-}
+type Env = env::Env<(Serval, Ic), Operator>;
 
 impl Env {
     /// Fakes, credentials and both Connections; the operator is not running yet.
     async fn new() -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let serval = FakeServal::start().await;
-        serval.add_client("operator", "s3cret");
-        let ic = FakeInstaclustr::start().await;
-        ic.add_account("ops", "key");
-        ic.add_virtual_server(CLUSTER, VS);
-        let kube = FakeKube::new();
-        kube.put_object(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "serval-creds", "namespace": NS},
-            "data": {"clientId": "b3BlcmF0b3I=", "clientSecret": "czNjcmV0"},
-        }));
-        kube.put_object(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "ic-creds", "namespace": NS},
-            "data": {"username": "b3Bz", "apiKey": "a2V5"},
-        }));
-        kube.put_object(json!({
-            "apiVersion": API, "kind": "Connection",
-            "metadata": {"name": "serval", "namespace": NS},
-            "spec": {"serval": {"baseUrl": serval.base_url(), "credentialsSecretRef": {"name": "serval-creds"}}},
-        }));
-        kube.put_object(json!({
-            "apiVersion": API, "kind": "Connection",
-            "metadata": {"name": "ic", "namespace": NS},
-            "spec": {"instaclustr": {"baseUrl": ic.base_url(), "credentialsSecretRef": {"name": "ic-creds"}}},
-        }));
-        Self {
-            kube,
-            serval,
-            ic,
-            stop: None,
-            operator: None,
-        }
+        let setup = Setup::<(Serval, Ic)>::start().await;
+        setup.up.1.ic.add_virtual_server(CLUSTER, VS);
+        setup
+            .operator(FakeKube::new(), Seed::Connections(NS))
+            .patience(CONVERGE, Duration::from_millis(100))
+    }
+
+    fn serval(&self) -> &FakeServal {
+        &self.up.0.serval
+    }
+
+    fn ic(&self) -> &FakeInstaclustr {
+        &self.up.1.ic
     }
 
     fn run(&mut self) {
-        let (stop, stopped) = oneshot::channel::<()>();
-        let config = RunConfig {
+        self.start(RunConfig {
             namespace: Some(NS.into()),
             concurrency: 2,
             timing: accessplane::engine::requeue::Timing {
@@ -94,33 +65,13 @@ impl Env {
             install_crds: false,
             leader_election: None,
             credentials: Default::default(),
-        };
-        let shutdown = stopped.map(|_| ()).boxed().shared();
-        self.operator = Some(tokio::spawn(run_with(self.kube.client(), config, shutdown)));
-        self.stop = Some(stop);
-    }
-
-    /// kill -9: the operator stops at once, wherever it is (its task is dropped).
-    async fn kill(&mut self) {
-        let operator = self.operator.take().expect("operator started");
-        operator.abort();
-        let _ = operator.await;
-        self.stop = None;
-    }
-
-    /// The operator is still the same, running process (no crash, no restart).
-    fn assert_running(&self) {
-        let operator = self.operator.as_ref().expect("operator started");
-        assert!(!operator.is_finished(), "the operator stopped");
+        });
     }
 
     async fn shutdown(mut self) {
         self.assert_running();
         self.kube.clear_faults();
-        self.stop.take().unwrap().send(()).unwrap();
-        let operator = self.operator.take().unwrap();
-        let result = tokio::time::timeout(Duration::from_secs(40), operator).await;
-        result.expect("graceful shutdown").unwrap().unwrap();
+        self.stop(Duration::from_secs(40)).await;
     }
 
     /// An AccessProfile as a user would `kubectl apply` it (generation 1, no finalizer).
@@ -159,7 +110,7 @@ impl Env {
 
     /// Upstream profiles named like this resource.
     fn upstream_aps(&self, name: &str) -> Vec<Value> {
-        self.serval
+        self.serval()
             .profiles()
             .into_iter()
             .filter(|p| p["name"] == display(name))
@@ -168,7 +119,7 @@ impl Env {
 
     /// Create requests Serval received for this resource, whatever their outcome.
     fn ap_creates(&self, name: &str) -> usize {
-        self.serval
+        self.serval()
             .requests()
             .iter()
             .filter(|r| r.method == "POST" && r.path == PROFILES_PATH)
@@ -178,7 +129,7 @@ impl Env {
 
     /// Create requests the gateway received for this persona role, whatever their outcome.
     fn persona_creates(&self, role: &str) -> usize {
-        self.ic
+        self.ic()
             .requests()
             .iter()
             .filter(|r| r.method == "POST" && r.path == CONTROLS_PATH)
@@ -215,7 +166,7 @@ impl Env {
         converged_status(&obj)?;
         let role = obj["spec"]["personaRole"].clone();
         let controls: Vec<Value> = self
-            .ic
+            .ic()
             .controls(CLUSTER)
             .into_iter()
             .filter(|c| c["personaRole"] == role)
@@ -247,20 +198,6 @@ impl Env {
             return Err("still upstream".into());
         }
         Ok(())
-    }
-
-    async fn wait(&self, what: &str, check: impl Fn(&Self) -> Result<(), String>) {
-        let deadline = tokio::time::Instant::now() + CONVERGE;
-        loop {
-            let result = check(self);
-            match result {
-                Ok(()) => return,
-                Err(why) if tokio::time::Instant::now() >= deadline => {
-                    panic!("timed out waiting for {what}: {why}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
     }
 
     async fn wait_aps(&self, names: &[&str]) {
@@ -342,10 +279,10 @@ async fn converges_while_watches_keep_dropping() {
     env.assert_one_create_each(&["w-a", "w-b", "w-c", "w-d", "w-e", "w-f"]);
     assert_eq!(env.persona_creates("analyst"), 1);
     assert_eq!(
-        env.serval.profiles().len(),
+        env.serval().profiles().len(),
         4,
         "{:#?}",
-        env.serval.profiles()
+        env.serval().profiles()
     );
     env.shutdown().await;
 }
@@ -357,7 +294,7 @@ async fn converges_while_watches_keep_dropping() {
 #[tokio::test]
 async fn status_conflicts_neither_duplicate_creates_nor_lose_conditions() {
     let mut env = Env::new().await;
-    env.ic.set_visibility_delay(Duration::from_secs(8));
+    env.ic().set_visibility_delay(Duration::from_secs(8));
     env.kube.fail_next("PATCH", "/status", 409, 6);
     env.kube
         .fail_next("PATCH", "personaaccesscontrols/s-persona/status", 409, 2);
@@ -380,7 +317,7 @@ async fn status_conflicts_neither_duplicate_creates_nor_lose_conditions() {
 
     env.assert_one_create_each(&["s-a", "s-b", "s-c"]);
     assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
-    assert_eq!(env.ic.count("PUT", CONTROLS_PATH), 0, "no persona update");
+    assert_eq!(env.ic().count("PUT", CONTROLS_PATH), 0, "no persona update");
     env.shutdown().await;
 }
 
@@ -449,8 +386,8 @@ async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
     })
     .await;
     env.assert_one_create_each(&names);
-    assert_eq!(env.ic.controls(CLUSTER).len(), 1, "one persona control");
-    assert_eq!(env.serval.profiles().len(), names.len());
+    assert_eq!(env.ic().controls(CLUSTER).len(), 1, "one persona control");
+    assert_eq!(env.serval().profiles().len(), names.len());
     // The recovered ones were found by natural key, not adopted.
     for name in ["m-idonce", "m-idtwice"] {
         let obj = env.get(APS, name).unwrap();
@@ -483,7 +420,7 @@ async fn metadata_conflicts_keep_one_upstream_object_per_resource() {
 #[tokio::test]
 async fn a_kill_between_the_steps_of_a_create_leaves_one_upstream_object() {
     let mut env = Env::new().await;
-    env.ic.set_visibility_delay(Duration::from_secs(2));
+    env.ic().set_visibility_delay(Duration::from_secs(2));
     // Step 1 done (the mark is stored, its answer lost), step 2 not begun.
     env.kube.hold_answers("accessprofiles/k-marked", true);
     // Step 2 done, step 3 not begun (status writes never arrive).
@@ -533,7 +470,7 @@ async fn a_kill_between_the_steps_of_a_create_leaves_one_upstream_object() {
     })
     .await;
     env.assert_one_create_each(&["k-marked", "k-created"]);
-    assert_eq!(env.ic.controls(CLUSTER).len(), 1, "one persona control");
+    assert_eq!(env.ic().controls(CLUSTER).len(), 1, "one persona control");
     assert!(
         env.persona_creates("analyst") <= 2,
         "the accepted create is sent at most once more (answered 409)"
@@ -584,9 +521,9 @@ async fn a_delete_after_a_kill_between_mark_and_create_is_released_soon() {
         0,
         "no create after the delete"
     );
-    assert!(env.ic.controls(CLUSTER).is_empty(), "nothing upstream");
+    assert!(env.ic().controls(CLUSTER).is_empty(), "nothing upstream");
     let deletes = env
-        .ic
+        .ic()
         .requests()
         .iter()
         .filter(|r| r.method == "DELETE")
@@ -634,7 +571,7 @@ async fn throttling_and_server_errors_are_ridden_out() {
     env.assert_one_create_each(&["t-a", "t-b", "t-c", "t-d"]);
     assert_eq!(env.persona_creates("analyst"), 1, "persona creates");
     assert_eq!(
-        env.serval.count("DELETE", PROFILES_PATH),
+        env.serval().count("DELETE", PROFILES_PATH),
         1,
         "one upstream delete"
     );

@@ -21,10 +21,10 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-use crate::harness::{Harness, NS as HARNESS_NS, TEAM, requeue_of};
-use crate::runtime_tests::serval_world;
+use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
+use crate::support::harness::{Harness, NS as HARNESS_NS, TEAM, requeue_of};
 use crate::support::kube_server::KubeServer;
 
 const NS: &str = "team-a";

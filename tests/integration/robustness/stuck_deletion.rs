@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::harness::{Harness, NS, TEAM, requeue_of};
 use crate::support::fake_http::{Fault, FaultMatch};
 use crate::support::fake_serval::PROFILES_PATH;
+use crate::support::harness::{Harness, NS, TEAM, requeue_of};
 
 const HINT: &str = "set spec.deletionPolicy: Orphan";
 

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use serde_json::Value;
-
-use crate::runtime_tests::serval_world;
+use crate::support::env::serval_world;
 use crate::support::fake_kube::FakeKube;
+use crate::support::harness::ready_reason;
 use crate::support::kube_server::KubeServer;
 
 const EXPECTED: &str = concat!("accessplane/", env!("CARGO_PKG_VERSION"));
@@ -61,16 +60,6 @@ impl Operator {
         }
         panic!("the operator did not stop on SIGTERM:\n{}", self.log());
     }
-}
-
-fn ready_reason(obj: Option<Value>) -> Option<String> {
-    let conditions = obj?["status"]["conditions"].as_array()?.clone();
-    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
-    Some(format!(
-        "{}/{}",
-        ready["status"].as_str()?,
-        ready["reason"].as_str()?
-    ))
 }
 
 fn has_request(kube: &FakeKube, method: &str, path_contains: &str) -> bool {

@@ -21,9 +21,10 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{reflector, watcher};
 use serde_json::json;
 
-use crate::harness::{C1Env, Harness, IcEnv, NS, requeue_of};
+use crate::support::env::{C1Env, Ic, IcEnv};
 use crate::support::fake_http::Recorded;
 use crate::support::fake_instaclustr::{self, FakeInstaclustr, list_path};
+use crate::support::harness::{Harness, NS, requeue_of};
 
 /// Objects per scope in the wave tests.
 const N: usize = 12;
@@ -323,8 +324,8 @@ async fn bookkeeping_of_objects_removed_behind_the_engines_back_is_pruned() {
 #[tokio::test]
 async fn conductorone_kinds_resync_from_one_list_per_scope() {
     let e = C1Env::new().await;
-    let h = &e.h;
-    let app = e.app.clone();
+    let h = e.h();
+    let app = e.up.app.clone();
 
     let names_e = names("entitlement");
     for (i, name) in names_e.iter().enumerate() {
@@ -337,8 +338,8 @@ async fn conductorone_kinds_resync_from_one_list_per_scope() {
         || h.engine(AppEntitlementProvider),
         "appentitlements",
         &names_e,
-        || e.c1.requests(),
-        || e.c1.clear_requests(),
+        || e.up.c1.requests(),
+        || e.up.c1.clear_requests(),
         &format!("/api/v1/apps/{app}/entitlements"),
     )
     .await;
@@ -354,13 +355,13 @@ async fn conductorone_kinds_resync_from_one_list_per_scope() {
         || h.engine(ConnectorProvider),
         "connectors",
         &names_c,
-        || e.c1.requests(),
-        || e.c1.clear_requests(),
+        || e.up.c1.requests(),
+        || e.up.c1.clear_requests(),
         &format!("/api/v1/apps/{app}/connectors"),
     )
     .await;
 
-    let connector = e.c1.seed_connector(&app, "GitHub MCP");
+    let connector = e.up.c1.seed_connector(&app, "GitHub MCP");
     let names_t = names("toolset");
     for (i, name) in names_t.iter().enumerate() {
         h.create::<McpToolset>(json!({"apiVersion": "accessplane.io/v1alpha1", "kind": "McpToolset", "metadata": {"name": name},
@@ -372,8 +373,8 @@ async fn conductorone_kinds_resync_from_one_list_per_scope() {
         || h.engine(McpToolsetProvider),
         "mcptoolsets",
         &names_t,
-        || e.c1.requests(),
-        || e.c1.clear_requests(),
+        || e.up.c1.requests(),
+        || e.up.c1.clear_requests(),
         &format!("/api/v1/apps/{app}/connectors/{connector}/mcp_toolsets"),
     )
     .await;
@@ -381,7 +382,11 @@ async fn conductorone_kinds_resync_from_one_list_per_scope() {
 
 #[tokio::test]
 async fn persona_access_controls_resync_from_one_list_per_cluster() {
-    let IcEnv { h, ic } = IcEnv::new().await;
+    let IcEnv {
+        run: h,
+        up: Ic { ic },
+        ..
+    } = IcEnv::new().await;
     let (cluster, vs) = ("gw-1", "b2c3d4e5-f6a7-8901-bcde-f12345678901");
     ic.add_virtual_server(cluster, vs);
     ic.set_visibility_delay(Duration::ZERO);
@@ -545,7 +550,7 @@ fn persona_ready(kube: &crate::support::fake_kube::FakeKube, i: usize) -> bool {
         &format!("persona-{i}"),
     )
     .as_ref()
-    .and_then(|o| crate::harness::condition(o, "Ready"))
+    .and_then(|o| crate::support::harness::condition(o, "Ready"))
     .is_some_and(|c| c["status"] == "True")
 }
 
@@ -689,7 +694,7 @@ async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
 
     const API: &str = "accessplane.io/v1alpha1";
     const COUNT: usize = 20;
-    let (kube, serval) = crate::runtime_tests::serval_world().await;
+    let (kube, serval) = crate::support::env::serval_world().await;
     for i in 0..COUNT {
         kube.put_object(json!({
             "apiVersion": API, "kind": "AccessProfile",
@@ -714,7 +719,7 @@ async fn live_operator_creates_with_one_call_each_and_restarts_with_one_list() {
         (0..COUNT).all(|i| {
             let obj = kube.get(API, "accessprofiles", "team-a", &format!("profile-{i}"));
             obj.as_ref()
-                .and_then(|o| crate::harness::condition(o, "Ready"))
+                .and_then(|o| crate::support::harness::condition(o, "Ready"))
                 .is_some_and(|c| c["status"] == "True")
         })
     };

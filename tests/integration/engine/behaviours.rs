@@ -1,0 +1,1 @@
+//! The engine's behaviours, once, through a small test provider: to be filled.
