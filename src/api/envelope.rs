@@ -1,4 +1,4 @@
-//! The envelope every managed kind shares (design §1): where the upstream is, how the
+//! The envelope every managed kind shares: where the upstream is, how the
 //! operator may act on it, and the common status fields.
 
 use super::condition::{Condition, SharedStr};

@@ -1,4 +1,4 @@
-//! `Ready`/`Synced` conditions (design §3): reasons, and setting a condition so that
+//! `Ready`/`Synced` conditions: reasons, and setting a condition so that
 //! `lastTransitionTime` only moves when the status flips.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -4,7 +4,9 @@
 //! completion, conditions, events, status and requeue timing live here once.
 //!
 //! A pass is a decision ([`decision`], [`deletion`]: reads only, shared with
-//! `accessplane plan`) and its execution ([`reconciler`]: marks, writes, status).
+//! `accessplane plan`) and its execution ([`reconciler`]: marks, writes, status). The
+//! words used here (mark, in doubt, echo, wave, scope, list window, ...) are defined in
+//! the glossary of `docs/architecture.md`.
 
 mod create_mark;
 pub mod decision;

@@ -1,4 +1,4 @@
-//! Fair scheduling (design §2, Scale): periodic resyncs run at a bounded rate of their
+//! Fair scheduling: periodic resyncs run at a bounded rate of their
 //! own, so a user's change is picked up promptly even while thousands of resyncs are due.
 //!
 //! A resync that comes due takes the next free slot of a per-kind schedule (virtual
