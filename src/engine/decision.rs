@@ -47,6 +47,14 @@ pub trait Reader<K: ManagedObject, P: Provider<K>>: Sync {
     ) -> impl Future<Output = Result<Read<P::Observed>, EngineError>> + Send;
 }
 
+/// Whether an object missing from a List of the last moments is absent without a GET
+/// to confirm it: for deterministic ids a wrong "absent" is harmless (a create of an
+/// existing id is a conflict, not a duplicate; an accepted create is waited for). Ids
+/// the server assigns are confirmed: Lists may lag behind creates.
+pub fn absent_when_unlisted<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K) -> bool {
+    provider.deterministic_id(obj).is_some()
+}
+
 /// What the decision knows besides the object and the upstream.
 pub struct Given<'a> {
     pub now: Timestamp,

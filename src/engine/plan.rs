@@ -12,12 +12,15 @@ use std::collections::HashMap;
 
 use k8s_openapi::jiff::Timestamp;
 
-use super::decision::{self, Change, Found, Given, Read, Reader, Step};
+use super::decision::{self, Change, Found, Given, Read, Reader, Step, absent_when_unlisted};
 use super::deletion::{self, Reach, Removal};
 use super::requeue::Timing;
 use super::{Cx, EngineError, ManagedObject, Provider};
 use crate::base::conditions::reason;
 use crate::upstream::{Call, UpstreamClient};
+
+/// A plan's timing: the operator's defaults (how long an accepted write is awaited).
+static TIMING: std::sync::LazyLock<Timing> = std::sync::LazyLock::new(Timing::default);
 
 /// Stands for the id the upstream assigns to an object a plan creates, in the paths of
 /// requests that follow the create.
@@ -123,9 +126,7 @@ impl<K: ManagedObject, P: Provider<K>> Reader<K, P> for PlanReader<'_, P, P::Obs
         let provider = self.provider;
         let observed = match self.listed.map(|listed| listed.get(id)) {
             Some(Some(item)) => Some(provider.complete(cx, item.clone()).await?),
-            // A deterministic id absent from a fresh List is absent; a server-assigned one
-            // is confirmed (Lists may lag behind creates), as the reconciler's reads do.
-            Some(None) if provider.deterministic_id(cx.obj).is_some() => None,
+            Some(None) if absent_when_unlisted(provider, cx.obj) => None,
             Some(None) | None => provider.observe(cx, id).await?,
         };
         Ok(Read::Now(observed))
@@ -144,13 +145,8 @@ pub async fn plan<K: ManagedObject, P: Provider<K>>(
     inputs: &P::Inputs,
     listed: Option<&HashMap<String, P::Observed>>,
 ) -> Planned {
-    let cx = Cx {
-        obj,
-        upstream,
-        inputs,
-    };
-    let timing = Timing::default();
-    let given = Given::object_only(Timestamp::now(), &timing);
+    let cx = Cx::new(obj, upstream, inputs);
+    let given = Given::object_only(Timestamp::now(), &TIMING);
     let reader = PlanReader { provider, listed };
     let planned = match decision::decide(provider, &cx, &reader, &given).await {
         Ok(step) => planned(provider, &cx, step, &given).await,
@@ -246,11 +242,10 @@ async fn after_create<K: ManagedObject, P: Provider<K>>(
 
 /// Where deleting `obj` starts: without the upstream (no Connection needed), or with it.
 pub fn deletion_reach<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K) -> Reach {
-    let timing = Timing::default();
     deletion::reach(
         provider,
         obj,
-        &Given::object_only(Timestamp::now(), &timing),
+        &Given::object_only(Timestamp::now(), &TIMING),
     )
 }
 
@@ -263,13 +258,8 @@ pub async fn plan_deletion<K: ManagedObject, P: Provider<K>>(
     inputs: &P::Inputs,
     known_id: Option<String>,
 ) -> PlannedDeletion {
-    let cx = Cx {
-        obj,
-        upstream,
-        inputs,
-    };
-    let timing = Timing::default();
-    let given = Given::object_only(Timestamp::now(), &timing);
+    let cx = Cx::new(obj, upstream, inputs);
+    let given = Given::object_only(Timestamp::now(), &TIMING);
     let reader = PlanReader {
         provider,
         listed: None,

@@ -17,6 +17,16 @@ pub struct Cx<'a, K, I = ()> {
     pub inputs: &'a I,
 }
 
+impl<'a, K, I> Cx<'a, K, I> {
+    pub fn new(obj: &'a K, upstream: &'a UpstreamClient, inputs: &'a I) -> Self {
+        Self {
+            obj,
+            upstream,
+            inputs,
+        }
+    }
+}
+
 /// How the upstream object differs from the spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diff {

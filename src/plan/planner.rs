@@ -1,6 +1,6 @@
-//! The plan of a whole input: every accessplane resource of it taken through the same
-//! steps as the reconciler — its Connection, the inputs its provider resolves, the
-//! upstream read and the engine's decision ([`crate::engine::plan`]) — against the
+//! The plan of a whole input: for every accessplane resource of it, its Connection, the
+//! inputs its provider resolves and the engine's own decision ([`crate::engine::plan`],
+//! which runs [`crate::engine::decision::decide`]) — against the
 //! cluster as it would be once the input is applied ([`KubeView`]), with no write
 //! anywhere: upstream clients are read-only, the Kubernetes client refuses anything but
 //! a GET.
@@ -242,7 +242,7 @@ impl Planner<'_> {
         let cluster_copy = self.cluster_copy::<K>(&namespace, &name).await?;
         validate_rules(rules, &manifest, cluster_copy.as_ref())
             .map_err(|message| Settled::blocked(INVALID, message))?;
-        // The resource as the reconciler will see it after the apply: the input's spec,
+        // The resource as the operator will see it after the apply: the input's spec,
         // the cluster's status and the operator's own annotations (as the view serves it
         // to the providers).
         let mut merged = manifest;
@@ -419,8 +419,8 @@ fn validate_rules(
         })
 }
 
-/// One List per scope with at least two resources to plan (a lone resource is one GET,
-/// as in the reconciler). A List that fails leaves its resources to be read alone.
+/// One List per scope with at least two resources to plan (a lone resource is one GET).
+/// A List that fails leaves its resources to be read alone.
 async fn list_scopes<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     prepared: &[Prepared<K, P::Inputs>],

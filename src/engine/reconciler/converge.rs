@@ -31,13 +31,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         record: &Record,
         purpose: Purpose,
     ) -> Result<Verdict, EngineError> {
-        let upstream = self.upstream(obj)?;
-        let inputs = self.provider.resolve(&self.kube, obj).await?;
-        let cx = Cx {
-            obj,
-            upstream: &upstream,
-            inputs: &inputs,
-        };
+        let (upstream, inputs) = self.reach(obj).await?;
+        let cx = Cx::new(obj, &upstream, &inputs);
         let given = self.given(obj, record, &upstream);
         let reader = PassReader {
             engine: self,
@@ -108,11 +103,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             ]),
         )
         .await?;
-        let cx = Cx {
-            obj,
-            upstream: cx.upstream,
-            inputs: cx.inputs,
-        };
+        let cx = Cx::new(obj, cx.upstream, cx.inputs);
         let created = match self.provider.create(&cx, calls).await {
             // Refused outright (400/403/422): nothing was made, so no create is in doubt
             // and deleting the resource needs no upstream lookup. Only terminal refusals:

@@ -57,13 +57,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         record: &Record,
         known_id: Option<String>,
     ) -> Result<Verdict, EngineError> {
-        let upstream = self.upstream(obj)?;
-        let inputs = self.provider.resolve(&self.kube, obj).await?;
-        let cx = Cx {
-            obj,
-            upstream: &upstream,
-            inputs: &inputs,
-        };
+        let (upstream, inputs) = self.reach(obj).await?;
+        let cx = Cx::new(obj, &upstream, &inputs);
         let given = self.given(obj, record, &upstream);
         let reader = CurrentReader { engine: self };
         match deletion::decide(&self.provider, &cx, &reader, &given, known_id).await? {

@@ -277,6 +277,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         given
     }
 
+    /// What a pass needs to reach the upstream: the Connection's client and the inputs
+    /// the provider resolves from Kubernetes.
+    async fn reach(&self, obj: &K) -> Result<(UpstreamClient, P::Inputs), EngineError> {
+        let upstream = self.upstream(obj)?;
+        let inputs = self.provider.resolve(&self.kube, obj).await?;
+        Ok((upstream, inputs))
+    }
+
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {
         let ns = obj.namespace().unwrap_or_default();
         let client = self

@@ -10,7 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::Engine;
 use crate::api::envelope::{ManagementPolicy, PendingOperation, PendingWrite};
 use crate::base::clock::elapsed;
-use crate::engine::decision::{Given, Read, Reader};
+use crate::engine::decision::{Given, Read, Reader, absent_when_unlisted};
 use crate::engine::observation::{Listed, Lookup, Purpose};
 use crate::engine::{Cx, EngineError, ManagedObject, Provider, recorded_id};
 
@@ -133,11 +133,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         let from_snapshot = matches!(lookup, Lookup::Found(_));
         let observed = match lookup {
             Lookup::Found(listed) => Some(self.provider.complete(cx, listed).await?),
-            // Absent from a List of the last moments: for deterministic ids a wrong
-            // "absent" is harmless (a create of an existing id is a conflict, not a
-            // duplicate; an accepted create is waited for), so no GET to confirm. Ids the
-            // server assigns are confirmed: Lists may lag behind creates.
-            Lookup::Absent if self.provider.deterministic_id(cx.obj).is_some() => None,
+            Lookup::Absent if absent_when_unlisted(&self.provider, cx.obj) => None,
             Lookup::Absent | Lookup::Unknown => self.provider.observe(cx, id).await?,
             Lookup::Later(wait) => return Ok(Observation::Later(wait)),
         };
