@@ -15,6 +15,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 
 use super::changes::Changes;
+use super::trim::trim_managed;
 use crate::api::envelope::ConnectionKind;
 use crate::api::{ClusterConnection, Connection};
 use crate::base::conditions::{self, READY, reason};
@@ -381,49 +382,6 @@ where
     }
 }
 
-/// Annotations the operator reads (`accessplane.io/external-id`, `…/create-pending`, …).
-const OWN_ANNOTATIONS: &str = "accessplane.io/";
-
-/// Drops what the operator never reads from cached objects: managed fields, labels and
-/// other tools' annotations (kubectl's copy of the last applied object, Argo CD's
-/// tracking id, …) are often larger than the rest of the object, and the cache holds
-/// every object of the kind. (Writes are patches of the operator's own fields, so
-/// nothing dropped here is ever written back.)
-pub fn trim<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    meta.labels = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
-        if annotations.is_empty() {
-            meta.annotations = None;
-        }
-    }
-}
-
-/// [`trim`], and the engine's create bookkeeping once the status records its outcome:
-/// the create mark and an id annotation equal to `status.id` say nothing then that the
-/// status does not (README "Performance": a one-entry annotation map costs ≈ 0.5 KiB per
-/// cached object). Kept while the status has no id or a write is pending.
-pub fn trim_managed<K: ManagedObject>(obj: &mut K) {
-    let settled_id = obj
-        .managed_status()
-        .filter(|s| s.pending.is_none())
-        .and_then(|s| s.id.clone());
-    trim(obj);
-    let (Some(id), Some(annotations)) = (settled_id, obj.meta_mut().annotations.as_mut()) else {
-        return;
-    };
-    annotations.remove(engine::CREATE_MARK_ANNOTATION);
-    annotations.remove(engine::LEGACY_CREATE_PENDING_ANNOTATION);
-    if annotations.get(engine::EXTERNAL_ID_ANNOTATION) == Some(&id) {
-        annotations.remove(engine::EXTERNAL_ID_ANNOTATION);
-    }
-    if annotations.is_empty() {
-        obj.meta_mut().annotations = None;
-    }
-}
-
 /// Predicate value of the resync-interval annotation, the one a user sets.
 fn resync_annotation<K: Resource>(obj: &K) -> Option<u64> {
     use std::hash::{DefaultHasher, Hash, Hasher};
@@ -548,122 +506,4 @@ async fn log_result<K, E>(
 /// Predicate value that changes when an object is marked for deletion.
 fn being_deleted<K: Resource>(obj: &K) -> Option<u64> {
     Some(u64::from(obj.meta().deletion_timestamp.is_some()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::AccessProfile;
-
-    #[test]
-    fn trim_keeps_only_what_the_operator_reads() {
-        let mut obj: AccessProfile = serde_json::from_value(serde_json::json!({
-            "apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
-            "metadata": {
-                "name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "7", "generation": 2,
-                "finalizers": ["accessplane.io/finalizer"],
-                "labels": {"app.kubernetes.io/instance": "access"},
-                "annotations": {
-                    "kubectl.kubernetes.io/last-applied-configuration": "{\"big\": true}",
-                    "argocd.argoproj.io/tracking-id": "access:accessplane.io/AccessProfile:ns/p",
-                    "accessplane.io/external-id": "ap-1",
-                    "accessplane.io/resync-interval": "5m"
-                },
-                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]
-            },
-            "spec": {"connectionRef": {"name": "serval"}, "teamId": "t", "name": "p"}
-        }))
-        .unwrap();
-        trim(&mut obj);
-        let meta = &obj.metadata;
-        assert!(meta.managed_fields.is_none());
-        assert!(meta.labels.is_none());
-        let kept: Vec<&str> = meta
-            .annotations
-            .as_ref()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
-        assert_eq!(
-            kept,
-            [
-                "accessplane.io/external-id",
-                "accessplane.io/resync-interval"
-            ]
-        );
-        assert_eq!(
-            meta.finalizers.as_deref(),
-            Some(&["accessplane.io/finalizer".to_string()][..])
-        );
-        assert_eq!(
-            (meta.generation, meta.resource_version.as_deref()),
-            (Some(2), Some("7"))
-        );
-
-        let mut bare = obj.clone();
-        bare.metadata.annotations = Some(
-            [(
-                "argocd.argoproj.io/tracking-id".to_string(),
-                "x".to_string(),
-            )]
-            .into(),
-        );
-        trim(&mut bare);
-        assert!(bare.metadata.annotations.is_none());
-    }
-
-    #[test]
-    fn the_cache_drops_create_bookkeeping_once_the_status_records_the_outcome() {
-        let object = |status: serde_json::Value| -> AccessProfile {
-            serde_json::from_value(serde_json::json!({
-                "apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
-                "metadata": {"name": "p", "namespace": "ns", "annotations": {
-                    "accessplane.io/create-attempted": "2026-12-03T10:00:00Z",
-                    "accessplane.io/external-id": "ap-1",
-                    "accessplane.io/resync-interval": "5m"}},
-                "spec": {"connectionRef": {"name": "serval"}, "teamId": "t", "name": "p"},
-                "status": status
-            }))
-            .unwrap()
-        };
-        let keys = |obj: &AccessProfile| -> Vec<String> {
-            obj.metadata
-                .annotations
-                .iter()
-                .flatten()
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        // No id yet, or a write pending: the mark is what crash recovery needs.
-        for status in [
-            serde_json::json!({}),
-            serde_json::json!({"id": "ap-1", "pending": {"operation": "Create", "generation": 1, "requestedAt": "2026-12-03T10:00:00Z"}}),
-        ] {
-            let mut obj = object(status);
-            trim_managed(&mut obj);
-            assert_eq!(keys(&obj).len(), 3, "{:?}", keys(&obj));
-        }
-        let mut settled = object(serde_json::json!({"id": "ap-1"}));
-        trim_managed(&mut settled);
-        assert_eq!(keys(&settled), ["accessplane.io/resync-interval"]);
-        // An id annotation that says something else than the status is kept.
-        let mut other = object(serde_json::json!({"id": "ap-2"}));
-        trim_managed(&mut other);
-        assert_eq!(
-            keys(&other),
-            [
-                "accessplane.io/external-id",
-                "accessplane.io/resync-interval"
-            ]
-        );
-        let mut bare = object(serde_json::json!({"id": "ap-1"}));
-        bare.metadata
-            .annotations
-            .as_mut()
-            .unwrap()
-            .remove("accessplane.io/resync-interval");
-        trim_managed(&mut bare);
-        assert!(bare.metadata.annotations.is_none());
-    }
 }

@@ -8,6 +8,7 @@ mod leadership;
 pub mod probe;
 pub mod server;
 pub mod telemetry;
+mod trim;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! HTTP core shared by all providers: auth, rate limiting, retries, errors, metrics.
 
 mod auth;
+mod call;
 mod client;
 mod error;
 mod metrics;
@@ -10,7 +11,8 @@ mod retry;
 pub use auth::{
     Credentials, IssuedToken, TOKEN_OPERATION, TokenCache, TokenExchange, oauth_token_request,
 };
-pub use client::{Call, RetryMode, UpstreamClient, UpstreamConfig, UpstreamResponse};
+pub use call::{Call, RetryMode};
+pub use client::{UpstreamClient, UpstreamConfig, UpstreamResponse};
 pub use error::{ErrorClass, UpstreamError, parse_error_body};
 pub use metrics::UpstreamMetrics;
 pub use ratelimit::{RateLimit, RateLimiter};

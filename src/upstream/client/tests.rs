@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::upstream::{IssuedToken, TokenExchange, oauth_token_request};
+use reqwest::Method;
 
 const SENTINEL: &str = "SENTINEL-SECRET-123";
 const TOKEN_SENTINEL: &str = "SENTINEL-TOKEN";
