@@ -138,16 +138,13 @@ impl Provider<AccessProfile> for ThingsProvider {
     /// `name` and `description` when set (omitted: unmanaged).
     fn diff(&self, cx: &ThingCx<'_>, observed: &Thing) -> Diff {
         let spec = &cx.obj.spec;
+        let differs =
+            |wanted: &Option<String>, is: &str| wanted.as_deref().is_some_and(|w| w != is);
         let mut diff = Diff::default();
-        diff.check(
-            "name",
-            spec.name.as_ref().is_some_and(|n| *n != observed.name),
-        );
+        diff.check("name", differs(&spec.name, &observed.name));
         diff.check(
             "description",
-            spec.description
-                .as_ref()
-                .is_some_and(|d| *d != observed.description),
+            differs(&spec.description, &observed.description),
         );
         diff
     }

@@ -117,9 +117,7 @@ async fn adopted_id_missing_upstream_is_not_found_and_never_created() {
 #[tokio::test]
 async fn created_object_deleted_out_of_band_is_created_again() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call"})).await;
-    w.settle().await;
-    let first = w.status_id().unwrap();
+    let first = w.created(json!({"name": "On-call"})).await;
     w.fake.remove(&first);
 
     w.settle().await;
@@ -151,10 +149,9 @@ async fn observe_reports_drift_by_field_and_writes_nothing() {
 #[tokio::test]
 async fn out_of_band_change_is_corrected_on_the_next_pass() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call", "description": "pager duty"}))
+    let id = w
+        .created(json!({"name": "On-call", "description": "pager duty"}))
         .await;
-    w.settle().await;
-    let id = w.status_id().unwrap();
     w.fake.edit(&id, "description", json!("changed in the UI"));
     w.fake.clear_requests();
 
@@ -247,9 +244,7 @@ async fn create_whose_status_write_failed_is_found_again_after_a_restart() {
 #[tokio::test]
 async fn deletion_policy_delete_deletes_upstream_then_releases() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call"})).await;
-    w.settle().await;
-    let id = w.status_id().unwrap();
+    let id = w.created(json!({"name": "On-call"})).await;
 
     w.delete().await;
     w.settle().await;
@@ -262,10 +257,9 @@ async fn deletion_policy_delete_deletes_upstream_then_releases() {
 #[tokio::test]
 async fn deletion_policy_orphan_sends_nothing() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call", "deletionPolicy": "Orphan"}))
+    let id = w
+        .created(json!({"name": "On-call", "deletionPolicy": "Orphan"}))
         .await;
-    w.settle().await;
-    let id = w.status_id().unwrap();
 
     w.delete().await;
     w.settle().await;
@@ -277,8 +271,7 @@ async fn deletion_policy_orphan_sends_nothing() {
 #[tokio::test]
 async fn not_found_on_delete_counts_as_gone() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call"})).await;
-    w.settle().await;
+    w.created(json!({"name": "On-call"})).await;
     // As when someone else deletes it between the engine's read and its DELETE.
     w.fake
         .push_fault(FaultMatch::new("DELETE", THINGS_PATH), Fault::status(404));
@@ -292,9 +285,8 @@ async fn not_found_on_delete_counts_as_gone() {
 #[tokio::test]
 async fn object_already_gone_upstream_is_released_without_a_delete() {
     let w = World::new().await;
-    w.apply(json!({"name": "On-call"})).await;
-    w.settle().await;
-    w.fake.remove(&w.status_id().unwrap());
+    let id = w.created(json!({"name": "On-call"})).await;
+    w.fake.remove(&id);
 
     w.delete().await;
     w.settle().await;
@@ -411,6 +403,13 @@ impl World {
             .await
             .unwrap();
         reconcile(Arc::new(obj), self.engine.clone()).await
+    }
+
+    /// Creates [`NAME`] with `spec` and settles it; its upstream id.
+    async fn created(&self, spec: Value) -> String {
+        self.apply(spec).await;
+        self.settle().await;
+        self.status_id().expect("created")
     }
 
     async fn settle(&self) {
