@@ -10,5 +10,7 @@ pub mod fake_http;
 pub mod fake_instaclustr;
 pub mod fake_kube;
 pub mod fake_serval;
+pub mod fake_things;
 pub mod harness;
 pub mod kube_server;
+pub mod things_provider;
