@@ -43,25 +43,25 @@ pub fn each_kind(visit: &mut impl EachKind) {
 
 /// The managed kinds' names (`kind` of their manifests), in [`each_kind`]'s order.
 pub fn names() -> Vec<String> {
-    struct Names(Vec<String>);
-    impl EachKind for Names {
-        fn kind<K, P>(&mut self)
-        where
-            K: ManagedObject + CustomResourceExt,
-            P: Provider<K> + Default,
-        {
-            self.0.push(K::crd().spec.names.kind);
-        }
-    }
-    let mut names = Names(vec![]);
-    each_kind(&mut names);
-    names.0
+    managed_crds()
+        .into_iter()
+        .map(|crd| crd.spec.names.kind)
+        .collect()
 }
 
 /// Every CRD of the group with the file name it is committed under in `crds/`
 /// (`<kind in lower case>.yaml`): the Connection kinds, then the managed kinds of
 /// [`each_kind`].
 pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
+    let mut crds = vec![Connection::crd(), ClusterConnection::crd()];
+    crds.extend(managed_crds());
+    crds.into_iter()
+        .map(|crd| (format!("{}.yaml", crd.spec.names.kind.to_lowercase()), crd))
+        .collect()
+}
+
+/// The managed kinds' CRDs, in [`each_kind`]'s order.
+fn managed_crds() -> Vec<CustomResourceDefinition> {
     struct Crds(Vec<CustomResourceDefinition>);
     impl EachKind for Crds {
         fn kind<K, P>(&mut self)
@@ -72,12 +72,9 @@ pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
             self.0.push(K::crd());
         }
     }
-    let mut crds = Crds(vec![Connection::crd(), ClusterConnection::crd()]);
+    let mut crds = Crds(vec![]);
     each_kind(&mut crds);
     crds.0
-        .into_iter()
-        .map(|crd| (format!("{}.yaml", crd.spec.names.kind.to_lowercase()), crd))
-        .collect()
 }
 
 /// The managed resources whose `connectionRef` names a Connection (`kind`, in `home`) or
