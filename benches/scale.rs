@@ -396,7 +396,7 @@ impl Env {
         ic.add_account("bench", "bench-ic-key");
         ic.add_virtual_server(CLUSTER, VS);
 
-        for (_, crd) in accessplane::api::all_crds() {
+        for (_, crd) in accessplane::kinds::all_crds() {
             let mut v = serde_json::to_value(crd).expect("crd json");
             v["apiVersion"] = json!("apiextensions.k8s.io/v1");
             v["kind"] = json!("CustomResourceDefinition");

@@ -5,8 +5,8 @@
 //! was frozen (SIGSTOP, a cgroup freeze, a paused VM) wakes up with its work in flight
 //! and no idea that time passed. So every write checks, synchronously and right before
 //! it is sent, that the Lease was renewed less than its validity ago, measured on the
-//! monotonic clock (which keeps counting while the process is stopped). The elector
-//! ([`crate::runtime::leader`]) extends the validity after each renewal; nothing else
+//! monotonic clock (which keeps counting while the process is stopped). The leader
+//! elector (in the runtime) extends the validity after each renewal; nothing else
 //! does, and checking costs no request.
 //!
 //! What is left: a freeze between the check and the send lets one request out late. A

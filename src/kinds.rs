@@ -5,11 +5,15 @@
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ListParams};
 use kube::{CustomResourceExt, ResourceExt};
 
 use crate::api::envelope::ConnectionKind;
-use crate::api::{AccessProfile, AppEntitlement, Connector, McpToolset, PersonaAccessControl};
+use crate::api::{
+    AccessProfile, AppEntitlement, ClusterConnection, Connection, Connector, McpToolset,
+    PersonaAccessControl,
+};
 use crate::base::KubeError;
 use crate::engine::{ManagedObject, Provider};
 use crate::providers::conductorone::{
@@ -39,19 +43,38 @@ pub fn each_kind(visit: &mut impl EachKind) {
 
 /// The managed kinds' names (`kind` of their manifests), in [`each_kind`]'s order.
 pub fn names() -> Vec<String> {
-    struct Names(Vec<String>);
-    impl EachKind for Names {
+    managed_crds()
+        .into_iter()
+        .map(|crd| crd.spec.names.kind)
+        .collect()
+}
+
+/// Every CRD of the group with the file name it is committed under in `crds/`
+/// (`<kind in lower case>.yaml`): the Connection kinds, then the managed kinds of
+/// [`each_kind`].
+pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
+    let mut crds = vec![Connection::crd(), ClusterConnection::crd()];
+    crds.extend(managed_crds());
+    crds.into_iter()
+        .map(|crd| (format!("{}.yaml", crd.spec.names.kind.to_lowercase()), crd))
+        .collect()
+}
+
+/// The managed kinds' CRDs, in [`each_kind`]'s order.
+fn managed_crds() -> Vec<CustomResourceDefinition> {
+    struct Crds(Vec<CustomResourceDefinition>);
+    impl EachKind for Crds {
         fn kind<K, P>(&mut self)
         where
             K: ManagedObject + CustomResourceExt,
             P: Provider<K> + Default,
         {
-            self.0.push(K::crd().spec.names.kind);
+            self.0.push(K::crd());
         }
     }
-    let mut names = Names(vec![]);
-    each_kind(&mut names);
-    names.0
+    let mut crds = Crds(vec![]);
+    each_kind(&mut crds);
+    crds.0
 }
 
 /// The managed resources whose `connectionRef` names a Connection (`kind`, in `home`) or
@@ -126,6 +149,10 @@ async fn users_of_kind<K: ManagedObject>(
 
 #[cfg(test)]
 mod tests {
+    use kube::core::cel::compile_schema;
+
+    use super::all_crds;
+
     /// Each managed kind once, and every CRD of the group is a managed kind or a
     /// Connection kind.
     #[test]
@@ -135,11 +162,49 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        for (_, crd) in crate::api::all_crds() {
+        for (_, crd) in all_crds() {
             let kind = crd.spec.names.kind;
             assert!(
                 names.contains(&kind) || kind == "Connection" || kind == "ClusterConnection",
                 "{kind} is not in kinds::each_kind"
+            );
+        }
+    }
+
+    #[test]
+    fn every_rule_compiles() {
+        for (file, crd) in all_crds() {
+            let schema =
+                serde_json::to_value(crd.spec.versions[0].schema.clone().unwrap()).unwrap();
+            let compiled = compile_schema(&schema["openAPIV3Schema"]);
+            assert!(
+                !compiled.has_errors(),
+                "{file}: {:?}",
+                compiled.compilation_errors()
+            );
+        }
+    }
+
+    #[test]
+    fn crds_in_repo_are_up_to_date() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+        for (file, crd) in all_crds() {
+            let committed = std::fs::read_to_string(dir.join(&file)).unwrap_or_default();
+            assert_eq!(
+                committed,
+                crate::api::crd_yaml(&crd),
+                "crds/{file} is stale: run `cargo run -- crds --dir crds`"
+            );
+        }
+    }
+
+    #[test]
+    fn spec_has_no_schema_defaults() {
+        for (file, crd) in all_crds() {
+            let text = serde_json::to_string(&crd).unwrap();
+            assert!(
+                !text.contains("\"default\""),
+                "{file} declares a schema default"
             );
         }
     }

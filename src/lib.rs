@@ -9,6 +9,7 @@ pub mod kinds;
 pub mod plan;
 pub mod providers;
 pub mod runtime;
+pub mod saas;
 pub mod upstream;
 
 /// `User-Agent` of every request the operator sends, to Kubernetes and to the upstream APIs.

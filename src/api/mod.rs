@@ -11,7 +11,6 @@ pub mod mcp_toolset;
 pub mod persona_access_control;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt;
 
 /// The API group and version of every accessplane kind.
 pub const GROUP_VERSION: &str = "accessplane.io/v1alpha1";
@@ -48,28 +47,6 @@ pub(crate) const UUID: &str =
 
 /// OpenAPI `pattern`: an http(s) base URL without credentials, query or fragment.
 pub(crate) const BASE_URL: &str = r"^https?://[^\s/@?#]+(/[^\s?#]*)?$";
-
-/// Every CRD of the group with the file name it is committed under in `crds/`
-/// (`<kind in lower case>.yaml`): the Connection kinds, then the managed kinds of
-/// [`crate::kinds::each_kind`].
-pub fn all_crds() -> Vec<(String, CustomResourceDefinition)> {
-    struct Crds(Vec<CustomResourceDefinition>);
-    impl crate::kinds::EachKind for Crds {
-        fn kind<K, P>(&mut self)
-        where
-            K: crate::engine::ManagedObject + CustomResourceExt,
-            P: crate::engine::Provider<K> + Default,
-        {
-            self.0.push(K::crd());
-        }
-    }
-    let mut crds = Crds(vec![Connection::crd(), ClusterConnection::crd()]);
-    crate::kinds::each_kind(&mut crds);
-    crds.0
-        .into_iter()
-        .map(|crd| (format!("{}.yaml", crd.spec.names.kind.to_lowercase()), crd))
-        .collect()
-}
 
 /// One CRD as the YAML document committed in `crds/`.
 pub fn crd_yaml(crd: &CustomResourceDefinition) -> String {

@@ -30,7 +30,7 @@ use crate::base::conditions::{self, ConditionValue, READY};
 use crate::base::events::{EventPublisher, Note};
 use crate::base::jitter::jitter;
 use crate::base::kube_ops;
-use crate::providers::SecretData;
+use crate::saas::SecretData;
 use crate::upstream::UpstreamMetrics;
 
 /// What the controller needs of a `Connection` or a `ClusterConnection`.

@@ -320,7 +320,7 @@ fn not_verified(label: &str) -> Unusable {
 mod tests {
     use super::*;
     use crate::api::connection::ConnectionSpec;
-    use crate::providers::{self, SecretData};
+    use crate::saas::{self, SecretData};
     use k8s_openapi::ByteString;
     use kube::runtime::{reflector, watcher};
     use serde_json::json;
@@ -332,9 +332,7 @@ mod tests {
                 .unwrap();
         let data =
             SecretData::new([("bearerToken".to_string(), ByteString(b"t0ken".to_vec()))].into());
-        providers::connect(&spec, &data, Default::default())
-            .unwrap()
-            .1
+        saas::connect(&spec, &data, Default::default()).unwrap().1
     }
 
     fn namespace(name: &str, labels: serde_json::Value) -> PartialObjectMeta<Namespace> {

@@ -12,7 +12,7 @@ use super::Unusable;
 use crate::api::cluster_connection::AllowedNamespaces;
 use crate::api::connection::{ConnectionSpec, UpstreamKind};
 use crate::api::envelope::ConnectionKind;
-use crate::providers::{self, ConnectError, SecretData};
+use crate::saas::{self, ConnectError, SecretData};
 use crate::upstream::{ErrorClass, UpstreamClient, UpstreamError, UpstreamMetrics};
 
 /// `Ready` reasons of a Connection.
@@ -124,7 +124,7 @@ pub fn client_from(
     metrics: Arc<UpstreamMetrics>,
     secret: &SecretRef,
 ) -> Result<(UpstreamKind, UpstreamClient), Failure> {
-    providers::connect(spec, data, metrics).map_err(|e| {
+    saas::connect(spec, data, metrics).map_err(|e| {
         let reason = match e {
             ConnectError::SecretKeyMissing { .. } => reason::SECRET_KEY_MISSING,
             ConnectError::SecretKeyInvalid { .. } => reason::SECRET_KEY_INVALID,
@@ -141,9 +141,7 @@ pub fn client_from(
 /// Proves the client's credentials work (one cheap read), or says why not as the
 /// Connection's `Ready` reason and message.
 pub async fn verified(kind: UpstreamKind, client: &UpstreamClient) -> Result<(), Failure> {
-    providers::verify(kind, client)
-        .await
-        .map_err(|e| classify(&e))
+    saas::verify(kind, client).await.map_err(|e| classify(&e))
 }
 
 fn classify(error: &UpstreamError) -> Failure {

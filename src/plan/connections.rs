@@ -22,7 +22,7 @@ use crate::api::{ClusterConnection, Connection};
 use crate::base::conditions::reason;
 use crate::connections::Unusable;
 use crate::connections::resolution::{self, Credentials, SecretsScope};
-use crate::providers::SecretData;
+use crate::saas::SecretData;
 use crate::upstream::{UpstreamClient, UpstreamMetrics};
 
 use crate::api::GROUP_VERSION;

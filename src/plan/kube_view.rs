@@ -34,7 +34,7 @@ impl KubeView {
     /// A view of `cluster` (None: offline) with `input` applied; objects of the input
     /// without a namespace are in `default_namespace`.
     pub fn new(input: &[Loaded], cluster: Option<kube::Client>, default_namespace: &str) -> Self {
-        let plurals: HashMap<String, String> = crate::api::all_crds()
+        let plurals: HashMap<String, String> = crate::kinds::all_crds()
             .into_iter()
             .map(|(_, crd)| (crd.spec.names.kind, crd.spec.names.plural))
             .collect();

@@ -387,7 +387,7 @@ impl Planner<'_> {
 
 /// The CRD's CEL rules (`x-kubernetes-validations`) of `kind`, compiled once per plan.
 fn compiled_rules(kind: &str) -> Option<kube::core::cel::CompiledSchema> {
-    let (_, crd) = crate::api::all_crds()
+    let (_, crd) = crate::kinds::all_crds()
         .into_iter()
         .find(|(_, crd)| crd.spec.names.kind == kind)?;
     let schema = crd.spec.versions[0]

@@ -11,15 +11,16 @@ use kube::runtime::wait::{await_condition, conditions};
 
 use super::RuntimeError;
 use crate::api;
+use crate::kinds;
 
 /// Field manager of the operator's server-side applies.
 pub const FIELD_MANAGER: &str = "accessplane";
 /// How long installed CRDs may take to become Established.
 const ESTABLISH_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Every CRD as one YAML stream, in the order of [`api::all_crds`].
+/// Every CRD as one YAML stream, in the order of [`kinds::all_crds`].
 pub fn yaml_stream() -> String {
-    api::all_crds()
+    kinds::all_crds()
         .iter()
         .map(|(_, crd)| api::crd_yaml(crd))
         .collect()
@@ -28,7 +29,7 @@ pub fn yaml_stream() -> String {
 /// Writes one file per CRD into `dir` (created if missing), named as in `crds/`.
 pub fn write_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    for (file, crd) in api::all_crds() {
+    for (file, crd) in kinds::all_crds() {
         std::fs::write(dir.join(file), api::crd_yaml(&crd))?;
     }
     Ok(())
@@ -40,7 +41,7 @@ pub async fn install(client: kube::Client) -> Result<(), RuntimeError> {
     let crds: Api<CustomResourceDefinition> = Api::all(client);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut names = vec![];
-    for (_, crd) in api::all_crds() {
+    for (_, crd) in kinds::all_crds() {
         let name = crd.name_any();
         crds.patch(&name, &params, &Patch::Apply(&crd))
             .await
@@ -69,7 +70,7 @@ mod tests {
     #[test]
     fn stream_matches_committed_crds() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
-        let committed: String = api::all_crds()
+        let committed: String = kinds::all_crds()
             .iter()
             .map(|(file, _)| std::fs::read_to_string(dir.join(file)).unwrap())
             .collect();
@@ -83,7 +84,7 @@ mod tests {
     fn write_dir_writes_one_file_per_crd() {
         let dir = std::env::temp_dir().join(format!("accessplane-crds-{}", std::process::id()));
         write_dir(&dir).unwrap();
-        for (file, crd) in api::all_crds() {
+        for (file, crd) in kinds::all_crds() {
             assert_eq!(
                 std::fs::read_to_string(dir.join(file)).unwrap(),
                 api::crd_yaml(&crd)

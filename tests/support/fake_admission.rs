@@ -14,7 +14,7 @@
 //! `registry/customresource/strategy.go`) and apimachinery's `field.Error`.
 //!
 //! Schemas come from CRD objects (the fake's stored ones, or the operator crate's own
-//! [`accessplane::api::all_crds`]); one compiled [`CrdSchema`] per distinct schema is
+//! [`accessplane::kinds::all_crds`]); one compiled [`CrdSchema`] per distinct schema is
 //! cached for the whole test process.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
@@ -114,7 +114,7 @@ impl CrdSchema {
     /// The operator crate's own CRDs (what `crds/` holds), by (apiVersion, plural).
     pub fn operator_crds() -> &'static HashMap<(String, String), Arc<CrdSchema>> {
         static CRDS: LazyLock<HashMap<(String, String), Arc<CrdSchema>>> = LazyLock::new(|| {
-            accessplane::api::all_crds()
+            accessplane::kinds::all_crds()
                 .into_iter()
                 .flat_map(|(_, crd)| CrdSchema::from_crd(&serde_json::to_value(crd).unwrap()))
                 .map(|s| ((s.api_version(), s.plural.clone()), s))

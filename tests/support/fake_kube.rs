@@ -394,12 +394,12 @@ impl FakeKube {
         self.lock().crds_required = true;
     }
 
-    /// Stores the operator's CRDs (`accessplane::api::all_crds`, what `crds/` holds), all
+    /// Stores the operator's CRDs (`accessplane::kinds::all_crds`, what `crds/` holds), all
     /// but those of the given kinds, Established, as `kubectl apply -f crds/` would.
     pub fn install_crds_except(&self, kinds: &[&str]) {
         let route = Route::parse(&format!("/apis/{CRD_API_VERSION}/{CRDS}")).expect("route");
         let mut st = self.lock();
-        for (_, crd) in accessplane::api::all_crds() {
+        for (_, crd) in accessplane::kinds::all_crds() {
             if kinds.contains(&crd.spec.names.kind.as_str()) {
                 continue;
             }

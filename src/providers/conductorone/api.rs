@@ -4,6 +4,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::saas::conductorone::PROVIDER;
 use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 /// The largest page ConductorOne serves: the fewest calls per list.
@@ -28,7 +29,7 @@ pub async fn list_all<T: DeserializeOwned>(
             for item in list {
                 items.push(
                     serde_json::from_value(item).map_err(|e| UpstreamError::Decode {
-                        provider: super::PROVIDER,
+                        provider: PROVIDER,
                         operation,
                         message: e.to_string(),
                     })?,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::PROVIDER;
-use crate::providers::ConnectError;
+use crate::saas::ConnectError;
 use crate::upstream::{IssuedToken, TokenExchange, UpstreamError, oauth_token_request};
 
 const SECRET_PREFIX: &str = "secret-token";
