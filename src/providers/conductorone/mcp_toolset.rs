@@ -19,21 +19,19 @@ use kube::{Resource, ResourceExt};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+mod calls;
+mod tools;
+
 use super::api::{self, is_deleted};
 use crate::api::connection::UpstreamKind;
-use crate::api::mcp_toolset::ToolSelector;
 use crate::api::{Connector, McpToolset};
-use crate::base::conditions::reason;
-use crate::engine::{
-    Created, Cx, Diff, EngineError, Provider, Reference, Unresolved, Written, is_adopted,
-};
+use crate::engine::{Created, Cx, Diff, EngineError, Provider, Reference, Written, is_adopted};
 use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
+use tools::{Binding, Tool, Tools, select_tools};
 
 /// Names of the toolsets ConductorOne maintains on every connector.
 const BUILTIN_TOOLSETS: [&str; 2] = ["All approved", "Read-only"];
-/// The only state in which a tool can be bound.
-const TOOL_APPROVED: &str = "MCP_TOOL_STATE_APPROVED";
 /// The diff field of the tool bindings.
 const TOOLS: &str = "tools";
 
@@ -86,24 +84,6 @@ struct One {
     profile: Profile,
 }
 
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Tool {
-    id: String,
-    #[serde(default)]
-    tool_name: Option<String>,
-    #[serde(default)]
-    state: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Binding {
-    mcp_tool_id: String,
-    #[serde(default)]
-    deleted_at: Option<String>,
-}
-
 /// The observed toolset.
 #[derive(Clone, Debug)]
 pub struct Toolset {
@@ -112,63 +92,6 @@ pub struct Toolset {
     builtin: bool,
     /// Read only when the spec manages `tools` (otherwise a resync is one GET).
     tools: Option<Tools>,
-}
-
-/// The toolset's bound tools and the connector's tool catalogue.
-#[derive(Clone, Debug)]
-struct Tools {
-    bound: BTreeSet<String>,
-    catalogue: Vec<Tool>,
-}
-
-/// Which tools the spec asks for that can be bound, and why the others cannot.
-struct ToolSelection {
-    wanted: BTreeSet<String>,
-    unresolved: Vec<Unresolved>,
-}
-
-/// Resolves the spec's tools against the catalogue. A tool that is already bound stays
-/// wanted whatever its state now (ConductorOne keeps such bindings too).
-fn select_tools(selectors: &[ToolSelector], tools: &Tools, connector_id: &str) -> ToolSelection {
-    let mut selection = ToolSelection {
-        wanted: BTreeSet::new(),
-        unresolved: vec![],
-    };
-    for selector in selectors {
-        let (label, found) = match (&selector.id, &selector.tool_name) {
-            (Some(id), _) => (id, tools.catalogue.iter().find(|t| &t.id == id)),
-            (None, Some(name)) => (
-                name,
-                tools
-                    .catalogue
-                    .iter()
-                    .find(|t| t.tool_name.as_ref() == Some(name)),
-            ),
-            // The CRD requires exactly one of the two.
-            (None, None) => continue,
-        };
-        let id = found.map(|t| &t.id).or(selector.id.as_ref());
-        match (found, id) {
-            (_, Some(id)) if tools.bound.contains(id) => {
-                selection.wanted.insert(id.clone());
-            }
-            (Some(tool), _) if tool.state.as_deref() == Some(TOOL_APPROVED) => {
-                selection.wanted.insert(tool.id.clone());
-            }
-            (Some(tool), _) => selection.unresolved.push(Unresolved::new(
-                reason::TOOL_NOT_APPROVED,
-                format!(
-                    "tool \"{label}\" is not approved ({})",
-                    tool.state.as_deref().unwrap_or("no state")
-                ),
-            )),
-            (None, _) => selection.unresolved.push(Unresolved::new(
-                reason::TOOL_NOT_FOUND,
-                format!("tool \"{label}\" does not exist on connector {connector_id}"),
-            )),
-        }
-    }
-    selection
 }
 
 /// The app and connector ids recorded in the object's status.
@@ -183,123 +106,6 @@ fn recorded(obj: &McpToolset) -> Option<ConnectorIds> {
 /// The `McpToolset` provider.
 #[derive(Default)]
 pub struct McpToolsetProvider;
-
-impl McpToolsetProvider {
-    /// The observed toolset: the profile plus, while the spec manages `tools` and the
-    /// resource is not being deleted, its bindings and the catalogue.
-    /// The connector's tool catalogue.
-    async fn catalogue(
-        &self,
-        cx: &Cx<'_, McpToolset, ConnectorIds>,
-    ) -> Result<Vec<Tool>, UpstreamError> {
-        api::list_all(
-            cx.upstream,
-            "list_mcp_tools",
-            &cx.inputs.path("mcp_tools"),
-            "tools",
-        )
-        .await
-    }
-
-    async fn load(
-        &self,
-        cx: &Cx<'_, McpToolset, ConnectorIds>,
-        profile: Profile,
-    ) -> Result<Toolset, UpstreamError> {
-        let builtin = profile
-            .display_name
-            .as_deref()
-            .is_some_and(|n| BUILTIN_TOOLSETS.contains(&n))
-            && is_adopted(cx.obj);
-        let tools = match &cx.obj.spec.tools {
-            Some(selectors) if cx.obj.meta().deletion_timestamp.is_none() => {
-                let bindings: Vec<Binding> = api::list_all(
-                    cx.upstream,
-                    "list_mcp_tool_bindings",
-                    &cx.inputs.bindings(&profile.id),
-                    "bindings",
-                )
-                .await?;
-                let catalogue = if selectors.is_empty() {
-                    vec![]
-                } else {
-                    self.catalogue(cx).await?
-                };
-                Some(Tools {
-                    bound: bindings
-                        .into_iter()
-                        .filter(|b| !is_deleted(&b.deleted_at))
-                        .map(|b| b.mcp_tool_id)
-                        .collect(),
-                    catalogue,
-                })
-            }
-            _ => None,
-        };
-        Ok(Toolset {
-            profile,
-            builtin,
-            tools,
-        })
-    }
-
-    /// Sends the differing profile fields (`displayName`, `description`).
-    fn profile_call(
-        &self,
-        cx: &Cx<'_, McpToolset, ConnectorIds>,
-        id: &str,
-        fields: &[&str],
-    ) -> Call {
-        let spec = &cx.obj.spec;
-        let mut profile = Map::from_iter([
-            ("id".to_string(), json!(id)),
-            ("appId".to_string(), json!(cx.inputs.app_id)),
-            ("connectorId".to_string(), json!(cx.inputs.connector_id)),
-        ]);
-        let managed = [
-            ("displayName", &spec.display_name),
-            ("description", &spec.description),
-        ];
-        for (field, value) in managed.into_iter().filter(|(f, _)| fields.contains(f)) {
-            profile.insert(field.to_string(), json!(value));
-        }
-        // An update with a mask is a full overwrite of those fields: repeating it is safe.
-        Call::post("update_mcp_toolset", cx.inputs.toolset(id))
-            .json(json!({"profile": profile, "updateMask": api::update_mask(fields)}))
-            .idempotent()
-    }
-
-    /// Adds the `wanted` tools that are not bound and removes the bound ones not wanted.
-    /// Not marked idempotent: whether a repeated add/remove fails upstream is unknown, so
-    /// after a failure the next pass lists the bindings again instead.
-    fn bind_calls(
-        &self,
-        cx: &Cx<'_, McpToolset, ConnectorIds>,
-        id: &str,
-        bound: &BTreeSet<String>,
-        wanted: &BTreeSet<String>,
-    ) -> Vec<Call> {
-        let mut calls = vec![];
-        let add: Vec<&String> = wanted.difference(bound).collect();
-        if !add.is_empty() {
-            calls.push(
-                Call::post("add_mcp_tool_bindings", cx.inputs.bindings(id))
-                    .json(json!({"mcpToolIds": add})),
-            );
-        }
-        let remove: Vec<&String> = bound.difference(wanted).collect();
-        if !remove.is_empty() {
-            calls.push(
-                Call::post(
-                    "remove_mcp_tool_bindings",
-                    format!("{}/delete", cx.inputs.bindings(id)),
-                )
-                .json(json!({"mcpToolIds": remove})),
-            );
-        }
-        calls
-    }
-}
 
 impl Provider<McpToolset> for McpToolsetProvider {
     type Observed = Toolset;
@@ -647,70 +453,5 @@ impl Provider<McpToolset> for McpToolsetProvider {
             ("toolCount".to_string(), json!(tool_count)),
             ("boundToolIds".to_string(), bound),
         ])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tool(id: &str, name: &str, state: &str) -> Tool {
-        Tool {
-            id: id.into(),
-            tool_name: Some(name.into()),
-            state: Some(state.into()),
-        }
-    }
-
-    fn by_name(name: &str) -> ToolSelector {
-        ToolSelector {
-            id: None,
-            tool_name: Some(name.into()),
-        }
-    }
-
-    fn by_id(id: &str) -> ToolSelector {
-        ToolSelector {
-            id: Some(id.into()),
-            tool_name: None,
-        }
-    }
-
-    #[test]
-    fn plan_binds_approved_and_bound_tools_and_names_the_rest() {
-        let tools = Tools {
-            bound: BTreeSet::from(["t-old".to_string()]),
-            catalogue: vec![
-                tool("t-read", "read_repo", TOOL_APPROVED),
-                tool("t-del", "delete_repo", "MCP_TOOL_STATE_PENDING_REVIEW"),
-                tool("t-old", "old_tool", "MCP_TOOL_STATE_PENDING_REVIEW"),
-            ],
-        };
-        let selectors = [
-            by_name("read_repo"),
-            by_name("delete_repo"),
-            by_name("nope"),
-            by_id("t-old"),
-            by_id("t-read"),
-        ];
-        let selection = select_tools(&selectors, &tools, "conn-1");
-        assert_eq!(
-            selection.wanted,
-            BTreeSet::from(["t-old".to_string(), "t-read".to_string()]),
-            "a bound tool stays bound whatever its state; duplicates collapse"
-        );
-        assert_eq!(
-            selection.unresolved,
-            vec![
-                Unresolved::new(
-                    reason::TOOL_NOT_APPROVED,
-                    "tool \"delete_repo\" is not approved (MCP_TOOL_STATE_PENDING_REVIEW)"
-                ),
-                Unresolved::new(
-                    reason::TOOL_NOT_FOUND,
-                    "tool \"nope\" does not exist on connector conn-1"
-                ),
-            ]
-        );
     }
 }
