@@ -96,13 +96,7 @@ pub async fn set_annotations<K: Object>(
     changes: BTreeMap<&str, Option<String>>,
 ) -> Result<K, KubeError> {
     let patch = json!({"metadata": {"annotations": changes}});
-    api.patch(
-        &obj.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(patch),
-    )
-    .await
-    .map_err(KubeError::at("writing annotations"))
+    merge_metadata(api, obj, patch).await
 }
 
 /// Sets annotations, and adds the finalizer when it is missing, in one write, only if the
@@ -122,6 +116,11 @@ pub async fn mark_if_unchanged<K: Object>(
         finalizers.push(FINALIZER.to_string());
         patch["metadata"]["finalizers"] = json!(finalizers);
     }
+    merge_metadata(api, obj, patch).await
+}
+
+/// Sends the merge patch `patch` of `obj`'s metadata (the annotations, maybe the finalizers).
+async fn merge_metadata<K: Object>(api: &Api<K>, obj: &K, patch: Value) -> Result<K, KubeError> {
     api.patch(
         &obj.name_any(),
         &PatchParams::default(),

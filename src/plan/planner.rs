@@ -360,19 +360,8 @@ impl Planner<'_> {
     /// The entry of a resource of the input, before its outcome is known.
     fn base_entry(&self, loaded: &Loaded) -> Entry {
         let (namespace, name) = self.identity(loaded);
-        Entry {
-            source: loaded.source.clone(),
-            kind: loaded.kind().to_string(),
-            namespace,
-            name,
-            action: Action::NoOp,
-            id: None,
-            fields: vec![],
-            changes: vec![],
-            requests: vec![],
-            reason: None,
-            message: None,
-        }
+        let kind = loaded.kind().to_string();
+        Entry::new(loaded.source.clone(), kind, namespace, name, Action::NoOp)
     }
 
     fn entry_of(&self, loaded: &Loaded, settled: Settled) -> Entry {

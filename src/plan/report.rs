@@ -145,6 +145,30 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The entry of the resource `kind` `namespace/name` from `source`, with nothing
+    /// planned yet besides `action`.
+    pub fn new(
+        source: String,
+        kind: String,
+        namespace: String,
+        name: String,
+        action: Action,
+    ) -> Self {
+        Self {
+            source,
+            kind,
+            namespace,
+            name,
+            action,
+            id: None,
+            fields: vec![],
+            changes: vec![],
+            requests: vec![],
+            reason: None,
+            message: None,
+        }
+    }
+
     /// `reason: message`, or the message alone.
     fn note(&self) -> Option<String> {
         match (&self.reason, &self.message) {
@@ -308,19 +332,13 @@ mod tests {
     use serde_json::json;
 
     fn entry(action: Action) -> Entry {
-        Entry {
-            source: "a.yaml#1".into(),
-            kind: "AccessProfile".into(),
-            namespace: "team".into(),
-            name: "oncall".into(),
+        Entry::new(
+            "a.yaml#1".into(),
+            "AccessProfile".into(),
+            "team".into(),
+            "oncall".into(),
             action,
-            id: None,
-            fields: vec![],
-            changes: vec![],
-            requests: vec![],
-            reason: None,
-            message: None,
-        }
+        )
     }
 
     #[test]

@@ -33,19 +33,14 @@ impl Planner<'_> {
             if in_input.contains(&(namespace.clone(), obj.name_any())) {
                 continue;
             }
-            let mut entry = Entry {
-                source: String::new(),
-                kind: kind.clone(),
+            let mut entry = Entry::new(
+                String::new(),
+                kind.clone(),
                 namespace,
-                name: obj.name_any(),
-                action: Action::Orphan,
-                id: recorded_id(&obj),
-                fields: vec![],
-                changes: vec![],
-                requests: vec![],
-                reason: None,
-                message: None,
-            };
+                obj.name_any(),
+                Action::Orphan,
+            );
+            entry.id = recorded_id(&obj);
             let deletion = self.plan_deletion(provider, &obj).await;
             describe(&mut entry, deletion);
             self.entries.push((usize::MAX, entry));

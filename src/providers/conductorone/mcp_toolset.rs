@@ -195,13 +195,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
         if BUILTIN_TOOLSETS.contains(&name) {
             return Ok(vec![]);
         }
-        let profiles: Vec<Profile> = api::list_all(
-            cx.upstream,
-            "list_mcp_toolsets",
-            &cx.inputs.path("mcp_toolsets"),
-            "profiles",
-        )
-        .await?;
+        let profiles = self.list_profiles(cx).await?;
         let mut found = vec![];
         for profile in profiles {
             if !is_deleted(&profile.deleted_at) && profile.display_name.as_deref() == Some(name) {
@@ -237,13 +231,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
         cx: &Cx<'_, McpToolset, ConnectorIds>,
         _scope: &str,
     ) -> Result<Vec<Toolset>, UpstreamError> {
-        let profiles: Vec<Profile> = api::list_all(
-            cx.upstream,
-            "list_mcp_toolsets",
-            &cx.inputs.path("mcp_toolsets"),
-            "profiles",
-        )
-        .await?;
+        let profiles = self.list_profiles(cx).await?;
         Ok(profiles
             .into_iter()
             .filter(|p| !is_deleted(&p.deleted_at))

@@ -4,6 +4,20 @@
 use super::*;
 
 impl McpToolsetProvider {
+    /// Every toolset profile under the connector.
+    pub(super) async fn list_profiles(
+        &self,
+        cx: &Cx<'_, McpToolset, ConnectorIds>,
+    ) -> Result<Vec<Profile>, UpstreamError> {
+        api::list_all(
+            cx.upstream,
+            "list_mcp_toolsets",
+            &cx.inputs.path("mcp_toolsets"),
+            "profiles",
+        )
+        .await
+    }
+
     /// The observed toolset: the profile plus, while the spec manages `tools` and the
     /// resource is not being deleted, its bindings and the catalogue.
     /// The connector's tool catalogue.
