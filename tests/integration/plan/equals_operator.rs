@@ -555,3 +555,52 @@ async fn an_awaited_update_is_neither_planned_nor_sent_again() {
     assert_eq!(planned, vec![]);
     assert_eq!(sent, planned, "nothing sent while the update is awaited");
 }
+
+/// `--prune` of a resource whose deletion the finalizer refuses (a team's default Serval
+/// profile, adopted with `deletionPolicy: Delete`): the plan shows it blocked with the
+/// finalizer's reason, and the operator, deleting it, sends nothing and says the same.
+#[tokio::test]
+async fn a_deletion_the_finalizer_refuses_is_planned_as_blocked() {
+    let it = Installation::new().await;
+    let default = it
+        .h()
+        .serval
+        .seed_profile(json!({"teamId": TEAM, "name": "Team default", "isTeamDefault": true}));
+    let adopted = Resource {
+        kind: "AccessProfile",
+        name: "team-default",
+        spec: json!({"connectionRef": {"name": "serval"}, "teamId": TEAM, "externalId": default,
+            "deletionPolicy": "Delete"}),
+    };
+    it.apply(&adopted).await;
+    it.settle(&adopted).await;
+    let options = Options {
+        default_namespace: NS.into(),
+        credentials_namespace: "accessplane-system".into(),
+        prune_selector: Some(SELECTOR.into()),
+    };
+    let before = it.requests();
+
+    let plan = plan(&[], Some(it.h().client()), &options).await.unwrap();
+
+    let entry = &plan.entries[0];
+    assert_eq!(
+        (entry.name.as_str(), entry.action),
+        ("team-default", Action::Blocked)
+    );
+    assert_eq!(entry.reason.as_deref(), Some("Refused"), "{entry:?}");
+    assert!(entry.requests.is_empty());
+    Api::<AccessProfile>::namespaced(it.h().client(), NS)
+        .delete("team-default", &DeleteParams::default())
+        .await
+        .unwrap();
+    it.h().pass(&it.profiles, "team-default").await;
+    assert_eq!(it.writes_since(&before), vec![], "no DELETE sent");
+    let ready = it
+        .h()
+        .condition_of("accessprofiles", "team-default", "Ready");
+    assert_eq!(
+        ready.1, "Refused",
+        "the operator says what the plan said: {ready:?}"
+    );
+}
