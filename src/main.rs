@@ -361,7 +361,7 @@ fn version() -> String {
 
 /// jemalloc instead of glibc's malloc: at 10,000 resources it peaked 6 MiB lower than
 /// glibc with `MALLOC_ARENA_MAX=2` (84 → 78 MiB) and spent ~20 % less CPU per no-op
-/// reconcile (README "Performance"); mimalloc measured worse (130 MiB).
+/// reconcile (docs/src/performance.md); mimalloc measured worse (130 MiB).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

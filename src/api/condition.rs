@@ -3,7 +3,7 @@
 //! cached object carries two, and their type, status, reason and usual messages are the
 //! same few strings — and the spec's references to where an object lives upstream (its
 //! Connection, team, app, gateway cluster). Each costs a pointer instead of a heap copy
-//! (README "Performance": ≈ 0.5 KiB per cached object).
+//! (docs/src/performance.md: ≈ 0.5 KiB per cached object).
 
 use std::borrow::Borrow;
 use std::collections::HashSet;

@@ -6,7 +6,7 @@
 //! A pass is a decision ([`decision`], [`deletion`]: reads only, shared with
 //! `accessplane plan`) and its execution ([`reconciler`]: marks, writes, status). The
 //! words used here (mark, in doubt, echo, wave, scope, list window, ...) are defined in
-//! the glossary of `docs/architecture.md`.
+//! the glossary of `docs/src/architecture.md`.
 
 mod create_mark;
 pub mod decision;

@@ -26,7 +26,7 @@ pub fn trim<K: Resource>(obj: &mut K) {
 
 /// [`trim`], and the engine's create bookkeeping once the status records its outcome:
 /// the create mark and an id annotation equal to `status.id` say nothing then that the
-/// status does not (README "Performance": a one-entry annotation map costs ≈ 0.5 KiB per
+/// status does not (docs/src/performance.md: a one-entry annotation map costs ≈ 0.5 KiB per
 /// cached object). Kept while the status has no id or a write is pending.
 pub fn trim_managed<K: ManagedObject>(obj: &mut K) {
     let settled_id = obj

@@ -2,7 +2,7 @@
 //! apiserver's audit log (one event per request, with the requesting user). The operator
 //! runs as the chart's ServiceAccount on an apiserver of its own; N mixed resources are
 //! created in one `kubectl create`, then the cluster is left quiet for two resync
-//! intervals. Prints the requests per object by verb and resource (README Performance)
+//! intervals. Prints the requests per object by verb and resource (docs/src/performance.md)
 //! and holds the bounds the operator meets, so a regression fails here.
 
 use std::collections::{BTreeMap, HashSet};

@@ -13,7 +13,7 @@ use crate::support::envtest::{Envtest, envtest, exclusive};
 use crate::support::fake_serval::FakeServal;
 
 const LEASE: &str = "accessplane-leader";
-/// The operator's Lease duration (`runtime::leader`, README "Install with Helm").
+/// The operator's Lease duration (`runtime::leader`, docs/src/getting-started/helm.md).
 const LEASE_DURATION: Duration = Duration::from_secs(15);
 
 fn holder(env: &Envtest, ns: &str) -> Option<String> {

@@ -53,7 +53,7 @@ pub fn spec() -> Option<&'static C1Spec> {
                 // Straight to stderr, past the test harness's capture: one line per run.
                 let _ = writeln!(
                     std::io::stderr(),
-                    "skipped: ConductorOne conformance checks: {} ({e}; see README Development)",
+                    "skipped: ConductorOne conformance checks: {} ({e}; see docs/src/development.md)",
                     path.display()
                 );
                 None

@@ -62,7 +62,7 @@ static SHARED: OnceLock<Envtest> = OnceLock::new();
 pub fn envtest() -> Option<&'static Envtest> {
     let Some(assets) = assets() else {
         eprintln!(
-            "skipped: KUBEBUILDER_ASSETS is not set (the real-apiserver tier needs a folder with kube-apiserver and etcd; see README Development)"
+            "skipped: KUBEBUILDER_ASSETS is not set (the real-apiserver tier needs a folder with kube-apiserver and etcd; see docs/src/development.md)"
         );
         return None;
     };

@@ -12,7 +12,7 @@
 //! resourceVersion nor emit watch events, finalizers and graceful deletion, list with label
 //! and field selectors, watches resumable from any resourceVersion, and admission of
 //! custom resources against their CRD (`fake_admission`: schema, CEL rules, unknown
-//! fields as `fieldValidation` says). README "What the fake apiserver models" lists it
+//! fields as `fieldValidation` says). docs/src/development.md ("What the fake apiserver models") lists it
 //! all, with the self-test of each.
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 

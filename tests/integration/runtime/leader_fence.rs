@@ -1,4 +1,4 @@
-//! Leadership as a write fence (README Reliability), with real processes: two `accessplane run`
+//! Leadership as a write fence (docs/src/operations.md), with real processes: two `accessplane run`
 //! replicas with leader election against the fake apiserver (over HTTP) and a slow fake
 //! Serval. The leader is frozen (SIGSTOP, what a node under memory pressure, a cgroup
 //! freeze or a VM pause does) in the middle of an update wave; the standby takes the
