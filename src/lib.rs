@@ -8,6 +8,7 @@ pub mod fence;
 pub mod kinds;
 pub mod plan;
 pub mod providers;
+pub mod reference;
 pub mod runtime;
 pub mod saas;
 pub mod upstream;

@@ -1,4 +1,5 @@
-//! The `accessplane` command: run the operator, print the CRDs, print the version, probe.
+//! The `accessplane` command: run the operator, print the CRDs, write the field reference,
+//! print the version, probe.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use accessplane::connections::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::plan::command::{self, Output, PlanCommand};
+use accessplane::reference;
 use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, LeaseTiming, RunConfig, crds};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -32,6 +34,15 @@ enum Command {
         /// Write `<kind>.yaml` files into this directory instead of printing.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Write the field reference: one Markdown page per kind (`<kind-in-kebab-case>.md`:
+    /// every spec and status field with its type, whether it is required, allowed values,
+    /// limits and validation rules), generated from the CRD schemas, and a README.md index.
+    /// The committed pages are written by `accessplane docs --dir docs/src/reference`.
+    Docs {
+        /// Directory to write the pages into (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
     },
     /// Preview what the operator would change upstream for a set of manifests, writing
     /// nothing anywhere. Exit code: 0 no changes, 2 changes, 1 blocked or error.
@@ -275,6 +286,10 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(format!("writing {}: {error}", dir.display())),
         },
+        Command::Docs { dir } => match reference::write_dir(&dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => fail(format!("writing {}: {error}", dir.display())),
+        },
         Command::Plan(args) => plan(args),
         Command::Version => {
             println!("{}", version());
@@ -486,6 +501,9 @@ mod tests {
                 .command,
             Command::Version
         ));
+        let cli = Cli::try_parse_from(["accessplane", "docs", "--dir", "ref"]).unwrap();
+        assert!(matches!(cli.command, Command::Docs { dir } if dir == std::path::Path::new("ref")));
+        assert!(Cli::try_parse_from(["accessplane", "docs"]).is_err());
         assert!(version().starts_with(concat!("accessplane ", env!("CARGO_PKG_VERSION"))));
     }
 }
