@@ -14,11 +14,17 @@ use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, LeaseTiming, RunConfig, crds};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Where the guide is, in the repository (the pointers work without a website).
+const GUIDE_HELP: &str = "Guide: docs/src/introduction.md (getting started: docs/src/getting-started/helm.md; \
+     troubleshooting by condition reason: docs/src/troubleshooting.md)";
+const PLAN_HELP: &str = "Guide: docs/src/plan.md";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "accessplane",
     version,
-    about = "Manage SaaS access-control objects as Kubernetes custom resources"
+    about = "Manage SaaS access-control objects as Kubernetes custom resources",
+    after_help = GUIDE_HELP
 )]
 struct Cli {
     #[command(subcommand)]
@@ -47,6 +53,7 @@ enum Command {
     /// Preview what the operator would change upstream for a set of manifests, writing
     /// nothing anywhere. Exit code: 0 no changes, 2 changes, 1 blocked or error.
     /// Installed as `kubectl-accessplane`, it is also `kubectl accessplane plan`.
+    #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
     /// Print the version.
     Version,
@@ -394,6 +401,40 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+
+    /// The help texts' pointers into the guide name pages that exist.
+    #[test]
+    fn help_points_at_pages_of_the_guide() {
+        use clap::CommandFactory;
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let notes =
+            std::fs::read_to_string(root.join("charts/accessplane/templates/NOTES.txt")).unwrap();
+        let mut pages = 0;
+        for text in [GUIDE_HELP, PLAN_HELP, notes.as_str()] {
+            for word in text
+                .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';' || c == ',')
+            {
+                let word = word.trim_end_matches(['.', ':']);
+                if word.starts_with("docs/") {
+                    assert!(
+                        root.join(word).is_file(),
+                        "{word} is not a page of the guide"
+                    );
+                    pages += 1;
+                }
+            }
+        }
+        assert!(pages >= 5, "pointers found: {pages}");
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("docs/src/introduction.md"), "{help}");
+        let mut plan = Cli::command();
+        let plan_help = plan
+            .find_subcommand_mut("plan")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(plan_help.contains("docs/src/plan.md"), "{plan_help}");
+    }
 
     /// Parsing reads `ACCESSPLANE_*`; tests that set or depend on them run one at a time.
     static ENV: Mutex<()> = Mutex::new(());

@@ -221,13 +221,15 @@ fn examples_are_valid() {
     assert!(checked >= 4, "examples found: {checked}");
 }
 
-/// Every accessplane resource the guide shows (a ```yaml block of `docs/` whose documents
-/// name the group's apiVersion) is admitted as the examples are: what a reader copies
-/// works.
+/// Every accessplane resource the guide and the README show (a ```yaml block whose
+/// documents name the group's apiVersion) is admitted as the examples are: what a reader
+/// copies works.
 #[test]
 fn resources_in_the_guide_are_admitted() {
     let mut checked = 0;
-    for path in files_under("docs", |p| p.extension().is_some_and(|e| e == "md")) {
+    let mut pages = files_under("docs", |p| p.extension().is_some_and(|e| e == "md"));
+    pages.push(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"));
+    for path in pages {
         let text = std::fs::read_to_string(&path).unwrap();
         for (line, block) in yaml_blocks(&text) {
             if block.contains("apiVersion: accessplane.io/") {
@@ -235,8 +237,7 @@ fn resources_in_the_guide_are_admitted() {
             }
         }
     }
-    // The guide's pages may hold none yet; the examples are checked above.
-    eprintln!("resources in docs/ admitted: {checked}");
+    assert!(checked >= 8, "resources found in the guide: {checked}");
 }
 
 /// The files below `dir` (relative to the crate) that `keep` accepts.
