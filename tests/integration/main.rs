@@ -7,6 +7,7 @@ mod connections;
 mod deploy;
 mod engine;
 mod fakes;
+mod guide;
 mod kinds;
 mod plan;
 mod robustness;
