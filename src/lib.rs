@@ -5,6 +5,7 @@ pub mod base;
 pub mod connections;
 pub mod engine;
 pub mod fence;
+pub mod import;
 pub mod kinds;
 pub mod plan;
 pub mod providers;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use accessplane::connections::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
+use accessplane::import::command::{self as import_command, IMPORT_HELP, ImportArgs};
 use accessplane::plan::command::{self, Output, PlanCommand};
 use accessplane::reference;
 use accessplane::runtime::telemetry::{self, LogFormat};
@@ -55,6 +56,11 @@ enum Command {
     /// Installed as `kubectl-accessplane`, it is also `kubectl accessplane plan`.
     #[command(after_help = PLAN_HELP)]
     Plan(PlanArgs),
+    /// Print a resource for every upstream object of a kind in a scope (a Serval team, a
+    /// ConductorOne app or connector, a gateway cluster), each managing its object exactly
+    /// as it is: applied, nothing changes upstream. Reads only.
+    #[command(after_help = IMPORT_HELP)]
+    Import(Box<ImportArgs>),
     /// Print the version.
     Version,
     /// GET a URL and exit 0 only on a 2xx answer (the chart's `helm test` runs
@@ -298,6 +304,7 @@ fn main() -> ExitCode {
             Err(error) => fail(format!("writing {}: {error}", dir.display())),
         },
         Command::Plan(args) => plan(args),
+        Command::Import(args) => import(*args),
         Command::Version => {
             println!("{}", version());
             ExitCode::SUCCESS
@@ -335,6 +342,22 @@ fn plan(args: PlanArgs) -> ExitCode {
         .map(|rt| rt.block_on(command::run(args.command())))
         .unwrap_or_else(|error| {
             eprintln!("accessplane plan: {error}");
+            1
+        });
+    ExitCode::from(code)
+}
+
+fn import(args: ImportArgs) -> ExitCode {
+    // Warnings only, on stderr: stdout is the manifests.
+    if let Err(error) = telemetry::init(LogFormat::Text, "warn") {
+        return fail(error);
+    }
+    let code = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(import_command::run(args)))
+        .unwrap_or_else(|error| {
+            eprintln!("accessplane import: {error}");
             1
         });
     ExitCode::from(code)

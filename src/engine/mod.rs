@@ -34,7 +34,9 @@ use crate::api::envelope::{DeletionPolicy, ManagedFields, ManagedStatus};
 pub use create_mark::CreateMark;
 pub use decision::{Located, ambiguous_create, locate, not_found_message};
 pub use error::EngineError;
-pub use provider::{Created, Cx, Diff, Provider, Reference, Unresolved, Written};
+pub use provider::{
+    Created, Cx, Diff, ImportScope, Provider, Reference, ScopeFlag, Unresolved, Written,
+};
 pub use reconciler::{Engine, reconcile};
 
 pub use crate::base::kube_ops::FINALIZER;

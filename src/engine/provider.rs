@@ -104,6 +104,16 @@ pub struct Reference<K> {
     pub name: fn(&K) -> Option<&str>,
 }
 
+/// A flag of `accessplane import` and the spec field it fills: `--team` fills `teamId`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeFlag {
+    pub flag: &'static str,
+    pub field: &'static str,
+}
+
+/// One list scope to import, as the values of its spec fields (`teamId` → `team-a`).
+pub type ImportScope = std::collections::BTreeMap<&'static str, String>;
+
 /// The upstream-specific part of one kind.
 pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// The upstream object as read.
@@ -271,6 +281,81 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         _cx: &Cx<'_, K, Self::Inputs>,
     ) -> impl Future<Output = Result<(), EngineError>> + Send {
         async { Ok(()) }
+    }
+
+    /// `accessplane import` ([`crate::import`]): the flags naming a list scope, in the
+    /// order a scope nests (a ConductorOne app, then a connector in it). Empty: the kind
+    /// cannot be imported.
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[];
+
+    /// The scopes to import: those the flags name (`given`: each flag's values), or with
+    /// `all` every scope the upstream can list. `Err`: why not, in words for the user.
+    /// The default takes the given values of a one-flag scope; `all` is refused (the
+    /// upstream has no list of its scopes).
+    fn import_scopes(
+        &self,
+        _upstream: &UpstreamClient,
+        given: &std::collections::BTreeMap<&'static str, Vec<String>>,
+        all: bool,
+    ) -> impl Future<Output = Result<Vec<ImportScope>, String>> + Send {
+        let scopes = match Self::IMPORT_SCOPE {
+            [one] if all => Err(format!(
+                "--all: the upstream publishes no list of its {}s; name each with --{}",
+                one.flag, one.flag
+            )),
+            [one] => Ok(given
+                .get(one.flag)
+                .into_iter()
+                .flatten()
+                .map(|value| ImportScope::from([(one.field, value.clone())]))
+                .collect()),
+            _ => Err("this kind cannot be imported".to_string()),
+        };
+        async { scopes }
+    }
+
+    /// Spec fields every resource of the kind must have that no list scope names, as a
+    /// stand-in for the object that the import lists a scope through (a persona access
+    /// control's virtual server and role). Listing never reads them.
+    fn import_stand_in(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    /// The managed spec fields [`Self::imported_fields`] reads with
+    /// [`Self::observed_value`] by default.
+    const IMPORTED_FIELDS: &'static [&'static str] = &[];
+
+    /// The managed spec fields of a resource that would manage `observed` exactly as it
+    /// is (the import adds `connectionRef`, the scope fields, `externalId` and the
+    /// policies, and keeps the object only when [`Self::diff`] of the result is empty).
+    /// May read (a toolset's tool catalogue, to name its tools). Default: the upstream
+    /// value of each of [`Self::IMPORTED_FIELDS`] that is set.
+    fn imported_fields(
+        &self,
+        _cx: &Cx<'_, K, Self::Inputs>,
+        observed: &Self::Observed,
+    ) -> impl Future<Output = Result<serde_json::Map<String, serde_json::Value>, UpstreamError>> + Send
+    {
+        let fields = Self::IMPORTED_FIELDS
+            .iter()
+            .filter_map(|field| {
+                let value = self.observed_value(observed, field)?;
+                (!value.is_null()).then(|| (field.to_string(), value))
+            })
+            .collect();
+        async { Ok(fields) }
+    }
+
+    /// The upstream object's display name, which an imported resource's name is derived
+    /// from.
+    fn display_name(&self, _observed: &Self::Observed) -> Option<String> {
+        None
+    }
+
+    /// A note `accessplane import` writes above every manifest of the kind: what it
+    /// leaves unmanaged because no read returns it (a Connector's configuration).
+    fn import_note(&self) -> Option<&'static str> {
+        None
     }
 
     /// Kind-specific observed facts merged into `status` (camelCase keys).

@@ -90,7 +90,7 @@ async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
 
 /// The current kubeconfig (`KUBECONFIG`, `~/.kube/config`, or in-cluster), optionally
 /// at another context.
-async fn cluster_config(context: Option<String>) -> Result<kube::Config, String> {
+pub(crate) async fn cluster_config(context: Option<String>) -> Result<kube::Config, String> {
     let advice = "(use --offline to plan from the input alone)";
     match context {
         Some(context) => {

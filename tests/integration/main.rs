@@ -8,6 +8,7 @@ mod deploy;
 mod engine;
 mod fakes;
 mod guide;
+mod import;
 mod kinds;
 mod plan;
 mod robustness;

@@ -345,6 +345,27 @@ impl FakeC1 {
         merge(binding, json!({"deletedAt": now, "updatedAt": now}));
     }
 
+    /// A toolset made in ConductorOne's UI (with its backing entitlement), with `tools`
+    /// bound.
+    pub fn seed_toolset(
+        &self,
+        app_id: &str,
+        connector_id: &str,
+        name: &str,
+        tools: &[&str],
+    ) -> String {
+        let mut s = self.lock();
+        let id = s.insert_toolset(app_id, connector_id, name, "", false);
+        let now = s.timestamp();
+        for tool in tools {
+            s.bindings.push(
+                json!({"accessProfileId": id, "appId": app_id, "connectorId": connector_id,
+                "mcpToolId": tool, "createdAt": now, "updatedAt": now, "deletedAt": null}),
+            );
+        }
+        id
+    }
+
     /// Adds a tool to the connector's catalogue (`state` e.g. `MCP_TOOL_STATE_APPROVED`).
     pub fn seed_tool(
         &self,
@@ -486,6 +507,7 @@ impl Inner {
         let m = req.method.as_str();
         match (m, seg.as_slice()) {
             ("POST", ["search", "entitlements"]) => self.search(req),
+            ("GET", ["apps"]) => self.list_apps(req),
             (_, ["apps", app, rest @ ..]) => {
                 if !self.apps.iter().any(|a| a == app) {
                     return Err(error(404, format!("app {app} not found")));
@@ -998,6 +1020,15 @@ impl Inner {
             self.builtins.insert(t);
         }
         id
+    }
+
+    fn list_apps(&self, req: &Req) -> Reply {
+        let apps: Vec<Value> = self
+            .apps
+            .iter()
+            .map(|id| json!({"id": id, "displayName": format!("App {id}")}))
+            .collect();
+        self.list_page(req, apps.iter().collect(), "list", Value::clone)
     }
 
     fn list_connectors(&self, app: &str, req: &Req) -> Reply {

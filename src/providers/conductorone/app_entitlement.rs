@@ -13,9 +13,11 @@ use super::api::{self, is_deleted};
 use crate::api::AppEntitlement;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
-use crate::engine::{Created, Cx, Diff, ManagedObject, Provider, Written};
+use std::collections::BTreeMap;
+
+use crate::engine::{Created, Cx, Diff, ImportScope, ManagedObject, Provider, ScopeFlag, Written};
 use crate::providers::{segment, send_delete, single};
-use crate::upstream::{Call, UpstreamError};
+use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 /// Annotation marking entitlements the operator created.
 pub const MANAGED_BY: &str = "managed_by";
@@ -419,6 +421,25 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
 
     fn refuse_delete(&self, observed: &Entitlement) -> Option<String> {
         self.refuse_update(observed)
+    }
+
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
+        flag: "app",
+        field: "appId",
+    }];
+    const IMPORTED_FIELDS: &'static [&'static str] = FIELDS;
+
+    async fn import_scopes(
+        &self,
+        upstream: &UpstreamClient,
+        given: &BTreeMap<&'static str, Vec<String>>,
+        all: bool,
+    ) -> Result<Vec<ImportScope>, String> {
+        super::import::app_scopes(upstream, given, all).await
+    }
+
+    fn display_name(&self, observed: &Entitlement) -> Option<String> {
+        observed.field("displayName").as_str().map(String::from)
     }
 
     fn facts(&self, _cx: &Cx<'_, AppEntitlement>, observed: &Entitlement) -> Map<String, Value> {

@@ -27,9 +27,9 @@ use super::api::{self, is_deleted};
 use crate::api::Connector;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
-use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
+use crate::engine::{Created, Cx, Diff, EngineError, ImportScope, Provider, ScopeFlag, Written};
 use crate::providers::{segment, send_delete, single};
-use crate::upstream::{Call, UpstreamError};
+use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
 /// The update-mask name of the configuration.
 const CONFIG: &str = "config";
@@ -421,6 +421,37 @@ impl Provider<Connector> for ConnectorProvider {
     ) -> Result<Written<()>, UpstreamError> {
         send_delete(cx.upstream, calls).await?;
         Ok(Written::Done(None))
+    }
+
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
+        flag: "app",
+        field: "appId",
+    }];
+    const IMPORTED_FIELDS: &'static [&'static str] = &[
+        "displayName",
+        "description",
+        "userIds",
+        "profileAllowList",
+        "profileIgnoreList",
+    ];
+
+    async fn import_scopes(
+        &self,
+        upstream: &UpstreamClient,
+        given: &BTreeMap<&'static str, Vec<String>>,
+        all: bool,
+    ) -> Result<Vec<ImportScope>, String> {
+        super::import::app_scopes(upstream, given, all).await
+    }
+
+    fn display_name(&self, observed: &UpstreamConnector) -> Option<String> {
+        observed.display_name.clone()
+    }
+
+    fn import_note(&self) -> Option<&'static str> {
+        Some(
+            "spec.configSecretRef is not imported: ConductorOne never returns a connector's configuration, so it stays unmanaged until a Secret is named here.",
+        )
     }
 
     fn facts(

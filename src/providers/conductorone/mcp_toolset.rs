@@ -12,7 +12,7 @@
 //! resource did not create (it adopted it by `externalId`) is taken to be built in and
 //! is never updated or deleted; crash recovery never picks a toolset with those names.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::{Api, ApiResource};
 use kube::{Resource, ResourceExt};
@@ -25,9 +25,12 @@ mod tools;
 use super::api::{self, is_deleted};
 use crate::api::connection::UpstreamKind;
 use crate::api::{Connector, McpToolset};
-use crate::engine::{Created, Cx, Diff, EngineError, Provider, Reference, Written, is_adopted};
+use crate::engine::{
+    Created, Cx, Diff, EngineError, ImportScope, Provider, Reference, ScopeFlag, Written,
+    is_adopted,
+};
 use crate::providers::{segment, send_delete, single};
-use crate::upstream::{Call, UpstreamError};
+use crate::upstream::{Call, UpstreamClient, UpstreamError};
 use tools::{Binding, Tool, Tools, select_tools};
 
 /// Names of the toolsets ConductorOne maintains on every connector.
@@ -418,6 +421,68 @@ impl Provider<McpToolset> for McpToolsetProvider {
 
     fn refuse_delete(&self, observed: &Toolset) -> Option<String> {
         self.refuse_update(observed)
+    }
+
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[
+        ScopeFlag {
+            flag: "app",
+            field: "appId",
+        },
+        ScopeFlag {
+            flag: "connector",
+            field: "connectorId",
+        },
+    ];
+
+    async fn import_scopes(
+        &self,
+        upstream: &UpstreamClient,
+        given: &BTreeMap<&'static str, Vec<String>>,
+        all: bool,
+    ) -> Result<Vec<ImportScope>, String> {
+        super::import::connector_scopes(upstream, given, all).await
+    }
+
+    /// Adopted (so a built-in toolset is recognised and skipped) and managing a tool
+    /// (so reading a toolset reads its bindings and the catalogue that names them).
+    fn import_stand_in(&self) -> Map<String, Value> {
+        Map::from_iter([
+            ("externalId".into(), json!("import")),
+            ("tools".into(), json!([{"id": "import"}])),
+        ])
+    }
+
+    /// The tools by `toolName` where exactly one tool of the catalogue has that name,
+    /// else by id.
+    async fn imported_fields(
+        &self,
+        _cx: &Cx<'_, McpToolset, ConnectorIds>,
+        observed: &Toolset,
+    ) -> Result<Map<String, Value>, UpstreamError> {
+        let profile = &observed.profile;
+        let mut fields = Map::new();
+        if let Some(name) = &profile.display_name {
+            fields.insert("displayName".into(), json!(name));
+        }
+        if let Some(description) = &profile.description {
+            fields.insert("description".into(), json!(description));
+        }
+        if let Some(tools) = &observed.tools {
+            let selectors: Vec<Value> = tools
+                .bound
+                .iter()
+                .map(|id| match tools.unique_name(id) {
+                    Some(name) => json!({"toolName": name}),
+                    None => json!({"id": id}),
+                })
+                .collect();
+            fields.insert(TOOLS.into(), Value::Array(selectors));
+        }
+        Ok(fields)
+    }
+
+    fn display_name(&self, observed: &Toolset) -> Option<String> {
+        observed.profile.display_name.clone()
     }
 
     fn facts(

@@ -3,6 +3,7 @@
 pub mod api;
 mod app_entitlement;
 mod connector;
+mod import;
 mod mcp_toolset;
 
 pub use app_entitlement::AppEntitlementProvider;

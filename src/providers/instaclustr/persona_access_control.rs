@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::api::PersonaAccessControl;
 use crate::api::connection::UpstreamKind;
 use crate::api::persona_access_control::AccessControlType;
-use crate::engine::{Created, Cx, Diff, EngineError, Provider, Written};
+use crate::engine::{Created, Cx, Diff, EngineError, Provider, ScopeFlag, Written};
 use crate::providers::{Deleted, segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
@@ -177,6 +177,29 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
         cx.upstream
             .json(Call::get("list_persona_access_controls", path))
             .await
+    }
+
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
+        flag: "cluster",
+        field: "clusterId",
+    }];
+    const IMPORTED_FIELDS: &'static [&'static str] =
+        &["virtualServerId", "personaRole", "type", "tools"];
+
+    /// A control is named by its virtual server and role, which listing never reads.
+    fn import_stand_in(&self) -> Map<String, Value> {
+        Map::from_iter([
+            (
+                "virtualServerId".into(),
+                json!("00000000-0000-0000-0000-000000000000"),
+            ),
+            ("personaRole".into(), json!("import")),
+            ("type".into(), json!("ALLOWLIST")),
+        ])
+    }
+
+    fn display_name(&self, observed: &Control) -> Option<String> {
+        Some(observed.persona_role.clone())
     }
 
     fn observed_value(&self, observed: &Control, field: &str) -> Option<Value> {

@@ -9,7 +9,7 @@ use crate::api::access_profile::{
     AccessProfile, AccessProfileSpec, GroupCriteria, MatchingCriteria,
 };
 use crate::api::connection::UpstreamKind;
-use crate::engine::{Created, Cx, Diff, Provider, Written};
+use crate::engine::{Created, Cx, Diff, Provider, ScopeFlag, Written};
 use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamError};
 
@@ -374,6 +374,17 @@ impl Provider<AccessProfile> for AccessProfileProvider {
                 observed.id
             )
         })
+    }
+
+    const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
+        flag: "team",
+        field: "teamId",
+    }];
+    const IMPORTED_FIELDS: &'static [&'static str] =
+        &["name", "description", "matchingCriteria", "grants"];
+
+    fn display_name(&self, observed: &ServalProfile) -> Option<String> {
+        Some(observed.name.clone())
     }
 
     fn facts(&self, _cx: &Cx<'_, AccessProfile>, observed: &ServalProfile) -> Map<String, Value> {

@@ -37,6 +37,25 @@ pub(super) struct Tools {
     pub(super) catalogue: Vec<Tool>,
 }
 
+impl Tools {
+    /// The tool's native name, when no other tool of the catalogue has it (a selector by
+    /// that name then picks exactly this tool).
+    pub(super) fn unique_name(&self, id: &str) -> Option<&str> {
+        let name = self
+            .catalogue
+            .iter()
+            .find(|t| t.id == id)?
+            .tool_name
+            .as_deref()?;
+        let named = self
+            .catalogue
+            .iter()
+            .filter(|t| t.tool_name.as_deref() == Some(name))
+            .count();
+        (named == 1).then_some(name)
+    }
+}
+
 /// Which tools the spec asks for that can be bound, and why the others cannot.
 pub(super) struct ToolSelection {
     pub(super) wanted: BTreeSet<String>,

@@ -1,0 +1,90 @@
+//! `accessplane import` scopes in ConductorOne: apps (app entitlements, connectors) and
+//! an app's connectors (toolsets). `--all` lists the tenant's apps, and each app's
+//! connectors for toolsets.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::api;
+use crate::engine::ImportScope;
+use crate::providers::segment;
+use crate::upstream::UpstreamClient;
+
+#[derive(Deserialize)]
+struct App {
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct ConnectorView {
+    connector: App,
+}
+
+/// Every app of the tenant, by id.
+async fn app_ids(upstream: &UpstreamClient) -> Result<Vec<String>, String> {
+    let apps: Vec<App> = api::list_all(upstream, "list_apps", "api/v1/apps", "list")
+        .await
+        .map_err(|e| format!("listing the apps: {e}"))?;
+    Ok(apps.into_iter().map(|a| a.id).collect())
+}
+
+/// Every connector of `app`, by id.
+async fn connector_ids(upstream: &UpstreamClient, app: &str) -> Result<Vec<String>, String> {
+    let path = format!("api/v1/apps/{}/connectors", segment(app));
+    let views: Vec<ConnectorView> = api::list_all(upstream, "list_connectors", &path, "list")
+        .await
+        .map_err(|e| format!("listing the connectors of app {app}: {e}"))?;
+    Ok(views.into_iter().map(|v| v.connector.id).collect())
+}
+
+fn given<'a>(flags: &'a BTreeMap<&'static str, Vec<String>>, flag: &str) -> &'a [String] {
+    flags.get(flag).map(Vec::as_slice).unwrap_or_default()
+}
+
+/// `--app` values, or with `all` every app: one scope each (`appId`).
+pub(super) async fn app_scopes(
+    upstream: &UpstreamClient,
+    flags: &BTreeMap<&'static str, Vec<String>>,
+    all: bool,
+) -> Result<Vec<ImportScope>, String> {
+    let apps = match all {
+        true => app_ids(upstream).await?,
+        false => given(flags, "app").to_vec(),
+    };
+    Ok(apps
+        .into_iter()
+        .map(|app| ImportScope::from([("appId", app)]))
+        .collect())
+}
+
+/// `--app` with its `--connector`s, or every connector of each `--app`, or with `all`
+/// every connector of every app: one scope each (`appId`, `connectorId`).
+pub(super) async fn connector_scopes(
+    upstream: &UpstreamClient,
+    flags: &BTreeMap<&'static str, Vec<String>>,
+    all: bool,
+) -> Result<Vec<ImportScope>, String> {
+    let connectors = given(flags, "connector");
+    let apps = match all {
+        true => app_ids(upstream).await?,
+        false => given(flags, "app").to_vec(),
+    };
+    if !connectors.is_empty() && apps.len() != 1 {
+        return Err("--connector needs exactly one --app, the connectors' app".into());
+    }
+    let mut scopes = vec![];
+    for app in apps {
+        let ids = match connectors.is_empty() {
+            true => connector_ids(upstream, &app).await?,
+            false => connectors.to_vec(),
+        };
+        for connector in ids {
+            scopes.push(ImportScope::from([
+                ("appId", app.clone()),
+                ("connectorId", connector),
+            ]));
+        }
+    }
+    Ok(scopes)
+}
