@@ -433,7 +433,7 @@ mod tests {
         let notes =
             std::fs::read_to_string(root.join("charts/accessplane/templates/NOTES.txt")).unwrap();
         let mut pages = 0;
-        for text in [GUIDE_HELP, PLAN_HELP, notes.as_str()] {
+        for text in [GUIDE_HELP, PLAN_HELP, IMPORT_HELP, notes.as_str()] {
             for word in text
                 .split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ';' || c == ',')
             {

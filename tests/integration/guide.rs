@@ -3,22 +3,22 @@
 //! exact output (`[..]` matches the rest of a line, `...` whole lines), `? N` as its exit
 //! code — against a demo installation on the fakes: the quick start's Namespace, Secret
 //! and Connection from `examples/`, with the Connection's `baseUrl` pointing at a fake
-//! Serval. Commands are the built `accessplane` binary; a block naming anything else
+//! Serval whose team holds two profiles made by hand (one the team's default). Commands are the built `accessplane` binary; a block naming anything else
 //! (`kubectl`, `helm`) fails, so such blocks are written ```` ```sh ```` instead.
 //!
 //! [trycmd]: https://docs.rs/trycmd
 
 use std::path::Path;
 
-use kube::api::{Api, DynamicObject, PostParams};
-use kube::discovery::ApiResource;
-
+use crate::support::apply::create_all;
 use crate::support::fake_kube::FakeKube;
 use crate::support::fake_serval::FakeServal;
 use crate::support::kube_server::KubeServer;
 
 const CLIENT_ID: &str = "guide-client";
 const CLIENT_SECRET: &str = "guide-client-secret";
+/// The Serval team of the examples.
+const TEAM: &str = "5b0c2e8e-0000-4000-8000-000000000001";
 
 /// A cluster after the quick start's `kubectl apply` of the Namespace, the Secret (filled
 /// in) and the Connection, and the Serval tenant they point at; live while it is held.
@@ -45,8 +45,17 @@ impl Demo {
             "examples/serval/connection.yaml",
         ] {
             let text = std::fs::read_to_string(file).expect(file);
-            create(&kube, &fill_in(text)).await;
+            create_all(&kube, &fill_in(text)).await;
         }
+        // Made in Serval's UI before accessplane: what the import page imports.
+        serval.seed_profile(
+            serde_json::json!({"teamId": TEAM, "name": "Support read-only",
+            "description": "Read-only access for support engineers",
+            "grants": {"workflows": [{"workflowId": "wf-manager-approval"}]}}),
+        );
+        serval.seed_profile(
+            serde_json::json!({"teamId": TEAM, "name": "Everyone", "isTeamDefault": true}),
+        );
         let server = KubeServer::start(kube.clone()).await;
         Self {
             _serval: serval,
@@ -54,26 +63,6 @@ impl Demo {
             server,
         }
     }
-}
-
-/// Creates one manifest through the fake apiserver, admission included.
-async fn create(kube: &FakeKube, yaml: &str) {
-    let object: DynamicObject = serde_yaml::from_str(yaml).unwrap();
-    let types = object.types.clone().expect("apiVersion and kind");
-    let (group, version) = match types.api_version.split_once('/') {
-        Some((group, version)) => (group, version),
-        None => ("", types.api_version.as_str()),
-    };
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
-    let plural = crate::support::fake_kube::guess_plural(&types.kind);
-    let resource = ApiResource::from_gvk_with_plural(&gvk, &plural);
-    let api: Api<DynamicObject> = match object.metadata.namespace.as_deref() {
-        Some(namespace) => Api::namespaced_with(kube.client(), namespace, &resource),
-        None => Api::all_with(kube.client(), &resource),
-    };
-    api.create(&PostParams::default(), &object)
-        .await
-        .unwrap_or_else(|e| panic!("{}: {e}", types.kind));
 }
 
 #[test]

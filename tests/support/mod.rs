@@ -1,6 +1,7 @@
 //! Test support: fake Kubernetes API and fake upstream servers, and the harness the
 //! integration tests drive them with.
 
+pub mod apply;
 pub mod c1_openapi;
 pub mod env;
 pub mod envtest;

@@ -13,6 +13,7 @@ use accessplane::plan::report::Action;
 use accessplane::runtime::RunConfig;
 use serde_json::{Value, json};
 
+use crate::support::apply::create_all;
 use crate::support::env::{C1, Ic, Operator, Seed, Serval, Setup};
 use crate::support::fake_kube::FakeKube;
 
@@ -107,19 +108,6 @@ fn upstream_writes(env: &Env) -> (usize, usize, usize) {
     (c1.c1.writes(), ic.ic.writes(), serval.serval.writes())
 }
 
-/// Every accessplane resource of `yaml` created as `kubectl apply` creates them.
-fn apply(kube: &FakeKube, yaml: &str) {
-    for document in serde_yaml::Deserializer::from_str(yaml) {
-        let value: Value = serde::Deserialize::deserialize(document).unwrap();
-        if value.is_null() {
-            continue;
-        }
-        let mut value = value;
-        value["metadata"]["generation"] = json!(1);
-        kube.put_object(value);
-    }
-}
-
 async fn plan_of(env: &Env, yaml: &str) -> accessplane::plan::report::Report {
     let input = load(&["-".into()], &mut yaml.as_bytes()).unwrap();
     let options = planner::Options {
@@ -172,7 +160,7 @@ async fn every_kind_imports_plans_as_adopt_and_applies_without_an_upstream_write
         );
     }
 
-    apply(&env.kube, &yaml);
+    create_all(&env.kube, &yaml).await;
     env.start(RunConfig {
         namespace: Some(NS.into()),
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
