@@ -11,7 +11,7 @@ use accessplane::plan::manifests::load;
 use accessplane::plan::planner::{self, plan};
 use accessplane::plan::report::Action;
 use accessplane::runtime::RunConfig;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::apply::create_all;
 use crate::support::env::{C1, Ic, Operator, Seed, Serval, Setup};
