@@ -1,8 +1,10 @@
 //! `accessplane import` as a command and its scopes: the binary (also as the kubectl
 //! plugin) writing one file per resource, `--all` where the upstream lists its scopes,
-//! and clear refusals where it does not or a flag does not fit the kind.
+//! clear refusals where it does not or a flag does not fit the kind, and `--offline`
+//! with the Connection from files.
 
 use accessplane::import::importer::import;
+use accessplane::import::output::{Format, render};
 use serde_json::json;
 
 use super::round_trip::options;
@@ -97,4 +99,42 @@ async fn all_lists_every_app_in_conductorone_and_is_refused_where_nothing_lists_
         .unwrap_err()
         .to_string();
     assert!(error.contains("name a scope"), "{error}");
+}
+
+/// `--offline`: the Connection and its Secret from files, no cluster (so no managed
+/// objects looked for); `--observe` and `--deletion-policy Delete` written as asked.
+#[tokio::test]
+async fn offline_reads_the_connection_from_files_and_writes_the_chosen_policies() {
+    let h = Harness::new().await;
+    h.serval
+        .seed_profile(json!({"teamId": TEAM, "name": "On-call"}));
+    let files = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: {NS}}}\n\
+         stringData: {{clientId: {}, clientSecret: {}}}\n---\n\
+         apiVersion: accessplane.io/v1alpha1\nkind: Connection\n\
+         metadata: {{name: from-file, namespace: {NS}}}\n\
+         spec: {{serval: {{baseUrl: '{}', credentialsSecretRef: {{name: creds}}}}}}\n",
+        crate::support::harness::CLIENT_ID,
+        crate::support::harness::CLIENT_SECRET,
+        h.serval.base_url()
+    );
+    let input = accessplane::plan::manifests::load(&["-".into()], &mut files.as_bytes()).unwrap();
+    let mut offline = options("AccessProfile", "from-file", NS, &[("team", TEAM)]);
+    offline.observe = true;
+    offline.deletion_policy = accessplane::api::envelope::DeletionPolicy::Delete;
+    let outcome = import(&input, None, &offline).await.unwrap();
+    assert!(!outcome.managed_checked);
+    let spec = &outcome.imported[0].manifest["spec"];
+    assert_eq!(spec["managementPolicy"], "Observe", "{spec}");
+    assert_eq!(spec["deletionPolicy"], "Delete", "{spec}");
+    assert_eq!(
+        spec["connectionRef"],
+        json!({"name": "from-file"}),
+        "{spec}"
+    );
+    let rendered = render(&outcome, Format::Json);
+    assert!(
+        !rendered.contains(crate::support::harness::CLIENT_SECRET),
+        "{rendered}"
+    );
 }
