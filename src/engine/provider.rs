@@ -358,6 +358,18 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         None
     }
 
+    /// Objects of `scope` that `accessplane import` leaves out because another kind's
+    /// resource manages them (a ConductorOne toolset's backing app entitlement), by
+    /// upstream id, with the reason. Read once per scope.
+    fn import_exclusions(
+        &self,
+        _upstream: &UpstreamClient,
+        _scope: &ImportScope,
+    ) -> impl Future<Output = Result<std::collections::HashMap<String, String>, UpstreamError>> + Send
+    {
+        async { Ok(std::collections::HashMap::new()) }
+    }
+
     /// Kind-specific observed facts merged into `status` (camelCase keys).
     fn facts(
         &self,

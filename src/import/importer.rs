@@ -334,6 +334,10 @@ impl Importer<'_> {
             what: what(),
             message: e.to_string(),
         };
+        let excluded = provider
+            .import_exclusions(client, scope)
+            .await
+            .map_err(upstream)?;
         for listed in provider.list(&cx, &key).await.map_err(upstream)? {
             let observed = provider.complete(&cx, listed).await.map_err(upstream)?;
             let id = provider.id_of(&observed);
@@ -349,6 +353,10 @@ impl Importer<'_> {
                 .or_else(|| provider.refuse_delete(&observed))
             {
                 skipped.push(skip(reason));
+                continue;
+            }
+            if let Some(reason) = excluded.get(&id) {
+                skipped.push(skip(reason.clone()));
                 continue;
             }
             if let Some(at) = managed.and_then(|m| m.get(&id)) {

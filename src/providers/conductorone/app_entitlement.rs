@@ -13,7 +13,7 @@ use super::api::{self, is_deleted};
 use crate::api::AppEntitlement;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::engine::{Created, Cx, Diff, ImportScope, ManagedObject, Provider, ScopeFlag, Written};
 use crate::providers::{segment, send_delete, single};
@@ -436,6 +436,17 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         all: bool,
     ) -> Result<Vec<ImportScope>, String> {
         super::import::app_scopes(upstream, given, all).await
+    }
+
+    async fn import_exclusions(
+        &self,
+        upstream: &UpstreamClient,
+        scope: &ImportScope,
+    ) -> Result<HashMap<String, String>, UpstreamError> {
+        match scope.get("appId") {
+            Some(app) => super::import::toolset_entitlements(upstream, app).await,
+            None => Ok(HashMap::new()),
+        }
     }
 
     fn display_name(&self, observed: &Entitlement) -> Option<String> {

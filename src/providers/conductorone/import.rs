@@ -1,15 +1,16 @@
 //! `accessplane import` scopes in ConductorOne: apps (app entitlements, connectors) and
 //! an app's connectors (toolsets). `--all` lists the tenant's apps, and each app's
-//! connectors for toolsets.
+//! connectors for toolsets. An app's toolsets back app entitlements of their own, which
+//! the toolset's resource manages: they are not imported as app entitlements.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 
 use super::api;
 use crate::engine::ImportScope;
 use crate::providers::segment;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{UpstreamClient, UpstreamError};
 
 #[derive(Deserialize)]
 struct App {
@@ -19,6 +20,48 @@ struct App {
 #[derive(Deserialize)]
 struct ConnectorView {
     connector: App,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Toolset {
+    id: String,
+    #[serde(default)]
+    display_name: Option<String>,
+    #[serde(default)]
+    app_entitlement_id: Option<String>,
+}
+
+/// The app entitlements of `app` that back an MCP toolset, by id, with why they are
+/// left to the toolset: one List of the app's connectors and one of each one's toolsets.
+pub(super) async fn toolset_entitlements(
+    upstream: &UpstreamClient,
+    app: &str,
+) -> Result<HashMap<String, String>, UpstreamError> {
+    let path = format!("api/v1/apps/{}/connectors", segment(app));
+    let connectors: Vec<ConnectorView> =
+        api::list_all(upstream, "list_connectors", &path, "list").await?;
+    let mut backing = HashMap::new();
+    for view in connectors {
+        let path = format!(
+            "api/v1/apps/{}/connectors/{}/mcp_toolsets",
+            segment(app),
+            segment(&view.connector.id)
+        );
+        let toolsets: Vec<Toolset> =
+            api::list_all(upstream, "list_mcp_toolsets", &path, "profiles").await?;
+        for toolset in toolsets {
+            if let Some(entitlement) = toolset.app_entitlement_id.filter(|e| !e.is_empty()) {
+                let reason = format!(
+                    "backs MCP toolset {} ({:?}), whose McpToolset resource manages it",
+                    toolset.id,
+                    toolset.display_name.unwrap_or_default()
+                );
+                backing.insert(entitlement, reason);
+            }
+        }
+    }
+    Ok(backing)
 }
 
 /// Every app of the tenant, by id.

@@ -1,7 +1,7 @@
 //! What `accessplane import` must never do, each with a case that fails without the
-//! guard: print a connector's configuration, take a built-in object, name an object
-//! differently on a re-import, read more than the scope's List pages, or take an object
-//! a resource already manages.
+//! guard: print a connector's configuration, take a built-in object or a toolset's
+//! backing entitlement, name an object differently on a re-import, read more than the
+//! scope's List pages, or take an object a resource already manages.
 
 use accessplane::import::importer::{Outcome, import};
 use accessplane::import::output::{Format, render};
@@ -92,6 +92,26 @@ async fn built_in_toolsets_and_a_teams_default_profile_are_skipped() {
         outcome.skipped[0].reason.contains("default profile"),
         "{outcome:#?}"
     );
+}
+
+#[tokio::test]
+async fn a_toolsets_backing_entitlement_is_left_to_the_toolset() {
+    let env = C1Env::new().await;
+    let (c1, app) = (&env.up.c1, env.up.app.as_str());
+    let connector = c1.seed_connector(app, "GitHub");
+    c1.seed_toolset(app, &connector, "GitHub readers", &[]);
+    c1.seed_entitlement(app, json!({"displayName": "Prod DB read"}));
+    let outcome = import_from(env.h(), "AppEntitlement", "c1", &[("app", app)]).await;
+    let imported: Vec<&str> = outcome.imported.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(imported, ["prod-db-read"], "{outcome:#?}");
+    let backing = outcome
+        .skipped
+        .iter()
+        .find(|s| s.display_name == "GitHub readers")
+        .unwrap_or_else(|| panic!("{outcome:#?}"));
+    assert!(backing.reason.contains("backs MCP toolset"), "{backing:?}");
+    // The built-in toolsets' entitlements are refused as built into ConductorOne.
+    assert_eq!(outcome.skipped.len(), 3, "{outcome:#?}");
 }
 
 #[tokio::test]
