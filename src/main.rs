@@ -303,8 +303,8 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => fail(format!("writing {}: {error}", dir.display())),
         },
-        Command::Plan(args) => plan(args),
-        Command::Import(args) => import(*args),
+        Command::Plan(args) => cli_command("plan", command::run(args.command())),
+        Command::Import(args) => cli_command("import", import_command::run(*args)),
         Command::Version => {
             println!("{}", version());
             ExitCode::SUCCESS
@@ -331,33 +331,18 @@ fn probe(url: &str, timeout: Duration) -> ExitCode {
     }
 }
 
-fn plan(args: PlanArgs) -> ExitCode {
-    // Warnings only, on stderr: stdout is the plan (JSON for bots).
+/// A command that prints its result on stdout (`name`: for errors before it runs), on a
+/// one-thread runtime, with warnings only on stderr; its exit code.
+fn cli_command(name: &str, command: impl std::future::Future<Output = u8>) -> ExitCode {
     if let Err(error) = telemetry::init(LogFormat::Text, "warn") {
         return fail(error);
     }
     let code = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map(|rt| rt.block_on(command::run(args.command())))
+        .map(|rt| rt.block_on(command))
         .unwrap_or_else(|error| {
-            eprintln!("accessplane plan: {error}");
-            1
-        });
-    ExitCode::from(code)
-}
-
-fn import(args: ImportArgs) -> ExitCode {
-    // Warnings only, on stderr: stdout is the manifests.
-    if let Err(error) = telemetry::init(LogFormat::Text, "warn") {
-        return fail(error);
-    }
-    let code = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| rt.block_on(import_command::run(args)))
-        .unwrap_or_else(|error| {
-            eprintln!("accessplane import: {error}");
+            eprintln!("accessplane {name}: {error}");
             1
         });
     ExitCode::from(code)

@@ -10,7 +10,7 @@ use clap::Args;
 use super::importer::{IMPORTED_FROM, Options, Outcome, import};
 use super::output::{Format, render, write_files};
 use crate::api::envelope::{ConnectionKind, ConnectionRef, DeletionPolicy};
-use crate::plan::command::cluster_config;
+use crate::plan::command::connect;
 use crate::plan::manifests::load;
 
 /// The import's `User-Agent` towards Kubernetes.
@@ -157,14 +157,7 @@ async fn import_and_print(args: ImportArgs) -> Result<(), String> {
     let (cluster, context_namespace) = if args.offline {
         (None, "default".to_string())
     } else {
-        let mut config = cluster_config(args.context.clone()).await?;
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(USER_AGENT),
-        ));
-        let namespace = config.default_namespace.clone();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        let (client, namespace) = connect(args.context.clone(), USER_AGENT).await?;
         (Some(client), namespace)
     };
     let namespace = args.namespace.clone().unwrap_or(context_namespace);

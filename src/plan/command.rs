@@ -54,15 +54,7 @@ async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
     let (cluster, context_namespace) = if command.offline {
         (None, "default".to_string())
     } else {
-        let mut config = cluster_config(command.context.clone()).await?;
-        // Audit logs and API Priority and Fairness tell a plan from the operator.
-        config.headers.push((
-            http::header::USER_AGENT,
-            http::HeaderValue::from_static(USER_AGENT),
-        ));
-        let namespace = config.default_namespace.clone();
-        let client = kube::Client::try_from(config)
-            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        let (client, namespace) = connect(command.context.clone(), USER_AGENT).await?;
         (Some(client), namespace)
     };
     let options = Options {
@@ -88,9 +80,27 @@ async fn plan_and_print(command: PlanCommand) -> Result<u8, String> {
     })
 }
 
+/// A client of the cluster of the current kubeconfig (or `context`), sending
+/// `user_agent` (audit logs and API Priority and Fairness tell a command from the
+/// operator), and the context's namespace.
+pub(crate) async fn connect(
+    context: Option<String>,
+    user_agent: &'static str,
+) -> Result<(kube::Client, String), String> {
+    let mut config = cluster_config(context).await?;
+    config.headers.push((
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static(user_agent),
+    ));
+    let namespace = config.default_namespace.clone();
+    let client =
+        kube::Client::try_from(config).map_err(|e| format!("connecting to the cluster: {e}"))?;
+    Ok((client, namespace))
+}
+
 /// The current kubeconfig (`KUBECONFIG`, `~/.kube/config`, or in-cluster), optionally
 /// at another context.
-pub(crate) async fn cluster_config(context: Option<String>) -> Result<kube::Config, String> {
+async fn cluster_config(context: Option<String>) -> Result<kube::Config, String> {
     let advice = "(use --offline to plan from the input alone)";
     match context {
         Some(context) => {
