@@ -134,7 +134,7 @@ def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path, lea
     assert env["ACCESSPLANE_LEADER_ELECTION"] == "false", env
     assert env["ACCESSPLANE_SECRETS_SCOPE"] == "cluster", env
     assert "ACCESSPLANE_NAMESPACE" not in env, env
-    optional = ("Role/", "RoleBinding/", "ServiceMonitor/", "PodDisruptionBudget/", "NetworkPolicy/", "ClusterRole/ap-accessplane:accessplane-system:crds")
+    optional = ("Role/", "RoleBinding/", "ServiceMonitor/", "PrometheusRule/", "ConfigMap/", "PodDisruptionBudget/", "NetworkPolicy/", "ClusterRole/ap-accessplane:accessplane-system:crds")
     extra = [k for k in kinds(default) if k.startswith(optional)]
     assert not extra, f"{default_path}: optional objects rendered by default: {extra}"
 
@@ -143,7 +143,7 @@ def main(default_path, all_path, default_elsewhere_path, all_elsewhere_path, lea
     assert env["ACCESSPLANE_INSTALL_CRDS"] == "true", env
     assert env["ACCESSPLANE_NAMESPACE"], env
     rendered = {k.split("/")[0] for k in kinds(everything)}
-    missing = {"Role", "RoleBinding", "ClusterRole", "ServiceMonitor", "PodDisruptionBudget", "NetworkPolicy"} - rendered
+    missing = {"Role", "RoleBinding", "ClusterRole", "ServiceMonitor", "PrometheusRule", "ConfigMap", "PodDisruptionBudget", "NetworkPolicy"} - rendered
     assert not missing, f"{all_path}: missing {missing}"
     crd_roles = [d for d in everything if d["kind"] == "ClusterRole"]
     assert all(r["apiGroups"] == ["apiextensions.k8s.io"] for d in crd_roles for r in d["rules"]), (

@@ -30,6 +30,9 @@ pub struct Record {
     /// What a pass learned of the upstream twin that the status must record (boxed: most
     /// objects have nothing here, and 10,000 records should stay small).
     pub learned: Option<Box<Learned>>,
+    /// The generation a pass first found not Ready, and when: where the time to Ready of
+    /// a changed spec starts (a restart starts it again).
+    pub converging: Option<(i64, Timestamp)>,
 }
 
 /// What a pass learned of an object's upstream twin that its status must record: the id

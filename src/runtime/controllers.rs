@@ -295,13 +295,14 @@ fn connections_using<C: ConnectionObject>(
         .collect()
 }
 
-/// The controller of one managed kind `K`, reconciled by the engine with provider `P`.
+/// The controller of one managed kind `K`, reconciled by the engine with provider `P`;
+/// with its cache.
 pub fn managed_controller<K, P>(
     watched: &Watched,
     engine: Arc<Engine<K, P>>,
     config: controller::Config,
     shutdown: Shutdown,
-) -> Wired
+) -> (Wired, Store<K>)
 where
     K: ManagedObject,
     P: Provider<K>,
@@ -376,10 +377,11 @@ where
         )
         .for_each(log_result)
         .boxed();
-    Wired {
+    let wired = Wired {
         run,
-        synced: synced(store),
-    }
+        synced: synced(store.clone()),
+    };
+    (wired, store)
 }
 
 /// Predicate value of the resync-interval annotation, the one a user sets.

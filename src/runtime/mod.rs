@@ -7,6 +7,7 @@ pub mod leader;
 mod leadership;
 pub mod probe;
 pub mod server;
+pub mod state_metrics;
 pub mod telemetry;
 mod trim;
 
@@ -36,6 +37,7 @@ use controllers::{Watched, Wired, connection_controller, managed_controller, nam
 pub use leader::LeaseTiming;
 use leadership::Ending;
 use server::Readiness;
+use state_metrics::StateMetrics;
 
 /// Settings of `accessplane run`.
 #[derive(Clone, Debug)]
@@ -122,6 +124,8 @@ struct Shared {
     shutdown: Shutdown,
     /// Open while this replica may write (always, without leader election).
     fence: Fence,
+    /// Counts from the caches at scrape time.
+    state: StateMetrics,
 }
 
 impl Shared {
@@ -132,6 +136,7 @@ impl Shared {
         metrics: ReconcileMetrics,
         shutdown: &Shutdown,
         fence: Fence,
+        state: StateMetrics,
     ) -> Self {
         let reporter = Reporter {
             controller: "accessplane".into(),
@@ -153,6 +158,7 @@ impl Shared {
             controller: controller::Config::default().concurrency(config.concurrency),
             shutdown: shutdown.clone(),
             fence,
+            state,
         }
     }
 
@@ -186,12 +192,14 @@ impl Shared {
             self.metrics.clone(),
         )
         .with_fence(self.fence.clone());
-        managed_controller(
+        let (wired, store) = managed_controller(
             &self.watched,
             Arc::new(engine),
             self.controller.clone(),
             self.shutdown.clone(),
-        )
+        );
+        self.state.watch_kind(store);
+        wired
     }
 }
 
@@ -228,6 +236,8 @@ pub async fn run_with(
     upstream_metrics.register(&mut registry);
     let reconcile_metrics = ReconcileMetrics::default();
     reconcile_metrics.register(&mut registry);
+    let state = StateMetrics::default();
+    registry.register_collector(Box::new(state.clone()));
     let (readiness, server) = serve_health(&config, registry, shutdown.clone()).await?;
 
     if config.install_crds {
@@ -240,6 +250,7 @@ pub async fn run_with(
     let mut leadership = None;
     if let Some(election) = &config.leader_election {
         fence = Fence::for_lease(&election.identity, election.timing.duration);
+        state.watch_fence(fence.clone());
         readiness.set_ready();
         match leadership::lead(&client, election, &fence, shutdown.clone()).await {
             Some(term) => leadership = Some(term),
@@ -249,7 +260,8 @@ pub async fn run_with(
     // Every Kubernetes write from here on is sent only while the fence is open.
     let client = fence.kube_client(client);
 
-    let mut shared = Shared::new(&client, &config, reconcile_metrics, &shutdown, fence);
+    state.watch_fence(fence.clone());
+    let mut shared = Shared::new(&client, &config, reconcile_metrics, &shutdown, fence, state);
     let (connections, settled) =
         connection_controllers(&mut shared, &client, &config, upstream_metrics).await;
     // Resource controllers start once the Connections they use are known.
@@ -361,6 +373,7 @@ async fn connection_controllers(
         shutdown.clone(),
     );
     shared.connections.watch_cache(connection_store.clone());
+    shared.state.watch_connections(connection_store.clone());
     let mut wired = vec![connection_wired];
     let mut cluster_store = None;
     if let Some(missing) = cluster_connections_missing(client, &shared.watched).await {
@@ -385,6 +398,7 @@ async fn connection_controllers(
             shutdown.clone(),
         );
         shared.connections.watch_cluster_cache(store.clone());
+        shared.state.watch_connections(store.clone());
         wired.push(cluster_wired);
         wired.push(controllers::allowed_counts(
             client.clone(),

@@ -82,6 +82,15 @@ impl SecretData {
     }
 }
 
+/// The `provider` label of an upstream's metrics.
+pub fn provider_name(kind: UpstreamKind) -> &'static str {
+    match kind {
+        UpstreamKind::Serval => serval::PROVIDER,
+        UpstreamKind::ConductorOne => conductorone::PROVIDER,
+        UpstreamKind::Instaclustr => instaclustr::PROVIDER,
+    }
+}
+
 /// Builds the upstream client of a Connection.
 pub fn connect(
     spec: &ConnectionSpec,
@@ -92,19 +101,15 @@ pub fn connect(
         field: "spec",
         problem: "exactly one of conductorOne, serval, instaclustr must be set".into(),
     })?;
-    let (provider, (base_url, credentials)) = match kind {
-        UpstreamKind::Serval => (
-            serval::PROVIDER,
-            serval::credentials(spec.serval.as_ref().unwrap(), secret)?,
-        ),
-        UpstreamKind::ConductorOne => (
-            conductorone::PROVIDER,
-            conductorone::credentials(spec.conductor_one.as_ref().unwrap(), secret)?,
-        ),
-        UpstreamKind::Instaclustr => (
-            instaclustr::PROVIDER,
-            instaclustr::credentials(spec.instaclustr.as_ref().unwrap(), secret)?,
-        ),
+    let provider = provider_name(kind);
+    let (base_url, credentials) = match kind {
+        UpstreamKind::Serval => serval::credentials(spec.serval.as_ref().unwrap(), secret)?,
+        UpstreamKind::ConductorOne => {
+            conductorone::credentials(spec.conductor_one.as_ref().unwrap(), secret)?
+        }
+        UpstreamKind::Instaclustr => {
+            instaclustr::credentials(spec.instaclustr.as_ref().unwrap(), secret)?
+        }
     };
     let mut config = UpstreamConfig::new(provider, base_url, credentials);
     config.metrics = metrics;

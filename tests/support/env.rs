@@ -412,6 +412,32 @@ impl<U> Env<U, Operator> {
         self.run.running = Some((stop, task));
     }
 
+    /// Starts the operator with its metrics server on a free port, once it serves;
+    /// returns the server's base URL (`http://127.0.0.1:<port>`).
+    pub async fn start_serving(&mut self, config: RunConfig) -> String {
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .unwrap()
+                .port();
+            let base = format!("http://127.0.0.1:{port}");
+            self.start(RunConfig {
+                metrics_addr: ([127, 0, 0, 1], port).into(),
+                ..config.clone()
+            });
+            // Until it serves, unless someone else took the port in the meantime.
+            while !self.run.running.as_ref().unwrap().1.is_finished() {
+                let health = reqwest::get(format!("{base}/healthz")).await;
+                if health.is_ok_and(|r| r.status().is_success()) {
+                    return base;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let (_, task) = self.run.running.take().unwrap();
+            let _ = task.await;
+        }
+    }
+
     /// Graceful shutdown, done within `within`.
     pub async fn stop(&mut self, within: Duration) {
         let (stop, task) = self.run.running.take().expect("operator started");

@@ -14,6 +14,7 @@ use crate::base::conditions::{self, ConditionValue, READY, reason};
 use crate::base::kube_ops;
 use crate::engine::decision::{self, Change, Existing, Found, Given, Step};
 use crate::engine::memory::Learned;
+use crate::engine::metrics::{CORRECTED, REPORTED};
 use crate::engine::observation::Purpose;
 use crate::engine::{
     ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, CreateMark, Created, Cx, EXTERNAL_ID_ANNOTATION,
@@ -195,17 +196,21 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                     self.resync(obj),
                 )
             }
-            Change::Drifted => Verdict::new(
-                ConditionValue::new(
+            Change::Drifted => {
+                let ready = ConditionValue::new(
                     false,
                     reason::DRIFTED,
                     format!(
                         "upstream differs from the spec in: {}",
                         diff.fields.join(", ")
                     ),
-                ),
-                self.resync(obj),
-            ),
+                );
+                // Counted when found, not again at each resync that finds it still.
+                if !already_reported(obj, &ready) {
+                    self.metrics.drifted(&K::kind(&()), &diff.fields, REPORTED);
+                }
+                Verdict::new(ready, self.resync(obj))
+            }
             Change::Awaited(pending) => {
                 let mut v = Verdict::new(
                     ConditionValue::new(false, reason::PENDING, ACCEPTED_UPDATE),
@@ -238,7 +243,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         cx: &Cx<'_, K, P::Inputs>,
         observed: &P::Observed,
         id: &str,
-        fields: &[&str],
+        fields: &[&'static str],
         written: Written<P::Observed>,
         given: &Given<'_>,
     ) -> Verdict {
@@ -250,6 +255,9 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 .managed_status()
                 .and_then(|s| conditions::get(&s.conditions, READY))
                 .is_none_or(|c| c.status != "True");
+        if !spec_changed {
+            self.metrics.drifted(&K::kind(&()), fields, CORRECTED);
+        }
         let fields = fields.join(", ");
         match written {
             Written::Done(new_state) => {
@@ -351,4 +359,12 @@ fn refused_before_applying(e: &crate::upstream::UpstreamError) -> bool {
         && !e.may_have_applied()
         && e.status()
             .is_some_and(|s| (400..500).contains(&s) && s != 409)
+}
+
+/// Whether the object's `Ready` condition already reports this drift (same reason and
+/// fields): a resync that finds it still is not a new out-of-band change.
+fn already_reported<K: ManagedObject>(obj: &K, ready: &ConditionValue) -> bool {
+    obj.managed_status()
+        .and_then(|s| conditions::get(&s.conditions, READY))
+        .is_some_and(|c| c.reason == ready.reason && *c.message == *ready.message)
 }

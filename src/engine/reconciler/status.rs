@@ -143,6 +143,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             keep_learned(&status);
         }
         written?;
+        self.time_to_ready(obj, &previous, converged, now);
         if converged {
             let confirmed = Confirmed {
                 generation: generation.unwrap_or_default(),
@@ -152,6 +153,39 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             self.memory.update(key, |r| r.confirmed = Some(confirmed));
         }
         Ok(Action::requeue(requeue))
+    }
+
+    /// Observes the time to Ready when this pass made the object Ready at its
+    /// generation: from its creation for the first generation, else from the first pass
+    /// that found the generation not Ready (the memory's `converging`; a restart starts
+    /// the clock again, and a change made Ready in the pass that first sees it counts as
+    /// instant).
+    fn time_to_ready(&self, obj: &K, previous: &ManagedStatus, ready: bool, now: Timestamp) {
+        let generation = obj.meta().generation.unwrap_or_default();
+        let ready_before = conditions::get(&previous.conditions, READY)
+            .is_some_and(|c| &*c.status == "True" && c.observed_generation == Some(generation));
+        if ready_before {
+            return;
+        }
+        let key = Self::key(obj);
+        if !ready {
+            self.memory.update(key, |r| {
+                if r.converging.is_none_or(|(seen, _)| seen != generation) {
+                    r.converging = Some((generation, now));
+                }
+            });
+            return;
+        }
+        let since = self.memory.update(key, |r| r.converging.take());
+        let start = match (generation, since) {
+            (..=1, _) => obj.meta().creation_timestamp.as_ref().map(|t| t.0),
+            (_, Some((seen, at))) if seen == generation => Some(at),
+            _ => Some(now),
+        };
+        if let Some(start) = start {
+            let seconds = now.duration_since(start).as_secs_f64().max(0.0);
+            self.metrics.became_ready(K::kind(&()).as_ref(), seconds);
+        }
     }
 
     /// The status this pass starts from: the cached one, for this generation and

@@ -3,6 +3,7 @@
 
 mod leader_election;
 mod leader_fence;
+mod metrics;
 mod probe;
 mod run;
 mod user_agent;
