@@ -200,15 +200,11 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
                 let ready = ConditionValue::new(
                     false,
                     reason::DRIFTED,
-                    format!(
-                        "upstream differs from the spec in: {}",
-                        diff.fields.join(", ")
-                    ),
+                    format!("{DRIFTED_IN}{}", diff.fields.join(", ")),
                 );
                 // Counted when found, not again at each resync that finds it still.
-                if !already_reported(obj, &ready) {
-                    self.metrics.drifted(&K::kind(&()), &diff.fields, REPORTED);
-                }
+                let new = newly_drifted(obj, &diff.fields);
+                self.metrics.drifted(&K::kind(&()), &new, REPORTED);
                 Verdict::new(ready, self.resync(obj))
             }
             Change::Awaited(pending) => {
@@ -361,10 +357,21 @@ fn refused_before_applying(e: &crate::upstream::UpstreamError) -> bool {
             .is_some_and(|s| (400..500).contains(&s) && s != 409)
 }
 
-/// Whether the object's `Ready` condition already reports this drift (same reason and
-/// fields): a resync that finds it still is not a new out-of-band change.
-fn already_reported<K: ManagedObject>(obj: &K, ready: &ConditionValue) -> bool {
-    obj.managed_status()
+/// How `Ready=False/Drifted` starts its message; the fields follow, comma-separated.
+const DRIFTED_IN: &str = "upstream differs from the spec in: ";
+
+/// The drifted `fields` that the object's `Ready` condition does not report yet (a
+/// resync that finds the same drift again is not a new out-of-band change).
+fn newly_drifted<K: ManagedObject>(obj: &K, fields: &[&'static str]) -> Vec<&'static str> {
+    let reported: Vec<&str> = obj
+        .managed_status()
         .and_then(|s| conditions::get(&s.conditions, READY))
-        .is_some_and(|c| c.reason == ready.reason && *c.message == *ready.message)
+        .filter(|c| &*c.reason == reason::DRIFTED)
+        .and_then(|c| Some(c.message.strip_prefix(DRIFTED_IN)?.split(", ").collect()))
+        .unwrap_or_default();
+    fields
+        .iter()
+        .copied()
+        .filter(|f| !reported.contains(f))
+        .collect()
 }
