@@ -33,6 +33,8 @@ pub mod reason {
     pub const DEPENDENCY_FAILED: &str = "DependencyFailed";
     /// The adopted object (or, with `Observe`, any matching one) does not exist upstream.
     pub const NOT_FOUND: &str = "NotFound";
+    /// Another resource of the kind manages the upstream object this one names.
+    pub const ALREADY_MANAGED: &str = "AlreadyManaged";
     /// `Observe` policy: the upstream object differs from the spec.
     pub const DRIFTED: &str = "Drifted";
     /// The upstream rejected the spec (HTTP 400, 409 already-exists, 422 or another 4xx

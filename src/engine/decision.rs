@@ -64,6 +64,9 @@ pub struct Given<'a> {
     /// A create mark of another replica whose create may still arrive: how long to wait
     /// before looking up what it made (see `Engine::create_of_another_replica_in_flight`).
     pub create_in_flight: Option<Duration>,
+    /// Which other resource (`namespace/name`) owns an upstream id, if any (see
+    /// [`super::ownership`]); `None`: not known to this caller.
+    pub owner: Option<&'a (dyn Fn(&str) -> Option<String> + Sync)>,
 }
 
 impl Given<'_> {
@@ -74,7 +77,13 @@ impl Given<'_> {
             timing,
             learned: None,
             create_in_flight: None,
+            owner: None,
         }
+    }
+
+    /// The other resource that owns the upstream object `id`, if any.
+    pub fn owner_of(&self, id: &str) -> Option<String> {
+        self.owner.and_then(|owner| owner(id))
     }
 
     /// The upstream id the resource points at, if known: recorded, learned, or following
@@ -151,6 +160,9 @@ pub enum Step<O> {
     AwaitCreate { id: String, pending: PendingWrite },
     /// Adopted or observed, and absent: `Ready=False/NotFound` with this message.
     NotFound(String),
+    /// Another resource (`owner`, `namespace/name`) manages the upstream object `id`:
+    /// nothing is sent upstream, `Ready=False/AlreadyManaged`.
+    AlreadyManaged { id: String, owner: String },
     /// Nothing upstream: these requests create it.
     Create { calls: Vec<Call> },
     /// The upstream object exists.
@@ -203,6 +215,15 @@ pub async fn decide<K: ManagedObject, P: Provider<K>, R: Reader<K, P>>(
 ) -> Result<Step<P::Observed>, EngineError> {
     let obj = cx.obj;
     let known_id = given.known_id(provider, obj);
+    // Before any upstream call: an object another resource manages is not touched.
+    if let Some(id) = &known_id
+        && let Some(owner) = given.owner_of(id)
+    {
+        return Ok(Step::AlreadyManaged {
+            id: id.clone(),
+            owner,
+        });
+    }
     let mut observed = None;
     if let Some(id) = &known_id {
         observed = match reader.read(cx, id).await? {
@@ -240,7 +261,15 @@ pub async fn decide<K: ManagedObject, P: Provider<K>, R: Reader<K, P>>(
                 });
             }
         };
-    let found = found(provider, obj, &provider.id_of(&observed), recovered, given);
+    let id = provider.id_of(&observed);
+    // Found by natural key (an interrupted create, `Observe` without id): it may be
+    // another resource's.
+    if known_id.is_none()
+        && let Some(owner) = given.owner_of(&id)
+    {
+        return Ok(Step::AlreadyManaged { id, owner });
+    }
+    let found = found(provider, obj, &id, recovered, given);
     Ok(Step::Existing(
         compare(provider, cx, observed, found, given).await?,
     ))

@@ -58,6 +58,14 @@ pub fn reach<K: ManagedObject, P: Provider<K>>(provider: &P, obj: &K, given: &Gi
     if known_id.is_none() && !in_doubt {
         return Reach::Release { orphaned: false };
     }
+    // Another resource manages it: deleting this one never deletes it.
+    if known_id
+        .as_deref()
+        .and_then(|id| given.owner_of(id))
+        .is_some()
+    {
+        return Reach::Release { orphaned: true };
+    }
     Reach::Upstream { known_id }
 }
 
@@ -81,6 +89,10 @@ pub async fn decide<K: ManagedObject, P: Provider<K>, R: Reader<K, P>>(
             let found = provider.find(cx).await?;
             match found.len() {
                 0 => return Ok(Removal::Release { gone: None }),
+                // What the natural key finds may be another resource's object.
+                1 if given.owner_of(&provider.id_of(&found[0])).is_some() => {
+                    return Ok(Removal::Release { gone: None });
+                }
                 1 => provider.id_of(&found[0]),
                 n => {
                     return Err(EngineError::CreateAmbiguous(format!(

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod memory;
 pub mod metrics;
 pub mod observation;
+pub mod ownership;
 pub mod plan;
 mod provider;
 pub mod reconciler;

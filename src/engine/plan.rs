@@ -185,6 +185,12 @@ async fn planned<K: ManagedObject, P: Provider<K>>(
                 message,
             });
         }
+        Step::AlreadyManaged { id, owner } => {
+            return Ok(Planned::Blocked {
+                reason: reason::ALREADY_MANAGED,
+                message: super::ownership::already_managed(&K::kind(&()), &id, &owner),
+            });
+        }
         Step::Create { mut calls } => {
             calls.extend(after_create(provider, cx, given).await?);
             return Ok(Planned::Create { requests: calls });

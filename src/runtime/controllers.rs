@@ -324,7 +324,14 @@ where
         watcher::Config::default().any_semantic(),
     )
     .default_backoff()
-    .modify(trim_managed::<K>)
+    .modify({
+        let engine = engine.clone();
+        move |obj| {
+            trim_managed(obj);
+            // Which resource records which upstream id, as the cache sees them.
+            engine.ownership.saw(obj);
+        }
+    })
     .reflect(writer)
     .applied_objects()
     .try_filter(move |obj| future::ready(changes.changed(obj)));

@@ -25,6 +25,10 @@ struct ClientCredentials {
 }
 
 impl TokenExchange for ClientCredentials {
+    fn principal(&self) -> Option<String> {
+        Some(self.client_id.clone())
+    }
+
     fn exchange<'a>(
         &'a self,
         http: &'a reqwest::Client,

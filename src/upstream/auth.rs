@@ -40,6 +40,11 @@ pub trait TokenExchange: Send + Sync + 'static {
         &'a self,
         http: &'a reqwest::Client,
     ) -> BoxFuture<'a, Result<IssuedToken, UpstreamError>>;
+
+    /// Who the credentials are (a client id), to tell tenants apart; never a secret.
+    fn principal(&self) -> Option<String> {
+        None
+    }
 }
 
 /// How requests of one Connection authenticate.

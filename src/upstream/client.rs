@@ -89,6 +89,8 @@ impl std::fmt::Debug for UpstreamClient {
 struct Inner {
     provider: &'static str,
     base_url: url::Url,
+    /// Who the credentials are (a client id, a user name), when they say.
+    principal: Option<String>,
     /// One request's time limit (the Connection's `timeoutSeconds`).
     timeout: Duration,
     http: reqwest::Client,
@@ -161,6 +163,11 @@ impl UpstreamClient {
                 message: format!("{}: cannot build HTTP client: {e}", config.provider),
             })?;
         let limiter = Arc::new(RateLimiter::new(config.rate_limit));
+        let principal = match &config.credentials {
+            Credentials::Exchange(exchange) => exchange.principal(),
+            Credentials::StaticBearer(_) => None,
+            Credentials::Basic { username, .. } => Some(username.clone()),
+        };
         let auth = match config.credentials {
             Credentials::Exchange(exchange) => {
                 Auth::Tokens(TokenCache::new(exchange).with_hooks(ExchangeHooks {
@@ -178,6 +185,7 @@ impl UpstreamClient {
             inner: Arc::new(Inner {
                 provider: config.provider,
                 base_url,
+                principal,
                 timeout: config.timeout,
                 http,
                 auth,
@@ -191,6 +199,14 @@ impl UpstreamClient {
     /// How long one request may take before the client gives up on it.
     pub fn request_timeout(&self) -> Duration {
         self.inner.timeout
+    }
+
+    /// Which tenant the client reaches: its base URL and, when the credentials say, who
+    /// they are (a client id, a user name; never a secret). Upstream ids are unique
+    /// within one tenant.
+    pub fn tenant(&self) -> String {
+        let principal = self.inner.principal.as_deref().unwrap_or_default();
+        format!("{} {principal}", self.inner.base_url)
     }
 
     /// The provider name given in the config.

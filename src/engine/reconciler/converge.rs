@@ -16,6 +16,7 @@ use crate::engine::decision::{self, Change, Existing, Found, Given, Step};
 use crate::engine::memory::Learned;
 use crate::engine::metrics::{CORRECTED, REPORTED};
 use crate::engine::observation::Purpose;
+use crate::engine::ownership;
 use crate::engine::{
     ADOPTED_ANNOTATION, CREATE_MARK_ANNOTATION, CreateMark, Created, Cx, EXTERNAL_ID_ANNOTATION,
     EngineError, LEGACY_CREATE_PENDING_ANNOTATION, ManagedObject, Provider, Written,
@@ -34,7 +35,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         let (upstream, inputs) = self.reach(obj).await?;
         let cx = Cx::new(obj, &upstream, &inputs);
-        let given = self.given(obj, record, &upstream);
+        let tenant = upstream.tenant();
+        let owner = |id: &str| self.owner_of(obj, Some(&tenant), id);
+        let mut given = self.given(obj, record, &upstream);
+        given.owner = Some(&owner);
         let reader = PassReader {
             engine: self,
             purpose,
@@ -53,6 +57,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             }
             Step::NotFound(message) => Ok(Verdict::new(
                 ConditionValue::new(false, reason::NOT_FOUND, message),
+                self.resync(obj),
+            )),
+            Step::AlreadyManaged { id, owner } => Ok(Verdict::new(
+                ConditionValue::new(
+                    false,
+                    reason::ALREADY_MANAGED,
+                    ownership::already_managed(&K::kind(&()), &id, &owner),
+                ),
                 self.resync(obj),
             )),
             Step::Create { calls } => {

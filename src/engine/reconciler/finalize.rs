@@ -31,11 +31,14 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         record: &Record,
     ) -> Result<Verdict, EngineError> {
         let now = self.clock.now();
+        let tenant = self.tenant_of(obj);
+        let owner = |id: &str| self.owner_of(obj, tenant.as_deref(), id);
         let given = Given {
             now,
             timing: &self.timing,
             learned: record.learned.as_deref(),
             create_in_flight: None,
+            owner: Some(&owner),
         };
         match deletion::reach(&self.provider, obj, &given) {
             Reach::Release { .. } => {
@@ -59,7 +62,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         let (upstream, inputs) = self.reach(obj).await?;
         let cx = Cx::new(obj, &upstream, &inputs);
-        let given = self.given(obj, record, &upstream);
+        let tenant = upstream.tenant();
+        let owner = |id: &str| self.owner_of(obj, Some(&tenant), id);
+        let mut given = self.given(obj, record, &upstream);
+        given.owner = Some(&owner);
         let reader = CurrentReader { engine: self };
         match deletion::decide(&self.provider, &cx, &reader, &given, known_id).await? {
             Removal::Release { gone } => {

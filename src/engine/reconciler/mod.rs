@@ -29,6 +29,7 @@ use super::decision::Given;
 use super::identity::ObjectKey;
 use super::memory::{Memory, Record};
 use super::observation::{Observations, Purpose};
+use super::ownership::{self, Claim, Ownership};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
 use super::schedule::ResyncSlots;
 use super::{
@@ -58,6 +59,8 @@ pub struct Engine<K: ManagedObject, P: Provider<K>> {
     observations: Observations<P::Observed>,
     /// The controller's cache of objects, to count the members of a list scope.
     store: OnceLock<Store<K>>,
+    /// Which resource records which upstream id (one owner per upstream object).
+    pub ownership: Ownership,
     /// Members per scope key, counted at most once per list window.
     members: Mutex<Option<(Instant, HashMap<String, usize>)>>,
     /// Spreads resyncs at their own rate (fair scheduling, see [`ResyncSlots`]).
@@ -117,6 +120,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             memory: Memory::default(),
             observations,
             store: OnceLock::new(),
+            ownership: Ownership::default(),
             members: Mutex::default(),
             resync_slots,
             pruned,
@@ -169,6 +173,42 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     /// Gives the engine the controller's object cache (it groups objects by list scope).
     pub fn watch_store(&self, store: Store<K>) {
         let _ = self.store.set(store);
+    }
+
+    /// The resource (`namespace/name`) other than `obj` that owns the upstream object
+    /// `id` of the tenant `tenant`, if any: from the cache alone (see [`Ownership`]).
+    /// `tenant`: `None` when `obj`'s own Connection is not usable (then any tenant's).
+    pub(super) fn owner_of(&self, obj: &K, tenant: Option<&str>, id: &str) -> Option<String> {
+        if self.ownership.claim(obj, id) == Claim::Free {
+            return None;
+        }
+        let store = self.store.get()?;
+        let records = |o: &K| o.managed_status().and_then(|s| s.id.as_deref()) == Some(id);
+        let others: Vec<Arc<K>> = store
+            .state()
+            .into_iter()
+            .filter(|o| records(o) && ownership::label(&**o) != ownership::label(obj))
+            .collect();
+        if others.is_empty() {
+            self.ownership.settle(obj, id);
+            return None;
+        }
+        others
+            .iter()
+            .filter(|other| ownership::owns_rather(&***other, obj, id))
+            .find(|other| match (tenant, self.tenant_of(other)) {
+                (Some(mine), Some(theirs)) => mine == theirs,
+                _ => true,
+            })
+            .map(|owner| ownership::label(&**owner))
+    }
+
+    /// The tenant of `obj`'s Connection, when it is usable.
+    pub(super) fn tenant_of(&self, obj: &K) -> Option<String> {
+        let ns = obj.namespace().unwrap_or_default();
+        let reference = &obj.managed().connection_ref;
+        let client = self.connections.resolve(&ns, reference, P::UPSTREAM).ok()?;
+        Some(client.tenant())
     }
 
     /// Makes the next pass of `obj` read the upstream even if it was found converged a
@@ -270,6 +310,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             timing: &self.timing,
             learned: record.learned.as_deref(),
             create_in_flight: None,
+            owner: None,
         };
         if given.create_in_doubt(obj) {
             given.create_in_flight = self.create_of_another_replica_in_flight(obj, upstream, now);

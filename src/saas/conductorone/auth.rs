@@ -107,6 +107,10 @@ pub struct ClientCredentials {
 }
 
 impl TokenExchange for ClientCredentials {
+    fn principal(&self) -> Option<String> {
+        Some(self.client_id.clone())
+    }
+
     fn exchange<'a>(
         &'a self,
         http: &'a reqwest::Client,

@@ -3,4 +3,5 @@
 
 mod async_path;
 mod behaviours;
+mod ownership;
 mod scale;

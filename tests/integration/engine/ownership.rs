@@ -1,0 +1,195 @@
+//! One resource manages one upstream object (`src/engine/ownership.rs`), with the whole
+//! operator against the fake apiserver and a fake Serval: a second resource naming an
+//! object another one manages gets `AlreadyManaged` and sends nothing; deleting it
+//! leaves the object; once the owner lets go, a claimant takes the object over.
+
+use std::time::Duration;
+
+use accessplane::engine::requeue::Timing;
+use accessplane::runtime::RunConfig;
+use serde_json::{Value, json};
+
+use crate::support::env::{Operator, Seed, Serval, Setup};
+use crate::support::fake_kube::FakeKube;
+
+const API: &str = "accessplane.io/v1alpha1";
+const TEAM_A: &str = "team-a";
+const TEAM_B: &str = "team-b";
+
+type Env = crate::support::env::Env<Serval, Operator>;
+
+/// The `serval` Connection (and its Secret) in both namespaces: one tenant, one
+/// credential, two teams.
+async fn two_teams() -> Env {
+    let env = Setup::<Serval>::start()
+        .await
+        .operator(FakeKube::new(), Seed::Connections(TEAM_A))
+        .patience(Duration::from_secs(60), Duration::from_millis(100));
+    for kind in ["Secret", "Connection"] {
+        let (api, plural) = match kind {
+            "Secret" => ("v1", "secrets"),
+            _ => (API, "connections"),
+        };
+        for mut obj in env.kube.list(api, plural, Some(TEAM_A)) {
+            obj["metadata"] = json!({"name": obj["metadata"]["name"], "namespace": TEAM_B});
+            obj.as_object_mut().unwrap().remove("status");
+            env.kube.put_object(obj);
+        }
+    }
+    env
+}
+
+fn start(env: &mut Env) {
+    env.start(RunConfig {
+        timing: Timing {
+            resync: Duration::from_secs(1),
+            resync_rate: 0.0,
+            ..Timing::default()
+        },
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        ..RunConfig::default()
+    });
+}
+
+fn apply(env: &Env, namespace: &str, name: &str, spec: Value) {
+    let mut spec = spec;
+    spec["connectionRef"] = json!({"name": "serval"});
+    spec["teamId"] = json!("team-1");
+    env.kube.put_object(json!({
+        "apiVersion": API, "kind": "AccessProfile",
+        "metadata": {"name": name, "namespace": namespace, "generation": 1},
+        "spec": spec,
+    }));
+}
+
+/// `Ready`'s (status, reason, message), once it is written.
+fn ready(env: &Env, namespace: &str, name: &str) -> Option<(String, String, String)> {
+    let obj = env.kube.get(API, "accessprofiles", namespace, name)?;
+    let ready = obj["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    let text = |k: &str| ready[k].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+async fn wait_ready(env: &Env, namespace: &str, name: &str, reason: &str) -> String {
+    env.wait(&format!("{namespace}/{name} {reason}"), |env| {
+        match ready(env, namespace, name) {
+            Some((_, r, message)) if r == reason => Ok(message),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+fn id_of(env: &Env, namespace: &str, name: &str) -> String {
+    let obj = env
+        .kube
+        .get(API, "accessprofiles", namespace, name)
+        .unwrap();
+    obj["status"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_second_claimant_is_refused_sends_nothing_and_takes_over_once_the_owner_lets_go() {
+    let mut env = two_teams().await;
+    start(&mut env);
+    apply(
+        &env,
+        TEAM_A,
+        "oncall",
+        json!({"name": "On-call", "description": "team A's"}),
+    );
+    wait_ready(&env, TEAM_A, "oncall", "Available").await;
+    let id = id_of(&env, TEAM_A, "oncall");
+    let writes = env.up.serval.writes();
+
+    // Team B names A's profile, with another description and deletionPolicy Delete.
+    let claim = json!({"externalId": id, "description": "team B's", "deletionPolicy": "Delete"});
+    apply(&env, TEAM_B, "stolen", claim.clone());
+    apply(&env, TEAM_B, "copy", claim);
+    let message = wait_ready(&env, TEAM_B, "stolen", "AlreadyManaged").await;
+    assert!(message.contains(&format!("{TEAM_A}/oncall")), "{message}");
+    wait_ready(&env, TEAM_B, "copy", "AlreadyManaged").await;
+    // Several resyncs later: no write, A's description stands, B records no id.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(env.up.serval.writes(), writes);
+    assert_eq!(
+        env.up.serval.profile(&id).unwrap()["description"],
+        "team A's"
+    );
+    let stolen = env
+        .kube
+        .get(API, "accessprofiles", TEAM_B, "stolen")
+        .unwrap();
+    assert!(stolen["status"]["id"].is_null(), "{stolen}");
+
+    // Deleting a claimant (deletionPolicy Delete) leaves the object.
+    env.kube
+        .delete_object(API, "accessprofiles", TEAM_B, "stolen")
+        .unwrap();
+    env.wait("the claimant gone", |env| {
+        match env.kube.get(API, "accessprofiles", TEAM_B, "stolen") {
+            None => Ok(()),
+            Some(obj) => Err(format!("{obj}")),
+        }
+    })
+    .await;
+    assert!(
+        env.up.serval.profile(&id).is_some(),
+        "the owner's object was deleted"
+    );
+    assert_eq!(env.up.serval.writes(), writes);
+
+    // The owner lets go (deleted with Orphan): the remaining claimant takes over.
+    env.kube
+        .merge_patch(
+            API,
+            "accessprofiles",
+            TEAM_A,
+            "oncall",
+            json!({"spec": {"deletionPolicy": "Orphan"}}),
+        )
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    env.kube
+        .delete_object(API, "accessprofiles", TEAM_A, "oncall")
+        .unwrap();
+    wait_ready(&env, TEAM_B, "copy", "Available").await;
+    assert_eq!(id_of(&env, TEAM_B, "copy"), id);
+    assert_eq!(
+        env.up.serval.profile(&id).unwrap()["description"],
+        "team B's"
+    );
+    env.stop(Duration::from_secs(30)).await;
+}
+
+#[tokio::test]
+async fn two_resources_of_one_namespace_naming_one_object_do_not_fight() {
+    let mut env = two_teams().await;
+    let id = env.up.serval.seed_profile(
+        json!({"teamId": "team-1", "name": "Made by hand", "description": "as made"}),
+    );
+    apply(
+        &env,
+        TEAM_A,
+        "first",
+        json!({"externalId": id, "description": "first"}),
+    );
+    start(&mut env);
+    wait_ready(&env, TEAM_A, "first", "Available").await;
+    apply(
+        &env,
+        TEAM_A,
+        "second",
+        json!({"externalId": id, "description": "second"}),
+    );
+    wait_ready(&env, TEAM_A, "second", "AlreadyManaged").await;
+    let writes = env.up.serval.writes();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(env.up.serval.writes(), writes, "the two resources fight");
+    assert_eq!(env.up.serval.profile(&id).unwrap()["description"], "first");
+    env.stop(Duration::from_secs(30)).await;
+}
