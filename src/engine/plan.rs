@@ -137,16 +137,19 @@ impl<K: ManagedObject, P: Provider<K>> Reader<K, P> for PlanReader<'_, P, P::Obs
 /// the status and annotations of the cluster's copy when it has one. `inputs` are what
 /// the provider's `resolve` would give (a referenced Connector's ids, a config Secret).
 /// `listed`: the objects of the resource's list scope from one List taken for the whole
-/// plan ([`Provider::list`]); `None` reads the object alone.
+/// plan ([`Provider::list`]); `None` reads the object alone. `owner`: which other
+/// resource of the cluster owns an upstream id (see [`super::ownership`]).
 pub async fn plan<K: ManagedObject, P: Provider<K>>(
     provider: &P,
     obj: &K,
     upstream: &UpstreamClient,
     inputs: &P::Inputs,
     listed: Option<&HashMap<String, P::Observed>>,
+    owner: Option<&(dyn Fn(&str) -> Option<String> + Sync)>,
 ) -> Planned {
     let cx = Cx::new(obj, upstream, inputs);
-    let given = Given::object_only(Timestamp::now(), &TIMING);
+    let mut given = Given::object_only(Timestamp::now(), &TIMING);
+    given.owner = owner;
     let reader = PlanReader { provider, listed };
     let planned = match decision::decide(provider, &cx, &reader, &given).await {
         Ok(step) => planned(provider, &cx, step, &given).await,

@@ -26,6 +26,7 @@ use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
 use super::report::{Action, Entry, PlannedRequest, Report};
 use crate::api::GROUP_VERSION;
+use crate::engine::ownership::{self, owns_rather};
 use crate::engine::plan::{Planned, plan as plan_one};
 use crate::engine::{Cx, ManagedObject, Provider, scope_key};
 use crate::upstream::UpstreamClient;
@@ -209,10 +210,15 @@ impl Planner<'_> {
             }
         }
         let lists = list_scopes(provider, &prepared).await;
+        let recorded = self.recorded::<K>().await;
         for ready in &prepared {
             let listed = ready.scope.as_ref().and_then(|scope| lists.get(scope));
-            let planned =
-                plan_one(provider, &ready.obj, &ready.client, &ready.inputs, listed).await;
+            let owner = |id: &str| {
+                let owner = recorded.iter().find(|o| owns_rather(*o, &ready.obj, id));
+                owner.map(ownership::label)
+            };
+            let (obj, client, inputs) = (&ready.obj, &ready.client, &ready.inputs);
+            let planned = plan_one(provider, obj, client, inputs, listed, Some(&owner)).await;
             let loaded = &self.input[ready.at];
             if matches!(planned, Planned::Create { .. }) {
                 self.note_create(loaded);
@@ -276,6 +282,29 @@ impl Planner<'_> {
             inputs,
             scope,
         })
+    }
+
+    /// The resources of kind `K` in the cluster that record an upstream id (in every
+    /// namespace: one List), to tell which resource owns which object as the operator
+    /// does. Offline, or without the right to list, none (with a warning).
+    async fn recorded<K: ManagedObject>(&self) -> Vec<K> {
+        let Some(cluster) = &self.cluster else {
+            return vec![];
+        };
+        match Api::<K>::all(cluster.clone())
+            .list(&Default::default())
+            .await
+        {
+            Ok(list) => list
+                .items
+                .into_iter()
+                .filter(|o| o.managed_status().is_some_and(|s| s.id.is_some()))
+                .collect(),
+            Err(error) => {
+                tracing::warn!(kind = K::kind(&()).as_ref(), %error, "cannot list the cluster's resources: resources another one manages are not shown as AlreadyManaged");
+                vec![]
+            }
+        }
     }
 
     /// A resource referencing one this plan creates (a toolset under a new Connector):

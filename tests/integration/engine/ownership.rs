@@ -193,3 +193,47 @@ async fn two_resources_of_one_namespace_naming_one_object_do_not_fight() {
     assert_eq!(env.up.serval.profile(&id).unwrap()["description"], "first");
     env.stop(Duration::from_secs(30)).await;
 }
+
+/// `accessplane plan` shows what the operator does: a resource naming an object another
+/// resource of the cluster manages is blocked with `AlreadyManaged`, and sends nothing.
+#[tokio::test]
+async fn the_plan_shows_a_second_claimant_as_already_managed() {
+    use crate::support::harness::{Harness, NS, TEAM};
+    use accessplane::plan::manifests::load;
+    use accessplane::plan::planner::{Options, plan};
+    use accessplane::plan::report::Action;
+
+    let h = Harness::new().await;
+    h.apply_profile("owner", json!({"name": "On-call"})).await;
+    h.settle("owner", 4).await;
+    let id = h.kube.get(API, "accessprofiles", NS, "owner").unwrap()["status"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let claimant = json!({"apiVersion": API, "kind": "AccessProfile",
+        "metadata": {"name": "claimant", "namespace": NS},
+        "spec": {"connectionRef": {"name": "serval"}, "teamId": TEAM, "externalId": id, "description": "mine"}});
+    let yaml = serde_json::to_string(&claimant).unwrap();
+    let input = load(&["-".into()], &mut yaml.as_bytes()).unwrap();
+    let options = Options {
+        default_namespace: NS.into(),
+        credentials_namespace: "accessplane-system".into(),
+        prune_selector: None,
+    };
+    let report = plan(&input, Some(h.client()), &options).await.unwrap();
+    let entry = &report.entries[0];
+    assert_eq!(entry.action, Action::Blocked, "{entry:#?}");
+    assert_eq!(
+        entry.reason.as_deref(),
+        Some("AlreadyManaged"),
+        "{entry:#?}"
+    );
+    assert!(
+        entry
+            .message
+            .as_deref()
+            .unwrap()
+            .contains(&format!("{NS}/owner"))
+    );
+    assert!(entry.requests.is_empty());
+}

@@ -675,7 +675,7 @@ async fn the_engine_plans_each_outcome_without_writing() {
     };
     let planned = |obj: AccessProfile| {
         let upstream = upstream.clone();
-        async move { plan(&AccessProfileProvider, &obj, &upstream, &(), None).await }
+        async move { plan(&AccessProfileProvider, &obj, &upstream, &(), None, None).await }
     };
 
     let created = planned(manifest("oncall", spec())).await;

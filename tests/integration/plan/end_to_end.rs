@@ -938,6 +938,7 @@ async fn an_awaited_create_is_not_planned_again() {
         &h.read_only_serval(),
         &(),
         None,
+        None,
     )
     .await;
     let planned_after_grace = plan_one(
@@ -945,6 +946,7 @@ async fn an_awaited_create_is_not_planned_again() {
         &expired,
         &h.read_only_serval(),
         &(),
+        None,
         None,
     )
     .await;
@@ -1123,6 +1125,7 @@ async fn a_create_in_doubt_is_recovered_not_planned_twice() {
         &in_doubt,
         &h.read_only_serval(),
         &(),
+        None,
         None,
     )
     .await;
