@@ -20,6 +20,7 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 
 use super::memory::Learned;
+use super::ownership::OwnerOf;
 use super::requeue::Timing;
 use super::{
     CreateMark, Cx, Diff, EXTERNAL_ID_ANNOTATION, EngineError, ManagedObject, Provider, annotation,
@@ -66,7 +67,7 @@ pub struct Given<'a> {
     pub create_in_flight: Option<Duration>,
     /// Which other resource (`namespace/name`) owns an upstream id, if any (see
     /// [`super::ownership`]); `None`: not known to this caller.
-    pub owner: Option<&'a (dyn Fn(&str) -> Option<String> + Sync)>,
+    pub owner: Option<OwnerOf<'a>>,
 }
 
 impl Given<'_> {

@@ -17,6 +17,10 @@ use std::sync::Mutex;
 use super::ManagedObject;
 use super::identity::ObjectKey;
 
+/// Which other resource (`namespace/name`) owns an upstream id, if any: what a decision
+/// is given (the engine answers from its cache, a plan from one List of the cluster).
+pub type OwnerOf<'a> = &'a (dyn Fn(&str) -> Option<String> + Sync);
+
 /// The index's mark of an id that several resources record.
 const SEVERAL: u64 = u64::MAX;
 

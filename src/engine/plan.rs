@@ -145,7 +145,7 @@ pub async fn plan<K: ManagedObject, P: Provider<K>>(
     upstream: &UpstreamClient,
     inputs: &P::Inputs,
     listed: Option<&HashMap<String, P::Observed>>,
-    owner: Option<&(dyn Fn(&str) -> Option<String> + Sync)>,
+    owner: Option<super::ownership::OwnerOf<'_>>,
 ) -> Planned {
     let cx = Cx::new(obj, upstream, inputs);
     let mut given = Given::object_only(Timestamp::now(), &TIMING);
