@@ -237,3 +237,142 @@ async fn the_plan_shows_a_second_claimant_as_already_managed() {
     );
     assert!(entry.requests.is_empty());
 }
+
+/// Every kind: a resource made by the operator owns its object; a second one naming it —
+/// by `externalId`, by the same deterministic id (a persona access control's virtual
+/// server and role), or found by natural key after an interrupted create — is refused
+/// and sends nothing.
+#[tokio::test]
+async fn every_kind_refuses_a_second_claimant_by_id_deterministic_id_or_natural_key() {
+    use crate::support::env::{C1, Ic};
+    const NS: &str = "team-a";
+    const VS: &str = "b2c3d4e5-f6a7-8901-bcde-f12345678901";
+    let mut env: crate::support::env::Env<((C1, Ic), Serval), Operator> =
+        Setup::<((C1, Ic), Serval)>::start()
+            .await
+            .operator(FakeKube::new(), Seed::Connections(NS))
+            .patience(Duration::from_secs(60), Duration::from_millis(100));
+    let ((c1, ic), _) = &env.up;
+    let app = c1.app.clone();
+    ic.ic.add_virtual_server("gw-1", VS);
+    let put = |env: &crate::support::env::Env<((C1, Ic), Serval), Operator>,
+               kind: &str,
+               name: &str,
+               annotations: Value,
+               spec: Value| {
+        env.kube.put_object(json!({
+            "apiVersion": API, "kind": kind,
+            "metadata": {"name": name, "namespace": NS, "generation": 1, "annotations": annotations},
+            "spec": spec,
+        }));
+    };
+    let owners = [
+        (
+            "AccessProfile",
+            json!({"connectionRef": {"name": "serval"}, "teamId": "team-1", "name": "On-call"}),
+        ),
+        (
+            "AppEntitlement",
+            json!({"connectionRef": {"name": "c1"}, "appId": app, "displayName": "Prod DB read"}),
+        ),
+        (
+            "Connector",
+            json!({"connectionRef": {"name": "c1"}, "appId": app, "catalogId": "cat-1", "displayName": "GitHub"}),
+        ),
+        (
+            "PersonaAccessControl",
+            json!({"connectionRef": {"name": "ic"}, "clusterId": "gw-1", "virtualServerId": VS,
+                                        "personaRole": "analyst", "type": "ALLOWLIST", "tools": []}),
+        ),
+    ];
+    for (kind, spec) in &owners {
+        put(&env, kind, "owner", json!({}), spec.clone());
+    }
+    env.start(RunConfig {
+        namespace: Some(NS.into()),
+        timing: Timing {
+            resync: Duration::from_secs(1),
+            resync_rate: 0.0,
+            ..Timing::default()
+        },
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        ..RunConfig::default()
+    });
+    let plural = |kind: &str| crate::support::fake_kube::guess_plural(kind);
+    let reason =
+        |env: &crate::support::env::Env<((C1, Ic), Serval), Operator>, kind: &str, name: &str| {
+            let obj = env.kube.get(API, &plural(kind), NS, name)?;
+            let ready = obj["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            Some(ready["reason"].as_str()?.to_string())
+        };
+    env.wait("every owner Available", |env| {
+        for (kind, _) in &owners {
+            if reason(env, kind, "owner").as_deref() != Some("Available") {
+                return Err(format!("{kind}: {:?}", reason(env, kind, "owner")));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    // A toolset under the owner Connector, once that one has its id.
+    let connector = env.kube.get(API, "connectors", NS, "owner").unwrap()["status"]["id"].clone();
+    let toolset = json!({"connectionRef": {"name": "c1"}, "appId": app, "connectorId": connector,
+                         "displayName": "Readers"});
+    put(&env, "McpToolset", "owner", json!({}), toolset.clone());
+    env.wait("the owner toolset Available", |env| {
+        match reason(env, "McpToolset", "owner").as_deref() {
+            Some("Available") => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let mut owners = owners.to_vec();
+    owners.push(("McpToolset", toolset));
+    let writes = |env: &crate::support::env::Env<((C1, Ic), Serval), Operator>| {
+        let ((c1, ic), serval) = &env.up;
+        (c1.c1.writes(), ic.ic.writes(), serval.serval.writes())
+    };
+    let before = writes(&env);
+    for (kind, spec) in &owners {
+        let id = env.kube.get(API, &plural(kind), NS, "owner").unwrap()["status"]["id"].clone();
+        let mut by_id = spec.clone();
+        match *kind {
+            // Its id follows from the spec: the same spec names the same object.
+            "PersonaAccessControl" => by_id["tools"] = json!([VS]),
+            _ => {
+                by_id["externalId"] = id;
+                by_id["description"] = json!("another team's");
+            }
+        }
+        put(&env, kind, "by-id", json!({}), by_id);
+    }
+    // An interrupted create whose natural key finds the owner's object.
+    let in_doubt = json!({"accessplane.io/create-attempted": "2026-12-04T05:00:00Z"});
+    put(
+        &env,
+        "AccessProfile",
+        "in-doubt",
+        in_doubt,
+        owners[0].1.clone(),
+    );
+    env.wait("every claimant AlreadyManaged", |env| {
+        let claimants = owners
+            .iter()
+            .map(|(k, _)| (*k, "by-id"))
+            .chain([("AccessProfile", "in-doubt")]);
+        for (kind, name) in claimants {
+            if reason(env, kind, name).as_deref() != Some("AlreadyManaged") {
+                return Err(format!("{kind} {name}: {:?}", reason(env, kind, name)));
+            }
+        }
+        Ok(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(writes(&env), before, "a claimant wrote upstream");
+    env.stop(Duration::from_secs(30)).await;
+}
