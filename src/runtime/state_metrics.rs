@@ -4,7 +4,7 @@
 //! this replica leads. A standby replica runs no controller, so it shows only
 //! `accessplane_leader 0`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
@@ -58,12 +58,15 @@ impl StateMetrics {
     pub fn watch_kind<K: ManagedObject>(&self, store: Store<K>) {
         let kind = K::kind(&()).to_string();
         self.add(Box::new(move |counts, now| {
+            let state = store.state();
+            // Counted by the cache's own strings: no allocation per object.
+            let mut resources: HashMap<(&str, &str), i64> = HashMap::new();
             let pending = counts.pending.entry(kind.clone()).or_default();
-            let mut resources: BTreeMap<(String, String), i64> = BTreeMap::new();
-            for obj in store.state() {
+            for obj in &state {
                 let status = obj.managed_status();
-                let ready = ready_of(status.map(|s| &s.conditions[..]).unwrap_or_default());
-                *resources.entry(ready).or_default() += 1;
+                let ready = status.and_then(|s| conditions::get(&s.conditions, READY));
+                let key = ready.map_or(("Unknown", ""), |c| (&*c.status, &*c.reason));
+                *resources.entry(key).or_default() += 1;
                 if let Some(write) = status.and_then(|s| s.pending.as_ref()) {
                     pending.0 += 1;
                     if let Ok(at) = write.requested_at.parse::<Timestamp>() {
@@ -73,7 +76,8 @@ impl StateMetrics {
                 }
             }
             for ((ready, reason), n) in resources {
-                counts.resources.insert((kind.clone(), ready, reason), n);
+                let key = (kind.clone(), ready.to_string(), reason.to_string());
+                counts.resources.insert(key, n);
             }
         }));
     }
