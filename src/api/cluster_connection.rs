@@ -26,6 +26,7 @@ use super::connection::ConnectionSpec;
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
     printcolumn = r#"{"name":"Allowed","type":"integer","description":"Namespaces currently allowed to use it","jsonPath":".status.allowedNamespaces"}"#,
+    printcolumn = r#"{"name":"Scopes","type":"string","description":"The teams, apps or gateway clusters its users may touch (empty: the whole tenant)","jsonPath":".spec.allowedScopes"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -39,7 +40,22 @@ pub struct ClusterConnectionSpec {
     /// `namespaceSelector` and those listed in `names`. Unset or empty: none.
     #[serde(default, skip_serializing_if = "AllowedNamespaces::is_empty")]
     pub allowed_namespaces: AllowedNamespaces,
+    /// The slice of the tenant its users may touch: Serval team ids, ConductorOne app
+    /// ids or Instaclustr MCP Gateway cluster ids (whichever upstream it points at). A
+    /// resource whose team, app or cluster is not listed is refused
+    /// (`ScopeNotAllowed`) before any upstream call. Unset or empty: the whole tenant.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub allowed_scopes: Vec<ScopeId>,
 }
+
+/// A Serval team id, ConductorOne app id or gateway cluster id.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(transparent)]
+pub struct ScopeId(
+    #[schemars(length(min = 1, max = 256), regex(pattern = super::OPAQUE_ID))] pub String,
+);
 
 /// Namespaces allowed to use a ClusterConnection (the union of both fields).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]

@@ -28,6 +28,8 @@ pub mod reason {
     pub const WAITING_FOR_DEPENDENCY: &str = "WaitingForDependency";
     /// The ClusterConnection named by `connectionRef` does not allow the namespace.
     pub const CONNECTION_NOT_ALLOWED: &str = "ConnectionNotAllowed";
+    /// Its team, app or gateway cluster is not in its ClusterConnection's `allowedScopes`.
+    pub const SCOPE_NOT_ALLOWED: &str = "ScopeNotAllowed";
     /// Something this resource needs has failed (e.g. its MCP Gateway cluster's last
     /// operation); retried with backoff.
     pub const DEPENDENCY_FAILED: &str = "DependencyFailed";

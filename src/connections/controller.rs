@@ -55,6 +55,10 @@ pub trait ConnectionObject:
     fn allowed_namespaces(&self) -> Option<&AllowedNamespaces> {
         None
     }
+    /// The slice of the tenant its users may touch, for a ClusterConnection (empty: all).
+    fn allowed_scopes(&self) -> Vec<String> {
+        vec![]
+    }
     /// Status fields besides generation, provider and conditions.
     fn status_fields(&self, _connections: &Connections) -> Map<String, Value> {
         Map::new()
@@ -97,6 +101,13 @@ impl ConnectionObject for ClusterConnection {
     }
     fn allowed_namespaces(&self) -> Option<&AllowedNamespaces> {
         Some(&self.spec.allowed_namespaces)
+    }
+    fn allowed_scopes(&self) -> Vec<String> {
+        self.spec
+            .allowed_scopes
+            .iter()
+            .map(|s| s.0.clone())
+            .collect()
     }
     fn status_fields(&self, connections: &Connections) -> Map<String, Value> {
         // Until the namespace cache is full, the count shown stays as it was.
@@ -199,9 +210,7 @@ pub async fn reconcile<C: ConnectionObject>(
             return Ok(Action::await_change());
         }
         // Its users' deletions need its client (also after a restart): keep it registered.
-        let rule_changed = conn
-            .allowed_namespaces()
-            .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
+        let rule_changed = rules_changed(&cx, &*conn);
         if let Err((reason, message, _)) = connect(&*conn, &cx).await {
             cx.connections
                 .set_not_ready(&home, &name, resolution::why(reason, &message));
@@ -236,9 +245,7 @@ pub async fn reconcile<C: ConnectionObject>(
         kube_ops::add_finalizer(&api, &*conn).await?
     };
 
-    let rule_changed = conn
-        .allowed_namespaces()
-        .is_some_and(|rule| cx.connections.set_allowed(&name, rule));
+    let rule_changed = rules_changed(&cx, &conn);
     let outcome = connect(&conn, &cx).await;
     let (ready, requeue) = match outcome {
         Ok(()) => (
@@ -255,6 +262,18 @@ pub async fn reconcile<C: ConnectionObject>(
     announce(&cx, &conn, rule_changed, was_ready);
     write_ready(&api, &conn, &cx, ready).await?;
     Ok(Action::requeue(requeue))
+}
+
+/// Records who may use a ClusterConnection and which slice of the tenant; true when
+/// either changed.
+fn rules_changed<C: ConnectionObject>(cx: &ConnectionContext, conn: &C) -> bool {
+    let Some(namespaces) = conn.allowed_namespaces() else {
+        return false;
+    };
+    let name = conn.name_any();
+    let namespaces_changed = cx.connections.set_allowed(&name, namespaces);
+    let scopes_changed = cx.connections.set_scopes(&name, conn.allowed_scopes());
+    namespaces_changed || scopes_changed
 }
 
 /// Tells the resource controllers that a ClusterConnection's rule or readiness changed

@@ -62,6 +62,8 @@ pub struct Connections {
     entries: RwLock<HashMap<(String, String), Entry>>,
     /// Who may use each ClusterConnection, as last reconciled.
     allowed: RwLock<HashMap<String, AllowedNamespaces>>,
+    /// Per ClusterConnection, the scopes its users may touch (absent or empty: all).
+    scopes: RwLock<HashMap<String, Vec<String>>>,
     /// The Connection controller's cache: a Connection that is gone from it is not used,
     /// even if it vanished without a reconcile (its finalizer stripped by hand).
     cache: OnceLock<Store<Connection>>,
@@ -79,6 +81,7 @@ impl Default for Connections {
         Self {
             entries: RwLock::default(),
             allowed: RwLock::default(),
+            scopes: RwLock::default(),
             cache: OnceLock::new(),
             cluster_cache: OnceLock::new(),
             namespaces: OnceLock::new(),
@@ -224,6 +227,24 @@ impl Connections {
         }
         allowed.insert(name.to_string(), rule.clone());
         true
+    }
+
+    /// Records the scopes the ClusterConnection `name` allows; true when that changed.
+    pub fn set_scopes(&self, name: &str, scopes: Vec<String>) -> bool {
+        let mut all = self.scopes.write().unwrap();
+        if all.get(name) == Some(&scopes) {
+            return false;
+        }
+        all.insert(name.to_string(), scopes);
+        true
+    }
+
+    /// Whether a resource of scope `scope` (its team, app or gateway cluster) may use the
+    /// ClusterConnection `name`; `Err` says why not.
+    pub fn check_scope(&self, name: &str, scope: &str) -> Result<(), String> {
+        let all = self.scopes.read().unwrap();
+        let allowed = all.get(name).map(Vec::as_slice).unwrap_or_default();
+        super::resolution::check_scope(name, allowed, scope)
     }
 
     /// Records a verified Connection (`namespace` "" for a ClusterConnection).

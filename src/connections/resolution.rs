@@ -270,3 +270,15 @@ mod tests {
         );
     }
 }
+
+/// Whether a resource whose team, app or gateway cluster is `scope` may use the
+/// ClusterConnection `name` that allows `allowed` (empty: the whole tenant).
+pub fn check_scope(name: &str, allowed: &[String], scope: &str) -> Result<(), String> {
+    if allowed.is_empty() || allowed.iter().any(|s| s == scope) {
+        return Ok(());
+    }
+    Err(format!(
+        "ClusterConnection {name} allows only the scopes {} (spec.allowedScopes), not {scope}",
+        allowed.join(", ")
+    ))
+}

@@ -162,6 +162,9 @@ pub fn explain(error: EngineError) -> EngineError {
         EngineError::ConnectionNotAllowed(message) => EngineError::ConnectionNotAllowed(format!(
             "cannot delete the upstream object: {message}; {ORPHAN_HINT}"
         )),
+        EngineError::ScopeNotAllowed(message) => EngineError::ScopeNotAllowed(format!(
+            "cannot delete the upstream object: {message}; {ORPHAN_HINT}"
+        )),
         EngineError::Upstream(source) if source.class() != ErrorClass::Retryable => {
             EngineError::Delete {
                 source,

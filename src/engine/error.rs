@@ -24,6 +24,10 @@ pub enum EngineError {
     /// upstream (re-checked when namespaces or the ClusterConnection change).
     #[error("{0}")]
     ConnectionNotAllowed(String),
+    /// Its team, app or gateway cluster is outside the slice of the tenant its
+    /// ClusterConnection hands out (`allowedScopes`): nothing is sent upstream.
+    #[error("{0}")]
+    ScopeNotAllowed(String),
     /// Something this resource needs has failed (e.g. its gateway cluster's last
     /// operation failed); retried with backoff, reported as an error meanwhile.
     #[error("{0}")]
@@ -84,6 +88,7 @@ impl EngineError {
         match self {
             Self::Dependency(_) => reason::WAITING_FOR_DEPENDENCY,
             Self::ConnectionNotAllowed(_) => reason::CONNECTION_NOT_ALLOWED,
+            Self::ScopeNotAllowed(_) => reason::SCOPE_NOT_ALLOWED,
             Self::DependencyFailed(_) => reason::DEPENDENCY_FAILED,
             Self::CreateAmbiguous(_) => reason::CREATE_AMBIGUOUS,
             Self::Refused(_) => reason::REFUSED,
@@ -110,9 +115,10 @@ impl EngineError {
                 ErrorClass::NotFound => "upstream_not_found",
                 ErrorClass::Authentication => "upstream_auth",
             },
-            Self::Dependency(_) | Self::DependencyFailed(_) | Self::ConnectionNotAllowed(_) => {
-                "dependency"
-            }
+            Self::Dependency(_)
+            | Self::DependencyFailed(_)
+            | Self::ConnectionNotAllowed(_)
+            | Self::ScopeNotAllowed(_) => "dependency",
             Self::CreateAmbiguous(_) => "create_ambiguous",
             Self::Refused(_) => "refused",
         }

@@ -283,6 +283,13 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
         async { Ok(()) }
     }
 
+    /// What a ClusterConnection's `allowedScopes` is checked against for this object: its
+    /// Serval team, ConductorOne app or gateway cluster id. `inputs`: when resolved (a
+    /// toolset naming a Connector learns its app from it); `None` when not known yet.
+    fn allowed_scope_of(&self, _obj: &K, _inputs: Option<&Self::Inputs>) -> Option<String> {
+        None
+    }
+
     /// `accessplane import` ([`crate::import`]): the flags naming a list scope, in the
     /// order a scope nests (a ConductorOne app, then a connector in it). Empty: the kind
     /// cannot be imported.

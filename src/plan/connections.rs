@@ -127,6 +127,22 @@ impl<'a> PlanConnections<'a> {
         }
     }
 
+    /// A ClusterConnection's `allowedScopes` against the resource's team, app or gateway
+    /// cluster (`scope`), as the operator checks it.
+    pub async fn check_scope(&self, reference: &ConnectionRef, scope: &str) -> Result<(), Blocked> {
+        if reference.kind() != ConnectionKind::ClusterConnection {
+            return Ok(());
+        }
+        let Some(spec) = self.cluster_connection(&reference.name).await? else {
+            return Ok(());
+        };
+        let allowed: Vec<String> = spec.allowed_scopes.iter().map(|s| s.0.clone()).collect();
+        resolution::check_scope(&reference.name, &allowed, scope).map_err(|message| Blocked {
+            reason: reason::SCOPE_NOT_ALLOWED,
+            message,
+        })
+    }
+
     /// A ClusterConnection's `allowedNamespaces` against the namespace's labels.
     async fn check_allowed(&self, namespace: &str, name: &str) -> Result<(), Blocked> {
         let Some(spec) = self.cluster_connection(name).await? else {

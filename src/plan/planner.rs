@@ -274,6 +274,12 @@ impl Planner<'_> {
             .resolve(&self.kube, &obj)
             .await
             .map_err(|e| Settled::blocked(e.ready_reason(), e.to_string()))?;
+        if let Some(scope) = provider.allowed_scope_of(&obj, Some(&inputs)) {
+            self.connections
+                .check_scope(reference, &scope)
+                .await
+                .map_err(|b| Settled::blocked(b.reason, b.message))?;
+        }
         let scope = provider.list_scope(&obj).zip(scope_key(provider, &obj));
         Ok(Prepared {
             at,

@@ -1,5 +1,5 @@
-//! State metrics, counted at scrape time from the caches the controllers already hold
-//! (never from the API, and no copy of any object): resources by kind and `Ready`
+//! State metrics, counted at scrape time (at most every 2 s) from the caches the
+//! controllers already hold (never from the API, and no copy of any object): resources by kind and `Ready`
 //! state, awaited asynchronous writes, Connections by provider and state, and whether
 //! this replica leads. A standby replica runs no controller, so it shows only
 //! `accessplane_leader 0`.
@@ -18,8 +18,12 @@ use crate::connections::controller::ConnectionObject;
 use crate::engine::ManagedObject;
 use crate::fence::Fence;
 
+/// How long one count answers scrapes: scrapes come every 10 s or more, a tool polling
+/// `/metrics` faster costs one count per period, not one per poll.
+const COUNT_REUSED_FOR: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What one scrape counts.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Counts {
     /// (kind, ready, reason) → resources.
     resources: BTreeMap<(String, String, String), i64>,
@@ -37,6 +41,8 @@ type Source = Box<dyn Fn(&mut Counts, Timestamp) + Send + Sync>;
 pub struct StateMetrics {
     sources: Arc<Mutex<Vec<Source>>>,
     fence: Arc<Mutex<Option<Fence>>>,
+    /// The last count and when it was made.
+    last: Arc<Mutex<Option<(std::time::Instant, Counts)>>>,
 }
 
 impl std::fmt::Debug for StateMetrics {
@@ -107,7 +113,20 @@ impl StateMetrics {
         self.sources.lock().unwrap().push(source);
     }
 
+    /// The counts of the caches now, or of less than [`COUNT_REUSED_FOR`] ago.
     fn count(&self) -> Counts {
+        let mut last = self.last.lock().unwrap();
+        if let Some((at, counts)) = last.as_ref()
+            && at.elapsed() < COUNT_REUSED_FOR
+        {
+            return counts.clone();
+        }
+        let counts = self.count_now();
+        *last = Some((std::time::Instant::now(), counts.clone()));
+        counts
+    }
+
+    fn count_now(&self) -> Counts {
         let mut counts = Counts::default();
         let now = Timestamp::now();
         for source in self.sources.lock().unwrap().iter() {

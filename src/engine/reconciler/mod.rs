@@ -276,6 +276,10 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         {
             return self.finish(&api, &obj, &record, Err(refused)).await;
         }
+        // So is a slice of the tenant that no longer holds the object (`allowedScopes`).
+        if let Err(refused) = self.check_scope(&obj, None) {
+            return self.finish(&api, &obj, &record, Err(refused)).await;
+        }
         // The echo of this engine's own writes (finalizer, annotations, status), possibly
         // seen through a cache that does not show the status yet: nothing to check.
         if self.recently_confirmed(&obj, &record) {
@@ -323,7 +327,24 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     async fn reach(&self, obj: &K) -> Result<(UpstreamClient, P::Inputs), EngineError> {
         let upstream = self.upstream(obj)?;
         let inputs = self.provider.resolve(&self.kube, obj).await?;
+        self.check_scope(obj, Some(&inputs))?;
         Ok((upstream, inputs))
+    }
+
+    /// Whether `obj`'s team, app or gateway cluster is in the slice of the tenant its
+    /// ClusterConnection hands out (`allowedScopes`); namespaced Connections hand out
+    /// the whole tenant.
+    fn check_scope(&self, obj: &K, inputs: Option<&P::Inputs>) -> Result<(), EngineError> {
+        let reference = &obj.managed().connection_ref;
+        if reference.kind() != ConnectionKind::ClusterConnection {
+            return Ok(());
+        }
+        let Some(scope) = self.provider.allowed_scope_of(obj, inputs) else {
+            return Ok(());
+        };
+        self.connections
+            .check_scope(&reference.name, &scope)
+            .map_err(EngineError::ScopeNotAllowed)
     }
 
     fn upstream(&self, obj: &K) -> Result<UpstreamClient, EngineError> {

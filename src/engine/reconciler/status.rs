@@ -278,7 +278,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             // What the resource waits for, or what failed, is always worth saying.
             EngineError::Dependency(_)
             | EngineError::DependencyFailed(_)
-            | EngineError::ConnectionNotAllowed(_) => Some(ConditionValue::new(
+            | EngineError::ConnectionNotAllowed(_)
+            | EngineError::ScopeNotAllowed(_) => Some(ConditionValue::new(
                 false,
                 error.ready_reason(),
                 message.clone(),

@@ -423,6 +423,10 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
         self.refuse_update(observed)
     }
 
+    fn allowed_scope_of(&self, obj: &AppEntitlement, _inputs: Option<&()>) -> Option<String> {
+        Some(obj.spec.app_id.to_string())
+    }
+
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
         flag: "app",
         field: "appId",

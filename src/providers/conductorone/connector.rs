@@ -423,6 +423,14 @@ impl Provider<Connector> for ConnectorProvider {
         Ok(Written::Done(None))
     }
 
+    fn allowed_scope_of(
+        &self,
+        obj: &Connector,
+        _inputs: Option<&Option<ConnectorConfig>>,
+    ) -> Option<String> {
+        Some(obj.spec.app_id.to_string())
+    }
+
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
         flag: "app",
         field: "appId",

@@ -423,6 +423,14 @@ impl Provider<McpToolset> for McpToolsetProvider {
         self.refuse_update(observed)
     }
 
+    /// The app: written in the spec, or the referenced Connector's once resolved.
+    fn allowed_scope_of(&self, obj: &McpToolset, inputs: Option<&ConnectorIds>) -> Option<String> {
+        obj.spec
+            .app_id
+            .clone()
+            .or_else(|| inputs.map(|ids| ids.app_id.clone()))
+    }
+
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[
         ScopeFlag {
             flag: "app",

@@ -179,6 +179,10 @@ impl Provider<PersonaAccessControl> for PersonaAccessControlProvider {
             .await
     }
 
+    fn allowed_scope_of(&self, obj: &PersonaAccessControl, _inputs: Option<&()>) -> Option<String> {
+        Some(obj.spec.cluster_id.to_string())
+    }
+
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
         flag: "cluster",
         field: "clusterId",

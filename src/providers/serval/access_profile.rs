@@ -376,6 +376,10 @@ impl Provider<AccessProfile> for AccessProfileProvider {
         })
     }
 
+    fn allowed_scope_of(&self, obj: &AccessProfile, _inputs: Option<&()>) -> Option<String> {
+        Some(obj.spec.team_id.to_string())
+    }
+
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[ScopeFlag {
         flag: "team",
         field: "teamId",

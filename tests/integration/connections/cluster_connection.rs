@@ -610,3 +610,80 @@ fn the_binary_refuses_least_privilege_with_one_namespace() {
         "{stderr}"
     );
 }
+
+/// `allowedScopes` hands out a slice of the tenant: a resource of another team is
+/// refused (`ScopeNotAllowed`) with no upstream call of its own, and re-scoping the
+/// ClusterConnection takes effect without a restart. Two ClusterConnections share one
+/// Secret, each with its own namespaces and teams.
+#[tokio::test]
+async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effect_at_once() {
+    let mut env = Env::new(json!({"allowedScopes": ["team-1"]})).await;
+    let mut other = env.kube.get(API, "clusterconnections", "", SHARED).unwrap();
+    other["metadata"] = json!({"name": "serval-team-2", "generation": 1});
+    other["spec"]["allowedNamespaces"] = json!({"names": ["team-b"]});
+    other["spec"]["allowedScopes"] = json!(["team-2"]);
+    env.kube.put_object(other);
+    env.apply_ap("team-a", "oncall", Env::shared_ref());
+    // Team A tries another team's profiles through its ClusterConnection.
+    env.kube.put_object(json!({
+        "apiVersion": API, "kind": "AccessProfile",
+        "metadata": {"name": "outside", "namespace": "team-a", "generation": 1},
+        "spec": {"connectionRef": Env::shared_ref(), "teamId": "team-2",
+                 "name": display("team-a", "outside"), "description": "v1"},
+    }));
+    // Team B has its own ClusterConnection for team-2.
+    env.kube.put_object(json!({
+        "apiVersion": API, "kind": "AccessProfile",
+        "metadata": {"name": "mine", "namespace": "team-b", "generation": 1},
+        "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-team-2"},
+                 "teamId": "team-2", "name": display("team-b", "mine"), "description": "v1"},
+    }));
+    env.run(SecretsScope::Cluster);
+    env.wait("team-a's own profile", |e| e.converged("team-a", "oncall"))
+        .await;
+    env.wait("team-b's profile", |e| {
+        converged_status(&e.get("team-b", "mine")).map(|_| ())
+    })
+    .await;
+    let message = env
+        .wait("the outside profile refused", |e| {
+            match e.ready_reason("team-a", "outside")? {
+                (reason, message) if reason == "False/ScopeNotAllowed" => Ok(message),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    assert!(
+        message.contains("team-1") && message.contains("team-2") && message.contains(SHARED),
+        "{message}"
+    );
+    assert_eq!(env.creates("team-a", "outside"), 0, "nothing sent for it");
+    let sent_for_outside = env
+        .up
+        .serval
+        .requests()
+        .iter()
+        .filter(|r| r.query.as_deref().is_some_and(|q| q.contains("team-2")))
+        .count();
+    // Team B's own List of team-2 only (its create and reads), none for team A's.
+    assert!(
+        env.creates("team-b", "mine") == 1 && sent_for_outside <= 2,
+        "requests for team-2: {sent_for_outside}"
+    );
+
+    // The platform team widens team A's slice: it takes effect without a restart.
+    env.kube
+        .merge_patch(
+            API,
+            "clusterconnections",
+            "",
+            SHARED,
+            json!({"metadata": {"generation": 2}, "spec": {"allowedScopes": ["team-1", "team-2"]}}),
+        )
+        .unwrap();
+    env.wait("the outside profile created", |e| {
+        e.converged("team-a", "outside")
+    })
+    .await;
+    env.shutdown().await;
+}
