@@ -222,6 +222,18 @@ pub fn secret_name(spec: &ConnectionSpec) -> Option<String> {
     spec.upstream_kind().map(|kind| secret_ref(spec, kind))
 }
 
+/// Whether a resource whose team, app or gateway cluster is `scope` may use the
+/// ClusterConnection `name` that allows `allowed` (empty: the whole tenant).
+pub fn check_scope(name: &str, allowed: &[String], scope: &str) -> Result<(), String> {
+    if allowed.is_empty() || allowed.iter().any(|s| s == scope) {
+        return Ok(());
+    }
+    Err(format!(
+        "ClusterConnection {name} allows only the scopes {} (spec.allowedScopes), not {scope}",
+        allowed.join(", ")
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,16 +281,4 @@ mod tests {
             Err(reason::INVALID_SPEC)
         );
     }
-}
-
-/// Whether a resource whose team, app or gateway cluster is `scope` may use the
-/// ClusterConnection `name` that allows `allowed` (empty: the whole tenant).
-pub fn check_scope(name: &str, allowed: &[String], scope: &str) -> Result<(), String> {
-    if allowed.is_empty() || allowed.iter().any(|s| s == scope) {
-        return Ok(());
-    }
-    Err(format!(
-        "ClusterConnection {name} allows only the scopes {} (spec.allowedScopes), not {scope}",
-        allowed.join(", ")
-    ))
 }
