@@ -27,6 +27,7 @@ use super::connection::ConnectionSpec;
     printcolumn = r#"{"name":"Provider","type":"string","jsonPath":".status.provider"}"#,
     printcolumn = r#"{"name":"Allowed","type":"integer","description":"Namespaces currently allowed to use it","jsonPath":".status.allowedNamespaces"}"#,
     printcolumn = r#"{"name":"Scopes","type":"string","description":"The teams, apps or gateway clusters its users may touch (empty: the whole tenant)","jsonPath":".spec.allowedScopes"}"#,
+    printcolumn = r#"{"name":"In Use","type":"string","description":"The teams, apps or gateway clusters its resources use now","jsonPath":".status.scopesInUse"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
@@ -189,6 +190,11 @@ pub struct ClusterConnectionStatus {
     /// How many namespaces are allowed to use it now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_namespaces: Option<u32>,
+    /// The Serval teams, ConductorOne apps or gateway clusters its resources use now
+    /// (sorted; at most 100 shown).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub scopes_in_use: Vec<String>,
     /// `Ready`: True once the credentials were used successfully.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

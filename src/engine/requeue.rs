@@ -40,6 +40,8 @@ pub struct Timing {
     /// Resyncs per second per kind; resyncs due beyond it wait for a slot, user changes
     /// never do. 0 means unlimited.
     pub resync_rate: f64,
+    /// How often ClusterConnections' `status.scopesInUse` is counted from the caches.
+    pub scopes_in_use_every: Duration,
 }
 
 impl Default for Timing {
@@ -56,6 +58,7 @@ impl Default for Timing {
             list_window: Duration::from_secs(2),
             resync_rate: 50.0,
             converged_quiet: Duration::from_secs(60),
+            scopes_in_use_every: Duration::from_secs(30),
         }
     }
 }

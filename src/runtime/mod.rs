@@ -6,6 +6,7 @@ pub mod crds;
 pub mod leader;
 mod leadership;
 pub mod probe;
+mod scopes_in_use;
 pub mod server;
 pub mod state_metrics;
 pub mod telemetry;
@@ -36,6 +37,7 @@ pub use controllers::Shutdown;
 use controllers::{Watched, Wired, connection_controller, managed_controller, namespace_watch};
 pub use leader::LeaseTiming;
 use leadership::Ending;
+use scopes_in_use::ScopesInUse;
 use server::Readiness;
 use state_metrics::StateMetrics;
 
@@ -126,6 +128,8 @@ struct Shared {
     fence: Fence,
     /// Counts from the caches at scrape time.
     state: StateMetrics,
+    /// ClusterConnections' scopes in use, counted from the caches.
+    scopes: ScopesInUse,
 }
 
 impl Shared {
@@ -159,6 +163,7 @@ impl Shared {
             shutdown: shutdown.clone(),
             fence,
             state,
+            scopes: ScopesInUse::default(),
         }
     }
 
@@ -192,13 +197,15 @@ impl Shared {
             self.metrics.clone(),
         )
         .with_fence(self.fence.clone());
+        let engine = Arc::new(engine);
         let (wired, store) = managed_controller(
             &self.watched,
-            Arc::new(engine),
+            engine.clone(),
             self.controller.clone(),
             self.shutdown.clone(),
         );
-        self.state.watch_kind(store);
+        self.state.watch_kind(store.clone());
+        self.scopes.watch_kind(store, engine);
         wired
     }
 }
@@ -404,6 +411,12 @@ async fn connection_controllers(
             client.clone(),
             store.clone(),
             shared.connections.clone(),
+            shutdown.clone(),
+        ));
+        wired.push(shared.scopes.clone().keep_current(
+            client.clone(),
+            store.clone(),
+            shared.timing.scopes_in_use_every,
             shutdown,
         ));
         cluster_store = Some(store);

@@ -638,7 +638,18 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
         "spec": {"connectionRef": {"kind": "ClusterConnection", "name": "serval-team-2"},
                  "teamId": "team-2", "name": display("team-b", "mine"), "description": "v1"},
     }));
-    env.run(SecretsScope::Cluster);
+    env.start(RunConfig {
+        metrics_addr: "127.0.0.1:0".parse().unwrap(),
+        credentials: Credentials {
+            namespace: CREDENTIALS_NS.into(),
+            scope: SecretsScope::Cluster,
+        },
+        timing: accessplane::engine::requeue::Timing {
+            scopes_in_use_every: Duration::from_millis(500),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
     env.wait("team-a's own profile", |e| e.converged("team-a", "oncall"))
         .await;
     env.wait("team-b's profile", |e| {
@@ -683,6 +694,18 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
         .unwrap();
     env.wait("the outside profile created", |e| {
         e.converged("team-a", "outside")
+    })
+    .await;
+    // The status shows which teams the ClusterConnections' resources use.
+    let in_use = |e: &Env, name: &str| {
+        let cc = e.kube.get(API, "clusterconnections", "", name).unwrap();
+        cc["status"]["scopesInUse"].clone()
+    };
+    env.wait("the scopes in use", |e| {
+        match (in_use(e, SHARED), in_use(e, "serval-team-2")) {
+            (a, b) if a == json!(["team-1", "team-2"]) && b == json!(["team-2"]) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
     })
     .await;
     env.shutdown().await;
