@@ -39,8 +39,9 @@ async fn two_teams() -> Env {
     env
 }
 
-fn start(env: &mut Env) {
-    env.start(RunConfig {
+/// The operator resyncing every second, so that a fight would show within seconds.
+fn quick_resyncs() -> RunConfig {
+    RunConfig {
         timing: Timing {
             resync: Duration::from_secs(1),
             resync_rate: 0.0,
@@ -48,7 +49,11 @@ fn start(env: &mut Env) {
         },
         metrics_addr: "127.0.0.1:0".parse().unwrap(),
         ..RunConfig::default()
-    });
+    }
+}
+
+fn start(env: &mut Env) {
+    env.start(quick_resyncs());
 }
 
 fn apply(env: &Env, namespace: &str, name: &str, spec: Value) {
@@ -290,13 +295,7 @@ async fn every_kind_refuses_a_second_claimant_by_id_deterministic_id_or_natural_
     }
     env.start(RunConfig {
         namespace: Some(NS.into()),
-        timing: Timing {
-            resync: Duration::from_secs(1),
-            resync_rate: 0.0,
-            ..Timing::default()
-        },
-        metrics_addr: "127.0.0.1:0".parse().unwrap(),
-        ..RunConfig::default()
+        ..quick_resyncs()
     });
     let plural = |kind: &str| crate::support::fake_kube::guess_plural(kind);
     let reason =
