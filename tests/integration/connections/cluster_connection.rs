@@ -624,11 +624,11 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
     other["spec"]["allowedScopes"] = json!(["team-2"]);
     env.kube.put_object(other);
     env.apply_ap("team-a", "oncall", Env::shared_ref());
-    // Team A tries another team's profiles through its ClusterConnection.
+    // Team A tries a team outside its slice through its ClusterConnection.
     env.kube.put_object(json!({
         "apiVersion": API, "kind": "AccessProfile",
         "metadata": {"name": "outside", "namespace": "team-a", "generation": 1},
-        "spec": {"connectionRef": Env::shared_ref(), "teamId": "team-2",
+        "spec": {"connectionRef": Env::shared_ref(), "teamId": "team-3",
                  "name": display("team-a", "outside"), "description": "v1"},
     }));
     // Team B has its own ClusterConnection for team-2.
@@ -665,22 +665,24 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
         })
         .await;
     assert!(
-        message.contains("team-1") && message.contains("team-2") && message.contains(SHARED),
+        message.contains("team-1") && message.contains("team-3") && message.contains(SHARED),
         "{message}"
     );
-    assert_eq!(env.creates("team-a", "outside"), 0, "nothing sent for it");
-    let sent_for_outside = env
+    assert_eq!(env.creates("team-b", "mine"), 1);
+    // Nothing at all was sent about team-3: no create, no List, no read.
+    let about_team_3 = env
         .up
         .serval
         .requests()
         .iter()
-        .filter(|r| r.query.as_deref().is_some_and(|q| q.contains("team-2")))
+        .filter(|r| {
+            r.query.as_deref().is_some_and(|q| q.contains("team-3"))
+                || r.body
+                    .as_ref()
+                    .is_some_and(|b| b.to_string().contains("team-3"))
+        })
         .count();
-    // Team B's own List of team-2 only (its create and reads), none for team A's.
-    assert!(
-        env.creates("team-b", "mine") == 1 && sent_for_outside <= 2,
-        "requests for team-2: {sent_for_outside}"
-    );
+    assert_eq!(about_team_3, 0, "requests about the outside team");
 
     // The platform team widens team A's slice: it takes effect without a restart.
     env.kube
@@ -689,7 +691,7 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
             "clusterconnections",
             "",
             SHARED,
-            json!({"metadata": {"generation": 2}, "spec": {"allowedScopes": ["team-1", "team-2"]}}),
+            json!({"metadata": {"generation": 2}, "spec": {"allowedScopes": ["team-1", "team-3"]}}),
         )
         .unwrap();
     env.wait("the outside profile created", |e| {
@@ -703,7 +705,7 @@ async fn allowed_scopes_slice_one_tenant_between_teams_and_rescoping_takes_effec
     };
     env.wait("the scopes in use", |e| {
         match (in_use(e, SHARED), in_use(e, "serval-team-2")) {
-            (a, b) if a == json!(["team-1", "team-2"]) && b == json!(["team-2"]) => Ok(()),
+            (a, b) if a == json!(["team-1", "team-3"]) && b == json!(["team-2"]) => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
