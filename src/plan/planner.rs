@@ -19,12 +19,17 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::Value;
 
+mod admission;
+mod entry;
 mod prune;
+
+use admission::{compiled_rules, validate_rules};
+use entry::planned_entry;
 
 use super::connections::PlanConnections;
 use super::kube_view::{KubeView, merge_cluster_state};
 use super::manifests::Loaded;
-use super::report::{Action, Entry, PlannedRequest, Report};
+use super::report::{Action, Entry, Report};
 use crate::api::GROUP_VERSION;
 use crate::engine::ownership::{self, owns_rather};
 use crate::engine::plan::{Planned, plan as plan_one};
@@ -409,40 +414,6 @@ impl Planner<'_> {
     }
 }
 
-/// The CRD's CEL rules (`x-kubernetes-validations`) of `kind`, compiled once per plan.
-fn compiled_rules(kind: &str) -> Option<kube::core::cel::CompiledSchema> {
-    let (_, crd) = crate::kinds::all_crds()
-        .into_iter()
-        .find(|(_, crd)| crd.spec.names.kind == kind)?;
-    let schema = crd.spec.versions[0]
-        .schema
-        .as_ref()?
-        .open_api_v3_schema
-        .as_ref()?;
-    let schema = serde_json::to_value(schema).expect("a schema serializes");
-    Some(kube::core::cel::compile_schema(&schema))
-}
-
-/// The rules as admission would check them; with the cluster's copy, the rules about
-/// changes too (an immutable field).
-fn validate_rules(
-    rules: Option<&kube::core::cel::CompiledSchema>,
-    obj: &Value,
-    old: Option<&Value>,
-) -> Result<(), String> {
-    let Some(rules) = rules else {
-        return Ok(());
-    };
-    static VALIDATOR: std::sync::OnceLock<kube::core::cel::Validator> = std::sync::OnceLock::new();
-    VALIDATOR
-        .get_or_init(kube::core::cel::Validator::new)
-        .validate_compiled(rules, obj, old)
-        .map_err(|errors| {
-            let messages: Vec<String> = errors.into_vec().iter().map(ToString::to_string).collect();
-            format!("the apiserver would refuse it: {}", messages.join("; "))
-        })
-}
-
 /// One List per scope with at least two resources to plan (a lone resource is one GET).
 /// A List that fails leaves its resources to be read alone.
 async fn list_scopes<K: ManagedObject, P: Provider<K>>(
@@ -478,71 +449,4 @@ async fn list_scopes<K: ManagedObject, P: Provider<K>>(
         }
     }
     lists
-}
-
-/// The report entry of the engine's decision.
-fn planned_entry(mut entry: Entry, planned: Planned) -> Entry {
-    let requests =
-        |calls: Vec<crate::upstream::Call>| calls.iter().map(PlannedRequest::from).collect();
-    match planned {
-        Planned::Create { requests: calls } => {
-            entry.action = Action::Create;
-            entry.requests = requests(calls);
-        }
-        Planned::Update {
-            id,
-            fields,
-            changes,
-            requests: calls,
-            adopted,
-            unresolved,
-        } => {
-            entry.changes = changes;
-            entry.action = if adopted {
-                Action::Adopt
-            } else {
-                Action::Update
-            };
-            entry.id = Some(id);
-            entry.fields = fields.iter().map(|f| f.to_string()).collect();
-            entry.requests = requests(calls);
-            if let Some((reason, message)) = unresolved {
-                entry.reason = Some(reason.into());
-                entry.message = Some(format!("after the update, still: {message}"));
-            }
-        }
-        Planned::NoOp { id, adopted } => {
-            entry.action = if adopted { Action::Adopt } else { Action::NoOp };
-            entry.id = Some(id);
-            if adopted {
-                entry.message = Some("an existing upstream object is taken over unchanged".into());
-            }
-        }
-        Planned::Drifted {
-            id,
-            fields,
-            changes,
-        } => {
-            entry.changes = changes;
-            entry.action = Action::NoOp;
-            entry.id = Some(id);
-            entry.reason = Some(crate::base::conditions::reason::DRIFTED.into());
-            entry.message = Some(format!(
-                "managementPolicy Observe: upstream differs in {}; nothing is written",
-                fields.join(", ")
-            ));
-            entry.fields = fields.iter().map(|f| f.to_string()).collect();
-        }
-        Planned::Pending { message } => {
-            entry.action = Action::NoOp;
-            entry.reason = Some(crate::base::conditions::reason::PENDING.into());
-            entry.message = Some(message);
-        }
-        Planned::Blocked { reason, message } => {
-            entry.action = Action::Blocked;
-            entry.reason = Some(reason.into());
-            entry.message = Some(message);
-        }
-    }
-    entry
 }
