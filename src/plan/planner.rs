@@ -295,27 +295,34 @@ impl Planner<'_> {
         })
     }
 
-    /// The resources of kind `K` in the cluster that record an upstream id (in every
-    /// namespace: one List), to tell which resource owns which object as the operator
-    /// does. Offline, or without the right to list, none (with a warning).
+    /// The resources of kind `K` that record an upstream id, in the namespaces the plan
+    /// reads (the input's and the default one, as `--prune`: a namespaced Role is enough),
+    /// to tell which resource owns which object as the operator does. Offline, or
+    /// without the right to list, none (with a warning).
     async fn recorded<K: ManagedObject>(&self) -> Vec<K> {
         let Some(cluster) = &self.cluster else {
             return vec![];
         };
-        match Api::<K>::all(cluster.clone())
-            .list(&Default::default())
-            .await
-        {
-            Ok(list) => list
-                .items
-                .into_iter()
-                .filter(|o| o.managed_status().is_some_and(|s| s.id.is_some()))
-                .collect(),
-            Err(error) => {
-                tracing::warn!(kind = K::kind(&()).as_ref(), %error, "cannot list the cluster's resources: resources another one manages are not shown as AlreadyManaged");
-                vec![]
+        let mut recorded = vec![];
+        for namespace in self.prune_namespaces() {
+            match Api::<K>::namespaced(cluster.clone(), &namespace)
+                .list(&Default::default())
+                .await
+            {
+                Ok(list) => recorded.extend(
+                    list.items
+                        .into_iter()
+                        .filter(|o| o.managed_status().is_some_and(|s| s.id.is_some())),
+                ),
+                Err(error) => tracing::warn!(
+                    kind = K::kind(&()).as_ref(),
+                    %namespace,
+                    %error,
+                    "cannot list the resources: one naming an object they manage is not shown as AlreadyManaged"
+                ),
             }
         }
+        recorded
     }
 
     /// A resource referencing one this plan creates (a toolset under a new Connector):
@@ -365,8 +372,9 @@ impl Planner<'_> {
         Ok(found.map(|obj| serde_json::to_value(obj).expect("a resource serializes")))
     }
 
-    /// Where `--prune` looks, as `kubectl apply --prune`: the namespaces of the input's
-    /// resources and the default one (a namespaced Role is then enough to plan).
+    /// Where `--prune` looks, as `kubectl apply --prune`, and where owners of upstream
+    /// objects are looked for: the namespaces of the input's resources and the default
+    /// one (a namespaced Role is then enough to plan).
     fn prune_namespaces(&self) -> std::collections::BTreeSet<String> {
         let managed = crate::kinds::names();
         let mut namespaces: std::collections::BTreeSet<String> = self

@@ -1023,7 +1023,8 @@ async fn conductorone_other_outcomes_and_prune() {
         actions(&plan),
         [
             ("ts-kept", Action::NoOp),
-            ("ts-adopted", Action::Adopt),
+            // ts-kept manages that toolset: one owner per upstream object.
+            ("ts-adopted", Action::Blocked),
             ("cn-adopted", Action::Adopt),
             ("ae-missing", Action::Blocked),
             ("cn-missing", Action::Blocked),
@@ -1035,9 +1036,11 @@ async fn conductorone_other_outcomes_and_prune() {
         "{plan:#?}"
     );
     assert_eq!(entry(&plan, "cn-adopted").fields, ["description"]);
-    assert_eq!(
-        entry(&plan, "ts-adopted").id.as_deref(),
-        Some(ts_kept.as_str())
+    let claimant = entry(&plan, "ts-adopted");
+    assert_eq!(claimant.reason.as_deref(), Some("AlreadyManaged"));
+    assert!(
+        claimant.message.as_deref().unwrap().contains(&ts_kept),
+        "{claimant:?}"
     );
     for name in ["ae-missing", "cn-missing"] {
         assert_eq!(
