@@ -261,17 +261,22 @@ fn files_under(dir: &str, keep: impl Fn(&std::path::Path) -> bool) -> Vec<std::p
     files
 }
 
-/// The ```yaml fenced blocks of a Markdown text, with the line each starts on.
+/// The ```yaml fenced blocks of a Markdown text, with the line each starts on. A fence
+/// indented in a list item has its content indented as much: that indentation is not
+/// the YAML's.
 fn yaml_blocks(markdown: &str) -> Vec<(usize, String)> {
     let mut blocks = vec![];
-    let mut open: Option<(usize, String)> = None;
+    let mut open: Option<(usize, usize, String)> = None;
     for (n, line) in markdown.lines().enumerate() {
         let fence = line.trim_start();
+        let indent = line.len() - fence.len();
         match &mut open {
-            None if fence.starts_with("```yaml") => open = Some((n + 1, String::new())),
-            Some(_) if fence.starts_with("```") => blocks.extend(open.take()),
-            Some((_, block)) => {
-                block.push_str(line);
+            None if fence.starts_with("```yaml") => open = Some((n + 1, indent, String::new())),
+            Some(_) if fence.starts_with("```") => {
+                blocks.extend(open.take().map(|(start, _, block)| (start, block)));
+            }
+            Some((_, indent, block)) => {
+                block.push_str(line.get(*indent..).unwrap_or_default());
                 block.push('\n');
             }
             None => {}
