@@ -36,7 +36,8 @@ pub use create_mark::CreateMark;
 pub use decision::{Located, ambiguous_create, locate, not_found_message};
 pub use error::EngineError;
 pub use provider::{
-    Created, Cx, Diff, ImportScope, Provider, Reference, ScopeFlag, Unresolved, Written,
+    Created, Cx, Diff, ImportScope, Provider, Reference, ScopeFlag, ScopeLister, ScopeValues,
+    Unresolved, Written,
 };
 pub use reconciler::{Engine, reconcile};
 

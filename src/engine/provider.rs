@@ -114,6 +114,18 @@ pub struct ScopeFlag {
 /// One list scope to import, as the values of its spec fields (`teamId` → `team-a`).
 pub type ImportScope = std::collections::BTreeMap<&'static str, String>;
 
+/// The import's scope flags and their values (`team` → the `--team` values).
+pub type ScopeValues = std::collections::BTreeMap<&'static str, Vec<String>>;
+
+/// Finds the scopes to import through an upstream that lists them: the flags' values
+/// and whether `--all` was given; `Err` says why not, in words for the user.
+pub type ScopeLister =
+    for<'a> fn(
+        &'a UpstreamClient,
+        &'a ScopeValues,
+        bool,
+    ) -> futures::future::BoxFuture<'a, Result<Vec<ImportScope>, String>>;
+
 /// The upstream-specific part of one kind.
 pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// The upstream object as read.
@@ -295,31 +307,10 @@ pub trait Provider<K: ManagedObject>: Send + Sync + 'static {
     /// cannot be imported.
     const IMPORT_SCOPE: &'static [ScopeFlag] = &[];
 
-    /// The scopes to import: those the flags name (`given`: each flag's values), or with
-    /// `all` every scope the upstream can list. `Err`: why not, in words for the user.
-    /// The default takes the given values of a one-flag scope; `all` is refused (the
-    /// upstream has no list of its scopes).
-    fn import_scopes(
-        &self,
-        _upstream: &UpstreamClient,
-        given: &std::collections::BTreeMap<&'static str, Vec<String>>,
-        all: bool,
-    ) -> impl Future<Output = Result<Vec<ImportScope>, String>> + Send {
-        let scopes = match Self::IMPORT_SCOPE {
-            [one] if all => Err(format!(
-                "--all: the upstream publishes no list of its {}s; name each with --{}",
-                one.flag, one.flag
-            )),
-            [one] => Ok(given
-                .get(one.flag)
-                .into_iter()
-                .flatten()
-                .map(|value| ImportScope::from([(one.field, value.clone())]))
-                .collect()),
-            _ => Err("this kind cannot be imported".to_string()),
-        };
-        async { scopes }
-    }
+    /// For upstreams that list their scopes (ConductorOne's apps and connectors): how the
+    /// import finds its scopes, from the flags or, with `--all`, by listing them. `None`:
+    /// the given values of a one-flag scope, and `--all` refused (nothing lists them).
+    const IMPORT_SCOPE_LISTER: Option<ScopeLister> = None;
 
     /// Spec fields every resource of the kind must have that no list scope names, as a
     /// stand-in for the object that the import lists a scope through (a persona access

@@ -4,7 +4,7 @@
 //! that resource against the object is empty, so applying the output changes nothing
 //! upstream.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::names::{label_of, unique_names};
 use crate::api::GROUP_VERSION;
 use crate::api::envelope::{ConnectionRef, DeletionPolicy};
-use crate::engine::{Cx, ImportScope, ManagedObject, Provider};
+use crate::engine::{Cx, ImportScope, ManagedObject, Provider, ScopeValues};
 use crate::plan::connections::PlanConnections;
 use crate::plan::kube_view::KubeView;
 use crate::plan::manifests::Loaded;
@@ -37,7 +37,7 @@ pub struct Options {
     /// Where ClusterConnections' Secrets live (the operator's `--credentials-namespace`).
     pub credentials_namespace: String,
     /// Scope flags' values, by flag (`team` → its values).
-    pub given: BTreeMap<&'static str, Vec<String>>,
+    pub given: ScopeValues,
     /// `--all`: every scope the upstream lists.
     pub all: bool,
     pub deletion_policy: DeletionPolicy,
@@ -173,8 +173,8 @@ impl Importer<'_> {
         let kind = K::kind(&()).to_string();
         self.check_flags::<K, P>()?;
         let client = self.client::<K, P>().await?;
-        let scopes = provider
-            .import_scopes(&client, &self.options.given, self.options.all)
+        let scopes = self
+            .scopes::<K, P>(&client)
             .await
             .map_err(ImportError::Usage)?;
         let managed = self.managed_ids::<K>().await?;
@@ -242,6 +242,31 @@ impl Importer<'_> {
                 "--all lists every scope: name none with it ({scope})"
             ))),
             _ => Ok(()),
+        }
+    }
+
+    /// The scopes to import: listed by the upstream where it lists them
+    /// ([`Provider::IMPORT_SCOPE_LISTER`]), else the flag's values (`--all` refused).
+    async fn scopes<K: ManagedObject, P: Provider<K>>(
+        &self,
+        client: &UpstreamClient,
+    ) -> Result<Vec<ImportScope>, String> {
+        let (given, all) = (&self.options.given, self.options.all);
+        if let Some(lister) = P::IMPORT_SCOPE_LISTER {
+            return lister(client, given, all).await;
+        }
+        match P::IMPORT_SCOPE {
+            [one] if all => Err(format!(
+                "--all: the upstream publishes no list of its {}s; name each with --{}",
+                one.flag, one.flag
+            )),
+            [one] => Ok(given
+                .get(one.flag)
+                .into_iter()
+                .flatten()
+                .map(|value| ImportScope::from([(one.field, value.clone())]))
+                .collect()),
+            _ => Err(format!("{} cannot be imported", K::kind(&()))),
         }
     }
 

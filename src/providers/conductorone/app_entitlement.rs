@@ -13,9 +13,11 @@ use super::api::{self, is_deleted};
 use crate::api::AppEntitlement;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
-use crate::engine::{Created, Cx, Diff, ImportScope, ManagedObject, Provider, ScopeFlag, Written};
+use crate::engine::{
+    Created, Cx, Diff, ImportScope, ManagedObject, Provider, ScopeFlag, ScopeLister, Written,
+};
 use crate::providers::{segment, send_delete, single};
 use crate::upstream::{Call, UpstreamClient, UpstreamError};
 
@@ -433,14 +435,7 @@ impl Provider<AppEntitlement> for AppEntitlementProvider {
     }];
     const IMPORTED_FIELDS: &'static [&'static str] = FIELDS;
 
-    async fn import_scopes(
-        &self,
-        upstream: &UpstreamClient,
-        given: &BTreeMap<&'static str, Vec<String>>,
-        all: bool,
-    ) -> Result<Vec<ImportScope>, String> {
-        super::import::app_scopes(upstream, given, all).await
-    }
+    const IMPORT_SCOPE_LISTER: Option<ScopeLister> = Some(super::import::app_scopes);
 
     async fn import_exclusions(
         &self,

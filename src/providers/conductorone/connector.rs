@@ -27,9 +27,9 @@ use super::api::{self, is_deleted};
 use crate::api::Connector;
 use crate::api::connection::UpstreamKind;
 use crate::api::envelope::ManagementPolicy;
-use crate::engine::{Created, Cx, Diff, EngineError, ImportScope, Provider, ScopeFlag, Written};
+use crate::engine::{Created, Cx, Diff, EngineError, Provider, ScopeFlag, ScopeLister, Written};
 use crate::providers::{segment, send_delete, single};
-use crate::upstream::{Call, UpstreamClient, UpstreamError};
+use crate::upstream::{Call, UpstreamError};
 
 /// The update-mask name of the configuration.
 const CONFIG: &str = "config";
@@ -443,14 +443,7 @@ impl Provider<Connector> for ConnectorProvider {
         "profileIgnoreList",
     ];
 
-    async fn import_scopes(
-        &self,
-        upstream: &UpstreamClient,
-        given: &BTreeMap<&'static str, Vec<String>>,
-        all: bool,
-    ) -> Result<Vec<ImportScope>, String> {
-        super::import::app_scopes(upstream, given, all).await
-    }
+    const IMPORT_SCOPE_LISTER: Option<ScopeLister> = Some(super::import::app_scopes);
 
     fn display_name(&self, observed: &UpstreamConnector) -> Option<String> {
         observed.display_name.clone()

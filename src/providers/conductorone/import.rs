@@ -3,12 +3,15 @@
 //! connectors for toolsets. An app's toolsets back app entitlements of their own, which
 //! the toolset's resource manages: they are not imported as app entitlements.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde::Deserialize;
 
 use super::api;
-use crate::engine::ImportScope;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use crate::engine::{ImportScope, ScopeValues};
 use crate::providers::segment;
 use crate::upstream::{UpstreamClient, UpstreamError};
 
@@ -81,14 +84,22 @@ async fn connector_ids(upstream: &UpstreamClient, app: &str) -> Result<Vec<Strin
     Ok(views.into_iter().map(|v| v.connector.id).collect())
 }
 
-fn given<'a>(flags: &'a BTreeMap<&'static str, Vec<String>>, flag: &str) -> &'a [String] {
+fn given<'a>(flags: &'a ScopeValues, flag: &str) -> &'a [String] {
     flags.get(flag).map(Vec::as_slice).unwrap_or_default()
 }
 
 /// `--app` values, or with `all` every app: one scope each (`appId`).
-pub(super) async fn app_scopes(
+pub(super) fn app_scopes<'a>(
+    upstream: &'a UpstreamClient,
+    flags: &'a ScopeValues,
+    all: bool,
+) -> BoxFuture<'a, Result<Vec<ImportScope>, String>> {
+    async move { app_scopes_now(upstream, flags, all).await }.boxed()
+}
+
+async fn app_scopes_now(
     upstream: &UpstreamClient,
-    flags: &BTreeMap<&'static str, Vec<String>>,
+    flags: &ScopeValues,
     all: bool,
 ) -> Result<Vec<ImportScope>, String> {
     let apps = match all {
@@ -103,9 +114,17 @@ pub(super) async fn app_scopes(
 
 /// `--app` with its `--connector`s, or every connector of each `--app`, or with `all`
 /// every connector of every app: one scope each (`appId`, `connectorId`).
-pub(super) async fn connector_scopes(
+pub(super) fn connector_scopes<'a>(
+    upstream: &'a UpstreamClient,
+    flags: &'a ScopeValues,
+    all: bool,
+) -> BoxFuture<'a, Result<Vec<ImportScope>, String>> {
+    async move { connector_scopes_now(upstream, flags, all).await }.boxed()
+}
+
+async fn connector_scopes_now(
     upstream: &UpstreamClient,
-    flags: &BTreeMap<&'static str, Vec<String>>,
+    flags: &ScopeValues,
     all: bool,
 ) -> Result<Vec<ImportScope>, String> {
     let connectors = given(flags, "connector");

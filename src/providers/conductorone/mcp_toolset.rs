@@ -12,7 +12,7 @@
 //! resource did not create (it adopted it by `externalId`) is taken to be built in and
 //! is never updated or deleted; crash recovery never picks a toolset with those names.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use kube::api::{Api, ApiResource};
 use kube::{Resource, ResourceExt};
@@ -26,11 +26,11 @@ use super::api::{self, is_deleted};
 use crate::api::connection::UpstreamKind;
 use crate::api::{Connector, McpToolset};
 use crate::engine::{
-    Created, Cx, Diff, EngineError, ImportScope, Provider, Reference, ScopeFlag, Written,
+    Created, Cx, Diff, EngineError, Provider, Reference, ScopeFlag, ScopeLister, Written,
     is_adopted,
 };
 use crate::providers::{segment, send_delete, single};
-use crate::upstream::{Call, UpstreamClient, UpstreamError};
+use crate::upstream::{Call, UpstreamError};
 use tools::{Binding, Tool, Tools, select_tools};
 
 /// Names of the toolsets ConductorOne maintains on every connector.
@@ -442,14 +442,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
         },
     ];
 
-    async fn import_scopes(
-        &self,
-        upstream: &UpstreamClient,
-        given: &BTreeMap<&'static str, Vec<String>>,
-        all: bool,
-    ) -> Result<Vec<ImportScope>, String> {
-        super::import::connector_scopes(upstream, given, all).await
-    }
+    const IMPORT_SCOPE_LISTER: Option<ScopeLister> = Some(super::import::connector_scopes);
 
     /// Adopted (so a built-in toolset is recognised and skipped) and managing a tool
     /// (so reading a toolset reads its bindings and the catalogue that names them).
