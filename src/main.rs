@@ -9,7 +9,7 @@ use std::time::Duration;
 use accessplane::connections::{Credentials, SecretsScope};
 use accessplane::engine::requeue::{Timing, parse_interval};
 use accessplane::import::command::{self as import_command, IMPORT_HELP, ImportArgs};
-use accessplane::plan::command::{self, Output, PlanCommand};
+use accessplane::plan::command::{self, PlanArgs};
 use accessplane::reference;
 use accessplane::runtime::telemetry::{self, LogFormat};
 use accessplane::runtime::{self, LeaderElection, LeaseTiming, RunConfig, crds};
@@ -132,59 +132,6 @@ struct RunArgs {
     /// ClusterConnections only, namespaced Connections are refused).
     #[arg(long, env = "ACCESSPLANE_SECRETS_SCOPE", value_enum, default_value_t = SecretsScopeArg::Cluster)]
     secrets_scope: SecretsScopeArg,
-}
-
-#[derive(Debug, Args)]
-struct PlanArgs {
-    /// Manifests: files, folders (recursively: .yaml, .yml, .json) or `-` for standard
-    /// input (e.g. the output of `helm template` or `kustomize build`). Repeatable.
-    #[arg(short = 'f', long = "filename", required = true)]
-    files: Vec<PathBuf>,
-    /// Namespace of manifests that name none (default: the kubeconfig context's).
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
-    /// The kubeconfig context to read the cluster through (default: the current one).
-    #[arg(long)]
-    context: Option<String>,
-    /// Namespace of ClusterConnections' credentials Secrets (as the operator's flag).
-    #[arg(
-        long,
-        env = "ACCESSPLANE_CREDENTIALS_NAMESPACE",
-        default_value = "accessplane-system"
-    )]
-    credentials_namespace: String,
-    /// Also plan resources of the cluster that match --selector but are not in the input:
-    /// what deleting them would do upstream (by their deletion policy).
-    #[arg(long, requires = "selector")]
-    prune: bool,
-    /// Label selector of the resources --prune considers (e.g. app.kubernetes.io/instance=access).
-    #[arg(short = 'l', long)]
-    selector: Option<String>,
-    /// Output format: text (coloured on a terminal), json (stable, `formatVersion`), markdown.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
-    output: Output,
-    /// Plan from the input alone, without a cluster: resources count as never applied.
-    #[arg(long, conflicts_with_all = ["prune", "context"])]
-    offline: bool,
-    /// Exit code when changes are present (0 for a gate that fails only on blocked
-    /// resources, e.g. an Argo CD PreSync hook).
-    #[arg(long, default_value_t = 2)]
-    changes_exit_code: u8,
-}
-
-impl PlanArgs {
-    fn command(self) -> PlanCommand {
-        PlanCommand {
-            files: self.files,
-            namespace: self.namespace,
-            context: self.context,
-            credentials_namespace: self.credentials_namespace,
-            prune_selector: self.prune.then_some(self.selector).flatten(),
-            output: self.output,
-            offline: self.offline,
-            changes_exit_code: self.changes_exit_code,
-        }
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -126,3 +126,58 @@ pub fn already_managed(kind: &str, id: &str, owner: &str) -> String {
         "upstream object {id} is managed by {kind} {owner}; this resource sends nothing upstream and never deletes it (it may take the object over once {owner} lets go of it)"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AccessProfile;
+
+    /// A profile `namespace/name` created at `created`, recording `id` if given.
+    fn profile(namespace: &str, name: &str, created: &str, id: Option<&str>) -> AccessProfile {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "accessplane.io/v1alpha1", "kind": "AccessProfile",
+            "metadata": {"name": name, "namespace": namespace, "uid": name,
+                         "creationTimestamp": created},
+            "spec": {"connectionRef": {"name": "serval"}, "teamId": "team-1"},
+            "status": {"id": id},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_recording_resource_owns_and_the_older_wins_a_tie() {
+        let owner = profile("a", "owner", "2026-01-01T00:00:00Z", Some("ap-1"));
+        let claimant = profile("b", "claimant", "2025-01-01T00:00:00Z", None);
+        assert!(owns_rather(&owner, &claimant, "ap-1"));
+        assert!(!owns_rather(&claimant, &owner, "ap-1"));
+        assert!(!owns_rather(&owner, &owner, "ap-1"), "never its own rival");
+        assert!(!owns_rather(&owner, &claimant, "ap-2"));
+        // Both record it (from before ownership was checked): the older one owns it.
+        let older = profile("b", "older", "2025-01-01T00:00:00Z", Some("ap-1"));
+        assert!(owns_rather(&older, &owner, "ap-1"));
+        assert!(!owns_rather(&owner, &older, "ap-1"));
+        // Same age: the namespace and name decide, the same way from both sides.
+        let twin = profile("c", "twin", "2026-01-01T00:00:00Z", Some("ap-1"));
+        assert!(owns_rather(&owner, &twin, "ap-1") != owns_rather(&twin, &owner, "ap-1"));
+    }
+
+    #[test]
+    fn the_index_flags_an_id_that_another_resource_records_until_settled() {
+        let ownership = Ownership::default();
+        let owner = profile("a", "owner", "2026-01-01T00:00:00Z", Some("ap-1"));
+        let claimant = profile("b", "claimant", "2026-01-02T00:00:00Z", None);
+        assert_eq!(ownership.claim(&claimant, "ap-1"), Claim::Free);
+        ownership.saw(&owner);
+        assert_eq!(ownership.claim(&owner, "ap-1"), Claim::Free);
+        assert_eq!(ownership.claim(&claimant, "ap-1"), Claim::Contested);
+        // The owner went away: the cache showed nobody else; the index forgets it.
+        ownership.settle(&claimant, "ap-1");
+        assert_eq!(ownership.claim(&claimant, "ap-1"), Claim::Free);
+        // Two resources recording one id stay contested for both.
+        let second = profile("b", "second", "2026-01-03T00:00:00Z", Some("ap-1"));
+        ownership.saw(&owner);
+        ownership.saw(&second);
+        assert_eq!(ownership.claim(&owner, "ap-1"), Claim::Contested);
+        assert_eq!(ownership.claim(&second, "ap-1"), Claim::Contested);
+    }
+}

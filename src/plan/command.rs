@@ -14,6 +14,61 @@ use super::report::Format;
 /// The plan's `User-Agent` towards Kubernetes.
 pub const USER_AGENT: &str = concat!("accessplane-plan/", env!("CARGO_PKG_VERSION"));
 
+/// `accessplane plan`'s command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PlanArgs {
+    /// Manifests: files, folders (recursively: .yaml, .yml, .json) or `-` for standard
+    /// input (e.g. the output of `helm template` or `kustomize build`). Repeatable.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Namespace of manifests that name none (default: the kubeconfig context's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// The kubeconfig context to read the cluster through (default: the current one).
+    #[arg(long)]
+    pub context: Option<String>,
+    /// Namespace of ClusterConnections' credentials Secrets (as the operator's flag).
+    #[arg(
+        long,
+        env = "ACCESSPLANE_CREDENTIALS_NAMESPACE",
+        default_value = "accessplane-system"
+    )]
+    pub credentials_namespace: String,
+    /// Also plan resources of the cluster that match --selector but are not in the input:
+    /// what deleting them would do upstream (by their deletion policy).
+    #[arg(long, requires = "selector")]
+    pub prune: bool,
+    /// Label selector of the resources --prune considers (e.g. app.kubernetes.io/instance=access).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Output format: text (coloured on a terminal), json (stable, `formatVersion`), markdown.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// Plan from the input alone, without a cluster: resources count as never applied.
+    #[arg(long, conflicts_with_all = ["prune", "context"])]
+    pub offline: bool,
+    /// Exit code when changes are present (0 for a gate that fails only on blocked
+    /// resources, e.g. an Argo CD PreSync hook).
+    #[arg(long, default_value_t = 2)]
+    pub changes_exit_code: u8,
+}
+
+impl PlanArgs {
+    /// What the command line asks for.
+    pub fn command(self) -> PlanCommand {
+        PlanCommand {
+            files: self.files,
+            namespace: self.namespace,
+            context: self.context,
+            credentials_namespace: self.credentials_namespace,
+            prune_selector: self.prune.then_some(self.selector).flatten(),
+            output: self.output,
+            offline: self.offline,
+            changes_exit_code: self.changes_exit_code,
+        }
+    }
+}
+
 /// What the command line asked for.
 #[derive(Clone, Debug)]
 pub struct PlanCommand {

@@ -35,10 +35,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         let (upstream, inputs) = self.reach(obj).await?;
         let cx = Cx::new(obj, &upstream, &inputs);
-        let tenant = upstream.tenant();
-        let owner = |id: &str| self.owner_of(obj, Some(&tenant), id);
-        let mut given = self.given(obj, record, &upstream);
-        given.owner = Some(&owner);
+        let owner = self.owners(obj, Some(upstream.tenant()));
+        let given = self.given(obj, record, &upstream, &owner);
         let reader = PassReader {
             engine: self,
             purpose,

@@ -31,8 +31,7 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
         record: &Record,
     ) -> Result<Verdict, EngineError> {
         let now = self.clock.now();
-        let tenant = self.tenant_of(obj);
-        let owner = |id: &str| self.owner_of(obj, tenant.as_deref(), id);
+        let owner = self.owners(obj, self.tenant_of(obj));
         let given = Given {
             now,
             timing: &self.timing,
@@ -62,10 +61,8 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
     ) -> Result<Verdict, EngineError> {
         let (upstream, inputs) = self.reach(obj).await?;
         let cx = Cx::new(obj, &upstream, &inputs);
-        let tenant = upstream.tenant();
-        let owner = |id: &str| self.owner_of(obj, Some(&tenant), id);
-        let mut given = self.given(obj, record, &upstream);
-        given.owner = Some(&owner);
+        let owner = self.owners(obj, Some(upstream.tenant()));
+        let given = self.given(obj, record, &upstream, &owner);
         let reader = CurrentReader { engine: self };
         match deletion::decide(&self.provider, &cx, &reader, &given, known_id).await? {
             Removal::Release { gone } => {

@@ -29,7 +29,7 @@ use super::decision::Given;
 use super::identity::ObjectKey;
 use super::memory::{Memory, Record};
 use super::observation::{Observations, Purpose};
-use super::ownership::{self, Claim, Ownership};
+use super::ownership::{self, Claim, OwnerOf, Ownership};
 use super::requeue::{RESYNC_ANNOTATION, Timing, wave_delay};
 use super::schedule::ResyncSlots;
 use super::{
@@ -203,6 +203,16 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
             .map(|owner| ownership::label(&**owner))
     }
 
+    /// Which other resource owns an upstream id, for the decisions about `obj` (whose
+    /// Connection reaches `tenant`; `None`: not usable now, any tenant counts).
+    pub(super) fn owners<'a>(
+        &'a self,
+        obj: &'a K,
+        tenant: Option<String>,
+    ) -> impl Fn(&str) -> Option<String> + Sync + 'a {
+        move |id: &str| self.owner_of(obj, tenant.as_deref(), id)
+    }
+
     /// The tenant of `obj`'s Connection, when it is usable.
     pub(super) fn tenant_of(&self, obj: &K) -> Option<String> {
         let ns = obj.namespace().unwrap_or_default();
@@ -307,14 +317,20 @@ impl<K: ManagedObject, P: Provider<K>> Engine<K, P> {
 
     /// What a pass starting now knows besides the object: its record and, when a create
     /// is in doubt, how long another replica's create may still take to arrive.
-    fn given<'a>(&'a self, obj: &K, record: &'a Record, upstream: &UpstreamClient) -> Given<'a> {
+    fn given<'a>(
+        &'a self,
+        obj: &K,
+        record: &'a Record,
+        upstream: &UpstreamClient,
+        owner: OwnerOf<'a>,
+    ) -> Given<'a> {
         let now = self.clock.now();
         let mut given = Given {
             now,
             timing: &self.timing,
             learned: record.learned.as_deref(),
             create_in_flight: None,
-            owner: None,
+            owner: Some(owner),
         };
         if given.create_in_doubt(obj) {
             given.create_in_flight = self.create_of_another_replica_in_flight(obj, upstream, now);

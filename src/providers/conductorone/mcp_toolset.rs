@@ -469,15 +469,7 @@ impl Provider<McpToolset> for McpToolsetProvider {
             fields.insert("description".into(), json!(description));
         }
         if let Some(tools) = &observed.tools {
-            let selectors: Vec<Value> = tools
-                .bound
-                .iter()
-                .map(|id| match tools.unique_name(id) {
-                    Some(name) => json!({"toolName": name}),
-                    None => json!({"id": id}),
-                })
-                .collect();
-            fields.insert(TOOLS.into(), Value::Array(selectors));
+            fields.insert(TOOLS.into(), tools.bound_as_selectors());
         }
         Ok(fields)
     }

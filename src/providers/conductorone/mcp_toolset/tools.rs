@@ -38,9 +38,19 @@ pub(super) struct Tools {
 }
 
 impl Tools {
+    /// The bound tools as `spec.tools` selectors: by `toolName` where exactly one tool of
+    /// the catalogue has that name, else by `id` (what `accessplane import` writes).
+    pub(super) fn bound_as_selectors(&self) -> serde_json::Value {
+        let selectors = self.bound.iter().map(|id| match self.unique_name(id) {
+            Some(name) => serde_json::json!({"toolName": name}),
+            None => serde_json::json!({"id": id}),
+        });
+        serde_json::Value::Array(selectors.collect())
+    }
+
     /// The tool's native name, when no other tool of the catalogue has it (a selector by
     /// that name then picks exactly this tool).
-    pub(super) fn unique_name(&self, id: &str) -> Option<&str> {
+    fn unique_name(&self, id: &str) -> Option<&str> {
         let name = self
             .catalogue
             .iter()

@@ -61,3 +61,19 @@ fn plan_binds_approved_and_bound_tools_and_names_the_rest() {
         ]
     );
 }
+
+#[test]
+fn bound_tools_are_written_by_a_name_only_one_tool_has_else_by_id() {
+    let tools = Tools {
+        bound: BTreeSet::from(["t-1".to_string(), "t-2".to_string(), "t-3".to_string()]),
+        catalogue: vec![
+            tool("t-1", "search", TOOL_APPROVED),
+            tool("t-2", "dup", TOOL_APPROVED),
+            tool("t-4", "dup", TOOL_APPROVED),
+        ],
+    };
+    assert_eq!(
+        tools.bound_as_selectors(),
+        serde_json::json!([{"toolName": "search"}, {"id": "t-2"}, {"id": "t-3"}])
+    );
+}
